@@ -1,0 +1,29 @@
+# Set-up is part of every target: a fresh clone needs only `make app` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: app test lint release bench
+
+$(INSTALLED): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+release: $(INSTALLED)
+	$(BIN)/python -m evaluation.release --if-missing
+
+app: release
+	$(BIN)/python app.py
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+bench: release
+	$(BIN)/python -m bench.scoring

@@ -1,0 +1,34 @@
+"""Helpers shared by the benchmarks: machine description and a release to run against."""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+from evaluation.bundle import MANIFEST_CSV
+from evaluation.release import build_release
+from settings import Settings
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def release_settings() -> Settings:
+    """The configured release, built into a temporary folder when it does not exist yet."""
+    settings = Settings.from_env()
+    if (settings.public_dir / MANIFEST_CSV).is_file():
+        return settings
+    root = Path(tempfile.mkdtemp(prefix="bench-release-"))
+    settings = Settings.from_env(
+        {**os.environ, "MITOSIS_DATA_DIR": str(root), "MITOSIS_LABELS_DIR": str(root / "private")}
+    )
+    build_release(settings.source_dir, settings.public_dir, settings.labels_dir)
+    return settings

@@ -1,0 +1,124 @@
+"""Layout and loaders of a built benchmark release: the public bundle and the private label store.
+
+Public bundle (``settings.public_dir``)::
+
+    release.json               format version and crop counts per split
+    manifest.csv               image_id,split            every test crop, opaque ids
+    amibr_test_labels.csv      image_id,label            the public, labelled test split
+    test_crops/<image_id>.png  every test crop (AMi-Br test, AtNorM-Br, AtNorM-MD)
+    test_crops.zip             test_crops/ + manifest.csv, the download for participants
+    predictions_template.csv   image_id,prob_atypical    a valid file to start from
+    amibr_train/               the training split (see ``models.trainset``)
+
+Private label store (``settings.labels_dir``)::
+
+    labels.csv                 image_id,split,label,source_path   every test crop
+    atnorm_md_votes.csv        image_id,expert_1..expert_5,majority
+    release.json               label_set_hash and counts
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evaluation.errors import LabelsUnavailable, ReleaseNotFound
+from evaluation.splits import ATYPICAL, TEST_SPLITS, get_split
+
+RELEASE_FORMAT = 1
+RELEASE_JSON = "release.json"
+MANIFEST_CSV = "manifest.csv"
+AMIBR_TEST_LABELS_CSV = "amibr_test_labels.csv"
+TEST_CROPS_DIR = "test_crops"
+TEST_CROPS_ZIP = "test_crops.zip"
+PREDICTIONS_TEMPLATE_CSV = "predictions_template.csv"
+TRAIN_DIR = "amibr_train"
+PRIVATE_LABELS_CSV = "labels.csv"
+ATNORM_MD_VOTES_CSV = "atnorm_md_votes.csv"
+
+
+def label_set_hash(rows: Iterable[tuple[str, str, str]]) -> str:
+    """SHA-256 over the sorted ``split,image_id,label`` lines: changes iff any label changes."""
+    lines = sorted(f"{split},{image_id},{label}\n" for image_id, split, label in rows)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SplitLabels:
+    """Ground truth of one test split, aligned to ``image_ids`` (atypical = 1)."""
+
+    split: str
+    image_ids: np.ndarray
+    y_true: np.ndarray
+
+
+class PublicBundle:
+    """The public part of a release: manifest, crops and the AMi-Br test labels."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        if not (self.root / MANIFEST_CSV).is_file():
+            raise ReleaseNotFound(
+                f"No benchmark release at {self.root} (no {MANIFEST_CSV}). Build it with "
+                "`python -m evaluation.release` (see the README, 'Data')."
+            )
+        self.manifest = pd.read_csv(self.root / MANIFEST_CSV, dtype=str, keep_default_na=False)
+
+    @property
+    def test_crops_dir(self) -> Path:
+        """Folder of every test crop, ``<image_id>.png``."""
+        return self.root / TEST_CROPS_DIR
+
+    @property
+    def train_dir(self) -> Path:
+        """Folder of the training split (crops, labels, slide groups)."""
+        return self.root / TRAIN_DIR
+
+    def split_ids(self, split: str) -> np.ndarray:
+        """Opaque ids of one test split, in manifest order."""
+        get_split(split)
+        return self.manifest.loc[self.manifest["split"] == split, "image_id"].to_numpy()
+
+    def public_labels(self) -> SplitLabels:
+        """Labels of the AMi-Br test split, which are public."""
+        frame = pd.read_csv(self.root / AMIBR_TEST_LABELS_CSV, dtype=str, keep_default_na=False)
+        return SplitLabels(
+            "amibr_test",
+            frame["image_id"].to_numpy(),
+            (frame["label"] == ATYPICAL).to_numpy(np.int8),
+        )
+
+
+class LabelStore:
+    """The private labels of every test split. Never served, never returned per image."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        labels_csv = self.root / PRIVATE_LABELS_CSV
+        if not labels_csv.is_file():
+            raise LabelsUnavailable(
+                f"The private label store is not at {self.root} (no {PRIVATE_LABELS_CSV}). "
+                "Hidden splits (AtNorM-Br, AtNorM-MD) can only be scored where it exists: build it "
+                "with `python -m evaluation.release` or point MITOSIS_LABELS_DIR at it."
+            )
+        self._labels = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+        info = json.loads((self.root / RELEASE_JSON).read_text())
+        self.label_set_hash: str = info["label_set_hash"]
+
+    def split_labels(self, split: str) -> SplitLabels:
+        """Ground truth of one test split (for the scorer only)."""
+        get_split(split)
+        frame = self._labels[self._labels["split"] == split]
+        return SplitLabels(
+            split, frame["image_id"].to_numpy(), (frame["label"] == ATYPICAL).to_numpy(np.int8)
+        )
+
+    def all_labels(self) -> dict[str, SplitLabels]:
+        """Ground truth of every test split."""
+        return {s.name: self.split_labels(s.name) for s in TEST_SPLITS}

@@ -1,0 +1,97 @@
+"""``python -m evaluation.score PREDICTIONS.csv [--split NAME ...] [--json]``: score a file.
+
+By default every split whose labels are available is scored: all three test splits where the
+private label store exists, otherwise AMi-Br test alone (its labels are public). Naming a hidden
+split without the private store is an error. Exit status: 0 scored, 2 invalid input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from evaluation.bundle import LabelStore, PublicBundle
+from evaluation.errors import EvaluationError, LabelsUnavailable
+from evaluation.scoring import SCORER_VERSION, load_labels, read_predictions, score_predictions
+from evaluation.splits import AMIBR_TEST, SPLITS, TEST_SPLITS
+from settings import Settings
+
+
+def default_splits(labels_dir: Path) -> list[str]:
+    """Every test split when the private store exists, else the public AMi-Br test split."""
+    try:
+        LabelStore(labels_dir)
+    except LabelsUnavailable as e:
+        print(f"note: scoring AMi-Br test only. {e}", file=sys.stderr)
+        return [AMIBR_TEST.name]
+    return [s.name for s in TEST_SPLITS]
+
+
+def format_table(scores: dict) -> str:
+    """A fixed-width table of the main metrics, one split a line."""
+    lines = [
+        f"{'split':<11} {'n':>5}  {'BA [95% CI]':<22} {'sens':>6} {'spec':>6}  "
+        f"{'AUROC [95% CI]':<22} {'AP':>6} {'Brier':>6} {'ECE':>6}"
+    ]
+    for split, s in scores.items():
+        ba, auc = s.balanced_accuracy, s.auroc
+        lines.append(
+            f"{SPLITS[split].title:<11} {s.n:>5}  "
+            f"{ba.estimate:.4f} [{ba.low:.4f}, {ba.high:.4f}] {s.sensitivity:>6.4f} "
+            f"{s.specificity:>6.4f}  {auc.estimate:.4f} [{auc.low:.4f}, {auc.high:.4f}] "
+            f"{s.average_precision:>6.4f} {s.brier:>6.4f} {s.ece:>6.4f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.score",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("predictions", type=Path, help="CSV: image_id,prob_atypical[,label]")
+    parser.add_argument(
+        "--split",
+        action="append",
+        choices=[s.name for s in TEST_SPLITS],
+        help="score only this split (repeatable)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    try:
+        splits = args.split or default_splits(settings.labels_dir)
+        bundle = PublicBundle(settings.public_dir)
+        labels, label_hash = load_labels(bundle, settings.labels_dir, splits)
+        predictions = read_predictions(
+            args.predictions,
+            bundle.manifest,
+            splits=splits,
+            max_bytes=settings.max_prediction_file_bytes,
+        )
+        scores = score_predictions(predictions, labels, n_resamples=settings.bootstrap_resamples)
+    except (EvaluationError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "scorer_version": SCORER_VERSION,
+                    "label_set_hash": label_hash,
+                    "splits": {k: v.to_dict() for k, v in scores.items()},
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(format_table(scores))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The one place where paths, URLs and limits are read from the environment.
+
+Every setting has a default that works offline on a fresh clone; each is documented in the
+README ("Settings"). Modules receive a :class:`Settings` object rather than reading the
+environment themselves, so tests can build one with ``Settings.from_env(env)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent
+PUBLIC_RELEASE_URL = "https://github.com/DeepMicroscopy/AMi-Br_Benchmark"
+PUBLIC_RELEASE_COMMIT = "3acf4dad662ed71b63f283858892b54c84a49696"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the project cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration.
+
+    Attributes:
+        source_dir: the unmodified public AMi-Br benchmark release (input of the release build).
+        data_dir: where the public bundle is written (``data_dir / "public"``).
+        labels_dir: the private label store; never inside anything a web server serves.
+        source_archive_url: where ``python -m evaluation.release --download`` fetches the source.
+        max_prediction_file_bytes: uploads of prediction files larger than this are refused.
+        bootstrap_resamples: resamples for every bootstrap confidence interval.
+        server_name, server_port: where ``python app.py`` listens.
+    """
+
+    source_dir: Path
+    data_dir: Path
+    labels_dir: Path
+    source_archive_url: str
+    max_prediction_file_bytes: int
+    bootstrap_resamples: int
+    server_name: str
+    server_port: int
+
+    @property
+    def public_dir(self) -> Path:
+        """The public bundle: train crops, AMi-Br test labels, opaque test crops, manifest."""
+        return self.data_dir / "public"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from ``env`` (default: ``os.environ``), falling back to defaults."""
+        env = os.environ if env is None else env
+        data_dir = _path(env, "MITOSIS_DATA_DIR", REPO_ROOT / "var")
+        return cls(
+            source_dir=_path(
+                env, "MITOSIS_SOURCE_DIR", REPO_ROOT.parent / "shared" / "data" / "ami-br-benchmark"
+            ),
+            data_dir=data_dir,
+            labels_dir=_path(env, "MITOSIS_LABELS_DIR", data_dir / "private"),
+            source_archive_url=env.get(
+                "MITOSIS_SOURCE_ARCHIVE_URL",
+                f"{PUBLIC_RELEASE_URL}/archive/{PUBLIC_RELEASE_COMMIT}.zip",
+            ),
+            max_prediction_file_bytes=_int(env, "MITOSIS_MAX_PREDICTION_FILE_MB", 5, minimum=1)
+            * 1024
+            * 1024,
+            bootstrap_resamples=_int(env, "MITOSIS_BOOTSTRAP_RESAMPLES", 2000, minimum=1000),
+            server_name=env.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+            server_port=_int(env, "GRADIO_SERVER_PORT", 7860, minimum=1),
+        )
+
+
+def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    value = env.get(name, "").strip()
+    return Path(value).expanduser().resolve() if value else default
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as e:
+        raise SettingsError(
+            f"{name} must be a whole number (at least {minimum}); found {raw!r}."
+        ) from e
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}; found {value}.")
+    return value

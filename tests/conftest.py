@@ -1,0 +1,86 @@
+"""Shared fixtures: a tiny synthetic source release and the real benchmark release."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # no test may reach the network
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from evaluation.release import build_release
+from settings import Settings
+
+TINY_COUNTS = {
+    "amibr_train": (2, 4),
+    "amibr_test": (2, 3),
+    "atnorm_br": (2, 3),
+    "atnorm_md": (3, 4),
+}
+
+
+def write_png(path: Path, seed: int, size=(128, 128), mode="RGB") -> None:
+    """A random image, different for every seed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).convert(mode).save(path)
+
+
+def make_tiny_source(root: Path) -> Path:
+    """A folder laid out like the public AMi-Br release, with TINY_COUNTS crops."""
+    seed = 0
+    train_rows = []
+    for split, folder in (
+        ("amibr_train", "AMi-Br"),
+        ("amibr_test", "AMi-Br"),
+        ("atnorm_br", "AtNorM-Br"),
+        ("atnorm_md", "AtNorM-MD"),
+    ):
+        n_atypical, n_normal = TINY_COUNTS[split]
+        for label, n in (("Atypical", n_atypical), ("Normal", n_normal)):
+            for i in range(n):
+                seed += 1
+                name = {"AMi-Br": f"MIDOG21_{seed}.png", "AtNorM-Br": f"{i + 1}.png"}.get(
+                    folder, f"{seed}.png"
+                )  # AtNorM-Br reuses names across classes, as the real one
+                write_png(root / folder / label / name, seed)
+                if split == "amibr_train":
+                    train_rows.append(
+                        {"slide": f"{seed % 3:03d}.tiff", "dataset_uid": name, "final_label": label}
+                    )
+    with open(root / "amibr_train_split.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["slide", "dataset_uid", "final_label"])
+        writer.writeheader()
+        writer.writerows(train_rows)
+    with open(root / "AtNorM-MD_expert_votes.csv", "w", newline="") as f:
+        f.write("Filename,Expert_1,Expert_2,Expert_3,Expert_4,Expert_5,Majority\n")
+        for label in ("Atypical", "Normal"):
+            for png in sorted((root / "AtNorM-MD" / label).glob("*.png")):
+                f.write(f"{png.name},{label},{label},Normal,{label},Atypical,{label}\n")
+    return root
+
+
+@pytest.fixture
+def tiny_source(tmp_path: Path) -> Path:
+    return make_tiny_source(tmp_path / "source")
+
+
+@pytest.fixture(scope="session")
+def real_release(tmp_path_factory) -> Settings:
+    """The full benchmark release built from ../shared, once per test session."""
+    source = Settings.from_env().source_dir
+    if not (source / "amibr_train_split.csv").is_file():
+        pytest.fail(
+            f"The AMi-Br source is required for this test and is not at {source}; "
+            "set MITOSIS_SOURCE_DIR."
+        )
+    root = tmp_path_factory.mktemp("release")
+    settings = Settings.from_env({"MITOSIS_SOURCE_DIR": str(source), "MITOSIS_DATA_DIR": str(root)})
+    build_release(settings.source_dir, settings.public_dir, settings.labels_dir)
+    return settings

@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from evaluation import bundle, release
+from evaluation.bundle import LabelStore, PublicBundle
+from evaluation.errors import SourceError
+from evaluation.splits import TEST_SPLITS
+from models.trainset import load_train_set
+from tests.conftest import TINY_COUNTS, write_png
+
+
+def build(source: Path, out: Path) -> dict:
+    return release.build_release(source, out / "public", out / "private", expected=TINY_COUNTS)
+
+
+def test_tiny_release_layout_and_contents(tiny_source, tmp_path):
+    summary = build(tiny_source, tmp_path)
+    public, private = tmp_path / "public", tmp_path / "private"
+    manifest = pd.read_csv(public / bundle.MANIFEST_CSV)
+    assert list(manifest.columns) == ["image_id", "split"]
+    assert manifest["split"].value_counts().to_dict() == {
+        s: sum(TINY_COUNTS[s]) for s in ("amibr_test", "atnorm_br", "atnorm_md")
+    }
+    assert summary["counts"]["amibr_train"] == 6
+    # ids are opaque: 16 hex digits, no trace of the file name or the label
+    assert manifest["image_id"].str.fullmatch(r"[0-9a-f]{16}").all()
+    assert manifest["image_id"].is_unique
+    crops = sorted(p.stem for p in (public / bundle.TEST_CROPS_DIR).iterdir())
+    assert crops == sorted(manifest["image_id"])
+    with zipfile.ZipFile(public / bundle.TEST_CROPS_ZIP) as archive:
+        names = archive.namelist()
+    assert bundle.MANIFEST_CSV in names and len(names) == len(manifest) + 1
+    assert not any("typical" in n.lower() or "normal" in n.lower() for n in names)
+    template = pd.read_csv(public / bundle.PREDICTIONS_TEMPLATE_CSV)
+    assert list(template.columns) == ["image_id", "prob_atypical"]
+    assert len(template) == len(manifest)
+    # the public side holds no hidden label anywhere
+    public_text = "".join(
+        p.read_text() for p in public.glob("*.csv") if p.name != "amibr_test_labels.csv"
+    )
+    assert "atypical" not in public_text.replace("prob_atypical", "")
+    labels = pd.read_csv(private / bundle.PRIVATE_LABELS_CSV)
+    assert set(labels["image_id"]) == set(manifest["image_id"])
+    assert (
+        labels.loc[labels["source_path"] == "AtNorM-Br/Atypical/1.png", "label"].item()
+        == "atypical"
+    )
+    assert labels.loc[labels["source_path"] == "AtNorM-Br/Normal/1.png", "label"].item() == "normal"
+    votes = pd.read_csv(private / bundle.ATNORM_MD_VOTES_CSV)
+    assert len(votes) == 7 and list(votes.columns)[-1] == "majority"
+    assert LabelStore(private).label_set_hash == summary["label_set_hash"]
+    train = load_train_set(public / bundle.TRAIN_DIR)
+    assert train.images.shape == (6, 128, 128, 3) and train.y.sum() == 2
+
+
+def test_release_is_deterministic(tiny_source, tmp_path):
+    a, b = build(tiny_source, tmp_path / "a"), build(tiny_source, tmp_path / "b")
+    assert a["label_set_hash"] == b["label_set_hash"]
+    assert (tmp_path / "a/public/manifest.csv").read_bytes() == (
+        tmp_path / "b/public/manifest.csv"
+    ).read_bytes()
+
+
+def test_label_change_changes_the_hash(tiny_source, tmp_path):
+    before = build(tiny_source, tmp_path / "a")["label_set_hash"]
+    md = tiny_source / "AtNorM-MD"
+    moved = next((md / "Normal").glob("*.png"))
+    moved.rename(md / "Atypical" / moved.name)
+    votes = tiny_source / "AtNorM-MD_expert_votes.csv"
+    counts = {**TINY_COUNTS, "atnorm_md": (4, 3)}
+    after = release.build_release(
+        tiny_source, tmp_path / "b/public", tmp_path / "b/private", expected=counts
+    )["label_set_hash"]
+    assert votes.exists() and after != before
+
+
+def test_rebuild_replaces_and_failure_keeps_previous_release(tiny_source, tmp_path):
+    out = tmp_path / "out"
+    first = build(tiny_source, out)
+    build(tiny_source, out)  # re-running on an existing release is safe
+    write_png(tiny_source / "AtNorM-Br/Normal/3.png", 99, size=(64, 64))
+    with pytest.raises(SourceError, match=r"AtNorM-Br/Normal/3.png is a 64x64 RGB image"):
+        build(tiny_source, out)
+    assert LabelStore(out / "private").label_set_hash == first["label_set_hash"]
+    assert sorted(p.name for p in out.iterdir()) == ["private", "public"]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda s: write_png(s / "AMi-Br/Normal/MIDOG21_9.png", 1, mode="L"),
+            "MIDOG21_9.png is a 128x128 L image; every crop must be 128x128 RGB",
+        ),
+        (
+            lambda s: (s / "AtNorM-MD/Atypical/18.png").write_bytes(b"not a png"),
+            "AtNorM-MD/Atypical/18.png does not decode as an image",
+        ),
+        (
+            lambda s: (s / "AtNorM-Br/Atypical/1.png").unlink(),
+            "Split 'atnorm_br' must have 2 atypical and 3 normal crops .SOURCE.md.; "
+            "the source has 1 and 3",
+        ),
+        (
+            lambda s: (s / "AMi-Br/Atypical/MIDOG21_1.png").unlink(),
+            "lists 1 crop.s. that are not under AMi-Br/, e.g. MIDOG21_1.png",
+        ),
+        (lambda s: (s / "amibr_train_split.csv").unlink(), "amibr_train_split.csv is missing"),
+    ],
+)
+def test_damaged_source_is_refused_with_the_file_named(tiny_source, tmp_path, damage, message):
+    damage(tiny_source)
+    with pytest.raises(SourceError, match=message):
+        build(tiny_source, tmp_path)
+    assert not (tmp_path / "public").exists() and not (tmp_path / "private").exists()
+
+
+def test_missing_source_says_where_to_get_it(tmp_path):
+    with pytest.raises(SourceError, match="DeepMicroscopy/AMi-Br_Benchmark.*--download"):
+        release.build_release(tmp_path / "nowhere", tmp_path / "p", tmp_path / "q")
+    assert (
+        release.main(
+            [
+                "--source",
+                str(tmp_path / "nowhere"),
+                "--public-dir",
+                str(tmp_path / "p"),
+                "--labels-dir",
+                str(tmp_path / "q"),
+            ]
+        )
+        == 2
+    )
+
+
+def test_download_unpacks_an_archive_of_the_release(tiny_source, tmp_path):
+    archive = tmp_path / "release.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in tiny_source.rglob("*"):
+            z.write(path, f"AMi-Br_Benchmark-3acf4da/{path.relative_to(tiny_source)}")
+    found = release.download_source(archive.as_uri(), tmp_path / "fetched")
+    assert found.name == "AMi-Br_Benchmark-3acf4da"
+    assert build(found, tmp_path / "out")["counts"]["atnorm_md"] == 7
+    with pytest.raises(SourceError, match="Could not download"):
+        release.download_source((tmp_path / "absent.zip").as_uri(), tmp_path / "x")
+
+
+def test_real_release_matches_source_md(real_release):
+    public = PublicBundle(real_release.public_dir)
+    store = LabelStore(real_release.labels_dir)
+    for split in TEST_SPLITS:
+        truth = store.split_labels(split.name)
+        assert (truth.y_true.sum(), truth.y_true.size) == (split.n_atypical, split.n)
+        assert set(public.split_ids(split.name)) == set(truth.image_ids)
+    info = json.loads((real_release.public_dir / bundle.RELEASE_JSON).read_text())
+    assert info["counts"] == {
+        "amibr_train": 2894,
+        "amibr_test": 826,
+        "atnorm_br": 746,
+        "atnorm_md": 2107,
+    }
+    assert "label_set_hash" not in info
+    assert len(public.manifest) == 3679 and public.manifest["image_id"].is_unique

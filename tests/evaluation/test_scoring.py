@@ -1,0 +1,241 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from evaluation.bundle import LabelStore, PublicBundle
+from evaluation.errors import InvalidPredictionFile, LabelsUnavailable
+from evaluation.scoring import load_labels, read_predictions, score_predictions
+from settings import REPO_ROOT
+
+MANIFEST = pd.DataFrame(
+    {
+        "image_id": ["a1", "a2", "a3", "b1", "b2", "b3"],
+        "split": ["amibr_test"] * 3 + ["atnorm_br"] * 3,
+    }
+)
+GOOD = "image_id,prob_atypical\na1,0.9\na2,0.1\na3,0.2\nb1,0.6\nb2,0.4\nb3,0.5\n"
+
+
+def read(text: str | bytes, **kwargs):
+    data = text.encode() if isinstance(text, str) else text
+    return read_predictions(data, MANIFEST, splits=["amibr_test", "atnorm_br"], **kwargs)
+
+
+def test_valid_file_and_threshold_rule():
+    predictions = read(GOOD)
+    assert list(predictions.image_ids) == ["a1", "a2", "a3", "b1", "b2", "b3"]
+    assert list(predictions.predicted) == [1, 0, 0, 1, 0, 1]  # prob >= 0.5 is atypical
+    assert not predictions.has_labels
+
+
+def test_label_column_overrides_threshold_and_accepts_any_case():
+    text = GOOD.replace("prob_atypical\n", "prob_atypical,label\n")
+    rows = text.splitlines()
+    rows[1:] = [
+        f"{r},{lab}"
+        for r, lab in zip(
+            rows[1:], ["Normal", "atypical", "normal", "NORMAL", "atypical", "normal"], strict=True
+        )
+    ]
+    predictions = read("\n".join(rows))
+    assert list(predictions.predicted) == [0, 1, 0, 0, 1, 0] and predictions.has_labels
+
+
+def test_utf8_bom_blank_lines_crlf_and_column_order_are_accepted():
+    text = (
+        "\ufeffprob_atypical,image_id\r\n"
+        + "\r\n".join(
+            f"{p},{i}"
+            for i, p in [
+                ("a1", 0.9),
+                ("a2", 0.1),
+                ("a3", 0.2),
+                ("b1", 0.6),
+                ("b2", 0.4),
+                ("b3", 0.5),
+            ]
+        )
+        + "\r\n\r\n"
+    )
+    assert list(read(text).predicted) == [1, 0, 0, 1, 0, 1]
+
+
+def test_only_the_requested_splits_must_be_complete():
+    text = "image_id,prob_atypical\na1,0.9\na2,0.1\na3,0.2\n"
+    assert len(read_predictions(text.encode(), MANIFEST, splits=["amibr_test"]).image_ids) == 3
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "The file is empty"),
+        (b"  \n\n", "The file is empty"),
+        (b"image_id,prob_atypical\n", "a header but no rows"),
+        ("image_id,prob_atypical\na1,0.5\n".encode("utf-16"), "UTF-16-encoded"),
+        ("image_id,prob\u00e4\n".encode("latin-1"), r"not valid UTF-8 \(byte 0xe4 at offset 13\)"),
+        (b"image_id;prob_atypical\na1;0.5\n", "separated by semicolons, not commas"),
+        (b"image_id\tprob_atypical\na1\t0.5\n", "separated by tabs"),
+        (
+            b"image_id,probability\na1,0.5\n",
+            "lacks the column.s. prob_atypical; found 'image_id', 'probability'",
+        ),
+        (b"id,prob_atypical\na1,0.5\n", "lacks the column.s. image_id"),
+        (b"image_id,prob_atypical,split\na1,0.5,x\n", "unknown column.s. 'split'"),
+        (b"image_id,prob_atypical,image_id\na1,0.5,a1\n", "repeats a column name"),
+        (b"image_id,prob_atypical\na1,0.5,7\n", "Line 2 has 3 field.s. but the header has 2"),
+        (
+            b"image_id,prob_atypical\na1,0.5\na2,high\n",
+            "prob_atypical on line 3 is 'high', not a number",
+        ),
+        (b"image_id,prob_atypical\na1,\n", "prob_atypical on line 2 is '', not a number"),
+        (b"image_id,prob_atypical\na1,NaN\n", "line 2 is NaN or infinite"),
+        (b"image_id,prob_atypical\na1,0.1\na2,inf\n", "line 3 is NaN or infinite"),
+        (b"image_id,prob_atypical\na1,1.7\na2,-2\n", r"line 2 is 1.7, outside \[0, 1\]; 2 row.s."),
+        (
+            b"image_id,prob_atypical,label\na1,0.5,mitosis\n",
+            "label on line 2 is 'mitosis'; it must be 'atypical' or 'normal'",
+        ),
+        (b"image_id,prob_atypical\n,0.5\n", "image_id on line 2 is empty"),
+        (
+            b"image_id,prob_atypical\na1,0.5\na2,0.5\na1,0.4\n",
+            "1 image_id.s. appear more than once .the first repeat is on line 4.",
+        ),
+        (
+            b"image_id,prob_atypical\nAMi-Br/Normal/1.png,0.5\n",
+            "1 row.s. have an image_id that is not in the public test manifest "
+            ".the first, on line 2: 'AMi-Br/Normal/1.png'.",
+        ),
+        (GOOD.replace("b2,0.4\n", "").encode(), "no row for 1 of the 3 crops of split 'atnorm_br'"),
+    ],
+)
+def test_every_fault_has_its_own_message(content, message):
+    with pytest.raises(InvalidPredictionFile, match=message):
+        read(content)
+
+
+def test_missing_hidden_ids_are_reported_as_counts_only():
+    with pytest.raises(InvalidPredictionFile) as error:
+        read(GOOD.replace("b2,0.4\n", "").replace("b3,0.5\n", ""))
+    assert "no row for 2 of the 3 crops of split 'atnorm_br'" in str(error.value)
+    assert "b2" not in str(error.value) and "b3" not in str(error.value)
+
+
+def test_size_limit_is_checked_before_reading(tmp_path):
+    with pytest.raises(InvalidPredictionFile, match=r"The file is 0.0 MB; .* at most 0.0 MB"):
+        read(GOOD, max_bytes=10)
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"x" * 3 * 2**20)
+    with pytest.raises(InvalidPredictionFile, match="The file is 3.0 MB; .* at most 1.0 MB"):
+        read_predictions(path, MANIFEST, max_bytes=2**20)
+
+
+def flipped_predictions(real_release, seed=0, flip_rate=0.15):
+    """Probabilities from the true labels, a known fraction of them flipped."""
+    store = LabelStore(real_release.labels_dir)
+    rows = []
+    rng = np.random.default_rng(seed)
+    for truth in store.all_labels().values():
+        prob = np.where(
+            truth.y_true == 1,
+            0.5 + rng.random(truth.y_true.size) / 2,
+            rng.random(truth.y_true.size) / 2,
+        )
+        flip = rng.random(truth.y_true.size) < flip_rate
+        prob[flip] = 1 - prob[flip]
+        rows.append(
+            pd.DataFrame(
+                {
+                    "image_id": truth.image_ids,
+                    "prob_atypical": prob.round(6),
+                    "y_true": truth.y_true,
+                    "split": truth.split,
+                }
+            )
+        )
+    return pd.concat(rows).sample(frac=1, random_state=seed)
+
+
+def test_release_then_score_equals_scikit_learn(real_release, tmp_path):
+    frame = flipped_predictions(real_release)
+    path = tmp_path / "predictions.csv"
+    frame[["image_id", "prob_atypical"]].to_csv(path, index=False)
+    env = {**os.environ, "MITOSIS_DATA_DIR": str(real_release.data_dir)}
+    result = subprocess.run(
+        [sys.executable, "-m", "evaluation.score", str(path), "--json"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(result.stdout)
+    assert report["label_set_hash"] == LabelStore(real_release.labels_dir).label_set_hash
+    assert set(report["splits"]) == {"amibr_test", "atnorm_br", "atnorm_md"}
+    for split, part in frame.groupby("split"):
+        got = report["splits"][split]
+        pred = (part["prob_atypical"] >= 0.5).astype(int)
+        expected = skm.balanced_accuracy_score(part["y_true"], pred)
+        ba, auc = got["balanced_accuracy"], got["auroc"]
+        assert abs(ba["estimate"] - expected) < 1e-9
+        assert (
+            abs(auc["estimate"] - skm.roc_auc_score(part["y_true"], part["prob_atypical"])) < 1e-9
+        )
+        assert (
+            ba["low"] < ba["estimate"] < ba["high"] and auc["low"] < auc["estimate"] < auc["high"]
+        )
+        assert got["n"] == len(part) and got["n_atypical"] == part["y_true"].sum()
+        assert 0.8 < expected < 0.9  # 15 % flips
+
+
+def test_table_output_and_public_split_without_private_store(real_release, tmp_path):
+    frame = flipped_predictions(real_release, seed=1)
+    path = tmp_path / "predictions.csv"
+    frame[["image_id", "prob_atypical"]].to_csv(path, index=False)
+    env = {
+        **os.environ,
+        "MITOSIS_DATA_DIR": str(real_release.data_dir),
+        "MITOSIS_LABELS_DIR": str(tmp_path / "no-labels"),
+    }
+    run = lambda *extra: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "evaluation.score", str(path), *extra],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    public_only = run()
+    assert public_only.returncode == 0
+    assert "scoring AMi-Br test only" in public_only.stderr
+    assert public_only.stdout.count("\n") == 2 and "AMi-Br test   826" in public_only.stdout
+    hidden = run("--split", "atnorm_md")
+    assert hidden.returncode == 2 and "private label store is not at" in hidden.stderr
+
+
+def test_load_labels_needs_the_store_for_hidden_splits(real_release, tmp_path):
+    bundle = PublicBundle(real_release.public_dir)
+    labels, label_hash = load_labels(bundle, tmp_path, ["amibr_test"])
+    assert label_hash is None and labels["amibr_test"].y_true.sum() == 184
+    with pytest.raises(LabelsUnavailable, match="Hidden splits .AtNorM-Br, AtNorM-MD."):
+        load_labels(bundle, tmp_path, ["amibr_test", "atnorm_br"])
+
+
+def test_score_predictions_uses_the_label_column(real_release):
+    bundle = PublicBundle(real_release.public_dir)
+    labels, _ = load_labels(bundle, real_release.labels_dir, ["atnorm_br"])
+    truth = labels["atnorm_br"]
+    text = "image_id,prob_atypical,label\n" + "".join(
+        f"{i},0.5,{'atypical' if y else 'normal'}\n"
+        for i, y in zip(truth.image_ids, truth.y_true, strict=True)
+    )
+    predictions = read_predictions(text.encode(), bundle.manifest, splits=["atnorm_br"])
+    score = score_predictions(predictions, labels)["atnorm_br"]
+    assert score.balanced_accuracy.estimate == 1.0 and score.auroc.estimate == 0.5
+    assert score.confusion.tp == 128 and score.confusion.tn == 618

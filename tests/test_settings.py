@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from settings import REPO_ROOT, Settings, SettingsError
+
+
+def test_defaults_work_offline_from_a_fresh_clone():
+    settings = Settings.from_env({})
+    assert settings.data_dir == REPO_ROOT / "var"
+    assert settings.public_dir == REPO_ROOT / "var" / "public"
+    assert settings.labels_dir == REPO_ROOT / "var" / "private"
+    assert settings.source_dir == REPO_ROOT.parent / "shared" / "data" / "ami-br-benchmark"
+    assert (settings.server_name, settings.server_port) == ("127.0.0.1", 7860)
+    assert settings.max_prediction_file_bytes == 5 * 2**20
+    assert settings.bootstrap_resamples == 2000
+
+
+def test_environment_overrides(tmp_path: Path):
+    settings = Settings.from_env(
+        {
+            "MITOSIS_DATA_DIR": str(tmp_path),
+            "MITOSIS_LABELS_DIR": str(tmp_path / "secret"),
+            "MITOSIS_MAX_PREDICTION_FILE_MB": "2",
+            "MITOSIS_BOOTSTRAP_RESAMPLES": "5000",
+            "GRADIO_SERVER_NAME": "0.0.0.0",
+            "GRADIO_SERVER_PORT": "8080",
+        }
+    )
+    assert settings.public_dir == tmp_path / "public"
+    assert settings.labels_dir == tmp_path / "secret"
+    assert settings.max_prediction_file_bytes == 2 * 2**20
+    assert (settings.bootstrap_resamples, settings.server_port) == (5000, 8080)
+    assert settings.server_name == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("GRADIO_SERVER_PORT", "http", "GRADIO_SERVER_PORT must be a whole number"),
+        ("MITOSIS_BOOTSTRAP_RESAMPLES", "100", "MITOSIS_BOOTSTRAP_RESAMPLES must be at least 1000"),
+        ("MITOSIS_MAX_PREDICTION_FILE_MB", "0", "at least 1; found 0"),
+    ],
+)
+def test_bad_values_are_refused_by_name(name, value, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({name: value})
