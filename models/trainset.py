@@ -58,7 +58,9 @@ def read_train_labels(train_dir: Path) -> pd.DataFrame:
 
 
 def load_train_set(train_dir: Path) -> TrainSet:
-    """Decode every training crop into one uint8 array."""
+    """Decode every training crop into one uint8 array, from a folder or a packed ``.npz``."""
+    if Path(train_dir).suffix == ".npz":
+        return _load_packed(Path(train_dir))
     frame = read_train_labels(train_dir)
     crops = Path(train_dir) / CROPS_DIR
     images = np.stack(
@@ -70,3 +72,43 @@ def load_train_set(train_dir: Path) -> TrainSet:
         groups=frame["slide"].to_numpy(),
         names=frame["image"].to_numpy(),
     )
+
+
+def pack_train_set(train_dir: Path, out: Path, *, quality: int = 95) -> Path:
+    """Pack a training folder into one ``.npz`` of JPEG bytes (about 20 MB) for a GPU machine."""
+    import io
+
+    frame = read_train_labels(train_dir)
+    crops = Path(train_dir) / CROPS_DIR
+    encoded = []
+    for name in frame["image"]:
+        buffer = io.BytesIO()
+        Image.open(crops / name).convert("RGB").save(buffer, "JPEG", quality=quality)
+        encoded.append(np.frombuffer(buffer.getvalue(), np.uint8))
+    offsets = np.cumsum([0] + [len(e) for e in encoded])
+    np.savez(
+        out,
+        jpeg=np.concatenate(encoded),
+        offsets=offsets,
+        **{c: frame[c].to_numpy(str) for c in COLUMNS},
+    )
+    return Path(out)
+
+
+def _load_packed(path: Path) -> TrainSet:
+    import io
+
+    with np.load(path, allow_pickle=False) as packed:
+        jpeg, offsets = packed["jpeg"], packed["offsets"]
+        images = np.stack(
+            [
+                np.asarray(Image.open(io.BytesIO(jpeg[a:b].tobytes())).convert("RGB"))
+                for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+            ]
+        )
+        return TrainSet(
+            images=images,
+            y=(packed["label"] == "atypical").astype(np.int8),
+            groups=packed["slide"],
+            names=packed["image"],
+        )

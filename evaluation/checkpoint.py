@@ -1,0 +1,154 @@
+"""Running checkpoints over test splits: ``python -m evaluation.checkpoint CHECKPOINT...``.
+
+Decodes each split's crops once (cached as one uint8 array per split under
+``MITOSIS_DATA_DIR/cache``), runs the Predictor, writes a prediction file if asked and scores it
+like any submission. With several checkpoints (the paper protocol's fold models) it reports
+every metric per checkpoint and the mean ± std of balanced accuracy over them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from evaluation.bundle import PublicBundle
+from evaluation.errors import EvaluationError
+from evaluation.score import default_splits, format_table
+from evaluation.scoring import Predictions, load_labels, score_predictions
+from models.errors import ModelError
+from models.predictor import Predictor
+from settings import Settings
+
+
+def load_split_crops(bundle: PublicBundle, split: str, cache_dir: Path | None) -> np.ndarray:
+    """uint8 crops (N, 128, 128, 3) of one test split, in manifest order, cached on disk."""
+    ids = bundle.split_ids(split)
+    key = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+    cached = cache_dir / f"{split}-{key}.npy" if cache_dir else None
+    if cached and cached.is_file():
+        return np.load(cached, allow_pickle=False)
+    crops = np.stack(
+        [np.asarray(Image.open(bundle.test_crops_dir / f"{i}.png").convert("RGB")) for i in ids]
+    )
+    if cached:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp.npy")
+        np.save(tmp, crops)
+        tmp.replace(cached)
+    return crops
+
+
+def predict_splits(
+    predictor: Predictor,
+    bundle: PublicBundle,
+    splits: list[str],
+    *,
+    tta: bool = False,
+    cache_dir: Path | None = None,
+) -> pd.DataFrame:
+    """``image_id,prob_atypical,label`` for every crop of ``splits``."""
+    frames = []
+    for split in splits:
+        prob = predictor.predict_array(load_split_crops(bundle, split, cache_dir), tta=tta)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "image_id": bundle.split_ids(split),
+                    "prob_atypical": prob,
+                    "label": np.where(prob >= predictor.threshold, "atypical", "normal"),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def as_predictions(frame: pd.DataFrame) -> Predictions:
+    """A prediction frame from the Predictor in the scorer's form (decisions from ``label``)."""
+    return Predictions(
+        frame["image_id"].to_numpy(str),
+        frame["prob_atypical"].to_numpy(float),
+        (frame["label"] == "atypical").to_numpy(np.int8),
+        has_labels=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.checkpoint",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint folders or zips")
+    parser.add_argument("--split", action="append", help="score only this split (repeatable)")
+    parser.add_argument("--tta", action="store_true", help="8-fold dihedral test-time augmentation")
+    parser.add_argument(
+        "--predictions-out", type=Path, help="write the (single) checkpoint's prediction file here"
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        splits = args.split or default_splits(settings.labels_dir)
+        bundle = PublicBundle(settings.public_dir)
+        labels, label_hash = load_labels(bundle, settings.labels_dir, splits)
+        report = {}
+        for path in args.checkpoints:
+            frame = predict_splits(
+                Predictor(path, device=args.device),
+                bundle,
+                splits,
+                tta=args.tta,
+                cache_dir=settings.data_dir / "cache",
+            )
+            if args.predictions_out and len(args.checkpoints) == 1:
+                frame.to_csv(args.predictions_out, index=False, float_format="%.6f")
+                frame = pd.read_csv(args.predictions_out, dtype={"image_id": str})
+            report[str(path)] = score_predictions(
+                as_predictions(frame), labels, n_resamples=settings.bootstrap_resamples
+            )
+    except (EvaluationError, ModelError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = {
+        split: {"ba_mean": float(np.mean(v)), "ba_std": float(np.std(v))}
+        for split, v in {
+            s: [r[s].balanced_accuracy.estimate for r in report.values()] for s in splits
+        }.items()
+    }
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "label_set_hash": label_hash,
+                    "tta": args.tta,
+                    "summary": summary,
+                    "checkpoints": {
+                        k: {s: v.to_dict() for s, v in r.items()} for k, r in report.items()
+                    },
+                },
+                indent=2,
+            )
+        )
+        return 0
+    for path, scores in report.items():
+        print(f"{path}\n{format_table(scores)}\n")
+    if len(report) > 1:
+        for split, stats in summary.items():
+            print(
+                f"{split}: BA {stats['ba_mean']:.4f} ± {stats['ba_std']:.4f} "
+                f"over {len(report)} checkpoints"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

