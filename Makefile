@@ -27,3 +27,4 @@ test: lint
 
 bench: release
 	$(BIN)/python -m bench.scoring
+	$(BIN)/python -m bench.predict

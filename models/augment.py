@@ -56,7 +56,8 @@ def hed_jitter(x: torch.Tensor, strength: float, generator=None) -> torch.Tensor
     rgb_from_hed = _RGB_FROM_HED.to(device)
     hed_from_rgb = _HED_FROM_RGB.to(device)
     optical = torch.log(x.clamp_min(1e-6)) / _LOG_ADJUST.to(device)  # (N, 3, H, W) in [0, 1]
-    hed = torch.einsum("nchw,cd->ndhw", optical, hed_from_rgb).clamp_min(0)
+    # no clamping of the concentrations: with strength 0 the round trip is the identity
+    hed = torch.einsum("nchw,cd->ndhw", optical, hed_from_rgb)
     alpha = 1 + _uniform(n * 3, strength, device, generator).view(n, 3, 1, 1)
     beta = _uniform(n * 3, strength, device, generator).view(n, 3, 1, 1)
     hed = hed * alpha + beta

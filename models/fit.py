@@ -252,7 +252,7 @@ def _fit_linear_probe(
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        history.append({"epoch": epoch, "loss": float(loss)})
+        history.append({"epoch": epoch, "loss": loss.item()})
     if val is not None:
         history[-1]["val_ba"] = balanced_accuracy(
             val[1],

@@ -71,14 +71,14 @@ class Predictor:
         out = []
         for start in range(0, len(tensor), self.batch_size):
             x = self._inputs(tensor[start : start + self.batch_size])
-            views = (
-                [dihedral(x, torch.full((len(x),), k, device=x.device)) for k in range(8)]
-                if tta
-                else [x]
+            n_views = 8 if tta else 1
+            # every view in one batch: view k of crop i is row k * len(x) + i
+            views = torch.cat(
+                [dihedral(x, torch.full((len(x),), k, device=x.device)) for k in range(n_views)]
             )
             with torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda"):
-                probs = [torch.sigmoid(self.model(v).float()).squeeze(1) for v in views]
-            out.append(torch.stack(probs).mean(0).cpu())
+                probs = torch.sigmoid(self.model(views).float()).view(n_views, len(x))
+            out.append(probs.mean(0).cpu())
         return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
     def predict(self, images: Sequence[ImageInput], *, tta: bool = False) -> list[Prediction]:

@@ -137,7 +137,8 @@ def test_pickles_are_refused_without_being_unpickled(tmp_path):
         ("/etc/config.json", UnsafeCheckpoint, "points outside"),
         ("inner.zip", UnsafeCheckpoint, "nested archives"),
         ("notes.txt", CheckpointError, "not part of the format"),
-        ("a/b/config.json", CheckpointError, "at its top or inside one folder"),
+        ("a/b/README.md", CheckpointError, "at its top or inside one folder"),
+        ("x/config.json", CheckpointError, "same file name twice"),
     ],
 )
 def test_dangerous_zip_entries_are_refused(tmp_path, entry, error, message):

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import create_model, save_checkpoint
+from models._registry import get_model_cfg
+from models.checkpoint import make_config
+from models.factory import Ensemble
+
+
+def tiny_checkpoint(directory: Path, name: str = "resnet18_128", members: int = 1) -> Path:
+    torch.manual_seed(0)
+    nets = [create_model(name) for _ in range(members)]
+    model = Ensemble(nets) if members > 1 else nets[0]
+    config = make_config(
+        get_model_cfg(name), "end_to_end", num_features=nets[0].num_features, ensemble_size=members
+    )
+    return save_checkpoint(model, directory, config)
+
+
+@pytest.fixture(scope="session")
+def resnet_checkpoint(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "resnet")

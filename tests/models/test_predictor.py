@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.errors import ImageError
+from models.imaging import load_crop
+from models.predictor import Predictor
+from settings import REPO_ROOT
+from tests.models.conftest import tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def crop(real_release) -> np.ndarray:
+    path = sorted((real_release.public_dir / "amibr_train" / "crops").glob("*.png"))[0]
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def predictor(resnet_checkpoint) -> Predictor:
+    return Predictor(resnet_checkpoint, device="cpu")
+
+
+def encode(array: np.ndarray, fmt: str, mode: str | None = None, **kwargs) -> bytes:
+    image = Image.fromarray(array)
+    if mode:
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_every_format_reads_the_same_crop(predictor, crop):
+    expected = predictor.predict_array(crop[None])[0]
+    png, tiff, webp = (
+        predictor.predict([encode(crop, f, **k)])[0].prob_atypical
+        for f, k in (("PNG", {}), ("TIFF", {}), ("WEBP", {"lossless": True}))
+    )
+    assert png == pytest.approx(expected, abs=1e-6)
+    assert tiff == pytest.approx(expected, abs=1e-6)
+    assert webp == pytest.approx(expected, abs=1e-6)
+    jpeg = predictor.predict([encode(crop, "JPEG", quality=95)])[0].prob_atypical
+    assert jpeg == pytest.approx(expected, abs=0.05)  # lossy, but the same picture
+
+
+def test_modes_are_converted_to_rgb(crop):
+    rgba = np.dstack([crop, np.full(crop.shape[:2], 255, np.uint8)])
+    assert np.array_equal(load_crop(encode(rgba, "PNG")), crop)
+    transparent = rgba.copy()
+    transparent[..., 3] = 0
+    assert (load_crop(encode(transparent, "PNG")) == 255).all()  # composited on white
+    grey = load_crop(encode(crop, "PNG", mode="L"))
+    assert grey.shape == (128, 128, 3) and (grey[..., 0] == grey[..., 1]).all()
+    sixteen = Image.fromarray(crop[..., 0].astype(np.uint16) * 257)
+    buffer = io.BytesIO()
+    sixteen.save(buffer, "PNG")
+    assert load_crop(buffer.getvalue()).shape == (128, 128, 3)
+    assert load_crop(encode(crop, "PNG", mode="P")).shape == (128, 128, 3)
+
+
+def test_size_policy_resizes_squares_and_centre_crops_rectangles(crop):
+    big = np.asarray(Image.fromarray(crop).resize((256, 256), Image.Resampling.NEAREST))
+    assert np.abs(load_crop(big).astype(int) - crop.astype(int)).mean() < 8
+    wide = np.zeros((128, 200, 3), np.uint8)
+    wide[:, 36:164] = crop
+    assert np.array_equal(load_crop(wide), crop)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0"))
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"image_id,prob_atypical\n", "is not an image .PNG, JPEG, TIFF or WebP."),
+        (_png_header_only(30000, 30000), "too large to decode safely .a decompression bomb"),
+        (_png_header_only(8000, 8000), "8000x8000 pixels, over the limit of 50 megapixels"),
+        (encode(np.zeros((8, 8, 3), np.uint8), "PNG"), "8x8 pixels; crops must be at least 16 px"),
+        (encode(np.zeros((64, 64, 3), np.uint8), "GIF"), "is a GIF file; PNG, JPEG, TIFF and WebP"),
+    ],
+)
+def test_bad_inputs_get_clear_errors(data, message):
+    with pytest.raises(ImageError, match=message):
+        load_crop(data)
+
+
+def test_truncated_file(crop):
+    data = encode(crop, "PNG")
+    with pytest.raises(ImageError, match="truncated or corrupt"):
+        load_crop(data[: len(data) // 2])
+
+
+def test_tta_is_invariant_to_rotations_and_flips(predictor, crop):
+    views = [crop, np.rot90(crop), np.fliplr(crop), np.rot90(crop, 3)]
+    probs = predictor.predict_array(np.stack(views), tta=True)
+    assert np.allclose(probs, probs[0], atol=1e-5)
+    assert not np.allclose(predictor.predict_array(np.stack(views)), probs[0], atol=1e-5)
+
+
+def test_batching_does_not_change_answers(resnet_checkpoint, crop):
+    crops = np.stack([crop, np.rot90(crop), np.flipud(crop)])
+    one = Predictor(resnet_checkpoint, batch_size=1).predict_array(crops)
+    many = Predictor(resnet_checkpoint, batch_size=64).predict_array(crops)
+    assert np.allclose(one, many, atol=1e-6)
+    answers = Predictor(resnet_checkpoint).predict([crop, crop])
+    assert answers[0].label in ("atypical", "normal") and answers[0] == answers[1]
+
+
+@pytest.mark.parametrize(
+    "name, members", [("resnet18_128", 1), ("vit_tiny_test", 1), ("resnet18_128", 2)]
+)
+def test_explanations(tmp_path, crop, name, members):
+    predictor = Predictor(tiny_checkpoint(tmp_path / name, name, members))
+    explanation = predictor.explain(crop)
+    assert explanation.heatmap.shape == (128, 128)
+    assert explanation.heatmap.min() >= 0 and explanation.heatmap.max() <= 1
+    assert explanation.overlay.shape == (128, 128, 3) and explanation.overlay.dtype == np.uint8
+    assert explanation.prediction == predictor.predict([crop])[0]
+
+
+def test_predict_cli(resnet_checkpoint, crop, tmp_path):
+    Image.fromarray(crop).save(tmp_path / "a.png")
+    Image.fromarray(crop).save(tmp_path / "b.jpg", quality=95)
+    (tmp_path / "c.png").write_bytes(b"not an image")
+    run = lambda *paths: subprocess.run(  # noqa: E731
+        [
+            sys.executable,
+            "-m",
+            "models.predict",
+            "--checkpoint",
+            str(resnet_checkpoint),
+            *map(str, paths),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    good = run(tmp_path / "a.png", tmp_path / "b.jpg")
+    lines = good.stdout.splitlines()
+    assert good.returncode == 0 and lines[0] == "image,prob_atypical,label"
+    assert lines[1].startswith(f"{tmp_path / 'a.png'},0.") and len(lines) == 3
+    bad = run(tmp_path / "a.png", tmp_path / "c.png")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert f"{tmp_path / 'c.png'} is not an image" in bad.stderr
