@@ -36,6 +36,15 @@ class Settings:
         max_prediction_file_bytes: uploads of prediction files larger than this are refused.
         bootstrap_resamples: resamples for every bootstrap confidence interval.
         server_name, server_port: where ``python app.py`` listens.
+        database_url: SQLAlchemy URL of the submissions, jobs and results.
+        queue_url: ``sqlite:///FILE`` (SqliteHuey, one machine) or ``redis://...`` (RedisHuey).
+        local_user: the identity of submissions outside a Space (no OAuth).
+        hidden_quota: hidden-split scorings per user per rolling 24 hours.
+        max_checkpoint_bytes: compressed and uncompressed size cap of a checkpoint zip.
+        job_time_limit_s: a checkpoint job running longer fails.
+        lease_s: a running job whose worker sends no heartbeat for this long is re-run.
+        start_worker: whether ``python app.py`` starts an evaluation worker process.
+        hub_results_repo, hf_token: optional Hub dataset the results are synced to.
     """
 
     source_dir: Path
@@ -48,6 +57,16 @@ class Settings:
     bootstrap_resamples: int
     server_name: str
     server_port: int
+    database_url: str
+    queue_url: str
+    local_user: str
+    hidden_quota: int
+    max_checkpoint_bytes: int
+    job_time_limit_s: int
+    lease_s: int
+    start_worker: bool
+    hub_results_repo: str
+    hf_token: str
 
     @property
     def public_dir(self) -> Path:
@@ -79,6 +98,19 @@ class Settings:
             bootstrap_resamples=_int(env, "MITOSIS_BOOTSTRAP_RESAMPLES", 2000, minimum=1000),
             server_name=env.get("GRADIO_SERVER_NAME", "127.0.0.1"),
             server_port=_int(env, "GRADIO_SERVER_PORT", 7860, minimum=1),
+            database_url=env.get(
+                "MITOSIS_DATABASE_URL", f"sqlite:///{data_dir / 'leaderboard.db'}"
+            ),
+            queue_url=env.get("MITOSIS_QUEUE_URL", f"sqlite:///{data_dir / 'queue.db'}"),
+            local_user=env.get("MITOSIS_LOCAL_USER", "local"),
+            hidden_quota=_int(env, "MITOSIS_HIDDEN_QUOTA", 3, minimum=0),
+            max_checkpoint_bytes=_int(env, "MITOSIS_MAX_CHECKPOINT_MB", 2048, minimum=1) * 2**20,
+            job_time_limit_s=_int(env, "MITOSIS_JOB_TIME_LIMIT_S", 900, minimum=1),
+            lease_s=_int(env, "MITOSIS_LEASE_S", 60, minimum=2),
+            start_worker=env.get("MITOSIS_START_WORKER", "1").strip().lower()
+            not in ("0", "false", "no"),
+            hub_results_repo=env.get("MITOSIS_HUB_RESULTS_REPO", ""),
+            hf_token=env.get("HF_TOKEN", ""),
         )
 
 

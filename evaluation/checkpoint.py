@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,14 @@ import pandas as pd
 from PIL import Image
 
 from evaluation.bundle import PublicBundle
-from evaluation.errors import EvaluationError
+from evaluation.errors import EvaluationError, TimeLimitExceeded
 from evaluation.score import default_splits, format_table
 from evaluation.scoring import Predictions, load_labels, score_predictions
 from models.errors import ModelError
 from models.predictor import Predictor
 from settings import Settings
+
+CHUNK = 256
 
 
 def load_split_crops(bundle: PublicBundle, split: str, cache_dir: Path | None) -> np.ndarray:
@@ -52,11 +55,24 @@ def predict_splits(
     *,
     tta: bool = False,
     cache_dir: Path | None = None,
+    deadline: float | None = None,
 ) -> pd.DataFrame:
-    """``image_id,prob_atypical,label`` for every crop of ``splits``."""
+    """``image_id,prob_atypical,label`` for every crop of ``splits``.
+
+    ``deadline`` (a ``time.monotonic()`` value) stops the run with ``TimeLimitExceeded``.
+    """
     frames = []
     for split in splits:
-        prob = predictor.predict_array(load_split_crops(bundle, split, cache_dir), tta=tta)
+        crops = load_split_crops(bundle, split, cache_dir)
+        chunks = []
+        for start in range(0, len(crops), CHUNK):
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeLimitExceeded(
+                    "The checkpoint did not finish the test crops within the time limit "
+                    "(MITOSIS_JOB_TIME_LIMIT_S); submit a smaller model or a prediction file."
+                )
+            chunks.append(predictor.predict_array(crops[start : start + CHUNK], tta=tta))
+        prob = np.concatenate(chunks)
         frames.append(
             pd.DataFrame(
                 {

@@ -21,3 +21,7 @@ class LabelsUnavailable(EvaluationError):
 
 class InvalidPredictionFile(EvaluationError):
     """A prediction file breaks the format of the public prediction-file specification."""
+
+
+class TimeLimitExceeded(EvaluationError):
+    """Running a checkpoint took longer than MITOSIS_JOB_TIME_LIMIT_S."""

@@ -269,6 +269,42 @@ def roc_auc_ci(
     return _interval(roc_auc_score(y, s), samples, confidence)
 
 
+def paired_ba_differences(
+    y_true, y_pred_a, y_pred_b, *, n_resamples: int = 2000, seed: int = 0
+) -> np.ndarray:
+    """Bootstrap distribution of BA(A) - BA(B) on the same crops (stratified by class).
+
+    A resample draws each class's crops with replacement (the same crops for A and B); with w
+    the crops' multiplicities, BA(A) - BA(B) = sum_class w . (right_A - right_B) / (2 n_class).
+    ``y_pred_b`` may be a (k, n) array of k prediction sets compared with the same A on the
+    same resamples at once (one matrix product); the result is then (n_resamples, k).
+
+    Raises:
+        ValueError: inputs of different length, empty, not binary, or one class in y_true.
+
+    Example:
+        >>> paired_ba_differences([0, 1, 0, 1], [0, 1, 0, 1], [0, 1, 0, 1], n_resamples=3)
+        array([0., 0., 0.])
+    """
+    _check_bootstrap(n_resamples, 0.5)
+    y = _labels(y_true)
+    right_a = _predictions(y, y_pred_a, "y_pred_a") == y
+    many = np.asarray(y_pred_b).ndim == 2
+    preds_b = np.atleast_2d(np.asarray(y_pred_b))
+    if preds_b.shape[1] != y.size or not np.isin(preds_b, (0, 1)).all():
+        raise ValueError(f"y_pred_b must hold 0/1 predictions for the {y.size} crops of y_true.")
+    right_b = preds_b == y
+    rng = np.random.default_rng(seed)
+    diff = np.zeros((n_resamples, len(preds_b)))
+    for cls in (1, 0):
+        mask = y == cls
+        n = int(mask.sum())
+        delta = right_a[mask][None, :].astype(np.float32) - right_b[:, mask]
+        weights = _bootstrap_counts(rng, n, n_resamples).astype(np.float32)
+        diff += weights @ delta.T / n / 2
+    return diff if many else diff[:, 0]
+
+
 def paired_bootstrap_ba(
     y_true,
     y_pred_a,
@@ -280,11 +316,8 @@ def paired_bootstrap_ba(
 ) -> PairedComparison:
     """Compare the balanced accuracies of two prediction sets on the same crops.
 
-    Resamples crops (stratified by class, the same crops for A and B) and reports
-    BA(A) - BA(B) with a percentile CI and a two-sided bootstrap p-value
-    p = min(1, 2 * min(P*(diff <= 0), P*(diff >= 0))) for H0: no difference. Within each class a
-    crop is one of four kinds (A right or wrong, B right or wrong); a resample's counts of the
-    kinds are Multinomial(n_class, observed frequencies), which is the paired resampling exactly.
+    Reports BA(A) - BA(B) with a percentile CI of ``paired_ba_differences`` and a two-sided
+    bootstrap p-value p = min(1, 2 * min(P*(diff <= 0), P*(diff >= 0))) for H0: no difference.
 
     Raises:
         ValueError: inputs of different length, empty, not binary, or one class in y_true.
@@ -294,19 +327,8 @@ def paired_bootstrap_ba(
         1.0
     """
     _check_bootstrap(n_resamples, confidence)
-    y = _labels(y_true)
-    pred_a = _predictions(y, y_pred_a, "y_pred_a")
-    pred_b = _predictions(y, y_pred_b, "y_pred_b")
-    right_a, right_b = pred_a == y, pred_b == y
-    rng = np.random.default_rng(seed)
-    diff = np.zeros(n_resamples)
-    for cls in (1, 0):
-        mask = y == cls
-        kinds = np.bincount(right_a[mask] * 2 + right_b[mask], minlength=4)
-        counts = rng.multinomial(mask.sum(), kinds / mask.sum(), size=n_resamples)
-        # kind 2 = A right only, kind 1 = B right only; both-right cancels in the difference
-        diff += (counts[:, 2] - counts[:, 1]) / mask.sum() / 2
-    estimate = balanced_accuracy_score(y, pred_a) - balanced_accuracy_score(y, pred_b)
+    diff = paired_ba_differences(y_true, y_pred_a, y_pred_b, n_resamples=n_resamples, seed=seed)
+    estimate = balanced_accuracy_score(y_true, y_pred_a) - balanced_accuracy_score(y_true, y_pred_b)
     p_value = min(1.0, 2 * min(np.mean(diff <= 0), np.mean(diff >= 0)))
     ci = _interval(estimate, diff, confidence)
     return PairedComparison(ci.estimate, ci.low, ci.high, float(p_value), confidence)

@@ -389,3 +389,91 @@ def _load_lora(files: dict[str, bytes], cfg: ModelCfg) -> nn.Module:
             f"'{result.unexpected_keys[0]}'."
         )
     return model
+
+
+def _header(files: dict[str, bytes], name: str) -> dict[str, torch.Tensor]:
+    """The tensors a safetensors file declares, as meta tensors, after checking its header."""
+    if name not in files:
+        raise CheckpointError(f"The checkpoint lacks {name}. {_CONVERT_HINT}")
+    data = files[name]
+    length = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    if length < 2 or length > len(data) - 8 or length > 100 * 2**20:
+        raise CheckpointError(f"{name} has no valid safetensors header.")
+    try:
+        header = json.loads(data[8 : 8 + length])
+        tensors = {}
+        for key, entry in header.items():
+            if key == "__metadata__":
+                continue
+            start, end = entry["data_offsets"]
+            if not 0 <= start <= end <= len(data) - 8 - length:
+                raise ValueError(f"'{key}' points outside the file")
+            tensors[key] = torch.empty(entry["shape"], device="meta")
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{name} has an invalid safetensors header ({e}).") from e
+    return tensors
+
+
+def inspect_checkpoint(files: dict[str, bytes]) -> dict:
+    """Check a checkpoint without loading its weights: config, headers, names and shapes.
+
+    The architecture is built on the meta device, so even a billion-parameter model is checked
+    in a moment. Returns a summary (model, strategy, ensemble size, parameter count).
+    """
+    config, cfg = _config(files)
+    block = config["mitosis"]
+    size = int(block.get("ensemble_size", 1))
+    with torch.device("meta"):
+        if block["strategy"] == "lora":
+            model = _check_lora_shapes(files, cfg)
+        else:
+            model = (
+                Ensemble([build_backbone(cfg) for _ in range(size)])
+                if size > 1
+                else build_backbone(cfg)
+            )
+            check_state(
+                model,
+                _header(files, WEIGHTS),
+                cfg.name if size == 1 else f"an ensemble of {size} {cfg.name}",
+            )
+    return {
+        "model": cfg.name,
+        "strategy": block["strategy"],
+        "ensemble_size": size,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def _check_lora_shapes(files: dict[str, bytes], cfg: ModelCfg) -> nn.Module:
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+
+    base = build_backbone(cfg)
+    if WEIGHTS in files:
+        check_state(base, _header(files, WEIGHTS), f"the base {cfg.name}")
+    elif cfg.weights != "hf_hub":
+        raise CheckpointError(
+            f"{cfg.name} has no published weights, so a LoRA checkpoint on it "
+            f"must include the base in {WEIGHTS}."
+        )
+    if ADAPTER_CONFIG not in files:
+        raise CheckpointError(f"A LoRA checkpoint needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}.")
+    try:
+        raw = json.loads(files[ADAPTER_CONFIG])
+        known = {k: v for k, v in raw.items() if k in LoraConfig.__dataclass_fields__}
+        for key in ("peft_type", "base_model_name_or_path"):
+            known.pop(key, None)
+        model = get_peft_model(base, LoraConfig(**known))
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{ADAPTER_CONFIG} is not a valid LoRA config ({e}).") from e
+    expected = get_peft_model_state_dict(model)
+    declared = _header(files, ADAPTER_WEIGHTS)
+    for key, tensor in declared.items():
+        if key not in expected:
+            raise CheckpointError(f"{ADAPTER_WEIGHTS} has '{key}', which the adapter lacks.")
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                f"'{key}' is {tuple(tensor.shape)} in {ADAPTER_WEIGHTS} but "
+                f"the adapter expects {tuple(expected[key].shape)}."
+            )
+    return model

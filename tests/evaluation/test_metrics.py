@@ -132,6 +132,26 @@ def test_paired_bootstrap():
     assert metrics.paired_bootstrap_ba(y, pred, nearly).p_value > 0.5
 
 
+def test_paired_differences_match_index_resampling_and_vectorise():
+    y, _, pred = random_case(6, n=400)
+    rng = np.random.default_rng(1)
+    other = np.where(rng.random(y.size) < 0.15, 1 - pred, pred)
+    samples = metrics.paired_ba_differences(y, pred, other, n_resamples=2000, seed=3)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    loop = []
+    for _ in range(2000):
+        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+        loop.append(
+            skm.balanced_accuracy_score(y[idx], pred[idx])
+            - skm.balanced_accuracy_score(y[idx], other[idx])
+        )
+    assert samples.mean() == pytest.approx(np.mean(loop), abs=0.003)
+    assert samples.std() == pytest.approx(np.std(loop), rel=0.1)
+    many = metrics.paired_ba_differences(y, pred, np.stack([other, pred]), n_resamples=2000, seed=3)
+    assert many.shape == (2000, 2)
+    assert np.allclose(many[:, 0], samples) and not many[:, 1].any()
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
@@ -145,7 +165,10 @@ def test_paired_bootstrap():
         (lambda: metrics.balanced_accuracy_ci([0, 1], [0, 1], n_resamples=0), "at least 1"),
         (lambda: metrics.roc_auc_ci([0, 1], [0, 1], confidence=1.0), "strictly between"),
         (lambda: metrics.expected_calibration_error([0, 1], [0, 1], n_bins=0), "n_bins"),
-        (lambda: metrics.paired_bootstrap_ba([0, 1], [0, 1], [1]), "y_pred_b has 1 values"),
+        (
+            lambda: metrics.paired_bootstrap_ba([0, 1], [0, 1], [1]),
+            "y_pred_b must hold 0/1 predictions for the 2",
+        ),
     ],
 )
 def test_invalid_inputs_raise_specific_errors(call, message):

@@ -1,0 +1,264 @@
+"""``python -m evaluation.worker``: an evaluation worker.
+
+It is the one place that joins the queue, the store and the scorer.
+
+It consumes job ids from the queue (Huey), claims each job with a lease it renews while it
+works, reads the prediction file or runs the checkpoint (CUDA when present, under a time limit),
+scores every test split and writes the results and the job's end in one transaction. A reaper
+thread re-enqueues jobs whose worker died and queued jobs whose message was lost. Typed errors
+fail a job with their message; anything else fails it with "internal error" and a logged
+traceback. ``--rescore`` queues a new job for every stored submission (history is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
+
+from evaluation.bundle import LabelStore, PublicBundle
+from evaluation.checkpoint import as_predictions, predict_splits
+from evaluation.errors import EvaluationError
+from evaluation.scoring import SCORER_VERSION, Predictions, read_predictions, score_predictions
+from evaluation.splits import TEST_SPLITS
+from leaderboard.paper import seed_paper_rows
+from leaderboard.store import EntrySource, Job, JobStatus, Result, Submission, open_store
+from models.checkpoint import checkpoint_from_files, read_zip
+from models.errors import ModelError
+from models.predictor import Predictor
+from settings import Settings
+from submissions import jobs
+from submissions.errors import SubmissionError
+from submissions.queue import EvaluationQueue
+from submissions.storage import sha256, store_bytes
+
+log = logging.getLogger("evaluation.worker")
+DEFAULT_MODEL_NAME = "Default model (shipped): MobileNetV2 ensemble"
+
+
+class Worker:
+    """Runs evaluation jobs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sessions: sessionmaker = open_store(settings.database_url)
+        self.queue = EvaluationQueue(settings, handler=self.run_job)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.splits = [s.name for s in TEST_SPLITS]
+        self._bundle: PublicBundle | None = None
+        self._labels: LabelStore | None = None
+
+    @property
+    def bundle(self) -> PublicBundle:
+        """The public release."""
+        self._bundle = self._bundle or PublicBundle(self.settings.public_dir)
+        return self._bundle
+
+    @property
+    def labels(self) -> LabelStore:
+        """The private label store."""
+        self._labels = self._labels or LabelStore(self.settings.labels_dir)
+        return self._labels
+
+    def run_job(self, job_id: int) -> None:
+        """Claim, run and close one job; a job that is not queued any more is skipped."""
+        token = jobs.claim(self.sessions, job_id, self.name, self.settings.lease_s)
+        if token is None:
+            return
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job_id, token, stop), daemon=True)
+        beat.start()
+        try:
+            with self.sessions() as session:
+                submission = session.get(Job, job_id).submission
+            predictions = self._predictions(submission)
+            scores = score_predictions(
+                predictions, self.labels.all_labels(), n_resamples=self.settings.bootstrap_resamples
+            )
+            written = jobs.finish(
+                self.sessions,
+                job_id,
+                token,
+                lambda _: self._results(job_id, submission, predictions, scores),
+            )
+            log.info("job %d %s", job_id, "finished" if written else "lost its lease: dropped")
+        except (EvaluationError, ModelError, SubmissionError) as e:
+            jobs.fail(self.sessions, job_id, token, str(e))
+            log.info("job %d failed: %s", job_id, e)
+        except Exception:
+            log.exception("job %d: internal error", job_id)
+            jobs.fail(self.sessions, job_id, token, "internal error")
+        finally:
+            stop.set()
+
+    def _heartbeat(self, job_id: int, token: str, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.lease_s / 3):
+            if not jobs.heartbeat(self.sessions, job_id, token, self.settings.lease_s):
+                return
+
+    def _predictions(self, submission: Submission) -> Predictions:
+        data = Path(submission.path).read_bytes()
+        if submission.kind == "predictions":
+            return read_predictions(
+                data, self.bundle.manifest, max_bytes=self.settings.max_prediction_file_bytes
+            )
+        cached = self.settings.data_dir / "predictions" / f"{submission.sha256}.csv"
+        if cached.is_file():
+            return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
+        checkpoint = checkpoint_from_files(
+            read_zip(data, max_bytes=self.settings.max_checkpoint_bytes)
+        )
+        predictor = Predictor(checkpoint, device="auto")
+        frame = predict_splits(
+            predictor,
+            self.bundle,
+            self.splits,
+            cache_dir=self.settings.data_dir / "cache",
+            deadline=time.monotonic() + self.settings.job_time_limit_s,
+        )
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(cached, index=False, float_format="%.6f")
+        return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
+
+    def _results(self, job_id, submission, predictions, scores) -> list[Result]:
+        position = pd.Index(predictions.image_ids)
+        versions = f"torch {torch.__version__}, numpy {np.__version__}"
+        rows = []
+        for split, s in scores.items():
+            decided = predictions.predicted[position.get_indexer(self.bundle.split_ids(split))]
+            ba, auc, c = s.balanced_accuracy, s.auroc, s.confusion
+            rows.append(
+                Result(
+                    job_id=job_id,
+                    submission_id=submission.id,
+                    split=split,
+                    n=s.n,
+                    n_atypical=s.n_atypical,
+                    ba=ba.estimate,
+                    ba_low=ba.low,
+                    ba_high=ba.high,
+                    sensitivity=s.sensitivity,
+                    specificity=s.specificity,
+                    auroc=auc.estimate,
+                    auroc_low=auc.low,
+                    auroc_high=auc.high,
+                    average_precision=s.average_precision,
+                    brier=s.brier,
+                    ece=s.ece,
+                    tp=c.tp,
+                    fn=c.fn,
+                    tn=c.tn,
+                    fp=c.fp,
+                    decisions=np.packbits(decided.astype(bool)).tobytes(),
+                    scorer_version=SCORER_VERSION,
+                    label_set_hash=self.labels.label_set_hash,
+                    versions=versions,
+                )
+            )
+        return rows
+
+    def reap_forever(self, interval_s: float = 2.0) -> None:
+        """Re-enqueue jobs whose lease expired or whose message was lost."""
+        while True:
+            try:
+                for job_id in jobs.reap(self.sessions, stale_after_s=max(5.0, interval_s * 5)):
+                    self.queue.enqueue(job_id)
+            except Exception:
+                log.exception("reaper")
+            time.sleep(interval_s)
+
+    def seed(self) -> None:
+        """The paper's rows and the shipped model, once per database."""
+        seed_paper_rows(self.sessions)
+        data = zip_directory(self.settings.default_checkpoint)
+        digest = sha256(data)
+        with self.sessions.begin() as session:
+            if session.scalar(select(Submission.id).where(Submission.sha256 == digest)):
+                return
+            path = store_bytes(self.settings.data_dir / "uploads", data, ".zip")
+            submission = Submission(
+                sha256=digest,
+                kind="checkpoint",
+                source=EntrySource.VERIFIED,
+                user="maintainers",
+                model_name=DEFAULT_MODEL_NAME,
+                team="maintainers",
+                method_type="end-to-end",
+                backbone="mobilenetv2_100",
+                pretraining="ImageNet",
+                training_data="AMi-Br train",
+                description="The model the Space ships; see models/default/README.md.",
+                path=str(path),
+                size_bytes=len(data),
+            )
+            job = Job(submission=submission, status=JobStatus.QUEUED, hidden=False)
+            session.add_all([submission, job])
+        self.queue.enqueue(job.id)
+
+    def rescore_all(self) -> int:
+        """A new job for every stored submission; their old results stay as history."""
+        with self.sessions.begin() as session:
+            submissions = session.scalars(
+                select(Submission).where(Submission.source != EntrySource.PAPER)
+            ).all()
+            new = [Job(submission=s, status=JobStatus.QUEUED, hidden=False) for s in submissions]
+            session.add_all(new)
+        for job in new:
+            self.queue.enqueue(job.id)
+        return len(new)
+
+    def run(self) -> None:
+        """Seed, start the reaper, consume the queue until interrupted."""
+        self.seed()
+        threading.Thread(target=self.reap_forever, daemon=True).start()
+        consumer = self.queue.huey.create_consumer(
+            workers=1, initial_delay=0.02, backoff=1.1, max_delay=0.1, check_worker_health=False
+        )
+        consumer.run()
+
+
+def zip_directory(directory: Path) -> bytes:
+    """A deterministic zip of a checkpoint folder (fixed timestamps, sorted names)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for path in sorted(Path(directory).iterdir()):
+            info = zipfile.ZipInfo(path.name, date_time=(2026, 1, 1, 0, 0, 0))
+            archive.writestr(info, path.read_bytes())
+    return buffer.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.worker",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--rescore", action="store_true", help="queue every stored submission again, then exit"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    worker = Worker(Settings.from_env())
+    if args.rescore:
+        print(f"queued {worker.rescore_all()} submissions for re-scoring")
+        return 0
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Building the board from the store: the one function the app and exports call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import sessionmaker
+
+from evaluation.bundle import LabelStore
+from evaluation.errors import LabelsUnavailable
+from leaderboard.ranking import Entry, best_per_team, load_entries, rank_entries
+
+
+def build_board(
+    sessions: sessionmaker, labels_dir: Path, *, per_team: bool = False, n_resamples: int = 2000
+) -> list[Entry]:
+    """Ranked entries; ties with #1 need the private labels (without them: "n/a")."""
+    try:
+        labels = LabelStore(labels_dir)
+    except LabelsUnavailable:
+        labels = None
+    with sessions() as session:
+        entries = rank_entries(load_entries(session), labels, n_resamples=n_resamples)
+    return best_per_team(entries) if per_team else entries

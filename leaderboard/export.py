@@ -1,0 +1,92 @@
+"""The board as rows, CSV and JSON, with CIs and provenance (aggregates only).
+
+CSV cells that a spreadsheet would run as a formula (starting with =, +, -, @, tab or carriage
+return) are prefixed with an apostrophe.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from evaluation.splits import TEST_SPLITS
+from leaderboard.ranking import Entry
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+METRICS = (
+    "ba",
+    "ba_low",
+    "ba_high",
+    "ba_std",
+    "sensitivity",
+    "specificity",
+    "auroc",
+    "auroc_low",
+    "auroc_high",
+    "average_precision",
+    "brier",
+    "ece",
+    "n",
+)
+
+
+def board_rows(entries: list[Entry]) -> list[dict]:
+    """One flat dict per entry, in board order."""
+    rows = []
+    for entry in entries:
+        row = {
+            "rank": entry.rank,
+            "tied_with_first": entry.tied_with_first,
+            "p_vs_first": entry.p_vs_first,
+            "model_name": entry.model_name,
+            "team": entry.team,
+            "source": entry.source,
+            "method_type": entry.method_type,
+            "backbone": entry.backbone,
+            "pretraining": entry.pretraining,
+            "training_data": entry.training_data,
+            "uses_midog": entry.uses_midog,
+            "hidden_mean_ba": entry.hidden_mean_ba,
+        }
+        for split in TEST_SPLITS:
+            result = entry.results.get(split.name)
+            for metric in METRICS:
+                row[f"{split.name}_{metric}"] = getattr(result, metric) if result else None
+        any_result = next(iter(entry.results.values()))
+        row.update(
+            {
+                "sha256": entry.sha256,
+                "scorer_version": any_result.scorer_version,
+                "label_set_hash": any_result.label_set_hash,
+                "versions": any_result.versions,
+                "scored_at": any_result.created_at.isoformat(timespec="seconds"),
+                "paper_url": entry.paper_url,
+                "code_url": entry.code_url,
+                "submission_id": entry.submission_id,
+            }
+        )
+        rows.append(row)
+    return rows
+
+
+def _safe(value):
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def to_csv(rows: list[dict]) -> str:
+    """CSV text, safe to open in a spreadsheet."""
+    if not rows:
+        return ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: _safe(v) for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def to_json(rows: list[dict]) -> str:
+    """JSON text."""
+    return json.dumps(rows, indent=2, default=str)

@@ -1,0 +1,23 @@
+"""Exception types of the submissions package; messages say what must hold and what to do."""
+
+from __future__ import annotations
+
+
+class SubmissionError(ValueError):
+    """Base class of every error the submissions package raises on purpose."""
+
+
+class InvalidMetadata(SubmissionError):
+    """The form that describes an entry is incomplete or malformed."""
+
+
+class QuotaExceeded(SubmissionError):
+    """The user has used up their hidden-split scorings for the rolling 24 hours."""
+
+
+class DuplicateSubmission(SubmissionError):
+    """The same file was already submitted by another user."""
+
+
+class JobNotFound(SubmissionError):
+    """No job with that id belongs to the user."""

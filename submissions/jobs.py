@@ -1,0 +1,174 @@
+"""Job states and transitions: claim with a lease, heartbeat, finish or fail once, reap.
+
+Every transition is one conditional UPDATE, so two workers can never both own a job, and a
+worker whose lease expired (presumed dead) can no longer write its result.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from leaderboard.store import Job, JobStatus, Result, Submission, utcnow
+from submissions.errors import JobNotFound
+
+
+def claim(sessions: sessionmaker, job_id: int, worker: str, lease_s: int) -> str | None:
+    """Take a queued job: returns a claim token, or None when it is not queued any more."""
+    token = secrets.token_hex(8)
+    now = utcnow()
+    with sessions.begin() as session:
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            .values(
+                status=JobStatus.RUNNING,
+                claim_token=token,
+                worker=worker,
+                started_at=now,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                attempts=Job.attempts + 1,
+            )
+        ).rowcount
+    return token if claimed else None
+
+
+def heartbeat(sessions: sessionmaker, job_id: int, token: str, lease_s: int) -> bool:
+    """Extend the lease; False when the job is no longer ours."""
+    with sessions.begin() as session:
+        return bool(
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.claim_token == token, Job.status == JobStatus.RUNNING)
+                .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+            ).rowcount
+        )
+
+
+def finish(
+    sessions: sessionmaker, job_id: int, token: str, make_results: Callable[[Session], list[Result]]
+) -> bool:
+    """Mark the job finished and add its results in one transaction, only if still ours."""
+    with sessions.begin() as session:
+        done = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.claim_token == token, Job.status == JobStatus.RUNNING)
+            .values(status=JobStatus.FINISHED, finished_at=utcnow(), lease_expires_at=None)
+        ).rowcount
+        if not done:
+            return False
+        submission_id = session.get(Job, job_id).submission_id
+        session.execute(
+            update(Result)
+            .where(Result.submission_id == submission_id, Result.current.is_(True))
+            .values(current=False)
+        )
+        session.add_all(make_results(session))
+    return True
+
+
+def fail(sessions: sessionmaker, job_id: int, token: str, reason: str) -> bool:
+    """Mark the job failed with ``reason`` (failed jobs never count against the quota)."""
+    with sessions.begin() as session:
+        return bool(
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.claim_token == token, Job.status == JobStatus.RUNNING)
+                .values(
+                    status=JobStatus.FAILED,
+                    reason=reason,
+                    finished_at=utcnow(),
+                    lease_expires_at=None,
+                )
+            ).rowcount
+        )
+
+
+def cancel(sessions: sessionmaker, job_id: int, user: str) -> bool:
+    """Cancel one of ``user``'s jobs that has not started."""
+    with sessions.begin() as session:
+        owned = select(Submission.id).where(Submission.user == user)
+        return bool(
+            session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id, Job.status == JobStatus.QUEUED, Job.submission_id.in_(owned)
+                )
+                .values(status=JobStatus.CANCELLED, finished_at=utcnow())
+            ).rowcount
+        )
+
+
+def reap(
+    sessions: sessionmaker, *, stale_after_s: float = 30.0, max_attempts: int = 3
+) -> list[int]:
+    """Jobs to enqueue again.
+
+    Running jobs whose lease expired go back to queued (or fail after ``max_attempts``); queued
+    jobs older than ``stale_after_s`` are returned too, as their message may be lost.
+    """
+    now = utcnow()
+    with sessions.begin() as session:
+        expired = session.execute(
+            select(Job.id, Job.attempts).where(
+                Job.status == JobStatus.RUNNING, Job.lease_expires_at < now
+            )
+        ).all()
+        for job_id, attempts in expired:
+            values = (
+                {
+                    "status": JobStatus.FAILED,
+                    "finished_at": now,
+                    "reason": f"the worker stopped {attempts} times while running this job",
+                }
+                if attempts >= max_attempts
+                else {"status": JobStatus.QUEUED}
+            )
+            session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_expires_at < now
+                )
+                .values(claim_token="", lease_expires_at=None, **values)
+            )
+        stale = session.scalars(
+            select(Job.id).where(
+                Job.status == JobStatus.QUEUED,
+                Job.created_at < now - timedelta(seconds=stale_after_s),
+            )
+        ).all()
+    return sorted(set(stale) | {j for j, a in expired if a < max_attempts})
+
+
+def queue_position(session: Session, job: Job) -> int:
+    """1 + the queued jobs ahead of ``job`` (1: runs next); 0 once it has started."""
+    if job.status != JobStatus.QUEUED:
+        return 0
+    ahead = select(func.count(Job.id)).where(Job.status == JobStatus.QUEUED, Job.id < job.id)
+    return 1 + session.scalar(ahead)
+
+
+def hidden_jobs_since(session: Session, user: str, since: datetime) -> int:
+    """Hidden-split scorings of ``user`` since ``since`` that count: not failed or cancelled."""
+    return session.scalar(
+        select(func.count(Job.id))
+        .join(Submission)
+        .where(
+            Submission.user == user,
+            Job.hidden.is_(True),
+            Job.created_at >= since,
+            Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FINISHED]),
+        )
+    )
+
+
+def user_job(session: Session, job_id: int, user: str) -> Job:
+    """``user``'s job ``job_id``; other users' jobs are indistinguishable from missing ones."""
+    job = session.get(Job, job_id)
+    if job is None or job.submission.user != user:
+        raise JobNotFound(f"You have no submission with job id {job_id}.")
+    return job

@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from evaluation.bundle import LabelStore, PublicBundle
+from evaluation.checkpoint import as_predictions, predict_splits
+from evaluation.scoring import read_predictions, score_predictions
+from leaderboard.board import build_board
+from leaderboard.store import Job, Result
+from models.predictor import Predictor
+from settings import REPO_ROOT
+from submissions.metadata import EntryMetadata
+from tests.backend import slow_checkpoint, zip_dir
+from tests.models.conftest import tiny_checkpoint
+
+
+def expected_scores(backend, predictions):
+    labels = LabelStore(backend.settings.labels_dir).all_labels()
+    return score_predictions(predictions, labels, n_resamples=1000)
+
+
+def test_prediction_file_and_checkpoint_reach_the_board(backend, tmp_path):
+    backend.start_worker()
+    data = backend.predictions(1)
+    view = backend.service.submit_predictions("alice", data, EntryMetadata("random", team="A"))
+    assert view.status == "queued" and view.source == "self-reported"
+    checkpoint = tiny_checkpoint(tmp_path / "vit", "vit_tiny_test")
+    ckpt_view = backend.service.submit_checkpoint(
+        "bob", zip_dir(checkpoint), EntryMetadata("tiny vit", team="B", method_type="end-to-end")
+    )
+    assert backend.wait("alice", view.job_id).status == "finished"
+    assert backend.wait("bob", ckpt_view.job_id).status == "finished"
+
+    backend.wait_idle()  # the shipped model, queued when the worker started, too
+    bundle = PublicBundle(backend.settings.public_dir)
+    file_scores = expected_scores(backend, read_predictions(data, bundle.manifest))
+    frame = predict_splits(Predictor(checkpoint), bundle, ["amibr_test", "atnorm_br", "atnorm_md"])
+    ckpt_scores = expected_scores(backend, as_predictions(frame))
+    board = {e.model_name: e for e in build_board(backend.sessions, backend.settings.labels_dir)}
+    for name, scores, source in (
+        ("random", file_scores, "self-reported"),
+        ("tiny vit", ckpt_scores, "verified"),
+    ):
+        entry = board[name]
+        assert entry.source == source
+        for split, score in scores.items():
+            result = entry.results[split]
+            assert result.ba == pytest.approx(score.balanced_accuracy.estimate, abs=1e-9)
+            assert result.auroc == pytest.approx(score.auroc.estimate, abs=1e-6)
+            assert result.label_set_hash == LabelStore(backend.settings.labels_dir).label_set_hash
+    assert sum(e.source == "paper" for e in board.values()) == 17
+    assert any(e.model_name.startswith("Default model") for e in board.values())
+
+
+def test_a_killed_worker_s_job_finishes_exactly_once(backend, tmp_path):
+    first = backend.start_worker()
+    checkpoint = slow_checkpoint(tmp_path / "slow")
+    view = backend.service.submit_checkpoint(
+        "alice", zip_dir(checkpoint), EntryMetadata("slow resnet")
+    )
+    backend.wait("alice", view.job_id, until=("running",))
+    time.sleep(1.0)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    assert backend.service.status("alice", view.job_id).status == "running"
+    backend.start_worker()
+    assert backend.wait("alice", view.job_id, timeout=180).status == "finished"
+    with backend.sessions() as session:
+        job = session.get(Job, view.job_id)
+        assert job.attempts == 2
+        assert (
+            session.scalar(select(func.count(Result.id)).where(Result.job_id == view.job_id)) == 3
+        )
+
+
+def test_fifty_concurrent_prediction_submissions(backend):
+    backend.start_worker()
+    views, errors = [], []
+
+    def submit(i):
+        try:
+            views.append(
+                backend.service.submit_predictions(
+                    f"user{i}", backend.predictions(100 + i), EntryMetadata(f"model {i}")
+                )
+            )
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len({v.job_id for v in views}) == 50
+    for view in views:
+        assert (
+            backend.wait(view.model_name.replace("model ", "user"), view.job_id).status
+            == "finished"
+        )
+    with backend.sessions() as session:
+        counts = session.execute(
+            select(Result.job_id, func.count(Result.id))
+            .where(Result.job_id.in_([v.job_id for v in views]))
+            .group_by(Result.job_id)
+        ).all()
+    assert len(counts) == 50 and {n for _, n in counts} == {3}
+
+
+def test_time_limit_fails_the_job_and_does_not_count(tmp_path):
+    from tests.backend import Backend
+
+    backend = Backend(tmp_path, MITOSIS_JOB_TIME_LIMIT_S="1", MITOSIS_HIDDEN_QUOTA="1")
+    try:
+        backend.start_worker()
+        view = backend.service.submit_checkpoint(
+            "alice",
+            zip_dir(slow_checkpoint(tmp_path / "slow", size=1024)),
+            EntryMetadata("too slow"),
+        )
+        failed = backend.wait("alice", view.job_id, timeout=180)
+        assert failed.status == "failed" and "time limit" in failed.reason
+        again = backend.service.submit_predictions(
+            "alice", backend.predictions(3), EntryMetadata("within quota")
+        )
+        assert backend.wait("alice", again.job_id).status == "finished"
+    finally:
+        backend.close()
+
+
+def test_rescore_keeps_history(backend):
+    backend.start_worker()
+    view = backend.service.submit_predictions(
+        "alice", backend.predictions(5), EntryMetadata("to rescore")
+    )
+    backend.wait("alice", view.job_id)
+    backend.wait_idle()
+    subprocess.run(
+        [sys.executable, "-m", "evaluation.worker", "--rescore"],
+        cwd=REPO_ROOT,
+        env=backend.env,
+        check=True,
+        capture_output=True,
+    )
+    backend.wait_idle()
+    with backend.sessions() as session:
+        rows = session.scalars(
+            select(Result)
+            .join(Job)
+            .where(Job.submission_id == session.get(Job, view.job_id).submission_id)
+        ).all()
+    assert len(rows) == 6 and sum(r.current for r in rows) == 3
+    old = sorted((r.split, r.ba) for r in rows if not r.current)
+    new = sorted((r.split, r.ba) for r in rows if r.current)
+    assert np.allclose([b for _, b in old], [b for _, b in new])

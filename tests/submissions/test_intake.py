@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import zipfile
+
+import pytest
+from sqlalchemy import func, select
+
+from evaluation.errors import InvalidPredictionFile
+from leaderboard.store import Job, Submission
+from models.errors import CheckpointError, UnsafeCheckpoint
+from submissions import jobs
+from submissions.errors import DuplicateSubmission, InvalidMetadata, JobNotFound, QuotaExceeded
+from submissions.metadata import EntryMetadata
+from tests.backend import Backend
+from tests.models.conftest import tiny_checkpoint
+
+META = EntryMetadata("my model", team="T", method_type="LoRA", training_data="AMi-Br + MIDOG++")
+
+
+def nothing_stored(backend: Backend) -> bool:
+    uploads = backend.settings.data_dir / "uploads"
+    with backend.sessions() as session:
+        rows = session.scalar(select(func.count(Submission.id)))
+    return rows == 0 and not (uploads.exists() and any(uploads.rglob("*.*")))
+
+
+def test_metadata_is_validated_and_midog_flagged():
+    assert META.validated().uses_midog
+    with pytest.raises(InvalidMetadata, match="Give the entry a model name"):
+        EntryMetadata("  ").validated()
+    with pytest.raises(InvalidMetadata, match="Method type must be one of"):
+        EntryMetadata("m", method_type="magic").validated()
+    with pytest.raises(InvalidMetadata, match="'code_url' must be an http.s. link"):
+        EntryMetadata("m", code_url="javascript:alert(1)").validated()
+    with pytest.raises(InvalidMetadata, match="'description' is 2001 characters"):
+        EntryMetadata("m", description="x" * 2001).validated()
+
+
+def test_invalid_prediction_file_stores_nothing(backend):
+    with pytest.raises(InvalidPredictionFile, match="no row for"):
+        backend.service.submit_predictions(
+            "alice",
+            b"image_id,prob_atypical\n" + backend.predictions(0).split(b"\n", 2)[1] + b"\n",
+            META,
+        )
+    assert nothing_stored(backend)
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def zip_of(entries: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+        for name in links:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = 0o120777 << 16
+            archive.writestr(info, "/etc/passwd")
+    return buffer.getvalue()
+
+
+def test_every_checkpoint_rejection(backend, tmp_path):
+    good = {p.name: p.read_bytes() for p in tiny_checkpoint(tmp_path / "ok").iterdir()}
+    marker = tmp_path / "created-by-pickle"
+    config = json.loads(good["config.json"])
+    cases = [
+        (
+            zip_of({**good, "model.pt": pickle.dumps(Payload(marker))}),
+            UnsafeCheckpoint,
+            "contains 'model.pt'.*safetensors.torch.save_file",
+        ),
+        (
+            zip_of({"config.json": good["config.json"], "pytorch_model.bin": b"x"}),
+            UnsafeCheckpoint,
+            "pickle files",
+        ),
+        (zip_of({**good, "../escape/README.md": b"x"}), UnsafeCheckpoint, "points outside"),
+        (zip_of(good, links=("README.md",)), UnsafeCheckpoint, "symbolic link"),
+        (zip_of({**good, "weights.zip": b"PK"}), UnsafeCheckpoint, "nested archives"),
+        (zip_of({**good, "train.py": b"print(1)"}), CheckpointError, "not part of the format"),
+        (
+            zip_of(
+                {
+                    "config.json": good["config.json"],
+                    "model.safetensors": b"\x08" + b"\0" * 7 + b"garbage!",
+                }
+            ),
+            CheckpointError,
+            "invalid safetensors header",
+        ),
+        (
+            zip_of(
+                {
+                    "config.json": json.dumps(
+                        {**config, "mitosis": {**config["mitosis"], "model": "nonexistent_net"}}
+                    ).encode(),
+                    "model.safetensors": good["model.safetensors"],
+                }
+            ),
+            CheckpointError,
+            "names the model 'nonexistent_net'",
+        ),
+        (
+            zip_of(
+                {
+                    "config.json": json.dumps(
+                        {**config, "mitosis": {**config["mitosis"], "model": "resnet34"}}
+                    ).encode(),
+                    "model.safetensors": good["model.safetensors"],
+                }
+            ),
+            CheckpointError,
+            "tensor",
+        ),
+        (b"not a zip", CheckpointError, "not a valid zip"),
+    ]
+    for data, error, message in cases:
+        with pytest.raises(error, match=message):
+            backend.service.submit_checkpoint("alice", data, META)
+    assert not marker.exists()
+    assert nothing_stored(backend)
+
+
+def test_size_caps(tmp_path):
+    backend = Backend(tmp_path, MITOSIS_MAX_CHECKPOINT_MB="1")
+    big = zip_of({"config.json": b"{}", "model.safetensors": b"\0" * (3 * 2**20)})
+    with pytest.raises(CheckpointError, match="unpacks to 3 MB; the limit is 1 MB"):
+        backend.service.submit_checkpoint("alice", big, META)  # compresses to a few KB
+    incompressible = zip_of({"config.json": os.urandom(2 * 2**20)})
+    with pytest.raises(CheckpointError, match="The zip is 2 MB; the limit is 1 MB"):
+        backend.service.submit_checkpoint("alice", incompressible, META)
+    assert nothing_stored(backend)
+
+
+def test_identical_resubmission_is_recognised(backend):
+    data = backend.predictions(7)
+    first = backend.service.submit_predictions("alice", data, META)
+    again = backend.service.submit_predictions("alice", data, META)
+    assert again.job_id == first.job_id
+    with pytest.raises(DuplicateSubmission, match="already submitted by another user"):
+        backend.service.submit_predictions("mallory", data, META)
+    with backend.sessions() as session:
+        assert session.scalar(select(func.count(Job.id))) == 1
+
+
+def test_quota_counts_only_jobs_that_did_not_fail(tmp_path):
+    backend = Backend(tmp_path, MITOSIS_HIDDEN_QUOTA="2")
+    first = backend.service.submit_predictions("alice", backend.predictions(1), META)
+    backend.service.submit_predictions("alice", backend.predictions(2), META)
+    with pytest.raises(
+        QuotaExceeded,
+        match="used your 2 hidden-split scorings of the last 24 "
+        "hours; the next one is available at",
+    ):
+        backend.service.submit_predictions("alice", backend.predictions(3), META)
+    backend.service.submit_predictions("bob", backend.predictions(3), META)  # per user
+    token = jobs.claim(backend.sessions, first.job_id, "test", 60)
+    jobs.fail(backend.sessions, first.job_id, token, "broken")
+    assert backend.service.submit_predictions("alice", backend.predictions(4), META)
+
+
+def test_jobs_are_private_and_transitions_are_guarded(backend):
+    view = backend.service.submit_predictions("alice", backend.predictions(1), META)
+    with pytest.raises(JobNotFound, match=f"no submission with job id {view.job_id}"):
+        backend.service.status("bob", view.job_id)
+    assert backend.service.my_submissions("bob") == []
+    assert [v.job_id for v in backend.service.my_submissions("alice")] == [view.job_id]
+    token = jobs.claim(backend.sessions, view.job_id, "w1", 60)
+    assert token and jobs.claim(backend.sessions, view.job_id, "w2", 60) is None
+    assert not jobs.fail(backend.sessions, view.job_id, "not-the-token", "x")
+    assert not backend.service.cancel("alice", view.job_id)  # running: too late
+    second = backend.service.submit_predictions("alice", backend.predictions(2), META)
+    assert second.queue_position == 1  # the first one runs
+    assert not backend.service.cancel("bob", second.job_id)
+    assert backend.service.cancel("alice", second.job_id)
+    assert backend.service.status("alice", second.job_id).status == "cancelled"
+
+
+def test_reaper_requeues_expired_leases(backend):
+    view = backend.service.submit_predictions("alice", backend.predictions(1), META)
+    assert jobs.claim(backend.sessions, view.job_id, "dead", lease_s=-1)
+    assert view.job_id in jobs.reap(backend.sessions, stale_after_s=3600)
+    assert backend.service.status("alice", view.job_id).status == "queued"
