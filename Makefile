@@ -28,3 +28,4 @@ test: lint
 bench: release
 	$(BIN)/python -m bench.scoring
 	$(BIN)/python -m bench.predict
+	$(BIN)/python -m bench.backend

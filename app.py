@@ -5,7 +5,11 @@ Run ``python app.py``; it listens on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (see 
 
 from __future__ import annotations
 
+import atexit
 import logging
+import signal
+import subprocess
+import sys
 
 import gradio as gr
 import pandas as pd
@@ -74,9 +78,19 @@ def build_demo(settings: Settings) -> gr.Blocks:
     return demo
 
 
+def start_worker() -> subprocess.Popen:
+    """An evaluation worker process beside the app, stopped when the app exits."""
+    worker = subprocess.Popen([sys.executable, "-m", "evaluation.worker"])
+    atexit.register(worker.terminate)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that atexit runs
+    return worker
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     app_settings = Settings.from_env()
+    if app_settings.start_worker:
+        start_worker()
     build_demo(app_settings).launch(
         server_name=app_settings.server_name,
         server_port=app_settings.server_port,

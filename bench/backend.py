@@ -1,7 +1,8 @@
 """Benchmarks of the evaluation backend: ``python -m bench.backend`` prints JSON.
 
-1. The shipped checkpoint evaluated by a real worker process on the CPU: the job's wall time
-   for every test crop (2,853 hidden + 826 AMi-Br test), crops decoded from PNG (cold cache).
+1. The shipped checkpoint on the 2,853 hidden crops on this CPU (crops decoded from PNG, as
+   a worker's first job does), and the whole job of a real worker process (every test crop,
+   2,853 hidden + 826 AMi-Br test, scoring and writing included).
 2. Submission -> result of a prediction file with an idle worker (median and max of 10).
 3. Building the board (ranking + ties with #1) from 10,000 results (3,334 entries x 3 splits).
 """
@@ -21,6 +22,9 @@ import pandas as pd
 from sqlalchemy import select
 
 from bench.common import machine, release_settings
+from evaluation.bundle import PublicBundle
+from evaluation.checkpoint import predict_splits
+from evaluation.splits import HIDDEN_SPLITS
 from leaderboard.board import build_board
 from leaderboard.store import (
     EntrySource,
@@ -30,6 +34,7 @@ from leaderboard.store import (
     Submission,
     open_store,
 )
+from models.predictor import Predictor
 from settings import REPO_ROOT, Settings
 from submissions.intake import Submissions
 from submissions.metadata import EntryMetadata
@@ -138,12 +143,24 @@ def _board_numbers(release: Settings, root: Path, n_entries: int = 3334) -> dict
     }
 
 
+def _hidden_crops_seconds(release: Settings) -> dict:
+    predictor = Predictor(release.default_checkpoint, device="cpu")
+    bundle = PublicBundle(release.public_dir)
+    start = time.perf_counter()
+    frame = predict_splits(predictor, bundle, [s.name for s in HIDDEN_SPLITS])
+    return {
+        "checkpoint_hidden_crops": len(frame),
+        "checkpoint_hidden_crops_seconds": round(time.perf_counter() - start, 2),
+    }
+
+
 def main() -> None:
     release = release_settings()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         result = {
             "benchmark": "backend",
+            **_hidden_crops_seconds(release),
             **_worker_numbers(release, root / "worker"),
             **_board_numbers(release, root),
             "machine": machine(),

@@ -24,7 +24,12 @@ def free_port() -> int:
 
 def test_python_app_py_serves_the_page(tmp_path):
     port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "MITOSIS_DATA_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_PORT": str(port),
+        "MITOSIS_DATA_DIR": str(tmp_path),
+        "MITOSIS_START_WORKER": "1",
+    }
     process = subprocess.Popen(
         [sys.executable, "app.py"],
         cwd=REPO_ROOT,
@@ -44,9 +49,32 @@ def test_python_app_py_serves_the_page(tmp_path):
                     raise
                 time.sleep(0.5)
         assert "Research use only, not for diagnosis" in config
+        deadline = time.monotonic() + 60  # the worker it started seeds the board
+        while not (tmp_path / "leaderboard.db").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (tmp_path / "leaderboard.db").exists()
     finally:
         process.terminate()
         process.wait(10)
+    deadline = time.monotonic() + 20  # the worker must not outlive the app
+    while worker_running_for(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not worker_running_for(tmp_path)
+
+
+def worker_running_for(data_dir) -> bool:
+    """Whether a worker process started with ``data_dir`` is alive."""
+    pids = subprocess.run(
+        ["pgrep", "-f", "evaluation.worker"], capture_output=True, text=True
+    ).stdout.split()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if str(data_dir).encode() in f.read():
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def test_score_handler_on_the_public_split(real_release, tmp_path):
