@@ -23,9 +23,11 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check .
 
 test: lint
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: release
 	$(BIN)/python -m bench.scoring
 	$(BIN)/python -m bench.predict
 	$(BIN)/python -m bench.backend
+	$(BIN)/python -m bench.app

@@ -45,6 +45,7 @@ class Settings:
         lease_s: a running job whose worker sends no heartbeat for this long is re-run.
         start_worker: whether ``python app.py`` starts an evaluation worker process.
         hub_results_repo, hf_token: optional Hub dataset the results are synced to.
+        space_id: set by Hugging Face on a Space (then submitting requires signing in).
     """
 
     source_dir: Path
@@ -67,6 +68,7 @@ class Settings:
     start_worker: bool
     hub_results_repo: str
     hf_token: str
+    space_id: str
 
     @property
     def public_dir(self) -> Path:
@@ -111,6 +113,7 @@ class Settings:
             not in ("0", "false", "no"),
             hub_results_repo=env.get("MITOSIS_HUB_RESULTS_REPO", ""),
             hf_token=env.get("HF_TOKEN", ""),
+            space_id=env.get("SPACE_ID", ""),
         )
 
 

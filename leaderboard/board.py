@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from evaluation.bundle import LabelStore
 from evaluation.errors import LabelsUnavailable
 from leaderboard.ranking import Entry, best_per_team, load_entries, rank_entries
+from leaderboard.store import EntrySource, Job, JobStatus, Submission
 
 
 def build_board(
@@ -22,3 +24,15 @@ def build_board(
     with sessions() as session:
         entries = rank_entries(load_entries(session), labels, n_resamples=n_resamples)
     return best_per_team(entries) if per_team else entries
+
+
+def verified_checkpoints(sessions: sessionmaker) -> dict[str, Path]:
+    """Model name -> stored checkpoint zip of every verified entry the worker has run."""
+    with sessions() as session:
+        rows = session.execute(
+            select(Submission.model_name, Submission.path)
+            .join(Job)
+            .where(Submission.source == EntrySource.VERIFIED, Job.status == JobStatus.FINISHED)
+            .order_by(Submission.id)
+        ).all()
+    return {name: Path(path) for name, path in rows if Path(path).is_file()}

@@ -6,6 +6,7 @@ augmentation averages P(atypical) over the 8 dihedral transforms of each crop.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,3 +100,9 @@ class Predictor:
         return Explanation(
             Prediction(prob, self._label(prob)), crop, heatmap, overlay(crop, heatmap)
         )
+
+
+@functools.lru_cache(maxsize=3)
+def load_predictor(checkpoint: str, device: str = "auto") -> Predictor:
+    """A Predictor per checkpoint path, kept for reuse (the app's model choices)."""
+    return Predictor(checkpoint, device=device)

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import gradio as gr
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from app import Space
+from settings import Settings
+from tests.app.conftest import RunningApp
+from tests.backend import zip_dir
+from tests.models.conftest import tiny_checkpoint
+
+META = (
+    "api model",
+    "team api",
+    "end-to-end",
+    "resnet18",
+    "none",
+    "AMi-Br train",
+    False,
+    "",
+    "",
+    "submitted through gradio_client",
+)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return Client(app.url, verbose=False)
+
+
+def wait_finished(client, job_id, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.predict(job_id, api_name="/submission_status")
+        if status["status"] in ("finished", "failed"):
+            return status
+        time.sleep(0.3)
+    raise TimeoutError(status)
+
+
+def test_exactly_the_public_endpoints(client):
+    assert set(client.view_api(return_format="dict")["named_endpoints"]) == {
+        "/classify",
+        "/leaderboard",
+        "/submit_predictions",
+        "/submit_checkpoint",
+        "/submission_status",
+    }
+
+
+def test_classify(client, app):
+    crop = next((app.backend.settings.public_dir / "test_crops").glob("*.png"))
+    prob, decision, overlay = client.predict(
+        handle_file(str(crop)), "Default model (shipped)", False, api_name="/classify"
+    )
+    assert 0 <= prob <= 1 and decision == ("atypical" if prob >= 0.5 else "normal")
+    assert os.path.getsize(overlay) > 0
+    prob_tta, _, _ = client.predict(
+        handle_file(str(crop)), "Default model (shipped)", True, api_name="/classify"
+    )
+    assert 0 <= prob_tta <= 1
+    with pytest.raises(AppError, match="Unknown model 'nope'"):
+        client.predict(handle_file(str(crop)), "nope", False, api_name="/classify")
+    tiny = app.backend.settings.data_dir / "tiny.png"
+    Image.new("RGB", (8, 8)).save(tiny)
+    with pytest.raises(AppError, match="8x8 pixels; crops must be at least 16 px"):
+        client.predict(
+            handle_file(str(tiny)), "Default model (shipped)", False, api_name="/classify"
+        )
+
+
+def test_submit_predictions_then_status_then_board(client, app):
+    path = app.backend.settings.data_dir / "predictions.csv"
+    path.write_bytes(app.backend.predictions(11))
+    receipt = client.predict(handle_file(str(path)), *META, api_name="/submit_predictions")
+    assert receipt["source"] == "self-reported" and receipt["status"] in (
+        "queued",
+        "running",
+        "finished",
+    )
+    done = wait_finished(client, receipt["job_id"])
+    assert done["status"] == "finished" and set(done["balanced_accuracy"]) == {
+        "amibr_test",
+        "atnorm_br",
+        "atnorm_md",
+    }
+    board = client.predict("api model", "all", ["self-reported"], False, api_name="/leaderboard")
+    assert [row[1] for row in board["data"]] == ["api model"]
+    everything = client.predict(
+        "", "all", ["verified", "self-reported", "paper"], False, api_name="/leaderboard"
+    )
+    assert sum(row[3] == "paper" for row in everything["data"]) == 17
+
+
+def test_submit_checkpoint(client, app, tmp_path):
+    archive = tmp_path / "model.zip"
+    archive.write_bytes(zip_dir(tiny_checkpoint(tmp_path / "vit", "vit_tiny_test")))
+    receipt = client.predict(
+        handle_file(str(archive)), "api vit", *META[1:], api_name="/submit_checkpoint"
+    )
+    assert receipt["source"] == "verified"
+    assert wait_finished(client, receipt["job_id"])["status"] == "finished"
+    pickle = tmp_path / "bad.zip"
+    import zipfile
+
+    with zipfile.ZipFile(pickle, "w") as z:
+        z.writestr("model.pt", b"\x80\x04K\x01.")
+    with pytest.raises(AppError, match="pickle files .* are never loaded"):
+        client.predict(handle_file(str(pickle)), *META, api_name="/submit_checkpoint")
+
+
+def test_invalid_inputs_are_refused_in_the_handler(client, app, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image_id;prob_atypical\n")
+    with pytest.raises(AppError, match="separated by semicolons"):
+        client.predict(handle_file(str(bad)), *META, api_name="/submit_predictions")
+    good = tmp_path / "good.csv"
+    good.write_bytes(app.backend.predictions(12))
+    with pytest.raises(AppError, match="Give the entry a model name"):
+        client.predict(handle_file(str(good)), "", *META[1:], api_name="/submit_predictions")
+    with pytest.raises(AppError, match="no submission with job id 99999"):
+        client.predict(99999, api_name="/submission_status")
+
+
+def test_private_files_are_never_served(app):
+    settings = app.backend.settings
+    for path in (settings.labels_dir / "labels.csv", settings.data_dir / "leaderboard.db"):
+        assert path.is_file()
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(f"{app.url}gradio_api/file={path}")
+        assert error.value.code in (403, 404)
+
+
+def test_signed_in_identity_on_a_space(tmp_path):
+    space = Space(Settings.from_env({"SPACE_ID": "org/space", "MITOSIS_DATA_DIR": str(tmp_path)}))
+    with pytest.raises(gr.Error, match="Sign in with Hugging Face"):
+        space.user(None)
+    profile = gr.OAuthProfile(
+        {"preferred_username": "bob", "name": "Bob", "picture": "", "profile": ""}
+    )
+    assert space.user(profile) == "bob"
+    local = Space(Settings.from_env({"MITOSIS_DATA_DIR": str(tmp_path)}))
+    assert local.user(None) == "local"
+
+
+def test_the_worker_stops_with_the_app(tmp_path):
+    running = RunningApp(tmp_path)
+    pid = running.process.pid
+    running.stop()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+        workers = subprocess.run(
+            ["pgrep", "-f", "evaluation.worker"], capture_output=True, text=True
+        ).stdout.split()
+        ours = [p for p in workers if _data_dir_of(p) == str(running.backend.settings.data_dir)]
+        if not ours and not children.stdout.strip():
+            return
+        time.sleep(0.3)
+    for p in ours:
+        os.kill(int(p), signal.SIGKILL)
+    raise AssertionError("the worker outlived the app")
+
+
+def _data_dir_of(pid: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    except OSError:
+        return None
+    return env.get(b"MITOSIS_DATA_DIR", b"").decode() or None
