@@ -290,10 +290,14 @@ def build_demo(settings: Settings) -> gr.Blocks:
             if examples := space.examples():
                 gr.Examples(examples, inputs=[crop_image], label="Public AMi-Br test crops")
             with gr.Accordion("Many crops", open=False):
-                crop_files = gr.File(file_count="multiple", label="Crops", file_types=["image"])
+                crop_files = gr.File(
+                    file_count="multiple", label="Crops", file_types=["image"], elem_id="many-crops"
+                )
                 classify_many_button = gr.Button("Classify all")
-                batch_table = gr.Dataframe(label="Answers", interactive=False)
-                batch_csv = gr.File(label="Answers as CSV")
+                batch_table = gr.Dataframe(
+                    label="Answers", interactive=False, elem_id="batch-table"
+                )
+                batch_csv = gr.File(label="Answers as CSV", elem_id="batch-csv")
         with gr.Tab("Leaderboard") as leaderboard_tab:
             with gr.Row():
                 search_box = gr.Textbox(label="Search model, team, backbone", elem_id="search")
@@ -315,12 +319,12 @@ def build_demo(settings: Settings) -> gr.Blocks:
                 title="In-domain vs out-of-domain balanced accuracy",
                 elem_id="domain-plot",
             )
-            entry_choice = gr.Dropdown(label="Details of one entry")
-            entry_json = gr.JSON(label="All metrics and provenance")
+            entry_choice = gr.Dropdown(label="Details of one entry", elem_id="entry-choice")
+            entry_json = gr.JSON(label="All metrics and provenance", elem_id="entry-json")
             with gr.Row():
                 csv_button = gr.Button("Download CSV")
                 json_button = gr.Button("Download JSON")
-                board_file = gr.File(label="Export")
+                board_file = gr.File(label="Export", elem_id="board-file")
         with gr.Tab("Submit"):
             if space.on_space:
                 gr.LoginButton()

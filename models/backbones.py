@@ -72,7 +72,9 @@ H_OPTIMUS_MEAN = (0.707223, 0.578729, 0.703617)
 H_OPTIMUS_STD = (0.211883, 0.230117, 0.177517)
 
 
-def _foundation(name, architecture, hub_id, description, *, norm=None, **model_args) -> ModelCfg:
+def _foundation(
+    name, architecture, hub_id, description, *, norm=None, embedding="pooled", **model_args
+) -> ModelCfg:
     """A pathology foundation model: timm architecture + arguments of its Hub config.json.
 
     The architecture is built offline from these arguments; only the weights need the Hub.
@@ -86,6 +88,7 @@ def _foundation(name, architecture, hub_id, description, *, norm=None, **model_a
         std=std,
         weights="hf_hub",
         hub_id=hub_id,
+        embedding=embedding,
         model_args={"img_size": 224, **model_args},
         description=description,
     )
@@ -104,6 +107,7 @@ def virchow() -> ModelCfg:
         "vit_huge_patch14_224",
         "paige-ai/Virchow",
         "Virchow (pathology FM)",
+        embedding="cls_mean",
         init_values=1e-5,
         mlp_ratio=5.3375,
         dynamic_img_size=True,
@@ -118,6 +122,7 @@ def virchow2() -> ModelCfg:
         "vit_huge_patch14_224",
         "paige-ai/Virchow2",
         "Virchow2 (pathology FM)",
+        embedding="cls_mean",
         init_values=1e-5,
         mlp_ratio=5.3375,
         reg_tokens=4,
@@ -197,6 +202,18 @@ def prov_gigapath() -> ModelCfg:
         num_heads=24,
         init_values=1e-5,
         mlp_ratio=5.33334,
+    )
+
+
+@register_model
+def vit_tiny_cls_mean_test() -> ModelCfg:
+    return ModelCfg(
+        "vit_tiny_cls_mean_test",
+        "vit_tiny_patch16_224",
+        input_size=32,
+        model_args={"img_size": 32, "patch_size": 8, "depth": 2, "reg_tokens": 2},
+        embedding="cls_mean",
+        description="a 2-block ViT with register tokens and Virchow's embedding, for tests",
     )
 
 

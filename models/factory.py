@@ -27,6 +27,39 @@ class Ensemble(nn.Module):
         return torch.logit(prob, eps=1e-6)
 
 
+class ClsMeanClassifier(nn.Module):
+    """A ViT whose embedding is its class token concatenated with the mean patch token.
+
+    Virchow's and Virchow2's published recipe; patch tokens start after the class and register
+    tokens (``num_prefix_tokens``). Exposes timm's head interface, so strategies, Grad-CAM and
+    checkpoints treat it like any timm model.
+    """
+
+    def __init__(self, vit: nn.Module) -> None:
+        super().__init__()
+        self.vit = vit
+        self.num_prefix_tokens = vit.num_prefix_tokens
+        self.num_features = 2 * vit.num_features
+        self.head = nn.Linear(self.num_features, 1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised tokens (N, prefix + patches, D)."""
+        return self.vit.forward_features(x)
+
+    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """[class token, mean patch token] (N, 2D), or its logit (N, 1)."""
+        embedding = torch.cat([tokens[:, 0], tokens[:, self.num_prefix_tokens :].mean(1)], dim=1)
+        return embedding if pre_logits else self.head(embedding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logit (N, 1)."""
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        """The linear head."""
+        return self.head
+
+
 def check_strategy(strategy: str) -> str:
     """``strategy`` if known, else a ``ValueError`` listing the valid ones."""
     if strategy not in STRATEGIES:
@@ -53,6 +86,9 @@ def build_backbone(cfg: ModelCfg, *, pretrained: bool = False) -> nn.Module:
                 "or use a checkpoint that includes the weights."
             )
     source = f"hf-hub:{cfg.hub_id}" if hub and cfg.hub_id else cfg.architecture
+    if cfg.embedding == "cls_mean":
+        vit = timm.create_model(source, pretrained=hub, num_classes=0, **cfg.model_args)
+        return ClsMeanClassifier(vit)
     model = timm.create_model(source, pretrained=hub, num_classes=1, **cfg.model_args)
     if pretrained and cfg.weights == "imagenet_offline":
         from models.pretrained import load_imagenet_offline

@@ -2,7 +2,8 @@
 
 - ``--protocol paper``: 5-fold ``StratifiedGroupKFold(shuffle=True, random_state=42)`` by slide,
   class-balanced sampling, BCE, early stopping on the validation fold's balanced accuracy, one
-  checkpoint per fold in ``fold<k>/`` (score them with ``python -m evaluation.checkpoint``).
+  checkpoint per fold in ``fold<k>/`` (score them with ``python -m evaluation.checkpoint``),
+  and their ensemble (fold ensembling) in ``model/``.
 - ``--protocol fast`` (default): slide-grouped cross-validation measures the recipe
   (``--folds``, 0 to skip), then ``--members`` models are trained on all of AMi-Br train with
   seeds ``seed, seed+1, ...`` and saved as one ensemble checkpoint in ``model/``.
@@ -292,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             n_splits=args.folds or 5,
             progress=progress,
         )
+        folds_done = sorted(args.out.glob("fold*"), key=lambda p: int(p.name[4:]))
+        assemble(recipe, folds_done, args.out / "model", {"cv": metrics["cv"], "folds": True})
     else:
         if args.folds:
             metrics["cv"] = cross_validate(

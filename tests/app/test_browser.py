@@ -79,3 +79,28 @@ def test_filter_the_board(page):
     expect(board).to_contain_text("Swin-B")
     expect(board).not_to_contain_text("Virchow2")
     page.screenshot(path=str(ARTIFACTS / "board-filter.png"), full_page=True)
+
+
+def test_many_crops_give_a_table_and_a_csv(page, app):
+    page.get_by_role("tab", name="Classify").click()
+    page.get_by_text("Many crops").click()
+    crops = sorted((app.backend.settings.public_dir / "test_crops").glob("*.png"))[:3]
+    page.locator("#many-crops input[type=file]").set_input_files([str(c) for c in crops])
+    page.get_by_role("button", name="Classify all").click()
+    table = page.locator("#batch-table")
+    for crop in crops:
+        expect(table).to_contain_text(crop.name)
+    expect(page.locator("#batch-csv")).to_contain_text("predictions")
+    page.screenshot(path=str(ARTIFACTS / "classify-many.png"), full_page=True)
+
+
+def test_entry_details_and_exports(page):
+    page.get_by_role("tab", name="Leaderboard").click()
+    page.locator("#entry-choice input").click()
+    page.get_by_role("option").first.click()
+    details = page.locator("#entry-json")
+    expect(details).to_contain_text("hidden_mean_ba")
+    expect(details).to_contain_text("scorer_version")
+    page.get_by_role("button", name="Download CSV").click()
+    expect(page.locator("#board-file")).to_contain_text("leaderboard")
+    page.screenshot(path=str(ARTIFACTS / "board-details.png"), full_page=True)

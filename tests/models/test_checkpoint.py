@@ -210,3 +210,11 @@ def test_shape_mismatch_is_reported(tmp_path):
         r"resnet10t expects \(1, 512\)",
     ):
         load_checkpoint(directory)
+
+
+@pytest.mark.parametrize("strategy", ["linear_probe", "lora"])
+def test_cls_mean_models_round_trip(tmp_path, strategy):
+    model, directory = saved(tmp_path, "vit_tiny_cls_mean_test", strategy)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), load_checkpoint(directory).model(x))

@@ -114,3 +114,21 @@ def test_strategies_choose_what_trains():
     config = lora.peft_config["default"]
     assert (config.r, config.lora_alpha, config.lora_dropout) == (8, 16, 0.3)
     assert set(config.target_modules) == {"qkv", "proj", "fc1", "fc2"}
+
+
+def test_virchow_style_embedding_is_class_token_and_mean_patch_token():
+    assert get_model_cfg("virchow2").embedding == "cls_mean"
+    model = create_model("vit_tiny_cls_mean_test", strategy="linear_probe").eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+        embedding = model.forward_head(tokens, pre_logits=True)
+    prefix = model.num_prefix_tokens
+    assert prefix == 3  # class token + 2 register tokens
+    assert embedding.shape == (2, 2 * 192)
+    assert torch.allclose(embedding[:, :192], tokens[:, 0])
+    assert torch.allclose(embedding[:, 192:], tokens[:, prefix:].mean(1))
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        "head.weight",
+        "head.bias",
+    }

@@ -176,6 +176,7 @@ def test_paper_protocol_saves_one_checkpoint_per_fold(real_release, tmp_path):
     for fold in cv.values():
         assert len(fold["history"]) <= 3 and "val_ba" in fold["history"][0]
     assert load_checkpoint(out / "fold1").config["mitosis"]["provenance"]["fold"] == 1
+    assert load_checkpoint(out / "model").config["mitosis"]["ensemble_size"] == 2
 
 
 def test_packed_train_set_round_trip(real_release, tmp_path):
