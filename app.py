@@ -198,6 +198,18 @@ def build_demo(settings: Settings) -> gr.Blocks:
             about or "",
         )
 
+    def _submit(kind: str, file: str | None, profile, *meta_values) -> dict:
+        if not file:
+            what = "prediction file (.csv)" if kind == "predictions" else "checkpoint (.zip)"
+            raise gr.Error(f"Upload a {what} first.")
+        submit = (
+            space.submissions.submit_predictions
+            if kind == "predictions"
+            else space.submissions.submit_checkpoint
+        )
+        view = submit(space.user(profile), Path(file).read_bytes(), _meta(*meta_values))
+        return view.to_dict()
+
     @user_facing
     def submit_predictions(
         file: str | None,
@@ -214,13 +226,21 @@ def build_demo(settings: Settings) -> gr.Blocks:
         profile: gr.OAuthProfile | None = None,
     ) -> dict:
         """Validate and queue a prediction file; returns the job's status."""
-        if not file:
-            raise gr.Error("Upload a prediction file (CSV) first.")
-        meta = _meta(name, team, method, backbone, pretraining, data, midog, paper, code, about)
-        view = space.submissions.submit_predictions(
-            space.user(profile), Path(file).read_bytes(), meta
+        return _submit(
+            "predictions",
+            file,
+            profile,
+            name,
+            team,
+            method,
+            backbone,
+            pretraining,
+            data,
+            midog,
+            paper,
+            code,
+            about,
         )
-        return view.to_dict()
 
     @user_facing
     def submit_checkpoint(
@@ -238,13 +258,21 @@ def build_demo(settings: Settings) -> gr.Blocks:
         profile: gr.OAuthProfile | None = None,
     ) -> dict:
         """Validate and queue a zipped checkpoint; returns the job's status."""
-        if not file:
-            raise gr.Error("Upload a checkpoint .zip first.")
-        meta = _meta(name, team, method, backbone, pretraining, data, midog, paper, code, about)
-        view = space.submissions.submit_checkpoint(
-            space.user(profile), Path(file).read_bytes(), meta
+        return _submit(
+            "checkpoint",
+            file,
+            profile,
+            name,
+            team,
+            method,
+            backbone,
+            pretraining,
+            data,
+            midog,
+            paper,
+            code,
+            about,
         )
-        return view.to_dict()
 
     @user_facing
     def submission_status(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:

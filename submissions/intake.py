@@ -136,20 +136,10 @@ class Submissions:
         quota = self.settings.hidden_quota
         since = utcnow() - timedelta(hours=24)
         with self.sessions() as session:
-            used = jobs.hidden_jobs_since(session, user, since)
-            if used < quota:
-                return
-            oldest = session.scalar(
-                select(Job.created_at)
-                .join(Submission)
-                .where(
-                    Submission.user == user,
-                    Job.hidden.is_(True),
-                    Job.created_at >= since,
-                    Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FINISHED]),
-                )
-                .order_by(Job.created_at)
-            )
+            counted = jobs.hidden_jobs_since(session, user, since)
+        if len(counted) < quota:
+            return
+        oldest = counted[0]
         raise QuotaExceeded(
             f"You have used your {quota} hidden-split scorings of the last 24 hours; the next "
             f"one is available at {_as_utc(oldest) + timedelta(hours=24):%Y-%m-%d %H:%M} UTC. "

@@ -152,16 +152,22 @@ def queue_position(session: Session, job: Job) -> int:
     return 1 + session.scalar(ahead)
 
 
-def hidden_jobs_since(session: Session, user: str, since: datetime) -> int:
-    """Hidden-split scorings of ``user`` since ``since`` that count: not failed or cancelled."""
-    return session.scalar(
-        select(func.count(Job.id))
-        .join(Submission)
-        .where(
-            Submission.user == user,
-            Job.hidden.is_(True),
-            Job.created_at >= since,
-            Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FINISHED]),
+def hidden_jobs_since(session: Session, user: str, since: datetime) -> list[datetime]:
+    """Creation times, oldest first, of ``user``'s quota-counting scorings since ``since``.
+
+    Hidden-split jobs count unless they failed or were cancelled.
+    """
+    return list(
+        session.scalars(
+            select(Job.created_at)
+            .join(Submission)
+            .where(
+                Submission.user == user,
+                Job.hidden.is_(True),
+                Job.created_at >= since,
+                Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FINISHED]),
+            )
+            .order_by(Job.created_at)
         )
     )
 
