@@ -93,11 +93,18 @@ class Space:
 
     def models(self) -> dict[str, str]:
         """Model choices: the shipped one and every verified checkpoint stored here."""
-        stored = verified_checkpoints(self.submissions.sessions)
+        stored = verified_checkpoints(self.submissions.sessions, self.settings.data_dir)
         return {
             DEFAULT_MODEL: str(self.settings.default_checkpoint),
             **{name: str(path) for name, path in stored.items()},
         }
+
+    def model_path(self, name: str | None) -> str:
+        """The checkpoint behind a model choice."""
+        path = self.models().get(name or DEFAULT_MODEL)
+        if path is None:
+            raise gr.Error(f"Unknown model {name!r}; choose one of the list.")
+        return path
 
     def board(self, per_team: bool = False):
         """The ranked entries."""
@@ -129,10 +136,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
         """P(atypical), the decision and (when ``explain``) the Grad-CAM overlay of one crop."""
         if not image:
             raise gr.Error("Upload a crop first (PNG, JPEG, TIFF or WebP).")
-        path = space.models().get(model or DEFAULT_MODEL)
-        if path is None:
-            raise gr.Error(f"Unknown model {model!r}; choose one of the list.")
-        predictor = load_predictor(path)
+        predictor = load_predictor(space.model_path(model))
         if not explain:
             answer = predictor.predict([image], tta=tta)[0]
             return round(answer.prob_atypical, 4), answer.label, None
@@ -145,7 +149,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
     def classify_many(files: list[str] | None, model: str, tta: bool):
         if not files:
             raise gr.Error("Upload one or more crops first.")
-        predictions = load_predictor(space.models()[model or DEFAULT_MODEL]).predict(files, tta=tta)
+        predictions = load_predictor(space.model_path(model)).predict(files, tta=tta)
         table = pd.DataFrame(
             {
                 "image": [Path(f).name for f in files],
@@ -283,6 +287,8 @@ def build_demo(settings: Settings) -> gr.Blocks:
 
     @user_facing
     def my_submissions(profile: gr.OAuthProfile | None = None) -> pd.DataFrame:
+        if profile is None and space.on_space:
+            return pd.DataFrame()  # signed out: nothing to show, and no error every 3 s
         views = space.submissions.my_submissions(space.user(profile))
         return pd.DataFrame(
             [

@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,21 +33,38 @@ from settings import Settings
 CHUNK = 256
 
 
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a unique temporary file beside ``path``, then move it into place.
+
+    Readers, other workers included, see the whole file or none.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def load_split_crops(bundle: PublicBundle, split: str, cache_dir: Path | None) -> np.ndarray:
     """uint8 crops (N, 128, 128, 3) of one test split, in manifest order, cached on disk."""
     ids = bundle.split_ids(split)
     key = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
     cached = cache_dir / f"{split}-{key}.npy" if cache_dir else None
-    if cached and cached.is_file():
-        return np.load(cached, allow_pickle=False)
+    if cached:
+        try:
+            crops = np.load(cached, allow_pickle=False)
+            if crops.shape == (len(ids), 128, 128, 3):
+                return crops
+        except (OSError, ValueError, EOFError):  # absent or unreadable: decode again
+            pass
     crops = np.stack(
         [np.asarray(Image.open(bundle.test_crops_dir / f"{i}.png").convert("RGB")) for i in ids]
     )
     if cached:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npy")
-        np.save(tmp, crops)
-        tmp.replace(cached)
+        atomic_write(cached, lambda tmp: np.save(tmp, crops))
     return crops
 
 

@@ -36,6 +36,8 @@ MD_VOTES_CSV = "AtNorM-MD_expert_votes.csv"
 CROP_SIZE = (128, 128)
 ID_NAMESPACE = b"ami-br-benchmark/opaque-id/v1\0"
 LABEL_FOLDERS = {"Atypical": "atypical", "Normal": "normal"}
+FIXED_ZIP_TIME = (2026, 1, 1, 0, 0, 0)
+FIXED_TIME = 1767225600  # 2026-01-01 00:00 UTC, the time of every released crop file
 
 
 @dataclass(frozen=True)
@@ -174,17 +176,21 @@ def _write_release(source_dir: Path, crops: list[SourceCrop], public: Path, priv
     test_crops = public / bundle.TEST_CROPS_DIR
     train_crops.mkdir(parents=True)
     test_crops.mkdir()
-    train_rows, test_rows = [], []
+    train_rows, test_rows, test_bytes = [], [], {}
     for crop in crops:
         data = read_crop(source_dir, crop)
         name = crop.path.rsplit("/", 1)[1]
         if crop.split == TRAIN_SPLIT.name:
-            (train_crops / name).write_bytes(data)
+            _write_fixed(train_crops / name, data)
             train_rows.append((name, crop.slide, crop.label))
         else:
             image_id = opaque_id(crop, data)
-            (test_crops / f"{image_id}.png").write_bytes(data)
+            test_bytes[image_id] = data
             test_rows.append((image_id, crop.split, crop.label, crop.path))
+    # Written in id order with one fixed time: neither the order of the files on disk nor
+    # their timestamps may follow the source folders, which are the labels.
+    for image_id in sorted(test_bytes):
+        _write_fixed(test_crops / f"{image_id}.png", test_bytes[image_id])
     test_rows.sort(key=lambda r: ([s.name for s in TEST_SPLITS].index(r[1]), r[0]))
     labels = pd.DataFrame(test_rows, columns=["image_id", "split", "label", "source_path"])
     if labels["image_id"].duplicated().any():
@@ -217,12 +223,17 @@ def _write_release(source_dir: Path, crops: list[SourceCrop], public: Path, priv
     return private_info
 
 
+def _write_fixed(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    os.utime(path, (FIXED_TIME, FIXED_TIME))
+
+
 def _write_zip(public: Path, image_ids) -> None:
+    names = [bundle.MANIFEST_CSV] + [f"{bundle.TEST_CROPS_DIR}/{i}.png" for i in sorted(image_ids)]
     with zipfile.ZipFile(public / bundle.TEST_CROPS_ZIP, "w", zipfile.ZIP_STORED) as archive:
-        archive.write(public / bundle.MANIFEST_CSV, bundle.MANIFEST_CSV)
-        for image_id in image_ids:
-            name = f"{bundle.TEST_CROPS_DIR}/{image_id}.png"
-            archive.write(public / name, name)
+        for name in names:
+            info = zipfile.ZipInfo(name, date_time=FIXED_ZIP_TIME)
+            archive.writestr(info, (public / name).read_bytes())
 
 
 def _write_md_votes(source_dir: Path, labels: pd.DataFrame, private: Path) -> None:

@@ -27,10 +27,11 @@ import numpy as np
 import pandas as pd
 import torch
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from evaluation.bundle import LabelStore, PublicBundle
-from evaluation.checkpoint import as_predictions, predict_splits
+from evaluation.checkpoint import as_predictions, atomic_write, predict_splits
 from evaluation.errors import EvaluationError
 from evaluation.scoring import SCORER_VERSION, Predictions, read_predictions, score_predictions
 from evaluation.splits import TEST_SPLITS
@@ -58,20 +59,6 @@ class Worker:
         self.queue = EvaluationQueue(settings, handler=self.run_job)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.splits = [s.name for s in TEST_SPLITS]
-        self._bundle: PublicBundle | None = None
-        self._labels: LabelStore | None = None
-
-    @property
-    def bundle(self) -> PublicBundle:
-        """The public release."""
-        self._bundle = self._bundle or PublicBundle(self.settings.public_dir)
-        return self._bundle
-
-    @property
-    def labels(self) -> LabelStore:
-        """The private label store."""
-        self._labels = self._labels or LabelStore(self.settings.labels_dir)
-        return self._labels
 
     def run_job(self, job_id: int) -> None:
         """Claim, run and close one job; a job that is not queued any more is skipped."""
@@ -84,15 +71,21 @@ class Worker:
         try:
             with self.sessions() as session:
                 submission = session.get(Job, job_id).submission
-            predictions = self._predictions(submission)
+            # read for every job: a rebuilt release or label store takes effect at once
+            bundle = PublicBundle(self.settings.public_dir)
+            labels = LabelStore(self.settings.labels_dir)
+            predictions = self._predictions(submission, bundle)
+            truth = labels.all_labels()
             scores = score_predictions(
-                predictions, self.labels.all_labels(), n_resamples=self.settings.bootstrap_resamples
+                predictions, truth, n_resamples=self.settings.bootstrap_resamples
             )
             written = jobs.finish(
                 self.sessions,
                 job_id,
                 token,
-                lambda _: self._results(job_id, submission, predictions, scores),
+                lambda _: self._results(
+                    job_id, submission, predictions, scores, truth, labels.label_set_hash
+                ),
             )
             log.info("job %d %s", job_id, "finished" if written else "lost its lease: dropped")
         except (EvaluationError, ModelError, SubmissionError) as e:
@@ -109,36 +102,38 @@ class Worker:
             if not jobs.heartbeat(self.sessions, job_id, token, self.settings.lease_s):
                 return
 
-    def _predictions(self, submission: Submission) -> Predictions:
-        data = Path(submission.path).read_bytes()
+    def _predictions(self, submission: Submission, bundle: PublicBundle) -> Predictions:
+        data = (self.settings.data_dir / submission.path).read_bytes()
         if submission.kind == "predictions":
             return read_predictions(
-                data, self.bundle.manifest, max_bytes=self.settings.max_prediction_file_bytes
+                data, bundle.manifest, max_bytes=self.settings.max_prediction_file_bytes
             )
         cached = self.settings.data_dir / "predictions" / f"{submission.sha256}.csv"
-        if cached.is_file():
+        try:
             return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
+        except (OSError, ValueError, KeyError):  # not there yet, or unreadable: run the model
+            pass
         checkpoint = checkpoint_from_files(
             read_zip(data, max_bytes=self.settings.max_checkpoint_bytes)
         )
-        predictor = Predictor(checkpoint, device="auto")
         frame = predict_splits(
-            predictor,
-            self.bundle,
+            Predictor(checkpoint, device="auto"),
+            bundle,
             self.splits,
             cache_dir=self.settings.data_dir / "cache",
             deadline=time.monotonic() + self.settings.job_time_limit_s,
         )
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(cached, index=False, float_format="%.6f")
+        atomic_write(cached, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6f"))
         return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
 
-    def _results(self, job_id, submission, predictions, scores) -> list[Result]:
+    def _results(self, job_id, submission, predictions, scores, truth, label_hash) -> list[Result]:
         position = pd.Index(predictions.image_ids)
         versions = f"torch {torch.__version__}, numpy {np.__version__}"
         rows = []
         for split, s in scores.items():
-            decided = predictions.predicted[position.get_indexer(self.bundle.split_ids(split))]
+            # decisions in sorted-id order, the order the tie test reads them in
+            ids = np.sort(truth[split].image_ids)
+            decided = predictions.predicted[position.get_indexer(ids)]
             ba, auc, c = s.balanced_accuracy, s.auroc, s.confusion
             rows.append(
                 Result(
@@ -164,7 +159,7 @@ class Worker:
                     fp=c.fp,
                     decisions=np.packbits(decided.astype(bool)).tobytes(),
                     scorer_version=SCORER_VERSION,
-                    label_set_hash=self.labels.label_set_hash,
+                    label_set_hash=label_hash,
                     versions=versions,
                 )
             )
@@ -174,20 +169,45 @@ class Worker:
         """Re-enqueue jobs whose lease expired or whose message was lost."""
         while True:
             try:
-                for job_id in jobs.reap(self.sessions, stale_after_s=max(5.0, interval_s * 5)):
+                idle = self.queue.pending() == 0
+                stale_after = max(5.0, interval_s * 5)
+                for job_id in jobs.reap(
+                    self.sessions, stale_after_s=stale_after, include_stale=idle
+                ):
                     self.queue.enqueue(job_id)
             except Exception:
                 log.exception("reaper")
             time.sleep(interval_s)
 
     def seed(self) -> None:
-        """The paper's rows and the shipped model, once per database."""
+        """The paper's rows and the shipped model, once per database.
+
+        The shipped model is queued again when its last job failed (say, the worker started
+        before the release was built).
+        """
         seed_paper_rows(self.sessions)
         data = zip_directory(self.settings.default_checkpoint)
         digest = sha256(data)
+        try:
+            job_id = self._seed_default_model(data, digest)
+        except IntegrityError:  # another worker seeded it at the same moment
+            return
+        if job_id is not None:
+            self.queue.enqueue(job_id)
+
+    def _seed_default_model(self, data: bytes, digest: str) -> int | None:
         with self.sessions.begin() as session:
-            if session.scalar(select(Submission.id).where(Submission.sha256 == digest)):
-                return
+            existing = session.scalar(select(Submission).where(Submission.sha256 == digest))
+            if existing is not None:
+                if existing.jobs and existing.jobs[-1].status not in (
+                    JobStatus.FAILED,
+                    JobStatus.CANCELLED,
+                ):
+                    return None
+                job = Job(submission=existing, status=JobStatus.QUEUED, hidden=False)
+                session.add(job)
+                session.flush()
+                return job.id
             path = store_bytes(self.settings.data_dir / "uploads", data, ".zip")
             submission = Submission(
                 sha256=digest,
@@ -201,12 +221,13 @@ class Worker:
                 pretraining="ImageNet",
                 training_data="AMi-Br train",
                 description="The model the Space ships; see models/default/README.md.",
-                path=str(path),
+                path=str(path.relative_to(self.settings.data_dir)),
                 size_bytes=len(data),
             )
             job = Job(submission=submission, status=JobStatus.QUEUED, hidden=False)
             session.add_all([submission, job])
-        self.queue.enqueue(job.id)
+            session.flush()
+            return job.id
 
     def rescore_all(self) -> int:
         """A new job for every stored submission; their old results stay as history."""

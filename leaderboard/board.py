@@ -26,13 +26,18 @@ def build_board(
     return best_per_team(entries) if per_team else entries
 
 
-def verified_checkpoints(sessions: sessionmaker) -> dict[str, Path]:
-    """Model name -> stored checkpoint zip of every verified entry the worker has run."""
+def verified_checkpoints(sessions: sessionmaker, data_dir: Path) -> dict[str, Path]:
+    """Stored checkpoint zip of every verified entry the worker has run, by display name.
+
+    The name is "<model name> (#<entry id>)": the id keeps names that submitters chose from
+    colliding with each other or with the shipped model.
+    """
     with sessions() as session:
         rows = session.execute(
-            select(Submission.model_name, Submission.path)
+            select(Submission.id, Submission.model_name, Submission.path)
             .join(Job)
             .where(Submission.source == EntrySource.VERIFIED, Job.status == JobStatus.FINISHED)
             .order_by(Submission.id)
         ).all()
-    return {name: Path(path) for name, path in rows if Path(path).is_file()}
+    stored = {f"{name} (#{i})": Path(data_dir) / path for i, name, path in rows}
+    return {label: path for label, path in stored.items() if path.is_file()}

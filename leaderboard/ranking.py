@@ -120,7 +120,8 @@ def _mark_ties(ordered: list[Entry], labels: LabelStore, n_resamples: int, seed:
         return
     diff = np.zeros((n_resamples, len(close)))
     for k, split in enumerate(HIDDEN):
-        truth = labels.split_labels(split).y_true
+        split_truth = labels.split_labels(split)
+        truth = split_truth.y_true[np.argsort(split_truth.image_ids)]  # decisions: sorted ids
         others = np.stack([_decisions(e.results[split], truth.size) for e in close])
         diff += paired_ba_differences(
             truth,

@@ -77,7 +77,7 @@ class Submission(Base):
     paper_url: Mapped[str] = mapped_column(String(500), default="")
     code_url: Mapped[str] = mapped_column(String(500), default="")
     description: Mapped[str] = mapped_column(Text, default="")
-    path: Mapped[str] = mapped_column(String(500), default="")
+    path: Mapped[str] = mapped_column(String(500), default="")  # relative to MITOSIS_DATA_DIR
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

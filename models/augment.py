@@ -38,15 +38,19 @@ def _uniform(n: int, spread: float, device, generator) -> torch.Tensor:
     return (torch.rand(n, device=device, generator=generator) * 2 - 1) * spread
 
 
+def dihedral_view(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Dihedral transform ``k`` in 0..7 of a whole batch: rot90 ** (k % 4), flipped if k >= 4."""
+    view = torch.rot90(x, k % 4, dims=(2, 3)) if k % 4 else x
+    return view.flip(3) if k >= 4 else view
+
+
 def dihedral(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Apply dihedral transform ``k[i]`` in 0..7 (rot90 ** (k % 4), then a flip if k >= 4)."""
+    """Dihedral transform ``k[i]`` (see ``dihedral_view``) of each image ``i``."""
     out = x.clone()
-    for turns in range(4):
-        for flip in (False, True):
-            mask = k == turns + 4 * flip
-            if mask.any():
-                part = torch.rot90(x[mask], turns, dims=(2, 3))
-                out[mask] = part.flip(3) if flip else part
+    for view in range(8):
+        mask = k == view
+        if mask.any():
+            out[mask] = dihedral_view(x[mask], view)
     return out
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import shutil
 import stat
 import tempfile
@@ -46,6 +47,17 @@ ALLOWED_FILES = (CONFIG, WEIGHTS, ADAPTER_CONFIG, ADAPTER_WEIGHTS, CARD)
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
 DEFAULT_MAX_BYTES = 2 * 1024**3
+MIN_INPUT, MAX_INPUT = 16, 1024
+MAX_MEMBERS = 16
+LORA_FIELDS = (
+    "r",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "modules_to_save",
+    "bias",
+    "use_rslora",
+)
 _CONVERT_HINT = (
     "Only config.json + model.safetensors (or adapter_config.json + adapter_model.safetensors) "
     "are accepted; pickle files (.bin, .pt, .pth, .ckpt) are never loaded. Convert with "
@@ -230,8 +242,14 @@ def read_zip(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, by
         )
     files = {}
     for info in entries:
-        with archive.open(info) as member:
-            content = member.read(info.file_size + 1)
+        try:
+            with archive.open(info) as member:
+                content = member.read(info.file_size + 1)
+        except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError) as e:
+            raise CheckpointError(
+                f"The zip entry '{info.filename}' cannot be read ({e}); zip the checkpoint "
+                "again without encryption (stored or deflated)."
+            ) from e
         if len(content) != info.file_size:
             raise UnsafeCheckpoint(f"The zip entry '{info.filename}' is larger than it declares.")
         files[info.filename.rsplit("/", 1)[-1]] = content
@@ -281,22 +299,59 @@ def _tensors(files: dict[str, bytes], name: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{name} is not a valid safetensors file ({e}).") from e
 
 
+def _finite(values, n: int) -> bool:
+    return (
+        isinstance(values, list)
+        and len(values) == n
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+    )
+
+
+def _check_config(config) -> None:
+    """Raise ValueError naming the first field of config.json outside what the format allows."""
+    block = config["mitosis"]
+    pretrained = config["pretrained_cfg"]
+    if not isinstance(block["model"], str) or block["model"].startswith("hf-hub:"):
+        raise ValueError("mitosis.model must be a registry or timm name (no hf-hub: ids)")
+    check_strategy(block["strategy"])
+    threshold = block["threshold"]
+    if not (isinstance(threshold, (int, float)) and 0 <= threshold <= 1):
+        raise ValueError("mitosis.threshold must be a number in [0, 1]")
+    size = pretrained["input_size"]
+    if not (
+        _finite(size, 3)
+        and size[0] == 3
+        and size[1] == size[2]
+        and MIN_INPUT <= size[1] <= MAX_INPUT
+        and float(size[1]).is_integer()
+    ):
+        raise ValueError(
+            f"pretrained_cfg.input_size must be [3, s, s] with s in {MIN_INPUT}..{MAX_INPUT}"
+        )
+    if not (
+        _finite(pretrained["mean"], 3)
+        and _finite(pretrained["std"], 3)
+        and min(pretrained["std"]) > 0
+    ):
+        raise ValueError("pretrained_cfg.mean and .std must be 3 finite numbers, std > 0")
+    members = block.get("ensemble_size", 1)
+    if not (isinstance(members, int) and 1 <= members <= MAX_MEMBERS):
+        raise ValueError(f"mitosis.ensemble_size must be a whole number in 1..{MAX_MEMBERS}")
+
+
 def _config(files: dict[str, bytes]) -> tuple[dict, ModelCfg]:
     if CONFIG not in files:
         raise CheckpointError(f"The checkpoint lacks {CONFIG}. {_CONVERT_HINT}")
     try:
         config = json.loads(files[CONFIG])
-        block = config["mitosis"]
-        name = block["model"]
-        check_strategy(block["strategy"])
-        float(block["threshold"])
-        config["pretrained_cfg"]["input_size"]
+        _check_config(config)
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(
-            f"{CONFIG} is not a valid checkpoint config ({e!r}); it needs "
-            "architecture, pretrained_cfg.input_size/mean/std and a 'mitosis' "
-            "block with model, strategy and threshold."
+            f"{CONFIG} is not a valid checkpoint config ({e}); it needs architecture, "
+            "pretrained_cfg.input_size/mean/std and a 'mitosis' block with model, strategy "
+            "and threshold."
         ) from e
+    name = config["mitosis"]["model"]
     try:
         cfg = get_model_cfg(name)
     except ValueError as e:
@@ -309,17 +364,21 @@ def _config(files: dict[str, bytes]) -> tuple[dict, ModelCfg]:
 
 def check_state(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     """Raise ``CheckpointError`` naming the first missing, unexpected or mis-shaped tensor."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_state_dict(model.state_dict(), state, WEIGHTS, what)
+
+
+def check_state_dict(expected_state: dict, state: dict, file: str, what: str) -> None:
+    """``state`` (the tensors of ``file``) must have exactly the names and shapes of ``what``."""
+    expected = {k: tuple(v.shape) for k, v in expected_state.items()}
     missing = sorted(set(expected) - set(state))
     if missing:
         raise CheckpointError(
-            f"{WEIGHTS} lacks {len(missing)} tensor(s) of {what}, e.g. '{missing[0]}'."
+            f"{file} lacks {len(missing)} tensor(s) of {what}, e.g. '{missing[0]}'."
         )
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
         raise CheckpointError(
-            f"{WEIGHTS} has {len(unexpected)} tensor(s) that {what} does not, "
-            f"e.g. '{unexpected[0]}'."
+            f"{file} has {len(unexpected)} tensor(s) that {what} does not, e.g. '{unexpected[0]}'."
         )
     for key, shape in expected.items():
         if tuple(state[key].shape) != shape:
@@ -341,7 +400,8 @@ def load_checkpoint(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Checkp
 
 
 def checkpoint_from_files(files: dict[str, bytes]) -> Checkpoint:
-    """Build the model a set of checkpoint files describes."""
+    """Build the model a set of checkpoint files describes (checked first without loading)."""
+    inspect_checkpoint(files)
     config, cfg = _config(files)
     block = config["mitosis"]
     what = f"{cfg.name}"
@@ -360,34 +420,29 @@ def checkpoint_from_files(files: dict[str, bytes]) -> Checkpoint:
     return Checkpoint(model=model.eval(), config=config, cfg=cfg)
 
 
-def _load_lora(files: dict[str, bytes], cfg: ModelCfg) -> nn.Module:
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+def _lora_config(files: dict[str, bytes]):
+    """The adapter's LoraConfig, from the fields a LoRA checkpoint may set and no others."""
+    from peft import LoraConfig
 
     if ADAPTER_CONFIG not in files:
         raise CheckpointError(f"A LoRA checkpoint needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}.")
-    if WEIGHTS in files:
-        base = build_backbone(cfg)
-        state = _tensors(files, WEIGHTS)
-        check_state(base, state, f"the base {cfg.name}")
-        base.load_state_dict(state)
-    else:
-        base = build_backbone(cfg, pretrained=True)
     try:
         raw = json.loads(files[ADAPTER_CONFIG])
-        known = {k: v for k, v in raw.items() if k in LoraConfig.__dataclass_fields__}
-        for key in ("peft_type", "base_model_name_or_path"):  # the base is built above
-            known.pop(key, None)
-        lora_config = LoraConfig(**known)
-    except (ValueError, TypeError) as e:
+        return LoraConfig(**{k: raw[k] for k in LORA_FIELDS if k in raw})
+    except (ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{ADAPTER_CONFIG} is not a valid LoRA config ({e}).") from e
-    model = get_peft_model(base, lora_config)
-    adapter = _tensors(files, ADAPTER_WEIGHTS)
-    result = set_peft_model_state_dict(model, adapter)
-    if result.unexpected_keys:
-        raise CheckpointError(
-            f"{ADAPTER_WEIGHTS} has tensors the adapter does not, e.g. "
-            f"'{result.unexpected_keys[0]}'."
-        )
+
+
+def _load_lora(files: dict[str, bytes], cfg: ModelCfg) -> nn.Module:
+    from peft import get_peft_model, set_peft_model_state_dict
+
+    if WEIGHTS in files:
+        base = build_backbone(cfg)
+        base.load_state_dict(_tensors(files, WEIGHTS))
+    else:
+        base = build_backbone(cfg, pretrained=True)
+    model = get_peft_model(base, _lora_config(files))
+    set_peft_model_state_dict(model, _tensors(files, ADAPTER_WEIGHTS))
     return model
 
 
@@ -401,6 +456,8 @@ def _header(files: dict[str, bytes], name: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{name} has no valid safetensors header.")
     try:
         header = json.loads(data[8 : 8 + length])
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
         tensors = {}
         for key, entry in header.items():
             if key == "__metadata__":
@@ -408,8 +465,11 @@ def _header(files: dict[str, bytes], name: str) -> dict[str, torch.Tensor]:
             start, end = entry["data_offsets"]
             if not 0 <= start <= end <= len(data) - 8 - length:
                 raise ValueError(f"'{key}' points outside the file")
-            tensors[key] = torch.empty(entry["shape"], device="meta")
-    except (ValueError, KeyError, TypeError) as e:
+            shape = entry["shape"]
+            if not all(isinstance(d, int) and d >= 0 for d in shape):
+                raise ValueError(f"'{key}' has the shape {shape}")
+            tensors[key] = torch.empty(shape, device="meta")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{name} has an invalid safetensors header ({e}).") from e
     return tensors
 
@@ -446,7 +506,7 @@ def inspect_checkpoint(files: dict[str, bytes]) -> dict:
 
 
 def _check_lora_shapes(files: dict[str, bytes], cfg: ModelCfg) -> nn.Module:
-    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from peft import get_peft_model, get_peft_model_state_dict
 
     base = build_backbone(cfg)
     if WEIGHTS in files:
@@ -456,24 +516,10 @@ def _check_lora_shapes(files: dict[str, bytes], cfg: ModelCfg) -> nn.Module:
             f"{cfg.name} has no published weights, so a LoRA checkpoint on it "
             f"must include the base in {WEIGHTS}."
         )
-    if ADAPTER_CONFIG not in files:
-        raise CheckpointError(f"A LoRA checkpoint needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}.")
     try:
-        raw = json.loads(files[ADAPTER_CONFIG])
-        known = {k: v for k, v in raw.items() if k in LoraConfig.__dataclass_fields__}
-        for key in ("peft_type", "base_model_name_or_path"):
-            known.pop(key, None)
-        model = get_peft_model(base, LoraConfig(**known))
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{ADAPTER_CONFIG} is not a valid LoRA config ({e}).") from e
+        model = get_peft_model(base, _lora_config(files))
+    except ValueError as e:  # e.g. target modules the backbone does not have
+        raise CheckpointError(f"{ADAPTER_CONFIG} does not fit {cfg.name} ({e}).") from e
     expected = get_peft_model_state_dict(model)
-    declared = _header(files, ADAPTER_WEIGHTS)
-    for key, tensor in declared.items():
-        if key not in expected:
-            raise CheckpointError(f"{ADAPTER_WEIGHTS} has '{key}', which the adapter lacks.")
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise CheckpointError(
-                f"'{key}' is {tuple(tensor.shape)} in {ADAPTER_WEIGHTS} but "
-                f"the adapter expects {tuple(expected[key].shape)}."
-            )
+    check_state_dict(expected, _header(files, ADAPTER_WEIGHTS), ADAPTER_WEIGHTS, "the adapter")
     return model

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.augment import dihedral, normalise, prepare
+from models.augment import dihedral_view, normalise, prepare
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.explain import grad_cam, overlay
 from models.imaging import ImageInput, load_crop
@@ -74,9 +74,7 @@ class Predictor:
             x = self._inputs(tensor[start : start + self.batch_size])
             n_views = 8 if tta else 1
             # every view in one batch: view k of crop i is row k * len(x) + i
-            views = torch.cat(
-                [dihedral(x, torch.full((len(x),), k, device=x.device)) for k in range(n_views)]
-            )
+            views = torch.cat([dihedral_view(x, k) for k in range(n_views)])
             with torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda"):
                 probs = torch.sigmoid(self.model(views).float()).view(n_views, len(x))
             out.append(probs.mean(0).cpu())

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import selectinload, sessionmaker
 
 from evaluation.bundle import PublicBundle
 from evaluation.scoring import read_predictions
@@ -27,6 +27,8 @@ from submissions.errors import DuplicateSubmission, QuotaExceeded, SubmissionErr
 from submissions.metadata import EntryMetadata
 from submissions.queue import EvaluationQueue
 from submissions.storage import sha256, store_bytes
+
+RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -95,36 +97,43 @@ class Submissions:
         digest = sha256(data)
         with self._quota_lock:
             existing = self._existing(digest, user)
-            if existing:
-                return existing
+            if existing and existing.jobs[-1].status not in RETRYABLE:
+                return self.status(user, existing.jobs[-1].id)
             self._check_quota(user)
-            path = store_bytes(self.settings.data_dir / "uploads", data, suffix)
             try:
                 with self.sessions.begin() as session:
-                    submission = Submission(
-                        sha256=digest,
-                        kind=kind,
-                        source=source,
-                        user=user,
-                        path=str(path),
-                        size_bytes=len(data),
-                        **asdict(meta),
-                    )
+                    if existing:  # its last run failed or was cancelled: run it again
+                        submission = session.get(Submission, existing.id)
+                    else:
+                        path = store_bytes(self.settings.data_dir / "uploads", data, suffix)
+                        submission = Submission(
+                            sha256=digest,
+                            kind=kind,
+                            source=source,
+                            user=user,
+                            path=str(path.relative_to(self.settings.data_dir)),
+                            size_bytes=len(data),
+                            **asdict(meta),
+                        )
                     job = Job(submission=submission, status=JobStatus.QUEUED, hidden=True)
                     session.add_all([submission, job])
             except IntegrityError:  # the same file arrived concurrently
-                return self._existing(digest, user) or self._duplicate()
+                again = self._existing(digest, user) or self._duplicate()
+                return self.status(user, again.jobs[-1].id)
         self.queue.enqueue(job.id)
         return self.status(user, job.id)
 
-    def _existing(self, digest: str, user: str) -> JobView | None:
+    def _existing(self, digest: str, user: str) -> Submission | None:
+        """The submission of these bytes (with its jobs loaded), if ``user`` made it."""
         with self.sessions() as session:
-            submission = session.scalar(select(Submission).where(Submission.sha256 == digest))
-            if submission is None:
-                return None
-            if submission.user != user:
-                self._duplicate()
-            return self.status(user, submission.jobs[-1].id)
+            submission = session.scalar(
+                select(Submission)
+                .options(selectinload(Submission.jobs))
+                .where(Submission.sha256 == digest)
+            )
+        if submission is not None and submission.user != user:
+            self._duplicate()
+        return submission
 
     @staticmethod
     def _duplicate():

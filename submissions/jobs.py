@@ -104,12 +104,17 @@ def cancel(sessions: sessionmaker, job_id: int, user: str) -> bool:
 
 
 def reap(
-    sessions: sessionmaker, *, stale_after_s: float = 30.0, max_attempts: int = 3
+    sessions: sessionmaker,
+    *,
+    stale_after_s: float = 30.0,
+    max_attempts: int = 3,
+    include_stale: bool = True,
 ) -> list[int]:
     """Jobs to enqueue again.
 
-    Running jobs whose lease expired go back to queued (or fail after ``max_attempts``); queued
-    jobs older than ``stale_after_s`` are returned too, as their message may be lost.
+    Running jobs whose lease expired go back to queued (or fail after ``max_attempts``). With
+    ``include_stale`` (the worker sets it when the queue holds no message, so a lost message is
+    the only way a job can still wait) queued jobs older than ``stale_after_s`` are returned too.
     """
     now = utcnow()
     with sessions.begin() as session:
@@ -135,12 +140,16 @@ def reap(
                 )
                 .values(claim_token="", lease_expires_at=None, **values)
             )
-        stale = session.scalars(
-            select(Job.id).where(
-                Job.status == JobStatus.QUEUED,
-                Job.created_at < now - timedelta(seconds=stale_after_s),
-            )
-        ).all()
+        stale = (
+            []
+            if not include_stale
+            else session.scalars(
+                select(Job.id).where(
+                    Job.status == JobStatus.QUEUED,
+                    Job.created_at < now - timedelta(seconds=stale_after_s),
+                )
+            ).all()
+        )
     return sorted(set(stale) | {j for j, a in expired if a < max_attempts})
 
 

@@ -167,3 +167,15 @@ def test_real_release_matches_source_md(real_release):
     }
     assert "label_set_hash" not in info
     assert len(public.manifest) == 3679 and public.manifest["image_id"].is_unique
+
+
+def test_nothing_in_the_public_bundle_follows_the_label_folders(tiny_source, tmp_path):
+    build(tiny_source, tmp_path)
+    public = tmp_path / "public"
+    crops = list((public / bundle.TEST_CROPS_DIR).iterdir())
+    assert {p.stat().st_mtime for p in crops} == {release.FIXED_TIME}
+    with zipfile.ZipFile(public / bundle.TEST_CROPS_ZIP) as archive:
+        infos = archive.infolist()
+    assert {i.date_time for i in infos} == {release.FIXED_ZIP_TIME}
+    names = [i.filename for i in infos[1:]]
+    assert names == sorted(names)  # id order, not source (label) order

@@ -175,7 +175,7 @@ def test_broken_checkpoints_name_the_problem(tmp_path):
     with pytest.raises(CheckpointError, match="lacks model.safetensors"):
         load_checkpoint(directory)
     (directory / "model.safetensors").write_bytes(b"\xff" * 64)
-    with pytest.raises(CheckpointError, match="model.safetensors is not a valid safetensors"):
+    with pytest.raises(CheckpointError, match="model.safetensors has no valid safetensors header"):
         load_checkpoint(directory)
     (directory / "model.safetensors").write_bytes(weights)
     (directory / "config.json").write_text(
@@ -218,3 +218,62 @@ def test_cls_mean_models_round_trip(tmp_path, strategy):
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), load_checkpoint(directory).model(x))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda c: c["pretrained_cfg"].update(input_size=[3, 100000, 100000]),
+            "input_size must be",
+        ),
+        (lambda c: c["pretrained_cfg"].update(std=[0.2, 0.0, 0.2]), "std > 0"),
+        (lambda c: c["mitosis"].update(threshold=float("nan")), "threshold must be a number"),
+        (lambda c: c["mitosis"].update(ensemble_size=10**6), "ensemble_size must be"),
+        (lambda c: c["mitosis"].update(model="hf-hub:someone/anything"), "no hf-hub: ids"),
+        (lambda c: c["mitosis"].update(model=["resnet18"]), "registry or timm name"),
+    ],
+)
+def test_config_values_are_bounded(tmp_path, edit, message):
+    _, directory = saved(tmp_path, "resnet18_128")
+    config = json.loads((directory / "config.json").read_text())
+    edit(config)
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(directory)
+
+
+def test_lora_adapter_must_be_complete_and_plain(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _, directory = saved(tmp_path, "vit_tiny_test", "lora")
+    adapter = load_file(str(directory / "adapter_model.safetensors"))
+    head = [k for k in adapter if "head" in k]
+    save_file(
+        {k: v for k, v in adapter.items() if k not in head},
+        str(directory / "adapter_model.safetensors"),
+    )
+    with pytest.raises(CheckpointError, match="adapter_model.safetensors lacks 2 tensor"):
+        load_checkpoint(directory)
+    save_file(adapter, str(directory / "adapter_model.safetensors"))
+    config = json.loads((directory / "adapter_config.json").read_text())
+    config["megatron_core"] = "os"  # fields outside LoRA's own are ignored, never imported
+    (directory / "adapter_config.json").write_text(json.dumps(config))
+    assert load_checkpoint(directory).config["mitosis"]["strategy"] == "lora"
+
+
+def test_malformed_safetensors_headers(tmp_path):
+    import struct
+
+    _, directory = saved(tmp_path, "resnet18_128")
+    for header in (
+        b"[1, 2]",
+        json.dumps(
+            {"fc.weight": {"dtype": "F32", "shape": [-1, 4], "data_offsets": [0, 0]}}
+        ).encode(),
+    ):
+        (directory / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+        with pytest.raises(CheckpointError, match="invalid safetensors header"):
+            from models.checkpoint import inspect_checkpoint, read_checkpoint_files
+
+            inspect_checkpoint(read_checkpoint_files(directory))

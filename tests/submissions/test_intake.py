@@ -192,3 +192,12 @@ def test_reaper_requeues_expired_leases(backend):
     assert jobs.claim(backend.sessions, view.job_id, "dead", lease_s=-1)
     assert view.job_id in jobs.reap(backend.sessions, stale_after_s=3600)
     assert backend.service.status("alice", view.job_id).status == "queued"
+
+
+def test_a_failed_or_cancelled_file_can_be_submitted_again(backend):
+    data = backend.predictions(8)
+    first = backend.service.submit_predictions("alice", data, META)
+    assert backend.service.cancel("alice", first.job_id)
+    second = backend.service.submit_predictions("alice", data, META)
+    assert second.job_id != first.job_id and second.status == "queued"
+    assert backend.service.submit_predictions("alice", data, META).job_id == second.job_id
