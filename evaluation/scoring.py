@@ -97,7 +97,14 @@ def _parse(text: str) -> pd.DataFrame:
                     f"The header is separated by {name}, not commas. {_FORMAT_HINT}"
                 )
     reader = csv.reader(io.StringIO(text))
-    numbered = [(reader.line_num, row) for row in reader if any(field.strip() for field in row)]
+    try:
+        numbered = [(reader.line_num, row) for row in reader if any(f.strip() for f in row)]
+    except csv.Error as e:
+        raise InvalidPredictionFile(
+            f"The file is not a well-formed CSV (line {reader.line_num}: {e}). {_FORMAT_HINT}"
+        ) from e
+    if not numbered:
+        raise InvalidPredictionFile(f"The file has no header. {_FORMAT_HINT}")
     width = len(numbered[0][1])
     ragged = [(line, row) for line, row in numbered if len(row) != width]
     if ragged:

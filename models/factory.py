@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from models._registry import ModelCfg, get_model_cfg
+from models.errors import ModelError
 
 STRATEGIES = ("end_to_end", "linear_probe", "lora")
 
@@ -80,7 +81,7 @@ def build_backbone(cfg: ModelCfg, *, pretrained: bool = False) -> nn.Module:
         from huggingface_hub.constants import HF_HUB_OFFLINE
 
         if HF_HUB_OFFLINE:
-            raise RuntimeError(
+            raise ModelError(
                 f"{cfg.name} needs its pretrained weights from the Hugging Face Hub, but "
                 "HF_HUB_OFFLINE is set. Run online once (with a token where the model is gated) "
                 "or use a checkpoint that includes the weights."

