@@ -202,81 +202,36 @@ def build_demo(settings: Settings) -> gr.Blocks:
             about or "",
         )
 
-    def _submit(kind: str, file: str | None, profile, *meta_values) -> dict:
-        if not file:
-            what = "prediction file (.csv)" if kind == "predictions" else "checkpoint (.zip)"
-            raise gr.Error(f"Upload a {what} first.")
-        submit = (
-            space.submissions.submit_predictions
-            if kind == "predictions"
-            else space.submissions.submit_checkpoint
-        )
-        view = submit(space.user(profile), Path(file).read_bytes(), _meta(*meta_values))
-        return view.to_dict()
+    def submit_handler(kind: str):
+        """The handler of one upload kind (``predictions`` or ``checkpoint``)."""
+        what = "prediction file (.csv)" if kind == "predictions" else "checkpoint (.zip)"
 
-    @user_facing
-    def submit_predictions(
-        file: str | None,
-        name: str,
-        team: str,
-        method: str,
-        backbone: str,
-        pretraining: str,
-        data: str,
-        midog: bool,
-        paper: str,
-        code: str,
-        about: str,
-        profile: gr.OAuthProfile | None = None,
-    ) -> dict:
-        """Validate and queue a prediction file; returns the job's status."""
-        return _submit(
-            "predictions",
-            file,
-            profile,
-            name,
-            team,
-            method,
-            backbone,
-            pretraining,
-            data,
-            midog,
-            paper,
-            code,
-            about,
-        )
+        @user_facing
+        def submit(
+            file: str | None,
+            name: str,
+            team: str,
+            method: str,
+            backbone: str,
+            pretraining: str,
+            data: str,
+            midog: bool,
+            paper: str,
+            code: str,
+            about: str,
+            profile: gr.OAuthProfile | None = None,
+        ) -> dict:
+            if not file:
+                raise gr.Error(f"Upload a {what} first.")
+            meta = _meta(name, team, method, backbone, pretraining, data, midog, paper, code, about)
+            upload = getattr(space.submissions, f"submit_{kind}")
+            return upload(space.user(profile), Path(file).read_bytes(), meta).to_dict()
 
-    @user_facing
-    def submit_checkpoint(
-        file: str | None,
-        name: str,
-        team: str,
-        method: str,
-        backbone: str,
-        pretraining: str,
-        data: str,
-        midog: bool,
-        paper: str,
-        code: str,
-        about: str,
-        profile: gr.OAuthProfile | None = None,
-    ) -> dict:
-        """Validate and queue a zipped checkpoint; returns the job's status."""
-        return _submit(
-            "checkpoint",
-            file,
-            profile,
-            name,
-            team,
-            method,
-            backbone,
-            pretraining,
-            data,
-            midog,
-            paper,
-            code,
-            about,
-        )
+        submit.__doc__ = f"Validate and queue a {what}; returns the job's status."
+        return submit
+
+    submit_predictions = submit_handler("predictions")
+    submit_checkpoint = submit_handler("checkpoint")
 
     @user_facing
     def submission_status(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:
