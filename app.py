@@ -77,6 +77,14 @@ class Space:
         self.settings = settings
         self.on_space = bool(settings.space_id)
         self._submissions: Submissions | None = None
+        self._downloads = tempfile.TemporaryDirectory(prefix="mitosis-downloads-")
+
+    def download_path(self, name: str) -> Path:
+        """A fresh file for a download, in a folder removed when the process ends.
+
+        Gradio copies the file into its own cache, which ``delete_cache`` cleans hourly.
+        """
+        return Path(tempfile.mkdtemp(dir=self._downloads.name)) / name
 
     @property
     def submissions(self) -> Submissions:
@@ -157,7 +165,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
                 "label": [p.label for p in predictions],
             }
         )
-        out = Path(tempfile.mkdtemp()) / "predictions.csv"
+        out = space.download_path("predictions.csv")
         table.to_csv(out, index=False)
         return table, str(out)
 
@@ -184,7 +192,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
     @user_facing
     def export(kind: str) -> str:
         rows = board_rows(space.board())
-        out = Path(tempfile.mkdtemp()) / f"leaderboard.{kind}"
+        out = space.download_path(f"leaderboard.{kind}")
         out.write_text(to_csv(rows) if kind == "csv" else to_json(rows))
         return str(out)
 
