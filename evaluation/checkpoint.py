@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.predictions_out and len(args.checkpoints) > 1:
+        parser.error("--predictions-out takes one checkpoint")
     try:
         splits = args.split or default_splits(settings.labels_dir)
         bundle = PublicBundle(settings.public_dir)
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 tta=args.tta,
                 cache_dir=settings.data_dir / "cache",
             )
-            if args.predictions_out and len(args.checkpoints) == 1:
+            if args.predictions_out:
                 frame.to_csv(args.predictions_out, index=False, float_format="%.6f")
                 frame = pd.read_csv(args.predictions_out, dtype={"image_id": str})
             report[str(path)] = score_predictions(

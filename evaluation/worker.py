@@ -35,6 +35,8 @@ from evaluation.checkpoint import as_predictions, atomic_write, predict_splits
 from evaluation.errors import EvaluationError
 from evaluation.scoring import SCORER_VERSION, Predictions, read_predictions, score_predictions
 from evaluation.splits import TEST_SPLITS
+from leaderboard.board import build_board
+from leaderboard.hub import start_hub_sync
 from leaderboard.paper import seed_paper_rows
 from leaderboard.store import EntrySource, Job, JobStatus, Result, Submission, open_store
 from models.checkpoint import checkpoint_from_files, read_zip
@@ -59,6 +61,7 @@ class Worker:
         self.queue = EvaluationQueue(settings, handler=self.run_job)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.splits = [s.name for s in TEST_SPLITS]
+        self.hub = start_hub_sync(settings)  # None unless a results repo and token are set
 
     def run_job(self, job_id: int) -> None:
         """Claim, run and close one job; a job that is not queued any more is skipped."""
@@ -88,6 +91,8 @@ class Worker:
                 ),
             )
             log.info("job %d %s", job_id, "finished" if written else "lost its lease: dropped")
+            if written and self.hub:
+                self.hub.write(build_board(self.sessions, self.settings.labels_dir))
         except (EvaluationError, ModelError, SubmissionError) as e:
             jobs.fail(self.sessions, job_id, token, str(e))
             log.info("job %d failed: %s", job_id, e)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from evaluation.bundle import LabelStore
 from evaluation.metrics import paired_ba_differences
 from evaluation.splits import HIDDEN_SPLITS
-from leaderboard.store import EntrySource, Job, Result, Submission
+from leaderboard.store import EntrySource, Result, Submission
 
 TIE_MARGIN = 0.1
 TIE_ALPHA = 0.05
@@ -146,8 +146,3 @@ def best_per_team(entries: list[Entry]) -> list[Entry]:
             seen.add(key)
             best.append(entry)
     return best
-
-
-def job_of(session: Session, result: Result) -> Job | None:
-    """The job that produced ``result`` (None for paper rows)."""
-    return session.get(Job, result.job_id) if result.job_id else None

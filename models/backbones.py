@@ -163,30 +163,26 @@ def uni2_h() -> ModelCfg:
     )
 
 
-@register_model
-def h_optimus_0() -> ModelCfg:
+def _h_optimus(version: int) -> ModelCfg:
     return _foundation(
-        "h_optimus_0",
+        f"h_optimus_{version}",
         "vit_giant_patch14_reg4_dinov2",
-        "bioptimus/H-optimus-0",
-        "H-optimus-0 (pathology FM)",
+        f"bioptimus/H-optimus-{version}",
+        f"H-optimus-{version} (pathology FM)",
         init_values=1e-5,
         dynamic_img_size=False,
         norm=(H_OPTIMUS_MEAN, H_OPTIMUS_STD),
     )
+
+
+@register_model
+def h_optimus_0() -> ModelCfg:
+    return _h_optimus(0)
 
 
 @register_model
 def h_optimus_1() -> ModelCfg:
-    return _foundation(
-        "h_optimus_1",
-        "vit_giant_patch14_reg4_dinov2",
-        "bioptimus/H-optimus-1",
-        "H-optimus-1 (pathology FM)",
-        init_values=1e-5,
-        dynamic_img_size=False,
-        norm=(H_OPTIMUS_MEAN, H_OPTIMUS_STD),
-    )
+    return _h_optimus(1)
 
 
 @register_model
