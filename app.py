@@ -11,9 +11,9 @@ import functools
 import json
 import logging
 import signal
-import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -21,6 +21,7 @@ import pandas as pd
 
 from evaluation.bundle import PublicBundle
 from evaluation.errors import EvaluationError
+from evaluation.supervisor import WorkerSupervisor
 from leaderboard.board import build_board, verified_checkpoints
 from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.store import open_store
@@ -28,9 +29,11 @@ from leaderboard.tables import SOURCES, display_table, domain_plot_frame, entry_
 from models.errors import ModelError
 from models.predictor import load_predictor
 from settings import Settings
+from submissions import jobs, workers
 from submissions.errors import SubmissionError
 from submissions.intake import Submissions, resolve_user
 from submissions.metadata import METHOD_TYPES, EntryMetadata
+from ui.components import CropImage, UploadFile, discard_upload
 
 try:  # ZeroGPU hardware on a Space: the decorator attaches a GPU for each call
     import spaces
@@ -115,13 +118,8 @@ class Space:
         return path
 
     def board(self, per_team: bool = False):
-        """The ranked entries."""
-        return build_board(
-            self.submissions.sessions,
-            self.settings.labels_dir,
-            per_team=per_team,
-            n_resamples=self.settings.bootstrap_resamples,
-        )
+        """The ranked entries (released numbers only)."""
+        return build_board(self.submissions.sessions, per_team=per_team)
 
     def examples(self) -> list[list[str]]:
         """A few public AMi-Br test crops for the Classify tab."""
@@ -144,11 +142,15 @@ def build_demo(settings: Settings) -> gr.Blocks:
         """P(atypical), the decision and (when ``explain``) the Grad-CAM overlay of one crop."""
         if not image:
             raise gr.Error("Upload a crop first (PNG, JPEG, TIFF or WebP).")
-        predictor = load_predictor(space.model_path(model))
-        if not explain:
-            answer = predictor.predict([image], tta=tta)[0]
-            return round(answer.prob_atypical, 4), answer.label, None
-        explanation = predictor.explain(image, tta=tta)
+        try:
+            predictor = load_predictor(space.model_path(model))
+            if not explain:
+                answer = predictor.predict([image], tta=tta)[0]
+                return round(answer.prob_atypical, 4), answer.label, None
+            explanation = predictor.explain(image, tta=tta)
+        except BaseException:
+            discard_upload(image)  # a refused upload leaves nothing behind
+            raise
         p = explanation.prediction
         return round(p.prob_atypical, 4), p.label, explanation.overlay
 
@@ -231,9 +233,14 @@ def build_demo(settings: Settings) -> gr.Blocks:
         ) -> dict:
             if not file:
                 raise gr.Error(f"Upload a {what} first.")
-            meta = _meta(name, team, method, backbone, pretraining, data, midog, paper, code, about)
-            upload = getattr(space.submissions, f"submit_{kind}")
-            return upload(space.user(profile), Path(file).read_bytes(), meta).to_dict()
+            try:
+                meta = _meta(
+                    name, team, method, backbone, pretraining, data, midog, paper, code, about
+                )
+                upload = getattr(space.submissions, f"submit_{kind}")
+                return upload(space.user(profile), Path(file), meta).to_dict()
+            finally:
+                discard_upload(file)  # stored by hash when accepted; gone when refused
 
         submit.__doc__ = f"Validate and queue a {what}; returns the job's status."
         return submit
@@ -256,11 +263,30 @@ def build_demo(settings: Settings) -> gr.Blocks:
         return pd.DataFrame(
             [
                 {
-                    **{k: v for k, v in view.to_dict().items() if k != "balanced_accuracy"},
-                    "balanced_accuracy": json.dumps(view.balanced_accuracy),
+                    **{k: v for k, v in view.to_dict().items() if k != "scores"},
+                    "balanced_accuracy": json.dumps(
+                        {split: (s or {}).get("ba") for split, s in view.scores.items()}
+                    ),
                 }
                 for view in views
             ]
+        )
+
+    @user_facing
+    def worker_health() -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {
+                    "worker": w.name,
+                    "device": w.device,
+                    "state": w.state,
+                    "job": "" if w.job_id is None else w.job_id,
+                    "last heartbeat": f"{w.seconds_since_heartbeat:.0f} s ago",
+                    "health": "alive" if w.alive else "silent",
+                }
+                for w in workers.health(space.submissions.sessions)
+            ],
+            columns=["worker", "device", "state", "job", "last heartbeat", "health"],
         )
 
     with gr.Blocks(title="Atypical mitosis benchmark", delete_cache=(3600, 7200)) as demo:
@@ -268,7 +294,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
         with gr.Tab("Classify"):
             with gr.Row():
                 with gr.Column():
-                    crop_image = gr.Image(
+                    crop_image = CropImage(
                         type="filepath", label="Mitosis crop (128x128 native)", elem_id="crop"
                     )
                     model_choice = gr.Dropdown(
@@ -350,10 +376,10 @@ def build_demo(settings: Settings) -> gr.Blocks:
                 code_box = gr.Textbox(label="Code link")
             about_box = gr.Textbox(label="Description", lines=2)
             with gr.Row():
-                predictions_file = gr.File(
+                predictions_file = UploadFile(
                     label="Prediction file (.csv)", file_types=[".csv"], elem_id="predictions-file"
                 )
-                checkpoint_file = gr.File(label="Checkpoint (.zip)", file_types=[".zip"])
+                checkpoint_file = UploadFile(label="Checkpoint (.zip)", file_types=[".zip"])
             with gr.Row():
                 submit_predictions_button = gr.Button("Submit predictions", variant="primary")
                 submit_checkpoint_button = gr.Button("Submit checkpoint", variant="primary")
@@ -362,6 +388,9 @@ def build_demo(settings: Settings) -> gr.Blocks:
                 job_box = gr.Number(label="Job id", precision=0)
                 status_button = gr.Button("Check status")
             mine = gr.Dataframe(label="My submissions", interactive=False, elem_id="mine")
+            worker_table = gr.Dataframe(
+                label="Evaluation workers", interactive=False, elem_id="workers"
+            )
             refresh = gr.Timer(3)
         with gr.Tab("About"):
             gr.Markdown(ABOUT.read_text() if ABOUT.is_file() else "")
@@ -423,6 +452,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
         )
         status_button.click(submission_status, job_box, receipt, api_name="submission_status")
         refresh.tick(my_submissions, None, mine, api_visibility="private")
+        refresh.tick(worker_health, None, worker_table, api_visibility="private")
     return demo
 
 
@@ -446,17 +476,30 @@ def launch_kwargs(settings: Settings) -> dict:
     }
 
 
-def start_worker() -> subprocess.Popen:
-    """An evaluation worker process beside the app, stopped when the app exits."""
-    worker = subprocess.Popen([sys.executable, "-m", "evaluation.worker"])
-    atexit.register(worker.terminate)
+def start_backend(settings: Settings) -> WorkerSupervisor | None:
+    """The reaper, and (unless MITOSIS_START_WORKER=0) a supervised worker, beside the app.
+
+    The reaper runs here too, so a job whose worker died goes back to the queue even while no
+    worker is alive.
+    """
+    submissions = Submissions(settings, open_store(settings.database_url))
+    stop = threading.Event()
+    threading.Thread(
+        target=jobs.reap_forever,
+        args=(submissions.sessions, submissions.queue, stop),
+        name="reaper",
+        daemon=True,
+    ).start()
+    atexit.register(stop.set)
+    supervisor = WorkerSupervisor().start() if settings.start_worker else None
+    if supervisor:
+        atexit.register(supervisor.stop)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that atexit runs
-    return worker
+    return supervisor
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     app_settings = Settings.from_env()
-    if app_settings.start_worker:
-        start_worker()
+    start_backend(app_settings)
     build_demo(app_settings).launch(**launch_kwargs(app_settings))

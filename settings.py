@@ -40,6 +40,9 @@ class Settings:
         queue_url: ``sqlite:///FILE`` (SqliteHuey, one machine) or ``redis://...`` (RedisHuey).
         local_user: the identity of submissions outside a Space (no OAuth).
         hidden_quota: hidden-split scorings per user per rolling 24 hours.
+        max_open_checkpoints: checkpoint jobs one user may have queued or running at once.
+        compute_allowance_s: seconds of checkpoint evaluation per user per rolling 24 hours
+            (finished jobs and time-limit failures are charged their run time).
         max_checkpoint_bytes: compressed and uncompressed size cap of a checkpoint zip.
         job_time_limit_s: a checkpoint job running longer fails.
         lease_s: a running job whose worker sends no heartbeat for this long is re-run.
@@ -62,6 +65,8 @@ class Settings:
     queue_url: str
     local_user: str
     hidden_quota: int
+    max_open_checkpoints: int
+    compute_allowance_s: int
     max_checkpoint_bytes: int
     job_time_limit_s: int
     lease_s: int
@@ -106,6 +111,8 @@ class Settings:
             queue_url=env.get("MITOSIS_QUEUE_URL", f"sqlite:///{data_dir / 'queue.db'}"),
             local_user=env.get("MITOSIS_LOCAL_USER", "local"),
             hidden_quota=_int(env, "MITOSIS_HIDDEN_QUOTA", 3, minimum=0),
+            max_open_checkpoints=_int(env, "MITOSIS_MAX_OPEN_CHECKPOINTS", 1, minimum=1),
+            compute_allowance_s=_int(env, "MITOSIS_COMPUTE_ALLOWANCE_S", 3600, minimum=1),
             max_checkpoint_bytes=_int(env, "MITOSIS_MAX_CHECKPOINT_MB", 2048, minimum=1) * 2**20,
             job_time_limit_s=_int(env, "MITOSIS_JOB_TIME_LIMIT_S", 900, minimum=1),
             lease_s=_int(env, "MITOSIS_LEASE_S", 60, minimum=2),

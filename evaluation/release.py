@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import hmac
 import io
 import json
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -34,7 +36,8 @@ from settings import PUBLIC_RELEASE_COMMIT, PUBLIC_RELEASE_URL, Settings
 TRAIN_CSV = "amibr_train_split.csv"
 MD_VOTES_CSV = "AtNorM-MD_expert_votes.csv"
 CROP_SIZE = (128, 128)
-ID_NAMESPACE = b"ami-br-benchmark/opaque-id/v1\0"
+PUBLIC_ID_KEY = b"ami-br-benchmark/opaque-id/v2"
+ID_KEY_FILE = "id_key"
 LABEL_FOLDERS = {"Atypical": "atypical", "Normal": "normal"}
 FIXED_ZIP_TIME = (2026, 1, 1, 0, 0, 0)
 FIXED_TIME = 1767225600  # 2026-01-01 00:00 UTC, the time of every released crop file
@@ -135,14 +138,29 @@ def read_crop(source_dir: Path, crop: SourceCrop) -> bytes:
     return data
 
 
-def opaque_id(crop: SourceCrop, data: bytes) -> str:
-    """16 hex digits from the crop's bytes and source path: deterministic, unique, label-free.
+def opaque_id(crop: SourceCrop, data: bytes, key: bytes = PUBLIC_ID_KEY) -> str:
+    """16 hex digits of HMAC-SHA256 under ``key`` of the crop's source path and bytes.
 
     The path disambiguates crops with identical bytes (the source has a few, even across
-    classes); the hash reveals neither the file name nor the label.
+    classes). Under the public key (``PUBLIC_ID_KEY``, for the public AMi-Br release whose
+    labels are public anyway) anyone holding a crop and the code can recompute its id from
+    candidate paths, and so find its label folder; under a deployment's secret key nobody can.
     """
-    digest = hashlib.sha256(ID_NAMESPACE + crop.path.encode() + b"\0" + data).hexdigest()
-    return digest[:16]
+    return hmac.new(key, crop.path.encode() + b"\0" + data, hashlib.sha256).hexdigest()[:16]
+
+
+def id_key(labels_dir: Path, *, secret: bool) -> tuple[bytes, str]:
+    """The key of the opaque ids and its kind ("public" or "secret").
+
+    A secret key lives in the label store (``id_key``, readable by its owner only) and is kept
+    across rebuilds, so ids stay stable; once a store has one, it is always used.
+    """
+    stored = Path(labels_dir) / ID_KEY_FILE
+    if stored.is_file():
+        return bytes.fromhex(stored.read_text().strip()), "secret"
+    if secret:
+        return secrets.token_bytes(32), "secret"
+    return PUBLIC_ID_KEY, "public"
 
 
 def build_release(
@@ -151,11 +169,13 @@ def build_release(
     labels_dir: Path,
     *,
     expected: Mapping[str, tuple[int, int]] | None = None,
+    secret_ids: bool = False,
 ) -> dict:
     """Build the public bundle and the private label store from a source release.
 
     Both are written into temporary folders beside their targets and swapped in only when
-    complete, so an error leaves any previous release as it was.
+    complete, so an error leaves any previous release as it was. ``secret_ids`` keys the opaque
+    ids with a new secret kept in the label store (see :func:`id_key`).
 
     Returns:
         A summary: crops per split and the label-set hash.
@@ -163,15 +183,24 @@ def build_release(
     expected = expected or {s.name: (s.n_atypical, s.n_normal) for s in SPLITS.values()}
     crops = scan_source(source_dir)
     check_counts(crops, expected)
+    key, kind = id_key(labels_dir, secret=secret_ids)
     # the label store is readable by its owner only
     with _staging(public_dir, 0o755) as public_tmp, _staging(labels_dir, 0o700) as labels_tmp:
-        summary = _write_release(Path(source_dir), crops, public_tmp, labels_tmp)
+        summary = _write_release(Path(source_dir), crops, public_tmp, labels_tmp, key)
+        if kind == "secret":
+            key_file = labels_tmp / ID_KEY_FILE
+            key_file.write_text(key.hex() + "\n")
+            key_file.chmod(0o600)
+        summary["ids"] = kind
+        (labels_tmp / bundle.RELEASE_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True))
         _swap_in(labels_tmp, Path(labels_dir))
         _swap_in(public_tmp, Path(public_dir))
     return summary
 
 
-def _write_release(source_dir: Path, crops: list[SourceCrop], public: Path, private: Path):
+def _write_release(
+    source_dir: Path, crops: list[SourceCrop], public: Path, private: Path, key: bytes
+):
     train_crops = public / bundle.TRAIN_DIR / trainset.CROPS_DIR
     test_crops = public / bundle.TEST_CROPS_DIR
     train_crops.mkdir(parents=True)
@@ -184,7 +213,7 @@ def _write_release(source_dir: Path, crops: list[SourceCrop], public: Path, priv
             _write_fixed(train_crops / name, data)
             train_rows.append((name, crop.slide, crop.label))
         else:
-            image_id = opaque_id(crop, data)
+            image_id = opaque_id(crop, data, key)
             test_bytes[image_id] = data
             test_rows.append((image_id, crop.split, crop.label, crop.path))
     # Written in id order with one fixed time: neither the order of the files on disk nor
@@ -218,9 +247,7 @@ def _write_release(source_dir: Path, crops: list[SourceCrop], public: Path, priv
     label_hash = bundle.label_set_hash(labels[["image_id", "split", "label"]].itertuples(False))
     public_info = {"format": bundle.RELEASE_FORMAT, "counts": counts}
     (public / bundle.RELEASE_JSON).write_text(json.dumps(public_info, indent=2, sort_keys=True))
-    private_info = {**public_info, "label_set_hash": label_hash}
-    (private / bundle.RELEASE_JSON).write_text(json.dumps(private_info, indent=2, sort_keys=True))
-    return private_info
+    return {**public_info, "label_set_hash": label_hash}
 
 
 def _write_fixed(path: Path, data: bytes) -> None:
@@ -324,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do nothing when a release already exists at --public-dir",
     )
+    parser.add_argument(
+        "--secret-ids",
+        action="store_true",
+        help="key the opaque ids with a new secret kept in the label store (for private labels)",
+    )
     parser.add_argument("--public-dir", type=Path, default=settings.public_dir)
     parser.add_argument("--labels-dir", type=Path, default=settings.labels_dir)
     args = parser.parse_args(argv)
@@ -334,14 +366,17 @@ def main(argv: list[str] | None = None) -> int:
         source = args.source
         if args.download:
             source = download_source(settings.source_archive_url, settings.data_dir / "source")
-        summary = build_release(source, args.public_dir, args.labels_dir)
+        summary = build_release(
+            source, args.public_dir, args.labels_dir, secret_ids=args.secret_ids
+        )
     except SourceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{k} {v}" for k, v in sorted(summary["counts"].items()))
     print(
         f"Public bundle: {args.public_dir}\nPrivate labels: {args.labels_dir}\n"
-        f"Crops: {counts}\nLabel-set hash: {summary['label_set_hash']}"
+        f"Crops: {counts}\nLabel-set hash: {summary['label_set_hash']}\n"
+        f"Opaque ids: {summary['ids']} key"
     )
     return 0
 

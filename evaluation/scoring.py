@@ -22,6 +22,7 @@ from evaluation import metrics
 from evaluation.bundle import LabelStore, PublicBundle, SplitLabels
 from evaluation.errors import InvalidPredictionFile, LabelsUnavailable
 from evaluation.splits import AMIBR_TEST, ATYPICAL, LABELS, TEST_SPLITS, get_split
+from models.bounded import describe_sizes, read_bounded
 
 SCORER_VERSION = "1.0"
 THRESHOLD = 0.5
@@ -231,13 +232,9 @@ def read_predictions(
         InvalidPredictionFile: with a message specific to the first fault found.
     """
     splits = [get_split(s).name for s in (splits or [s.name for s in TEST_SPLITS])]
-    if isinstance(source, (str, Path)):
-        size = Path(source).stat().st_size
-        if size > max_bytes:
-            raise InvalidPredictionFile(_too_large(size, max_bytes))
-        source = Path(source).read_bytes()
-    if len(source) > max_bytes:
-        raise InvalidPredictionFile(_too_large(len(source), max_bytes))
+    source = read_bounded(
+        source, max_bytes, lambda size: InvalidPredictionFile(_too_large(size, max_bytes))
+    )
     text = _decode(source)
     if not text.strip():
         raise InvalidPredictionFile(f"The file is empty. {_FORMAT_HINT}")
@@ -251,10 +248,10 @@ def read_predictions(
 
 
 def _too_large(size: int, max_bytes: int) -> str:
+    shown, cap = describe_sizes(size, max_bytes)
     return (
-        f"The file is {size / 2**20:.1f} MB; prediction files may be at most "
-        f"{max_bytes / 2**20:.1f} MB. A full file of 3,679 rows is about 0.2 MB: "
-        "write probabilities with fewer digits."
+        f"The file is {shown}; prediction files may be at most {cap}. A full file of 3,679 rows "
+        "is about 0.2 MB: write probabilities with fewer digits."
     )
 
 

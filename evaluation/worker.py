@@ -4,18 +4,24 @@ It is the one place that joins the queue, the store and the scorer.
 
 It consumes job ids from the queue (Huey), claims each job with a lease it renews while it
 works, reads the prediction file or runs the checkpoint (CUDA when present, under a time limit),
-scores every test split and writes the results and the job's end in one transaction. A reaper
-thread re-enqueues jobs whose worker died and queued jobs whose message was lost. Typed errors
-fail a job with their message; anything else fails it with "internal error" and a logged
-traceback. ``--rescore`` queues a new job for every stored submission (history is kept).
+scores every test split and writes the results and the job's end in one transaction, together
+with what the release policy (``evaluation.disclosure``) lets anyone read: the Ladder's decision
+is taken under the submitter's account lock, so concurrent workers decide one at a time. A
+reaper thread re-enqueues jobs whose worker died and queued jobs whose message was lost. Typed
+errors fail a job with their message; anything else fails it with "internal error" and a logged
+traceback. The worker registers itself and sends a heartbeat (device, state, current job) that
+the Space shows; started by ``app.py`` (``MITOSIS_PARENT_PID`` set), it exits when the app is
+gone. ``--rescore`` queues a new job for every stored submission (history is kept).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import io
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -32,21 +38,30 @@ from sqlalchemy.orm import sessionmaker
 
 from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.checkpoint import as_predictions, atomic_write, predict_splits
-from evaluation.errors import EvaluationError
+from evaluation.disclosure import (
+    HIDDEN,
+    PUBLIC_METRICS,
+    ladder_releases,
+    release_split,
+    withheld_note,
+)
+from evaluation.errors import EvaluationError, TimeLimitExceeded
 from evaluation.scoring import SCORER_VERSION, Predictions, read_predictions, score_predictions
-from evaluation.splits import TEST_SPLITS
+from evaluation.splits import TEST_SPLITS, get_split
 from leaderboard.board import build_board
 from leaderboard.hub import start_hub_sync
 from leaderboard.paper import seed_paper_rows
 from leaderboard.store import EntrySource, Job, JobStatus, Result, Submission, open_store
-from models.checkpoint import checkpoint_from_files, read_zip
+from models.archive import CheckpointFiles
+from models.checkpoint import checkpoint_from_files
 from models.errors import ModelError
 from models.predictor import Predictor
 from settings import Settings
-from submissions import jobs
+from submissions import jobs, workers
 from submissions.errors import SubmissionError
 from submissions.queue import EvaluationQueue
-from submissions.storage import sha256, store_bytes
+from submissions.quota import lock_account
+from submissions.storage import sha256, store_file, stored_path
 
 log = logging.getLogger("evaluation.worker")
 DEFAULT_MODEL_NAME = "Default model (shipped): MobileNetV2 ensemble"
@@ -62,18 +77,23 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.splits = [s.name for s in TEST_SPLITS]
         self.hub = start_hub_sync(settings)  # None unless a results repo and token are set
+        self.stop = threading.Event()
 
     def run_job(self, job_id: int) -> None:
         """Claim, run and close one job; a job that is not queued any more is skipped."""
         token = jobs.claim(self.sessions, job_id, self.name, self.settings.lease_s)
         if token is None:
             return
+        workers.beat(self.sessions, self.name, state="running", job_id=job_id)
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job_id, token, stop), daemon=True)
         beat.start()
+        started = time.monotonic()
+        kind = ""
         try:
             with self.sessions() as session:
                 submission = session.get(Job, job_id).submission
+            kind = submission.kind
             # read for every job: a rebuilt release or label store takes effect at once
             bundle = PublicBundle(self.settings.public_dir)
             labels = LabelStore(self.settings.labels_dir)
@@ -86,13 +106,17 @@ class Worker:
                 self.sessions,
                 job_id,
                 token,
-                lambda _: self._results(
-                    job_id, submission, predictions, scores, truth, labels.label_set_hash
+                lambda session, job: self._results(
+                    session, job, predictions, scores, truth, labels.label_set_hash
                 ),
+                charged_s=self._charge(kind, started),
             )
             log.info("job %d %s", job_id, "finished" if written else "lost its lease: dropped")
             if written and self.hub:
-                self.hub.write(build_board(self.sessions, self.settings.labels_dir))
+                self.hub.write(build_board(self.sessions))
+        except TimeLimitExceeded as e:
+            jobs.fail(self.sessions, job_id, token, str(e), charged_s=self._charge(kind, started))
+            log.info("job %d failed: %s", job_id, e)
         except (EvaluationError, ModelError, SubmissionError) as e:
             jobs.fail(self.sessions, job_id, token, str(e))
             log.info("job %d failed: %s", job_id, e)
@@ -101,6 +125,12 @@ class Worker:
             jobs.fail(self.sessions, job_id, token, "internal error")
         finally:
             stop.set()
+            workers.beat(self.sessions, self.name, state="idle", job_id=None)
+
+    @staticmethod
+    def _charge(kind: str, started: float) -> float:
+        """Run time charged to the submitter's compute allowance (checkpoints only)."""
+        return round(time.monotonic() - started, 3) if kind == "checkpoint" else 0.0
 
     def _heartbeat(self, job_id: int, token: str, stop: threading.Event) -> None:
         while not stop.wait(self.settings.lease_s / 3):
@@ -108,19 +138,18 @@ class Worker:
                 return
 
     def _predictions(self, submission: Submission, bundle: PublicBundle) -> Predictions:
-        data = (self.settings.data_dir / submission.path).read_bytes()
+        path = self.settings.data_dir / submission.path
         if submission.kind == "predictions":
             return read_predictions(
-                data, bundle.manifest, max_bytes=self.settings.max_prediction_file_bytes
+                path, bundle.manifest, max_bytes=self.settings.max_prediction_file_bytes
             )
         cached = self.settings.data_dir / "predictions" / f"{submission.sha256}.csv"
         try:
             return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
         except (OSError, ValueError, KeyError):  # not there yet, or unreadable: run the model
             pass
-        checkpoint = checkpoint_from_files(
-            read_zip(data, max_bytes=self.settings.max_checkpoint_bytes)
-        )
+        with CheckpointFiles.open(path, max_bytes=self.settings.max_checkpoint_bytes) as files:
+            checkpoint = checkpoint_from_files(files)
         frame = predict_splits(
             Predictor(checkpoint, device="auto"),
             bundle,
@@ -131,19 +160,19 @@ class Worker:
         atomic_write(cached, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6f"))
         return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
 
-    def _results(self, job_id, submission, predictions, scores, truth, label_hash) -> list[Result]:
+    def _results(self, session, job, predictions, scores, truth, label_hash) -> list[Result]:
         position = pd.Index(predictions.image_ids)
         versions = f"torch {torch.__version__}, numpy {np.__version__}"
         rows = []
         for split, s in scores.items():
-            # decisions in sorted-id order, the order the tie test reads them in
+            # decisions in sorted-id order
             ids = np.sort(truth[split].image_ids)
             decided = predictions.predicted[position.get_indexer(ids)]
             ba, auc, c = s.balanced_accuracy, s.auroc, s.confusion
             rows.append(
                 Result(
-                    job_id=job_id,
-                    submission_id=submission.id,
+                    job_id=job.id,
+                    submission_id=job.submission_id,
                     split=split,
                     n=s.n,
                     n_atypical=s.n_atypical,
@@ -168,21 +197,15 @@ class Worker:
                     versions=versions,
                 )
             )
+        release(session, job, rows)
         return rows
 
-    def reap_forever(self, interval_s: float = 2.0) -> None:
-        """Re-enqueue jobs whose lease expired or whose message was lost."""
-        while True:
+    def _beat_forever(self) -> None:
+        while not self.stop.wait(workers.HEARTBEAT_S):
             try:
-                idle = self.queue.pending() == 0
-                stale_after = max(5.0, interval_s * 5)
-                for job_id in jobs.reap(
-                    self.sessions, stale_after_s=stale_after, include_stale=idle
-                ):
-                    self.queue.enqueue(job_id)
+                workers.beat(self.sessions, self.name)
             except Exception:
-                log.exception("reaper")
-            time.sleep(interval_s)
+                log.exception("worker heartbeat")
 
     def seed(self) -> None:
         """The paper's rows and the shipped model, once per database.
@@ -191,6 +214,7 @@ class Worker:
         before the release was built).
         """
         seed_paper_rows(self.sessions)
+        release_pending(self.sessions)
         data = zip_directory(self.settings.default_checkpoint)
         digest = sha256(data)
         try:
@@ -213,7 +237,8 @@ class Worker:
                 session.add(job)
                 session.flush()
                 return job.id
-            path = store_bytes(self.settings.data_dir / "uploads", data, ".zip")
+            uploads = self.settings.data_dir / "uploads"
+            store_file(uploads, data, digest, ".zip")
             submission = Submission(
                 sha256=digest,
                 kind="checkpoint",
@@ -226,7 +251,7 @@ class Worker:
                 pretraining="ImageNet",
                 training_data="AMi-Br train",
                 description="The model the Space ships; see models/default/README.md.",
-                path=str(path.relative_to(self.settings.data_dir)),
+                path=str(stored_path(uploads, digest, ".zip").relative_to(self.settings.data_dir)),
                 size_bytes=len(data),
             )
             job = Job(submission=submission, status=JobStatus.QUEUED, hidden=False)
@@ -247,13 +272,113 @@ class Worker:
         return len(new)
 
     def run(self) -> None:
-        """Seed, start the reaper, consume the queue until interrupted."""
+        """Register, seed, start the heartbeat and the reaper, consume the queue until stopped."""
+        workers.register(self.sessions, self.name, socket.gethostname(), os.getpid(), _device())
         self.seed()
-        threading.Thread(target=self.reap_forever, daemon=True).start()
+        threading.Thread(target=self._beat_forever, daemon=True).start()
+        threading.Thread(
+            target=jobs.reap_forever, args=(self.sessions, self.queue, self.stop), daemon=True
+        ).start()
         consumer = self.queue.huey.create_consumer(
             workers=1, initial_delay=0.02, backoff=1.1, max_delay=0.1, check_worker_health=False
         )
-        consumer.run()
+        try:
+            consumer.run()
+        finally:
+            self.stop.set()
+            workers.beat(self.sessions, self.name, state="stopped", job_id=None)
+
+
+def release(session, job: Job, rows: list[Result]) -> None:
+    """Set what anyone may read of a job's results: the policy, with the Ladder's decision.
+
+    Runs inside the transaction that writes the results; the submitter's account lock makes
+    concurrent decisions for one account happen one at a time.
+    """
+    for row in rows:
+        if not get_split(row.split).hidden:
+            row.published = release_split(row.split, _metrics(row))
+    hidden = [row for row in rows if get_split(row.split).hidden]
+    if not hidden:
+        return
+    user = job.submission.user
+    lock_account(session, user)
+    best = best_released_mean(session, user, exclude_submission=job.submission_id)
+    if ladder_releases(float(np.mean([row.ba for row in hidden])), best):
+        for row in hidden:
+            row.published = release_split(row.split, _metrics(row))
+        job.disclosure = "released"
+    else:
+        for row in hidden:
+            row.published = None
+        job.disclosure = withheld_note(best)
+
+
+def best_released_mean(session, user: str, *, exclude_submission: int) -> float | None:
+    """The best full-precision hidden mean BA among ``user``'s released entries (the Ladder)."""
+    rows = session.execute(
+        select(Result.submission_id, Result.ba)
+        .join(Submission, Submission.id == Result.submission_id)
+        .where(
+            Submission.user == user,
+            Result.current.is_(True),
+            Result.split.in_(HIDDEN),
+            Result.published.is_not(None),
+            Result.submission_id != exclude_submission,
+        )
+    ).all()
+    by_submission: dict[int, list[float]] = {}
+    for submission_id, ba in rows:
+        by_submission.setdefault(submission_id, []).append(ba)
+    means = [float(np.mean(v)) for v in by_submission.values() if len(v) == len(HIDDEN)]
+    return max(means) if means else None
+
+
+def release_pending(sessions: sessionmaker) -> int:
+    """Apply the release policy to finished jobs written before it existed, oldest first."""
+    with sessions.begin() as session:
+        pending = session.scalars(
+            select(Job)
+            .where(
+                Job.status == JobStatus.FINISHED,
+                (Job.disclosure.is_(None)) | (Job.disclosure == ""),
+            )
+            .order_by(Job.id)
+        ).all()
+        for job in pending:
+            rows = session.scalars(select(Result).where(Result.job_id == job.id)).all()
+            release(session, job, list(rows))
+            session.flush()
+    return len(pending)
+
+
+def _metrics(row: Result) -> dict:
+    return {k: getattr(row, k) for k in PUBLIC_METRICS}
+
+
+def _device() -> str:
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def follow_parent(parent: int) -> None:
+    """Die with the app that started this worker, however the app ends.
+
+    On Linux the kernel sends SIGKILL when the parent goes (``PR_SET_PDEATHSIG``); a thread
+    that watches the parent pid covers the moment before that call and other systems.
+    """
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    log.warning("the app that started this worker (pid %d) is gone: exiting", parent)
+    os._exit(0)
 
 
 def zip_directory(directory: Path) -> bytes:
@@ -278,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    parent = os.environ.get("MITOSIS_PARENT_PID", "")
+    if parent.isdigit():
+        follow_parent(int(parent))
     worker = Worker(Settings.from_env())
     if args.rescore:
         print(f"queued {worker.rescore_all()} submissions for re-scoring")

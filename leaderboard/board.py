@@ -7,22 +7,14 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from evaluation.bundle import LabelStore
-from evaluation.errors import LabelsUnavailable
 from leaderboard.ranking import Entry, best_per_team, load_entries, rank_entries
 from leaderboard.store import EntrySource, Job, JobStatus, Submission
 
 
-def build_board(
-    sessions: sessionmaker, labels_dir: Path, *, per_team: bool = False, n_resamples: int = 2000
-) -> list[Entry]:
-    """Ranked entries; ties with #1 need the private labels (without them: "n/a")."""
-    try:
-        labels = LabelStore(labels_dir)
-    except LabelsUnavailable:
-        labels = None
+def build_board(sessions: sessionmaker, *, per_team: bool = False) -> list[Entry]:
+    """Ranked entries, from released numbers only (no labels, no full-precision metrics)."""
     with sessions() as session:
-        entries = rank_entries(load_entries(session), labels, n_resamples=n_resamples)
+        entries = rank_entries(load_entries(session))
     return best_per_team(entries) if per_team else entries
 
 

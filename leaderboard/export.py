@@ -1,4 +1,4 @@
-"""The board as rows, CSV and JSON, with CIs and provenance (aggregates only).
+"""The board as rows, CSV and JSON, with CIs and provenance: released numbers only.
 
 CSV cells that a spreadsheet would run as a formula (starting with =, +, -, @, tab or carriage
 return) are prefixed with an apostrophe.
@@ -28,17 +28,17 @@ METRICS = (
     "brier",
     "ece",
     "n",
+    "n_atypical",
 )
 
 
 def board_rows(entries: list[Entry]) -> list[dict]:
-    """One flat dict per entry, in board order."""
+    """One flat dict per entry, in board order; every number is a released one."""
     rows = []
     for entry in entries:
         row = {
             "rank": entry.rank,
             "tied_with_first": entry.tied_with_first,
-            "p_vs_first": entry.p_vs_first,
             "model_name": entry.model_name,
             "team": entry.team,
             "source": entry.source,
@@ -48,19 +48,16 @@ def board_rows(entries: list[Entry]) -> list[dict]:
             "training_data": entry.training_data,
             "uses_midog": entry.uses_midog,
             "hidden_mean_ba": entry.hidden_mean_ba,
+            "hidden_withheld": entry.withheld,
         }
         for split in TEST_SPLITS:
-            result = entry.results.get(split.name)
+            released = entry.scores.get(split.name) or {}
             for metric in METRICS:
-                row[f"{split.name}_{metric}"] = getattr(result, metric) if result else None
-        any_result = next(iter(entry.results.values()))
+                row[f"{split.name}_{metric}"] = released.get(metric)
         row.update(
             {
                 "sha256": entry.sha256,
-                "scorer_version": any_result.scorer_version,
-                "label_set_hash": any_result.label_set_hash,
-                "versions": any_result.versions,
-                "scored_at": any_result.created_at.isoformat(timespec="seconds"),
+                **entry.provenance,
                 "paper_url": entry.paper_url,
                 "code_url": entry.code_url,
                 "submission_id": entry.submission_id,

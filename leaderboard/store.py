@@ -5,6 +5,12 @@ SQLite (WAL, a busy timeout, foreign keys) by default; any SQLAlchemy URL from
 reads: the queue engine only carries job ids. A result row keeps its provenance (file hash,
 scorer version, label-set hash, package versions) and re-scoring adds rows, marking the older
 ones not current, so history is kept.
+
+A result row holds the full-precision metrics (private: never shown) and ``published``, what
+the release policy (``evaluation.disclosure``) lets anyone read; every reader shows only the
+latter. ``accounts`` has one row per submitting user: locking it serialises that user's quota
+check and insert, and the Ladder's release decision, across processes and hosts. ``workers``
+holds every evaluation worker's heartbeat and current job, for the Space to show.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import enum
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     DateTime,
     Enum,
@@ -25,6 +32,8 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
@@ -95,6 +104,8 @@ class Job(Base):
     hidden: Mapped[bool] = mapped_column(Boolean, default=True)  # counts against the quota
     reason: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    disclosure: Mapped[str] = mapped_column(Text, default="")  # what the Ladder released
+    charged_s: Mapped[float] = mapped_column(Float, default=0.0)  # compute allowance used
     claim_token: Mapped[str] = mapped_column(String(32), default="")
     worker: Mapped[str] = mapped_column(String(100), default="")
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -137,13 +148,40 @@ class Result(Base):
     fn: Mapped[int | None] = mapped_column(Integer)
     tn: Mapped[int | None] = mapped_column(Integer)
     fp: Mapped[int | None] = mapped_column(Integer)
-    decisions: Mapped[bytes | None] = mapped_column(LargeBinary)  # packed bits, manifest order
+    decisions: Mapped[bytes | None] = mapped_column(LargeBinary)  # packed bits, sorted-id order
+    published: Mapped[dict | None] = mapped_column(
+        JSON(none_as_null=True)
+    )  # what anyone may read; None: withheld
     scorer_version: Mapped[str] = mapped_column(String(16), default="")
     label_set_hash: Mapped[str] = mapped_column(String(64), default="")
     versions: Mapped[str] = mapped_column(String(300), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     job: Mapped[Job | None] = relationship(back_populates="results")
+
+
+class Account(Base):
+    """One row per submitting user; its row lock serialises quota and release decisions."""
+
+    __tablename__ = "accounts"
+
+    user: Mapped[str] = mapped_column(String(100), primary_key=True)
+    touched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WorkerRecord(Base):
+    """An evaluation worker: where it runs, its heartbeat and what it is doing."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)  # host:pid
+    host: Mapped[str] = mapped_column(String(100), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    device: Mapped[str] = mapped_column(String(100), default="")
+    state: Mapped[str] = mapped_column(String(16), default="idle")  # idle | running | stopped
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -160,4 +198,22 @@ def open_store(url: str) -> sessionmaker:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     Base.metadata.create_all(engine)
+    _add_missing_columns(engine)
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Bring a database written by an earlier version up to date (new columns are nullable).
+
+    Results written before ``published`` existed are released by the worker at its start.
+    """
+    inspector = inspect(engine)
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    connection.execute(
+                        text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                    )

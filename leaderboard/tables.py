@@ -1,7 +1,8 @@
 """What the board shows: display tables, filters, the in- vs out-of-domain plot, entry details.
 
-Pure functions of the ranked entries (or of ``export.board_rows``); text stays text (the app's
-table renders it as plain strings, never as HTML or Markdown).
+Pure functions of the ranked entries (or of ``export.board_rows``), so they show released
+numbers only, with the digits that were released (two decimals for a hidden split); text stays
+text (the app's table renders it as plain strings, never as HTML or Markdown).
 """
 
 from __future__ import annotations
@@ -25,25 +26,28 @@ COLUMNS = [
     "AMi-Br test BA",
     "AtNorM-Br BA",
     "AtNorM-MD BA",
-    "AtNorM-Br AUROC",
-    "AtNorM-MD AUROC",
-    "AtNorM-Br sens / spec",
-    "AtNorM-MD sens / spec",
+    "AMi-Br test AUROC",
+    "AMi-Br test sens / spec",
     "id",
 ]
+WITHHELD = "withheld"
+
+
+def _number(value) -> str:
+    """A released number with the digits it was released with (at least two, at most four)."""
+    if value is None:
+        return ""
+    text = f"{value:.4f}".rstrip("0")
+    return text + "0" * max(0, 2 - len(text.split(".")[1]))
 
 
 def _ba(row: dict, split: str) -> str:
     ba, low, high, std = (row[f"{split}_{k}"] for k in ("ba", "ba_low", "ba_high", "ba_std"))
     if ba is None:
-        return ""
+        return WITHHELD if row["hidden_withheld"] and split != "amibr_test" else ""
     if low is not None:
-        return f"{ba:.4f} [{low:.4f}, {high:.4f}]"
-    return f"{ba:.4f} ± {std:.4f}" if std is not None else f"{ba:.4f}"
-
-
-def _number(value) -> str:
-    return "" if value is None else f"{value:.4f}"
+        return f"{_number(ba)} [{_number(low)}, {_number(high)}]"
+    return f"{_number(ba)} ± {_number(std)}" if std is not None else _number(ba)
 
 
 def _sens_spec(row: dict, split: str) -> str:
@@ -69,19 +73,17 @@ def display_table(
             continue
         rows.append(
             [
-                row["rank"],
+                "" if row["rank"] is None else row["rank"],
                 row["model_name"],
                 row["team"],
                 row["source"],
                 row["method_type"],
                 row["backbone"],
                 row["tied_with_first"],
-                _number(row["hidden_mean_ba"]),
+                WITHHELD if row["hidden_withheld"] else _number(row["hidden_mean_ba"]),
                 *(_ba(row, s.name) for s in TEST_SPLITS),
-                _number(row["atnorm_br_auroc"]),
-                _number(row["atnorm_md_auroc"]),
-                _sens_spec(row, "atnorm_br"),
-                _sens_spec(row, "atnorm_md"),
+                _number(row["amibr_test_auroc"]),
+                _sens_spec(row, "amibr_test"),
                 row["submission_id"],
             ]
         )
@@ -95,17 +97,17 @@ def domain_plot_frame(entries: list[Entry]) -> pd.DataFrame:
             {
                 "model": e.model_name,
                 "source": e.source,
-                "amibr_test_ba": e.results["amibr_test"].ba,
+                "amibr_test_ba": e.scores["amibr_test"]["ba"],
                 "hidden_mean_ba": e.hidden_mean_ba,
             }
             for e in entries
-            if "amibr_test" in e.results
+            if "amibr_test" in e.scores and e.hidden_mean_ba is not None
         ]
     )
 
 
 def entry_details(entries: list[Entry], submission_id: int) -> dict:
-    """Every metric and the provenance of one entry (aggregates only)."""
+    """Every released number and the provenance of one entry."""
     for entry, row in zip(entries, board_rows(entries), strict=True):
         if entry.submission_id == submission_id:
             return {k: v for k, v in row.items() if v is not None and v != ""}

@@ -16,13 +16,10 @@ is read in memory and never extracted, so no path in it can point outside the ch
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
-import stat
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -34,19 +31,41 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from models._registry import ModelCfg, get_model_cfg
-from models.errors import CheckpointError, UnsafeCheckpoint
+from models.archive import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    CARD,
+    CONFIG,
+    CONVERT_HINT,
+    DEFAULT_MAX_BYTES,
+    WEIGHTS,
+    CheckpointFiles,
+)
+from models.errors import CheckpointError
 from models.factory import Ensemble, build_backbone, check_strategy
 
 FORMAT_VERSION = 1
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-CARD = "README.md"
-ALLOWED_FILES = (CONFIG, WEIGHTS, ADAPTER_CONFIG, ADAPTER_WEIGHTS, CARD)
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
-DEFAULT_MAX_BYTES = 2 * 1024**3
+MAX_CONFIG_BYTES = 2**20
+MAX_HEADER_BYTES = 16 * 2**20
+MAX_RANK, MAX_DIM = 8, 2**31 - 1
+DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+REMOTE_CODE_KEYS = ("auto_map", "trust_remote_code", "custom_pipelines", "code")
 MIN_INPUT, MAX_INPUT = 16, 1024
 MAX_MEMBERS = 16
 LORA_FIELDS = (
@@ -57,11 +76,6 @@ LORA_FIELDS = (
     "modules_to_save",
     "bias",
     "use_rslora",
-)
-_CONVERT_HINT = (
-    "Only config.json + model.safetensors (or adapter_config.json + adapter_model.safetensors) "
-    "are accepted; pickle files (.bin, .pt, .pth, .ckpt) are never loaded. Convert with "
-    "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')."
 )
 
 
@@ -194,109 +208,22 @@ def save_checkpoint(
     return directory
 
 
-def _check_name(name: str) -> None:
-    lowered = name.lower()
-    if lowered.endswith(PICKLE_SUFFIXES):
-        raise UnsafeCheckpoint(f"The checkpoint contains '{name}'. {_CONVERT_HINT}")
-    if lowered.endswith(ARCHIVE_SUFFIXES):
-        raise UnsafeCheckpoint(
-            f"The checkpoint contains the archive '{name}'; nested archives "
-            f"are not accepted. Zip the checkpoint folder itself."
-        )
-    if name not in ALLOWED_FILES:
-        raise CheckpointError(
-            f"The checkpoint contains '{name}', which is not part of the "
-            f"format ({', '.join(ALLOWED_FILES)}). Remove it."
-        )
-
-
-def read_zip(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, bytes]:
-    """The checkpoint files inside a zip, checked before a byte is decompressed."""
+def _tensors(files: CheckpointFiles, name: str) -> dict[str, torch.Tensor]:
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as e:
-        raise CheckpointError("The upload is not a valid zip archive.") from e
-    entries = [i for i in archive.infolist() if not i.is_dir()]
-    for info in entries:
-        path = info.filename
-        if path.startswith(("/", "\\")) or ".." in Path(path).parts or "\\" in path or ":" in path:
-            raise UnsafeCheckpoint(f"The zip entry '{path}' points outside the checkpoint folder.")
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise UnsafeCheckpoint(f"The zip entry '{path}' is a symbolic link; links are refused.")
-        _check_name(path.rsplit("/", 1)[-1])
-    names = [i.filename.rsplit("/", 1)[-1] for i in entries]
-    if len(set(names)) < len(names):
-        raise CheckpointError("The zip holds the same file name twice; keep one of each.")
-    folders = {i.filename.rsplit("/", 1)[0] if "/" in i.filename else "" for i in entries}
-    if len(folders) > 1 or any("/" in folder for folder in folders):
-        raise CheckpointError(
-            "The zip must hold the checkpoint files at its top or inside one "
-            f"folder; found them in {len(folders)} places, e.g. "
-            f"'{entries[-1].filename}'."
-        )
-    total = sum(i.file_size for i in entries)
-    if total > max_bytes:
-        raise CheckpointError(
-            f"The checkpoint unpacks to {total / 2**20:.0f} MB; the limit is "
-            f"{max_bytes / 2**20:.0f} MB."
-        )
-    files = {}
-    for info in entries:
-        try:
-            with archive.open(info) as member:
-                content = member.read(info.file_size + 1)
-        except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError) as e:
-            raise CheckpointError(
-                f"The zip entry '{info.filename}' cannot be read ({e}); zip the checkpoint "
-                "again without encryption (stored or deflated)."
-            ) from e
-        if len(content) != info.file_size:
-            raise UnsafeCheckpoint(f"The zip entry '{info.filename}' is larger than it declares.")
-        files[info.filename.rsplit("/", 1)[-1]] = content
-    return files
-
-
-def read_checkpoint_files(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, bytes]:
-    """The files of a checkpoint directory or zip, after checking every name."""
-    path = Path(path)
-    if path.is_file():
-        _check_name_or_zip(path)
-        if path.stat().st_size > max_bytes:
-            raise CheckpointError(
-                f"The checkpoint is {path.stat().st_size / 2**20:.0f} MB; the "
-                f"limit is {max_bytes / 2**20:.0f} MB."
-            )
-        return read_zip(path.read_bytes(), max_bytes=max_bytes)
-    if not path.is_dir():
-        raise CheckpointError(f"No checkpoint at {path}.")
-    files = {}
-    for entry in sorted(path.iterdir()):
-        if entry.is_symlink():
-            raise UnsafeCheckpoint(f"'{entry.name}' in the checkpoint is a symbolic link.")
-        if entry.is_dir():
-            raise CheckpointError(
-                f"The checkpoint holds the folder '{entry.name}'; the format is flat."
-            )
-        _check_name(entry.name)
-        files[entry.name] = entry.read_bytes()
-    return files
-
-
-def _check_name_or_zip(path: Path) -> None:
-    if path.suffix.lower() != ".zip":
-        _check_name(path.name)
-        raise CheckpointError(
-            f"{path.name} is a single file; a checkpoint is a folder or a .zip of one."
-        )
-
-
-def _tensors(files: dict[str, bytes], name: str) -> dict[str, torch.Tensor]:
-    if name not in files:
-        raise CheckpointError(f"The checkpoint lacks {name}. {_CONVERT_HINT}")
-    try:
-        return load_safetensors(files[name])
+        return load_safetensors(files.read(name))
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{name} is not a valid safetensors file ({e}).") from e
+
+
+def _json_file(files: CheckpointFiles, name: str):
+    """A small JSON file of the checkpoint, parsed (``ValueError`` when it is not JSON)."""
+    data = files.read(name, limit=MAX_CONFIG_BYTES)
+    try:
+        return json.loads(data)
+    except RecursionError as e:
+        raise ValueError("it is nested too deeply to be a configuration") from e
+    except UnicodeDecodeError as e:
+        raise ValueError("it is not UTF-8 text") from e
 
 
 def _finite(values, n: int) -> bool:
@@ -339,13 +266,23 @@ def _check_config(config) -> None:
         raise ValueError(f"mitosis.ensemble_size must be a whole number in 1..{MAX_MEMBERS}")
 
 
-def _config(files: dict[str, bytes]) -> tuple[dict, ModelCfg]:
+def _config(files: CheckpointFiles) -> tuple[dict, ModelCfg]:
     if CONFIG not in files:
-        raise CheckpointError(f"The checkpoint lacks {CONFIG}. {_CONVERT_HINT}")
+        raise CheckpointError(f"The checkpoint lacks {CONFIG}. {CONVERT_HINT}")
     try:
-        config = json.loads(files[CONFIG])
+        config = _json_file(files, CONFIG)
+        if not isinstance(config, dict):
+            raise ValueError("it is not a JSON object")
+        remote = [k for k in REMOTE_CODE_KEYS if k in config or k in config.get("mitosis", {})]
+        if remote:
+            raise CheckpointError(
+                f"{CONFIG} asks for code to run ('{remote[0]}'). Checkpoints are loaded as data "
+                "only: no remote or custom code is ever run. Remove the key."
+            )
         _check_config(config)
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        if isinstance(e, CheckpointError):
+            raise
         raise CheckpointError(
             f"{CONFIG} is not a valid checkpoint config ({e}); it needs architecture, "
             "pretrained_cfg.input_size/mean/std and a 'mitosis' block with model, strategy "
@@ -395,45 +332,50 @@ def load_checkpoint(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Checkp
         UnsafeCheckpoint: pickles, links, paths leaving the folder, nested archives.
         CheckpointError: missing files, unknown architecture, missing or mis-shaped tensors.
     """
-    files = read_checkpoint_files(Path(path), max_bytes=max_bytes)
-    return checkpoint_from_files(files)
+    with CheckpointFiles.open(path, max_bytes=max_bytes) as files:
+        return checkpoint_from_files(files)
 
 
-def checkpoint_from_files(files: dict[str, bytes]) -> Checkpoint:
+def _network(cfg: ModelCfg, ensemble_size: int, **kwargs) -> nn.Module:
+    """The architecture a config describes: one backbone or an ensemble of them."""
+    if ensemble_size > 1:
+        return Ensemble([build_backbone(cfg, **kwargs) for _ in range(ensemble_size)])
+    return build_backbone(cfg, **kwargs)
+
+
+def _describe(cfg: ModelCfg, ensemble_size: int) -> str:
+    return cfg.name if ensemble_size == 1 else f"an ensemble of {ensemble_size} {cfg.name}"
+
+
+def checkpoint_from_files(files: CheckpointFiles) -> Checkpoint:
     """Build the model a set of checkpoint files describes (checked first without loading)."""
-    inspect_checkpoint(files)
-    config, cfg = _config(files)
+    config, cfg, _ = _inspect(files)
     block = config["mitosis"]
-    what = f"{cfg.name}"
     if block["strategy"] == "lora":
         model = _load_lora(files, cfg)
     else:
         size = int(block.get("ensemble_size", 1))
-        model = (
-            Ensemble([build_backbone(cfg) for _ in range(size)])
-            if size > 1
-            else build_backbone(cfg)
-        )
+        model = _network(cfg, size)
         state = _tensors(files, WEIGHTS)
-        check_state(model, state, what if size == 1 else f"an ensemble of {size} {what}")
+        check_state(model, state, _describe(cfg, size))
         model.load_state_dict(state)
     return Checkpoint(model=model.eval(), config=config, cfg=cfg)
 
 
-def _lora_config(files: dict[str, bytes]):
+def _lora_config(files: CheckpointFiles):
     """The adapter's LoraConfig, from the fields a LoRA checkpoint may set and no others."""
     from peft import LoraConfig
 
     if ADAPTER_CONFIG not in files:
         raise CheckpointError(f"A LoRA checkpoint needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}.")
     try:
-        raw = json.loads(files[ADAPTER_CONFIG])
+        raw = _json_file(files, ADAPTER_CONFIG)
         return LoraConfig(**{k: raw[k] for k in LORA_FIELDS if k in raw})
     except (ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{ADAPTER_CONFIG} is not a valid LoRA config ({e}).") from e
 
 
-def _load_lora(files: dict[str, bytes], cfg: ModelCfg) -> nn.Module:
+def _load_lora(files: CheckpointFiles, cfg: ModelCfg) -> nn.Module:
     from peft import get_peft_model, set_peft_model_state_dict
 
     if WEIGHTS in files:
@@ -446,40 +388,74 @@ def _load_lora(files: dict[str, bytes], cfg: ModelCfg) -> nn.Module:
     return model
 
 
-def _header(files: dict[str, bytes], name: str) -> dict[str, torch.Tensor]:
-    """The tensors a safetensors file declares, as meta tensors, after checking its header."""
-    if name not in files:
-        raise CheckpointError(f"The checkpoint lacks {name}. {_CONVERT_HINT}")
-    data = files[name]
-    length = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
-    if length < 2 or length > len(data) - 8 or length > 100 * 2**20:
+def _header(files: CheckpointFiles, name: str) -> dict[str, torch.Tensor]:
+    """The tensors a safetensors file declares, as meta tensors, after checking its header.
+
+    Every tensor's byte range must lie inside the file and hold exactly its shape times its
+    dtype's size, so no declared shape can be larger than the file itself.
+    """
+    size = files.size(name) if name in files else 0
+    prefix = files.read(name, prefix=8)
+    length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+    if length < 2 or length > size - 8 or length > MAX_HEADER_BYTES:
         raise CheckpointError(f"{name} has no valid safetensors header.")
+    body = size - 8 - length
     try:
-        header = json.loads(data[8 : 8 + length])
+        header = json.loads(files.read(name, prefix=8 + length)[8:])
         if not isinstance(header, dict):
             raise ValueError("the header is not a JSON object")
-        tensors = {}
-        for key, entry in header.items():
-            if key == "__metadata__":
-                continue
-            start, end = entry["data_offsets"]
-            if not 0 <= start <= end <= len(data) - 8 - length:
-                raise ValueError(f"'{key}' points outside the file")
-            shape = entry["shape"]
-            if not all(isinstance(d, int) and d >= 0 for d in shape):
-                raise ValueError(f"'{key}' has the shape {shape}")
-            tensors[key] = torch.empty(shape, device="meta")
+        return {
+            key: _meta_tensor(key, entry, body)
+            for key, entry in header.items()
+            if key != "__metadata__"
+        }
+    except RecursionError as e:
+        raise CheckpointError(
+            f"{name} has an invalid safetensors header (nested too deeply)."
+        ) from e
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{name} has an invalid safetensors header ({e}).") from e
-    return tensors
 
 
-def inspect_checkpoint(files: dict[str, bytes]) -> dict:
+def _meta_tensor(key: str, entry: dict, body: int) -> torch.Tensor:
+    start, end = entry["data_offsets"]
+    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= body):
+        raise ValueError(f"'{key}' points outside the file")
+    shape = entry["shape"]
+    if not (
+        isinstance(shape, list)
+        and len(shape) <= MAX_RANK
+        and all(isinstance(d, int) and 0 <= d <= MAX_DIM for d in shape)
+    ):
+        raise ValueError(f"'{key}' has the shape {str(shape)[:80]}")
+    itemsize = DTYPE_BYTES.get(entry["dtype"])
+    if itemsize is None:
+        raise ValueError(f"'{key}' has the unknown dtype {str(entry['dtype'])[:20]!r}")
+    if math.prod(shape) * itemsize != end - start:
+        raise ValueError(
+            f"'{key}' declares the shape {shape} of {entry['dtype']} but holds {end - start} bytes"
+        )
+    return torch.empty(shape, device="meta")
+
+
+def inspect_checkpoint(files: CheckpointFiles) -> dict:
     """Check a checkpoint without loading its weights: config, headers, names and shapes.
 
     The architecture is built on the meta device, so even a billion-parameter model is checked
     in a moment. Returns a summary (model, strategy, ensemble size, parameter count).
     """
+    config, cfg, model = _inspect(files)
+    block = config["mitosis"]
+    return {
+        "model": cfg.name,
+        "strategy": block["strategy"],
+        "ensemble_size": int(block.get("ensemble_size", 1)),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def _inspect(files: CheckpointFiles) -> tuple[dict, ModelCfg, nn.Module]:
+    """The validated config, its model entry, and the architecture on the meta device."""
     config, cfg = _config(files)
     block = config["mitosis"]
     size = int(block.get("ensemble_size", 1))
@@ -487,25 +463,12 @@ def inspect_checkpoint(files: dict[str, bytes]) -> dict:
         if block["strategy"] == "lora":
             model = _check_lora_shapes(files, cfg)
         else:
-            model = (
-                Ensemble([build_backbone(cfg) for _ in range(size)])
-                if size > 1
-                else build_backbone(cfg)
-            )
-            check_state(
-                model,
-                _header(files, WEIGHTS),
-                cfg.name if size == 1 else f"an ensemble of {size} {cfg.name}",
-            )
-    return {
-        "model": cfg.name,
-        "strategy": block["strategy"],
-        "ensemble_size": size,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
+            model = _network(cfg, size)
+            check_state(model, _header(files, WEIGHTS), _describe(cfg, size))
+    return config, cfg, model
 
 
-def _check_lora_shapes(files: dict[str, bytes], cfg: ModelCfg) -> nn.Module:
+def _check_lora_shapes(files: CheckpointFiles, cfg: ModelCfg) -> nn.Module:
     from peft import get_peft_model, get_peft_model_state_dict
 
     base = build_backbone(cfg)

@@ -5,8 +5,9 @@ the models expect. Another size is accepted: a non-square image is centre-croppe
 then the square is resized to 128x128 (bilinear, antialiased), so submit crops at the
 benchmark's scale (about 0.25 um/px) for meaningful answers. PNG, JPEG, TIFF and WebP are read;
 RGBA is composited on white, greyscale, palette, CMYK and 16-bit images are converted to 8-bit
-RGB; a multi-page TIFF gives its first page. Sides below 16 px, images over 50 megapixels
-(decompression bombs) and truncated files are refused.
+RGB; a multi-page TIFF gives its first page. Sides below 16 px, files over 64 MB (measured
+before reading), images over 50 megapixels (decompression bombs, judged from the header before
+decoding) and truncated files are refused. Messages name a file by its base name only.
 """
 
 from __future__ import annotations
@@ -18,51 +19,91 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from models.bounded import describe_sizes, display_name, read_bounded, source_size
 from models.errors import ImageError
 
 CROP = 128
 MIN_SIDE = 16
 MAX_PIXELS = 50_000_000
+MAX_BYTES = 64 * 2**20
+_NOT_IMAGES = (
+    (b"PK\x03\x04", "a zip archive"),
+    (b"PK\x05\x06", "an empty zip archive"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x80", "a Python pickle"),
+)
 FORMATS = ("PNG", "JPEG", "TIFF", "WEBP")
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
 
 
 def _name(source) -> str:
-    return str(source) if isinstance(source, (str, Path)) else "the image"
+    """The file's base name (never a server path), or "the image"."""
+    return display_name(source, "the image") if isinstance(source, (str, Path)) else "the image"
+
+
+def _looks_like(head: bytes) -> str:
+    """What a file that is not an image seems to be, from its first bytes ('' if unknown)."""
+    for magic, kind in _NOT_IMAGES:
+        if head.startswith(magic):
+            return kind
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+    if "<svg" in text.lower() or "<html" in text.lower() or "<script" in text.lower():
+        return "markup (HTML or SVG)"
+    return "text" if text.isprintable() or text.strip() else ""
 
 
 def _open(source: ImageInput) -> Image.Image:
+    name = _name(source)
     try:
-        data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
+        size = source_size(source)
     except OSError as e:
-        raise ImageError(f"{_name(source)} cannot be read ({e.strerror}).") from e
+        raise ImageError(f"{name} cannot be read ({e.strerror}).") from e
+    if size == 0:
+        raise ImageError(f"{name} is empty (0 bytes); upload a PNG, JPEG, TIFF or WebP crop.")
+    if size > MAX_BYTES:
+        shown, cap = describe_sizes(size, MAX_BYTES)
+        raise ImageError(f"{name} is {shown}; an image may be at most {cap}.")
+    data = read_bounded(source, MAX_BYTES, lambda n: ImageError(f"{name} grew while read."))
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
             if image.format not in FORMATS:
                 raise ImageError(
-                    f"{_name(source)} is a {image.format} file; PNG, JPEG, TIFF and "
-                    "WebP are accepted."
+                    f"{name} is a {image.format} file; PNG, JPEG, TIFF and WebP are accepted."
                 )
             if image.width * image.height > MAX_PIXELS:
                 raise ImageError(
-                    f"{_name(source)} is {image.width}x{image.height} pixels, over "
-                    f"the limit of {MAX_PIXELS // 1_000_000} megapixels."
+                    f"{name} is {image.width}x{image.height} pixels, over the limit of "
+                    f"{MAX_PIXELS // 1_000_000} megapixels; upload the 128x128 crop around the "
+                    "mitotic figure."
                 )
             image.load()
         except UnidentifiedImageError as e:
-            raise ImageError(f"{_name(source)} is not an image (PNG, JPEG, TIFF or WebP).") from e
+            kind = _looks_like(data[:512])
+            seems = f": it looks like {kind}" if kind else ""
+            raise ImageError(
+                f"{name} is not an image{seems}. Upload a PNG, JPEG, TIFF or WebP crop."
+            ) from e
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
             raise ImageError(
-                f"{_name(source)} is too large to decode safely (a decompression bomb?)."
+                f"{name} is too large to decode safely (a decompression bomb?)."
             ) from e
-        except OSError as e:
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise ImageError(
-                f"{_name(source)} could not be decoded: it is truncated or corrupt ({e})."
+                f"{name} could not be decoded: it is truncated or corrupt ({_first_line(e)})."
             ) from e
     return image
+
+
+def _first_line(error: Exception) -> str:
+    """A decoder's message without any path in it."""
+    return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

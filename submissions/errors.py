@@ -21,3 +21,7 @@ class DuplicateSubmission(SubmissionError):
 
 class JobNotFound(SubmissionError):
     """No job with that id belongs to the user."""
+
+
+class UploadMissing(SubmissionError):
+    """The uploaded file is gone before it could be read (an expired upload cache entry)."""

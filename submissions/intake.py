@@ -1,16 +1,20 @@
 """Intake of submissions.
 
-Validate (instant; nothing is stored when invalid), deduplicate, apply the quota, store by
-hash, record the submission and its job in one transaction, enqueue.
+Validate (instant; nothing is stored when invalid), deduplicate, apply the per-user limits,
+store by hash, record the submission and its job in one transaction, enqueue.
+
+An upload is a file on disk (what Gradio hands the app) or bytes. Its size is checked before
+it is read; a checkpoint zip is judged by its entries' headers and then streamed through in
+chunks (sizes and CRCs), so no upload is ever held whole in memory.
 
 Identity is the Hugging Face username on a Space (OAuth) or the configured local identity.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -19,21 +23,29 @@ from sqlalchemy.orm import selectinload, sessionmaker
 from evaluation.bundle import PublicBundle
 from evaluation.scoring import read_predictions
 from leaderboard.store import EntrySource, Job, JobStatus, Result, Submission, utcnow
-from models.checkpoint import inspect_checkpoint, read_zip
+from models.archive import CheckpointFiles
+from models.bounded import describe_sizes, source_size
+from models.checkpoint import inspect_checkpoint
 from models.errors import CheckpointError
 from settings import Settings
 from submissions import jobs
-from submissions.errors import DuplicateSubmission, QuotaExceeded, SubmissionError
+from submissions.errors import DuplicateSubmission, SubmissionError, UploadMissing
 from submissions.metadata import EntryMetadata
 from submissions.queue import EvaluationQueue
-from submissions.storage import sha256, store_bytes
+from submissions.quota import check_limits, lock_account
+from submissions.storage import sha256, store_file, stored_path
 
 RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
+Upload = Path | str | bytes
 
 
 @dataclass(frozen=True)
 class JobView:
-    """What a user may see of one of their jobs: status and aggregate numbers only."""
+    """What a user may see of one of their jobs: status and released numbers only.
+
+    ``scores`` maps each split to what the release policy published about it (``None`` for a
+    hidden split whose scores were withheld); ``disclosure`` says which.
+    """
 
     job_id: int
     model_name: str
@@ -43,7 +55,8 @@ class JobView:
     reason: str
     queue_position: int
     created_at: str
-    balanced_accuracy: dict[str, float]
+    scores: dict[str, dict | None]
+    disclosure: str
 
     def to_dict(self) -> dict:
         """Plain JSON-ready form."""
@@ -65,7 +78,6 @@ class Submissions:
         self.sessions = sessions
         self.queue = queue or EvaluationQueue(settings)
         self._bundle: PublicBundle | None = None
-        self._quota_lock = threading.Lock()  # one app process: quota check and insert are atomic
 
     @property
     def bundle(self) -> PublicBundle:
@@ -74,85 +86,84 @@ class Submissions:
             self._bundle = PublicBundle(self.settings.public_dir)
         return self._bundle
 
-    def submit_predictions(self, user: str, data: bytes, meta: EntryMetadata) -> JobView:
+    def submit_predictions(self, user: str, upload: Upload, meta: EntryMetadata) -> JobView:
         """Validate and queue a prediction file (a self-reported entry)."""
         meta = meta.validated()
+        upload = _present(upload)
         read_predictions(
-            data, self.bundle.manifest, max_bytes=self.settings.max_prediction_file_bytes
+            upload, self.bundle.manifest, max_bytes=self.settings.max_prediction_file_bytes
         )
-        return self._record(user, data, ".csv", "predictions", EntrySource.SELF_REPORTED, meta)
+        return self._record(user, upload, ".csv", "predictions", EntrySource.SELF_REPORTED, meta)
 
-    def submit_checkpoint(self, user: str, data: bytes, meta: EntryMetadata) -> JobView:
+    def submit_checkpoint(self, user: str, upload: Upload, meta: EntryMetadata) -> JobView:
         """Validate and queue a zipped checkpoint (a verified entry once the server ran it)."""
         meta = meta.validated()
+        upload = _present(upload)
         cap = self.settings.max_checkpoint_bytes
-        if len(data) > cap:
+        size = source_size(upload)
+        if size > cap:
+            shown, limit = describe_sizes(size, cap)
+            raise CheckpointError(f"The zip is {shown}; the limit is {limit}.")
+        if not isinstance(upload, bytes) and Path(upload).suffix.lower() != ".zip":
             raise CheckpointError(
-                f"The zip is {len(data) / 2**20:.0f} MB; the limit is {cap / 2**20:.0f} MB."
+                f"{Path(upload).name} is not a .zip; zip the checkpoint folder (config.json + "
+                "model.safetensors) and upload the zip."
             )
-        inspect_checkpoint(read_zip(data, max_bytes=cap))
-        return self._record(user, data, ".zip", "checkpoint", EntrySource.VERIFIED, meta)
+        with CheckpointFiles.open(
+            upload if isinstance(upload, bytes) else Path(upload), max_bytes=cap
+        ) as files:
+            inspect_checkpoint(files)
+            files.verify()
+        return self._record(user, upload, ".zip", "checkpoint", EntrySource.VERIFIED, meta)
 
-    def _record(self, user, data, suffix, kind, source, meta) -> JobView:
-        digest = sha256(data)
-        with self._quota_lock:
-            existing = self._existing(digest, user)
-            if existing and existing.jobs[-1].status not in RETRYABLE:
-                return self.status(user, existing.jobs[-1].id)
-            self._check_quota(user)
-            try:
-                with self.sessions.begin() as session:
-                    if existing:  # its last run failed or was cancelled: run it again
-                        submission = session.get(Submission, existing.id)
-                    else:
-                        path = store_bytes(self.settings.data_dir / "uploads", data, suffix)
-                        submission = Submission(
-                            sha256=digest,
-                            kind=kind,
-                            source=source,
-                            user=user,
-                            path=str(path.relative_to(self.settings.data_dir)),
-                            size_bytes=len(data),
-                            **asdict(meta),
-                        )
-                    job = Job(submission=submission, status=JobStatus.QUEUED, hidden=True)
-                    session.add_all([submission, job])
-            except IntegrityError:  # the same file arrived concurrently
-                again = self._existing(digest, user) or self._duplicate()
-                return self.status(user, again.jobs[-1].id)
-        self.queue.enqueue(job.id)
-        return self.status(user, job.id)
-
-    def _existing(self, digest: str, user: str) -> Submission | None:
-        """The submission of these bytes (with its jobs loaded), if ``user`` made it."""
-        with self.sessions() as session:
-            submission = session.scalar(
-                select(Submission)
-                .options(selectinload(Submission.jobs))
-                .where(Submission.sha256 == digest)
-            )
-        if submission is not None and submission.user != user:
+    def _record(self, user, upload, suffix, kind, source, meta) -> JobView:
+        digest = sha256(upload)
+        uploads = self.settings.data_dir / "uploads"
+        created = False
+        try:
+            with self.sessions.begin() as session:
+                lock_account(session, user)
+                existing = session.scalar(
+                    select(Submission)
+                    .options(selectinload(Submission.jobs))
+                    .where(Submission.sha256 == digest)
+                )
+                if existing is not None and existing.user != user:
+                    self._duplicate()
+                if existing and existing.jobs[-1].status not in RETRYABLE:
+                    return _view(session, existing.jobs[-1])
+                check_limits(session, user, kind, self.settings)
+                submission = existing
+                if submission is None:
+                    created = store_file(uploads, upload, digest, suffix)
+                    submission = Submission(
+                        sha256=digest,
+                        kind=kind,
+                        source=source,
+                        user=user,
+                        path=str(
+                            stored_path(uploads, digest, suffix).relative_to(self.settings.data_dir)
+                        ),
+                        size_bytes=source_size(upload),
+                        **asdict(meta),
+                    )
+                job = Job(submission=submission, status=JobStatus.QUEUED, hidden=True)
+                session.add_all([submission, job])
+                session.flush()
+                job_id = job.id
+        except IntegrityError:  # another user's copy of the same file won the race
             self._duplicate()
-        return submission
+        except BaseException:
+            if created:  # nothing refers to the copy written in the failed transaction
+                stored_path(uploads, digest, suffix).unlink(missing_ok=True)
+            raise
+        self.queue.enqueue(job_id)
+        return self.status(user, job_id)
 
     @staticmethod
     def _duplicate():
         raise DuplicateSubmission(
             "This exact file was already submitted by another user; entries must be your own work."
-        )
-
-    def _check_quota(self, user: str) -> None:
-        quota = self.settings.hidden_quota
-        since = utcnow() - timedelta(hours=24)
-        with self.sessions() as session:
-            counted = jobs.hidden_jobs_since(session, user, since)
-        if len(counted) < quota:
-            return
-        oldest = counted[0]
-        raise QuotaExceeded(
-            f"You have used your {quota} hidden-split scorings of the last 24 hours; the next "
-            f"one is available at {_as_utc(oldest) + timedelta(hours=24):%Y-%m-%d %H:%M} UTC. "
-            "Invalid uploads and failed jobs do not count."
         )
 
     def status(self, user: str, job_id: int) -> JobView:
@@ -174,6 +185,13 @@ class Submissions:
         return jobs.cancel(self.sessions, job_id, user)
 
 
+def _present(upload: Upload) -> Upload:
+    """The upload, or ``UploadMissing`` when its file is gone (an expired cache entry)."""
+    if isinstance(upload, bytes) or Path(upload).is_file():
+        return upload
+    raise UploadMissing("The uploaded file is no longer on the server; choose it again.")
+
+
 def _as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
 
@@ -189,7 +207,8 @@ def _view(session, job: Job) -> JobView:
         reason=job.reason,
         queue_position=jobs.queue_position(session, job),
         created_at=_as_utc(job.created_at).isoformat(timespec="seconds"),
-        balanced_accuracy={r.split: r.ba for r in results},
+        scores={r.split: r.published for r in sorted(results, key=lambda r: r.split)},
+        disclosure=job.disclosure or "",
     )
 
 

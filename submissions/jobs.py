@@ -6,15 +6,20 @@ worker whose lease expired (presumed dead) can no longer write its result.
 
 from __future__ import annotations
 
+import logging
 import secrets
+import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from leaderboard.store import Job, JobStatus, Result, Submission, utcnow
 from submissions.errors import JobNotFound
+from submissions.queue import EvaluationQueue
+
+log = logging.getLogger(__name__)
 
 
 def claim(sessions: sessionmaker, job_id: int, worker: str, lease_s: int) -> str | None:
@@ -50,29 +55,48 @@ def heartbeat(sessions: sessionmaker, job_id: int, token: str, lease_s: int) -> 
 
 
 def finish(
-    sessions: sessionmaker, job_id: int, token: str, make_results: Callable[[Session], list[Result]]
+    sessions: sessionmaker,
+    job_id: int,
+    token: str,
+    make_results: Callable[[Session, Job], list[Result]],
+    *,
+    charged_s: float = 0.0,
 ) -> bool:
-    """Mark the job finished and add its results in one transaction, only if still ours."""
+    """Mark the job finished and add its results in one transaction, only if still ours.
+
+    ``make_results`` runs inside the transaction and may record on the job what was released.
+    """
     with sessions.begin() as session:
         done = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.claim_token == token, Job.status == JobStatus.RUNNING)
-            .values(status=JobStatus.FINISHED, finished_at=utcnow(), lease_expires_at=None)
+            .values(
+                status=JobStatus.FINISHED,
+                finished_at=utcnow(),
+                lease_expires_at=None,
+                charged_s=charged_s,
+            )
         ).rowcount
         if not done:
             return False
-        submission_id = session.get(Job, job_id).submission_id
+        job = session.get(Job, job_id)
         session.execute(
             update(Result)
-            .where(Result.submission_id == submission_id, Result.current.is_(True))
+            .where(Result.submission_id == job.submission_id, Result.current.is_(True))
             .values(current=False)
         )
-        session.add_all(make_results(session))
+        session.add_all(make_results(session, job))
     return True
 
 
-def fail(sessions: sessionmaker, job_id: int, token: str, reason: str) -> bool:
-    """Mark the job failed with ``reason`` (failed jobs never count against the quota)."""
+def fail(
+    sessions: sessionmaker, job_id: int, token: str, reason: str, *, charged_s: float = 0.0
+) -> bool:
+    """Mark the job failed with ``reason``; failed jobs never count against the quota.
+
+    ``charged_s`` is what the attempt costs the submitter's compute allowance (the run time
+    of a checkpoint that hit the time limit; nothing for errors that are not theirs).
+    """
     with sessions.begin() as session:
         return bool(
             session.execute(
@@ -83,6 +107,7 @@ def fail(sessions: sessionmaker, job_id: int, token: str, reason: str) -> bool:
                     reason=reason,
                     finished_at=utcnow(),
                     lease_expires_at=None,
+                    charged_s=charged_s,
                 )
             ).rowcount
         )
@@ -161,29 +186,36 @@ def queue_position(session: Session, job: Job) -> int:
     return 1 + session.scalar(ahead)
 
 
-def hidden_jobs_since(session: Session, user: str, since: datetime) -> list[datetime]:
-    """Creation times, oldest first, of ``user``'s quota-counting scorings since ``since``.
-
-    Hidden-split jobs count unless they failed or were cancelled.
-    """
-    return list(
-        session.scalars(
-            select(Job.created_at)
-            .join(Submission)
-            .where(
-                Submission.user == user,
-                Job.hidden.is_(True),
-                Job.created_at >= since,
-                Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FINISHED]),
-            )
-            .order_by(Job.created_at)
-        )
-    )
-
-
 def user_job(session: Session, job_id: int, user: str) -> Job:
     """``user``'s job ``job_id``; other users' jobs are indistinguishable from missing ones."""
     job = session.get(Job, job_id)
     if job is None or job.submission.user != user:
         raise JobNotFound(f"You have no submission with job id {job_id}.")
     return job
+
+
+def requeue_lost(
+    sessions: sessionmaker, queue: EvaluationQueue, *, stale_after_s: float
+) -> list[int]:
+    """Enqueue again every job whose worker died or whose message was lost; returns their ids."""
+    idle = queue.pending() == 0
+    lost = reap(sessions, stale_after_s=stale_after_s, include_stale=idle)
+    for job_id in lost:
+        queue.enqueue(job_id)
+    return lost
+
+
+def reap_forever(
+    sessions: sessionmaker, queue: EvaluationQueue, stop: threading.Event, interval_s: float = 2.0
+) -> None:
+    """Run :func:`requeue_lost` every ``interval_s`` until ``stop`` is set.
+
+    Workers and the app both run it, so a job whose worker died goes back to the queue even
+    when no worker is alive to notice.
+    """
+    while not stop.wait(interval_s):
+        try:
+            for job_id in requeue_lost(sessions, queue, stale_after_s=max(5.0, interval_s * 5)):
+                log.warning("job %d had lost its worker or its message: queued again", job_id)
+        except Exception:
+            log.exception("reaper")

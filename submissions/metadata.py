@@ -9,6 +9,9 @@ from submissions.errors import InvalidMetadata
 
 METHOD_TYPES = ("end-to-end", "linear probe", "LoRA", "other")
 _URL = re.compile(r"^https?://[^\s<>\"']+$")
+_MARKUP = re.compile(r"<\s*[a-zA-Z!/?]|javascript:|data:text/html", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+FORMULA_START = ("=", "+", "-", "@")
 _LIMITS = {
     "model_name": 200,
     "team": 200,
@@ -49,6 +52,8 @@ class EntryMetadata:
                 raise InvalidMetadata(
                     f"'{field}' is {len(values[field])} characters long; the limit is {limit}."
                 )
+        for field in _LIMITS:
+            _check_text(field, values[field])
         if values["method_type"] not in METHOD_TYPES:
             raise InvalidMetadata(
                 f"Method type must be one of {', '.join(METHOD_TYPES)}; "
@@ -62,3 +67,25 @@ class EntryMetadata:
         if "midog" in values["training_data"].lower():
             values["uses_midog"] = True
         return EntryMetadata(**values)
+
+
+def _check_text(field: str, value: str) -> None:
+    """Names and descriptions are plain text: no markup, no formulas, no control characters.
+
+    The board shows text as text and its CSV export defuses formulas anyway; refusing these at
+    the door also protects whoever copies the board elsewhere.
+    """
+    if _CONTROL.search(value):
+        raise InvalidMetadata(
+            f"'{field}' contains a control or text-direction character; use plain text."
+        )
+    if _MARKUP.search(value):
+        raise InvalidMetadata(
+            f"'{field}' contains markup or a script link ({_MARKUP.search(value).group(0)!r}); "
+            "names and descriptions are plain text."
+        )
+    if field not in ("paper_url", "code_url") and value.startswith(FORMULA_START):
+        raise InvalidMetadata(
+            f"'{field}' starts with {value[0]!r}, which a spreadsheet runs as a formula; start "
+            "it with a letter or a digit."
+        )

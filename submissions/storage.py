@@ -1,29 +1,52 @@
-"""Uploads stored by content: ``MITOSIS_DATA_DIR/uploads/<sha[:2]>/<sha256><suffix>``."""
+"""Uploads stored by content: ``MITOSIS_DATA_DIR/uploads/<sha[:2]>/<sha256><suffix>``.
+
+Files are hashed and copied in chunks, so a 2 GB checkpoint never sits in memory.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-
-def sha256(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
+CHUNK = 2**20
 
 
-def store_bytes(root: Path, data: bytes, suffix: str) -> Path:
-    """Write ``data`` under its hash, atomically; an existing copy is kept."""
-    digest = sha256(data)
-    path = Path(root) / digest[:2] / f"{digest}{suffix}"
+def sha256(source: Path | str | bytes) -> str:
+    """Hex SHA-256 of a file (read in chunks) or of bytes."""
+    if isinstance(source, bytes):
+        return hashlib.sha256(source).hexdigest()
+    digest = hashlib.sha256()
+    with open(source, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def stored_path(root: Path, digest: str, suffix: str) -> Path:
+    """Where the upload with this hash lives."""
+    return Path(root) / digest[:2] / f"{digest}{suffix}"
+
+
+def store_file(root: Path, source: Path | str | bytes, digest: str, suffix: str) -> bool:
+    """Write ``source`` under its hash, atomically; returns False when a copy was there already."""
+    path = stored_path(root, digest, suffix)
     if path.is_file():
-        return path
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(source, bytes):
+                f.write(source)
+            else:
+                with open(source, "rb") as src:
+                    shutil.copyfileobj(src, f, CHUNK)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return True

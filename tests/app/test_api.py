@@ -89,7 +89,7 @@ def test_submit_predictions_then_status_then_board(client, app):
         "finished",
     )
     done = wait_finished(client, receipt["job_id"])
-    assert done["status"] == "finished" and set(done["balanced_accuracy"]) == {
+    assert done["status"] == "finished" and set(done["scores"]) == {
         "amibr_test",
         "atnorm_br",
         "atnorm_md",

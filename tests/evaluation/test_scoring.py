@@ -131,12 +131,18 @@ def test_missing_hidden_ids_are_reported_as_counts_only():
 
 
 def test_size_limit_is_checked_before_reading(tmp_path):
-    with pytest.raises(InvalidPredictionFile, match=r"The file is 0.0 MB; .* at most 0.0 MB"):
+    with pytest.raises(InvalidPredictionFile, match=r"The file is 65 bytes; .* at most 10 bytes"):
         read(GOOD, max_bytes=10)
     path = tmp_path / "big.csv"
-    path.write_bytes(b"x" * 3 * 2**20)
-    with pytest.raises(InvalidPredictionFile, match="The file is 3.0 MB; .* at most 1.0 MB"):
-        read_predictions(path, MANIFEST, max_bytes=2**20)
+    with open(path, "wb") as f:  # 300 MB that were never written: refused by its size alone
+        f.truncate(300 * 2**20)
+    with pytest.raises(InvalidPredictionFile, match="The file is 300 MB; .* at most 5 MB"):
+        read_predictions(path, MANIFEST, max_bytes=5 * 2**20)
+    path.write_bytes(b"x" * (5 * 2**20 + 1))
+    with pytest.raises(
+        InvalidPredictionFile, match=r"5,242,881 bytes; .* at most 5,242,880 bytes \(5 MB\)"
+    ):
+        read_predictions(path, MANIFEST, max_bytes=5 * 2**20)
 
 
 def flipped_predictions(real_release, seed=0, flip_rate=0.15):

@@ -5,14 +5,17 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text, update
 
-from evaluation.worker import Worker
+from evaluation.disclosure import round_hidden
+from evaluation.worker import Worker, release_pending
 from leaderboard.board import build_board
 from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.hub import HubSyncError, start_hub_sync
 from leaderboard.paper import paper_rows
 from leaderboard.ranking import Entry, rank_entries
+from leaderboard.store import Job, Result
+from leaderboard.tables import display_table
 from settings import Settings
 from submissions.metadata import EntryMetadata
 from tests.backend import Backend
@@ -27,108 +30,136 @@ def scored(tmp_path):
     truth = pd.read_csv(backend.settings.labels_dir / "labels.csv")
     y = (truth["label"] == "atypical").to_numpy()
 
-    def submit(user, name, team, flip_rate, seed, high=0.9):
-        rng = np.random.default_rng(seed)
-        wrong = rng.random(len(y)) < flip_rate
+    def submit(user, name, team, wrong, high=0.9):
         prob = np.where(y ^ wrong, high, 0.1)
         data = truth[["image_id"]].assign(prob_atypical=prob).to_csv(index=False).encode()
         view = backend.service.submit_predictions(user, data, EntryMetadata(name, team=team))
         worker.run_job(view.job_id)
 
-    submit("alice", "perfect", "A", 0.0, 0)
-    submit("bob", '=HYPERLINK("http://x")', "B", 0.0, 1, high=0.8)  # the same decisions
-    submit("carol", "coin", "C", 0.5, 2)
-    submit("alice", "alice's second", "A", 0.3, 3)
+    none = np.zeros(len(y), bool)
+    hidden = truth["split"].isin(["atnorm_br", "atnorm_md"]).to_numpy()
+    submit("alice", "perfect", "A", none)
+    submit("bob", "twin", "B", none, high=0.8)  # the same decisions
+    submit("carol", "inverted", "C", hidden)  # every hidden crop wrong: BA 0
+    submit("alice", "alice's second", "A", hidden & (np.arange(len(y)) % 2 == 0))
     with backend.sessions() as session:
-        from leaderboard.store import Job
-
         for job in session.query(Job).filter(Job.status == "queued"):
             worker.run_job(job.id)  # the shipped model
     return backend
 
 
-def test_board_ranks_by_hidden_mean_and_marks_ties(scored):
-    board = build_board(scored.sessions, scored.settings.labels_dir, n_resamples=1000)
-    assert len(board) == 17 + 5
-    means = [e.hidden_mean_ba for e in board]
-    assert means == sorted(means, reverse=True)
+def test_board_ranks_by_released_hidden_mean(scored):
+    board = build_board(scored.sessions)
     by_name = {e.model_name: e for e in board}
-    assert by_name["perfect"].rank == 1 and by_name["perfect"].tied_with_first == "reference"
-    assert by_name['=HYPERLINK("http://x")'].tied_with_first == "yes"
-    assert by_name["coin"].tied_with_first == "no"
-    assert all(e.tied_with_first == "n/a" for e in board if e.source == "paper")
-    assert {e.source for e in board} == {"paper", "self-reported", "verified"}
+    ranked = [e for e in board if e.rank is not None]
+    means = [e.hidden_mean_ba for e in ranked]
+    assert means == sorted(means, reverse=True)
+    assert by_name["perfect"].rank == by_name["twin"].rank == 1  # equal released values
+    assert by_name["perfect"].tied_with_first == "#1" and by_name["twin"].tied_with_first == "yes"
+    assert by_name["perfect"].scores["atnorm_br"]["ba"] == 1.0
+    assert all(e.tied_with_first in ("yes", "no") for e in ranked[1:])
     swin = by_name["Swin-B (end-to-end)"]
-    assert swin.results["atnorm_md"].ba == 0.7723 and swin.results["atnorm_md"].ba_std == 0.0142
+    assert swin.scores["atnorm_md"] == {"ba": 0.7723, "ba_std": 0.0142, "auroc": 0.8806}
+    assert {e.source for e in board} == {"paper", "self-reported", "verified"}
+
+
+def test_the_ladder_withholds_what_does_not_beat_the_account_s_best(scored):
+    board = build_board(scored.sessions)
+    by_name = {e.model_name: e for e in board}
+    for name in ("inverted", "alice's second"):  # below chance; below alice's best
+        entry = by_name[name]
+        assert entry.withheld and entry.rank is None and entry.tied_with_first == "withheld"
+        assert set(entry.scores) == {"amibr_test"} and "withheld" in entry.disclosure
+    withheld = [e for e in board if e.withheld]
+    assert board[-len(withheld) :] == sorted(withheld, key=lambda e: e.submission_id)
+    table = display_table(board)
+    second = table[table["model"] == "alice's second"].iloc[0]
+    assert second["rank"] == "" and second["AtNorM-Br BA"] == second["hidden mean BA"] == "withheld"
+    with scored.sessions() as session:  # the full-precision numbers are kept, not shown
+        rows = session.scalars(
+            select(Result).where(Result.split == "atnorm_br", Result.published.is_(None))
+        ).all()
+    assert len(rows) == len(withheld) and all(r.ba is not None and r.brier for r in rows)
 
 
 def test_equal_scores_share_a_rank():
-    entries = [
-        Entry(i, f"m{i}", "", "", "paper", "", "", "", "", False, "", "", "", None)
-        for i in range(3)
-    ]
+    entries = [Entry(i, "paper", f"m{i}") for i in range(3)]
     for entry, ba in zip(entries, (0.8, 0.7, 0.8), strict=True):
-        entry.results = {
-            s: type("R", (), {"ba": ba, "decisions": None})() for s in ("atnorm_br", "atnorm_md")
-        }
-    ranked = rank_entries(entries, None)
+        entry.scores = {s: {"ba": ba} for s in ("atnorm_br", "atnorm_md")}
+    ranked = rank_entries(entries)
     assert [e.rank for e in ranked] == [1, 1, 3]
+    assert [e.submission_id for e in ranked] == [0, 2, 1]  # equal values: by entry id
 
 
 def test_best_entry_per_team(scored):
-    board = build_board(
-        scored.sessions, scored.settings.labels_dir, per_team=True, n_resamples=1000
-    )
+    board = build_board(scored.sessions, per_team=True)
     teams = [e.team or e.user for e in board]
     assert len(teams) == len(set(teams))
     assert "alice's second" not in {e.model_name for e in board}
 
 
-def test_exports_are_aggregate_safe_and_complete(scored):
-    rows = board_rows(build_board(scored.sessions, scored.settings.labels_dir, n_resamples=1000))
-    csv_text = to_csv(rows)
-    assert "'=HYPERLINK" in csv_text and "\n=HYPERLINK" not in csv_text
+def test_exports_hold_released_numbers_only(scored):
+    rows = board_rows(build_board(scored.sessions))
     parsed = json.loads(to_json(rows))
-    assert len(parsed) == 22
+    assert len(parsed) == 17 + 5
     first = parsed[0]
-    for key in (
-        "atnorm_br_ba_low",
-        "atnorm_md_auroc_high",
-        "sha256",
-        "label_set_hash",
-        "scorer_version",
-        "versions",
-        "scored_at",
-        "tied_with_first",
-    ):
+    for key in ("atnorm_br_ba_low", "sha256", "label_set_hash", "scorer_version", "scored_at"):
         assert key in first
-    # aggregates only: no per-crop field anywhere, every value a scalar
+    for row in parsed:
+        if row["source"] == "paper":
+            continue
+        for split in ("atnorm_br", "atnorm_md"):
+            for metric in ("sensitivity", "specificity", "auroc", "brier", "ece"):
+                assert row[f"{split}_{metric}"] is None
+            ba = row[f"{split}_ba"]
+            assert ba is None or ba == round_hidden(ba)
+        assert row["amibr_test_brier"] is not None  # the public split keeps everything
     assert all(not isinstance(v, (list, dict, bytes)) for row in parsed for v in row.values())
-    assert not any("decision" in key or "image" in key for key in first)
+    assert not any("decision" in key or "image" in key or "p_vs" in key for key in first)
+    assert "\n=" not in to_csv(rows)
 
 
-def test_job_views_hold_aggregates_only(scored):
-    for view in scored.service.my_submissions("alice"):
-        assert set(view.to_dict()) == {
-            "job_id",
-            "model_name",
-            "kind",
-            "source",
-            "status",
-            "reason",
-            "queue_position",
-            "created_at",
-            "balanced_accuracy",
-        }
-        assert all(isinstance(v, float) for v in view.balanced_accuracy.values())
+def test_job_views_hold_released_numbers_only(scored):
+    views = scored.service.my_submissions("alice")
+    assert set(views[0].to_dict()) == {
+        "job_id",
+        "model_name",
+        "kind",
+        "source",
+        "status",
+        "reason",
+        "queue_position",
+        "created_at",
+        "scores",
+        "disclosure",
+    }
+    second, perfect = views
+    assert perfect.disclosure == "released"
+    assert perfect.scores["atnorm_md"] == {
+        "ba": 1.0,
+        "ba_low": pytest.approx(perfect.scores["atnorm_md"]["ba_low"]),
+        "ba_high": 1.0,
+        "n": 7,
+        "n_atypical": 3,
+    }
+    assert second.scores["atnorm_br"] is None and second.scores["atnorm_md"] is None
+    assert "brier" in second.scores["amibr_test"]
+
+
+def test_results_written_before_the_policy_are_released_at_start(scored):
+    with scored.sessions.begin() as session:
+        session.execute(update(Result).values(published=None).where(Result.job_id.is_not(None)))
+        session.execute(update(Job).values(disclosure=""))
+    assert release_pending(scored.sessions) == 5
+    by_name = {e.model_name: e for e in build_board(scored.sessions)}
+    assert by_name["perfect"].scores["atnorm_br"]["ba"] == 1.0
+    assert by_name["alice's second"].withheld and by_name["inverted"].withheld
 
 
 def test_paper_rows_are_the_published_table(scored):
     assert len(paper_rows()) == 17
-    worker = Worker(scored.settings)
-    worker.seed()  # idempotent
-    board = build_board(scored.sessions, scored.settings.labels_dir, n_resamples=1000)
-    assert sum(e.source == "paper" for e in board) == 17
+    Worker(scored.settings).seed()  # idempotent
+    assert sum(e.source == "paper" for e in build_board(scored.sessions)) == 17
 
 
 def test_sqlite_store_runs_in_wal_mode(scored):

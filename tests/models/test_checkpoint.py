@@ -13,7 +13,8 @@ import torch
 
 from models import create_model, load_checkpoint, save_checkpoint
 from models._registry import get_model_cfg
-from models.checkpoint import make_config, read_zip
+from models.archive import CheckpointFiles
+from models.checkpoint import make_config
 from models.errors import CheckpointError, UnsafeCheckpoint
 from models.factory import Ensemble
 
@@ -144,7 +145,7 @@ def test_pickles_are_refused_without_being_unpickled(tmp_path):
 def test_dangerous_zip_entries_are_refused(tmp_path, entry, error, message):
     _, directory = saved(tmp_path, "resnet18_128")
     with pytest.raises(error, match=message):
-        read_zip(zipped(directory, {entry: b"x"}))
+        CheckpointFiles.open(zipped(directory, {entry: b"x"}))
 
 
 def test_symlinks_are_refused(tmp_path):
@@ -155,7 +156,7 @@ def test_symlinks_are_refused(tmp_path):
         info.external_attr = 0o120777 << 16
         z.writestr(info, "/etc/passwd")
     with pytest.raises(UnsafeCheckpoint, match="symbolic link"):
-        read_zip(buffer.getvalue())
+        CheckpointFiles.open(buffer.getvalue())
     (directory / "README.md").symlink_to("/etc/passwd")
     with pytest.raises(UnsafeCheckpoint, match="'README.md' in the checkpoint is a symbolic link"):
         load_checkpoint(directory)
@@ -164,7 +165,7 @@ def test_symlinks_are_refused(tmp_path):
 def test_size_cap(tmp_path):
     _, directory = saved(tmp_path, "resnet18_128")
     with pytest.raises(CheckpointError, match="unpacks to .* MB; the limit is 1 MB"):
-        read_zip(zipped(directory), max_bytes=2**20)
+        CheckpointFiles.open(zipped(directory), max_bytes=2**20)
 
 
 def test_broken_checkpoints_name_the_problem(tmp_path):
@@ -274,6 +275,6 @@ def test_malformed_safetensors_headers(tmp_path):
     ):
         (directory / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
         with pytest.raises(CheckpointError, match="invalid safetensors header"):
-            from models.checkpoint import inspect_checkpoint, read_checkpoint_files
+            from models.checkpoint import inspect_checkpoint
 
-            inspect_checkpoint(read_checkpoint_files(directory))
+            inspect_checkpoint(CheckpointFiles.open(directory))

@@ -12,9 +12,10 @@ from sqlalchemy import func, select
 
 from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.checkpoint import as_predictions, predict_splits
+from evaluation.disclosure import HIDDEN, ladder_releases, round_hidden
 from evaluation.scoring import read_predictions, score_predictions
 from leaderboard.board import build_board
-from leaderboard.store import Job, Result
+from leaderboard.store import Job, Result, WorkerRecord
 from models.predictor import Predictor
 from settings import REPO_ROOT
 from submissions.metadata import EntryMetadata
@@ -44,18 +45,23 @@ def test_prediction_file_and_checkpoint_reach_the_board(backend, tmp_path):
     file_scores = expected_scores(backend, read_predictions(data, bundle.manifest))
     frame = predict_splits(Predictor(checkpoint), bundle, ["amibr_test", "atnorm_br", "atnorm_md"])
     ckpt_scores = expected_scores(backend, as_predictions(frame))
-    board = {e.model_name: e for e in build_board(backend.sessions, backend.settings.labels_dir)}
+    board = {e.model_name: e for e in build_board(backend.sessions)}
+    label_hash = LabelStore(backend.settings.labels_dir).label_set_hash
     for name, scores, source in (
         ("random", file_scores, "self-reported"),
         ("tiny vit", ckpt_scores, "verified"),
     ):
         entry = board[name]
-        assert entry.source == source
-        for split, score in scores.items():
-            result = entry.results[split]
-            assert result.ba == pytest.approx(score.balanced_accuracy.estimate, abs=1e-9)
-            assert result.auroc == pytest.approx(score.auroc.estimate, abs=1e-6)
-            assert result.label_set_hash == LabelStore(backend.settings.labels_dir).label_set_hash
+        assert entry.source == source and entry.provenance["label_set_hash"] == label_hash
+        public = entry.scores["amibr_test"]
+        assert public["ba"] == pytest.approx(scores["amibr_test"].balanced_accuracy.estimate)
+        assert public["auroc"] == pytest.approx(scores["amibr_test"].auroc.estimate, abs=1e-6)
+        mean = np.mean([scores[s].balanced_accuracy.estimate for s in HIDDEN])
+        assert entry.withheld == (not ladder_releases(mean, None))
+        for split in HIDDEN:
+            released = entry.scores.get(split)
+            expected = round_hidden(scores[split].balanced_accuracy.estimate)
+            assert released is None if entry.withheld else released["ba"] == expected
     assert sum(e.source == "paper" for e in board.values()) == 17
     assert any(e.model_name.startswith("Default model") for e in board.values())
 
@@ -67,7 +73,7 @@ def test_a_killed_worker_s_job_finishes_exactly_once(backend, tmp_path):
         "alice", zip_dir(checkpoint), EntryMetadata("slow resnet")
     )
     backend.wait("alice", view.job_id, until=("running",))
-    time.sleep(1.0)
+    wait_for(lambda: running_job(backend, first.pid) == view.job_id)  # its heartbeat says so
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     assert backend.service.status("alice", view.job_id).status == "running"
@@ -79,6 +85,23 @@ def test_a_killed_worker_s_job_finishes_exactly_once(backend, tmp_path):
         assert (
             session.scalar(select(func.count(Result.id)).where(Result.job_id == view.job_id)) == 3
         )
+
+
+def running_job(backend, pid: int) -> int | None:
+    with backend.sessions() as session:
+        return session.scalar(
+            select(WorkerRecord.job_id).where(
+                WorkerRecord.pid == pid, WorkerRecord.state == "running"
+            )
+        )
+
+
+def wait_for(condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the awaited state was not reached")
+        time.sleep(0.05)
 
 
 def test_fifty_concurrent_prediction_submissions(backend):

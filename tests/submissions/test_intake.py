@@ -34,8 +34,17 @@ def test_metadata_is_validated_and_midog_flagged():
         EntryMetadata("  ").validated()
     with pytest.raises(InvalidMetadata, match="Method type must be one of"):
         EntryMetadata("m", method_type="magic").validated()
-    with pytest.raises(InvalidMetadata, match="'code_url' must be an http.s. link"):
+    with pytest.raises(InvalidMetadata, match="'code_url' contains markup or a script link"):
         EntryMetadata("m", code_url="javascript:alert(1)").validated()
+    with pytest.raises(InvalidMetadata, match="'code_url' must be an http.s. link"):
+        EntryMetadata("m", code_url="ftp://example.org/x").validated()
+    with pytest.raises(InvalidMetadata, match="'team' starts with '=', which a spreadsheet runs"):
+        EntryMetadata("m", team='=HYPERLINK("http://x")').validated()
+    with pytest.raises(InvalidMetadata, match="'model_name' contains markup"):
+        EntryMetadata("<script>alert(1)</script>").validated()
+    with pytest.raises(InvalidMetadata, match="'description' contains a control"):
+        EntryMetadata("m", description="evil\u202etxt.exe").validated()
+    assert EntryMetadata("m", description="p < 0.05 on 3 - 2 folds\nsecond line").validated()
     with pytest.raises(InvalidMetadata, match="'description' is 2001 characters"):
         EntryMetadata("m", description="x" * 2001).validated()
 

@@ -1,0 +1,222 @@
+"""The release policy: what anyone may read about a scoring, in one place.
+
+A full-precision Brier score of a crafted prediction file decodes dozens of hidden labels from
+one submission, and a 3-decimal balanced accuracy still gives the exact confusion counts. So
+the worker stores two things for every result: the full-precision metrics (private: kept for
+the maintainers, never shown) and the numbers this module *releases*, and every reader (board,
+entry details, exports, the submission status API, the Hub sync) shows only the released ones.
+
+The policy, derived from the arithmetic (see the README, "What one scoring can reveal"):
+
+1. **Public split** (AMi-Br test, whose labels are public): every metric, as computed.
+2. **Hidden splits**: the balanced accuracy rounded to ``HIDDEN_DECIMALS`` (one true positive
+   on AtNorM-Br moves BA by 1/256, so two decimals hide the exact count), the number of crops
+   and of atypical crops (fixed facts of the label set). Never sensitivity, specificity, AUROC,
+   AP, Brier, ECE, confusion counts, curves, p-values or anything per crop.
+3. **The Ladder** (Blum & Hardt, ICML 2015): a scoring's hidden numbers are released only when
+   its full-precision hidden mean BA is at least ``LADDER_MARGIN`` above the best released
+   hidden mean of the same account (chance, 0.5, before its first release). Otherwise they are
+   withheld, and all anyone learns is "not above the account's best by the margin". An attacker
+   who flips chosen crops against a baseline therefore learns nothing from a change smaller
+   than the margin (1/256 per crop on AtNorM-Br), and an account can be released at most
+   ``(1 - 0.5) / LADDER_MARGIN`` = 50 times.
+4. Everything else shown about a hidden split (the hidden mean, the 95 % interval, the rank,
+   "tied with #1") is computed from the released values and the public class counts alone,
+   so it adds no information.
+
+Hence one scoring reveals at most ``log2(1 + V_br * V_md)`` bits about the labels, where V is
+the number of values a rounded BA can take (101): see :func:`bits_per_scoring`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from evaluation.splits import HIDDEN_SPLITS, get_split
+
+HIDDEN_DECIMALS = 2
+LADDER_MARGIN = 0.01
+CHANCE = 0.5
+Z95 = 1.959963984540054
+PUBLIC_METRICS = (
+    "ba",
+    "ba_low",
+    "ba_high",
+    "sensitivity",
+    "specificity",
+    "auroc",
+    "auroc_low",
+    "auroc_high",
+    "average_precision",
+    "brier",
+    "ece",
+    "n",
+    "n_atypical",
+)
+HIDDEN_METRICS = ("ba", "ba_low", "ba_high", "n", "n_atypical")
+HIDDEN = tuple(s.name for s in HIDDEN_SPLITS)
+
+
+def round_hidden(ba):
+    """Balanced accuracy as released for a hidden split: half-up to ``HIDDEN_DECIMALS``.
+
+    Works on floats and arrays alike (the bound in :func:`bits_per_scoring` uses the same
+    function as the release).
+
+    Example:
+        >>> round_hidden(0.78499), round_hidden(0.785)
+        (0.78, 0.79)
+    """
+    scale = 10**HIDDEN_DECIMALS
+    rounded = np.floor(np.asarray(ba, dtype=np.float64) * scale + 0.5 + 1e-9) / scale
+    return float(rounded) if rounded.ndim == 0 else rounded
+
+
+def ba_standard_error(ba: float, n_atypical: int, n_normal: int) -> float:
+    """The largest standard error a balanced accuracy of ``ba`` can have on these class counts.
+
+    Var(BA) = (s(1 - s)/P + t(1 - t)/N) / 4 with sensitivity s and specificity t, s + t = 2 BA.
+    Only BA is released for a hidden split, so this maximises over every split of 2 BA into
+    s and t (a concave function of s, maximal at s* = (N - P + 4 BA P) / (2 (N + P)), clipped
+    to the feasible range).
+
+    Example:
+        >>> round(ba_standard_error(0.5, 100, 100), 4)
+        0.0354
+    """
+    p, n = n_atypical, n_normal
+    low, high = max(0.0, 2 * ba - 1), min(1.0, 2 * ba)
+    s = min(max((n - p + 4 * ba * p) / (2 * (n + p)), low), high)
+    t = 2 * ba - s
+    return math.sqrt(max(s * (1 - s) / p + t * (1 - t) / n, 0.0)) / 2
+
+
+def released_ba_interval(ba: float, n_atypical: int, n_normal: int) -> tuple[float, float]:
+    """A conservative 95 % interval around a released (rounded) hidden-split BA.
+
+    The true value lies within half a rounding step of ``ba``; the interval adds 1.96 times the
+    largest standard error over that range, and is rounded outwards to ``HIDDEN_DECIMALS``.
+    """
+    step = 0.5 * 10**-HIDDEN_DECIMALS
+    se = max(ba_standard_error(b, n_atypical, n_normal) for b in (ba - step, ba, ba + step))
+    scale = 10**HIDDEN_DECIMALS
+    low = math.floor((ba - step - Z95 * se) * scale + 1e-9) / scale
+    high = math.ceil((ba + step + Z95 * se) * scale - 1e-9) / scale
+    return max(0.0, low), min(1.0, high)
+
+
+def release_split(split: str, metrics: Mapping[str, float | int | None]) -> dict:
+    """The numbers of one split that anyone may read, from its full-precision metrics.
+
+    ``metrics`` holds at least ``PUBLIC_METRICS``; a hidden split keeps only its rounded BA,
+    the conservative interval computed from it, and its class counts.
+    """
+    if not get_split(split).hidden:
+        return {k: metrics[k] for k in PUBLIC_METRICS if metrics.get(k) is not None}
+    n, n_atypical = int(metrics["n"]), int(metrics["n_atypical"])
+    ba = round_hidden(metrics["ba"])
+    low, high = released_ba_interval(ba, n_atypical, n - n_atypical)
+    return {"ba": ba, "ba_low": low, "ba_high": high, "n": n, "n_atypical": n_atypical}
+
+
+def hidden_mean(released: Mapping[str, Mapping | None]) -> float | None:
+    """Mean BA over the hidden splits, from released values (None until both are released)."""
+    values = [released.get(s) for s in HIDDEN]
+    if any(v is None or v.get("ba") is None for v in values):
+        return None
+    return round(float(np.mean([v["ba"] for v in values])), HIDDEN_DECIMALS + 2)
+
+
+def hidden_mean_standard_error(
+    released: Mapping[str, Mapping], counts: Mapping[str, tuple[int, int]]
+) -> float:
+    """The largest standard error of the hidden mean, from released BAs and class counts.
+
+    ``counts`` maps each hidden split to ``(n_atypical, n)``.
+    """
+    errors = []
+    for split in HIDDEN:
+        p, n = counts[split]
+        errors.append(ba_standard_error(released[split]["ba"], p, n - p))
+    return math.sqrt(sum(e * e for e in errors)) / len(errors)
+
+
+def class_counts(*entries: Mapping[str, Mapping]) -> dict[str, tuple[int, int]] | None:
+    """``(n_atypical, n)`` of each hidden split, from whichever released entry states them."""
+    counts = {}
+    for split in HIDDEN:
+        for entry in entries:
+            value = entry.get(split) or {}
+            if value.get("n_atypical") is not None:
+                counts[split] = (int(value["n_atypical"]), int(value["n"]))
+                break
+        else:
+            return None
+    return counts
+
+
+def tied(leader: Mapping[str, Mapping], other: Mapping[str, Mapping]) -> bool | None:
+    """Whether ``other``'s hidden mean is statistically indistinguishable from ``leader``'s.
+
+    From released values only: the gap of the two released means less the rounding slack
+    (each released mean is within half a step of its true value) against 1.96 times the
+    unpaired standard error of the difference (the entries share crops, so their errors are
+    positively correlated and this overstates the spread: it calls ties generously, never
+    separations). The class counts come from whichever entry states them (the paper's rows do
+    not); None when neither does.
+    """
+    a, b = hidden_mean(leader), hidden_mean(other)
+    counts = class_counts(leader, other)
+    if a is None or b is None or counts is None:
+        return None
+    se = math.hypot(
+        hidden_mean_standard_error(leader, counts), hidden_mean_standard_error(other, counts)
+    )
+    return a - b - 10**-HIDDEN_DECIMALS <= Z95 * se
+
+
+def ladder_releases(mean: float, best_released: float | None) -> bool:
+    """The Ladder's decision: release when ``mean`` beats the account's best by the margin.
+
+    Example:
+        >>> ladder_releases(0.515, None), ladder_releases(0.505, None)
+        (True, False)
+        >>> ladder_releases(0.775, 0.77), ladder_releases(0.781, 0.77)
+        (False, True)
+    """
+    bar = max(CHANCE, best_released if best_released is not None else CHANCE)
+    return mean >= bar + LADDER_MARGIN - 1e-12
+
+
+def withheld_note(best_released: float | None) -> str:
+    """What the submitter and everyone else learn about a withheld scoring."""
+    bar = max(CHANCE, best_released if best_released is not None else CHANCE)
+    return (
+        f"hidden-split scores withheld: the hidden mean BA is not at least {LADDER_MARGIN} above "
+        f"this account's best released one ({bar:.4g}). Scores are released only for "
+        "improvements, so repeated submissions cannot read the hidden labels (the Ladder)."
+    )
+
+
+def released_values(n_atypical: int, n: int) -> np.ndarray:
+    """Every value the released BA of a split with these class counts can take."""
+    p, normal = n_atypical, n - n_atypical
+    tp = np.arange(p + 1)[:, None]
+    tn = np.arange(normal + 1)[None, :]
+    return np.unique(round_hidden((tp / p + tn / normal) / 2))
+
+
+def bits_per_scoring(counts: Mapping[str, tuple[int, int]]) -> float:
+    """The most one scoring can reveal about the labels, in bits.
+
+    ``counts`` maps each hidden split to ``(n_atypical, n)``. A scoring is either withheld
+    or released with one rounded BA per hidden split; everything else is derived from those.
+    The bound counts every outcome by enumerating all confusion matrices of every split.
+    """
+    outcomes = 1
+    for n_atypical, n in counts.values():
+        outcomes *= released_values(n_atypical, n).size
+    return math.log2(1 + outcomes)

@@ -1,0 +1,124 @@
+"""Per-user limits, checked and consumed atomically in the database.
+
+Every decision that reads a user's jobs and then writes (a new submission; the Ladder's release
+decision) starts by locking the user's row in ``accounts``: a row lock on PostgreSQL, the write
+lock of the whole file on SQLite (the transaction's first statement is a write). So any number
+of app processes and workers, on any number of hosts, decide one at a time per user, and a
+quota of 3 admits exactly 3.
+
+Limits (all per user, rolling 24 hours, documented in the README):
+
+- hidden-split scorings: ``MITOSIS_HIDDEN_QUOTA``; failed and cancelled jobs do not count;
+- open checkpoint jobs (queued or running) at any moment: ``MITOSIS_MAX_OPEN_CHECKPOINTS``;
+- checkpoint compute: ``MITOSIS_COMPUTE_ALLOWANCE_S`` seconds, charged for finished
+  checkpoint jobs and for those that hit the time limit (a model too slow to finish costs its
+  submitter, so nobody can keep the workers busy with failures).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from leaderboard.store import Account, Job, JobStatus, Submission, utcnow
+from settings import Settings
+from submissions.errors import QuotaExceeded
+
+COUNTED = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FINISHED)
+OPEN = (JobStatus.QUEUED, JobStatus.RUNNING)
+_UPSERTS = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
+
+
+def lock_account(session: Session, user: str) -> None:
+    """Hold ``user``'s row lock until the transaction ends (the row is created on first use).
+
+    Call it first in the transaction: on SQLite the write lock must be taken before anything
+    is read, or the reads may come from an older snapshot.
+    """
+    upsert = _UPSERTS.get(session.get_bind().dialect.name)
+    if upsert is not None:
+        session.execute(upsert(Account).values(user=user).on_conflict_do_nothing())
+    elif session.get(Account, user) is None:
+        try:
+            with session.begin_nested():
+                session.add(Account(user=user))
+        except IntegrityError:  # created concurrently: the update below waits for its lock
+            pass
+    session.execute(update(Account).where(Account.user == user).values(touched_at=utcnow()))
+
+
+def check_limits(session: Session, user: str, kind: str, settings: Settings) -> None:
+    """Raise ``QuotaExceeded`` if ``user`` may not submit a ``kind`` now (hold the lock)."""
+    since = utcnow() - timedelta(hours=24)
+    counted = hidden_jobs_since(session, user, since)
+    if len(counted) >= settings.hidden_quota:
+        raise QuotaExceeded(
+            f"You have used your {settings.hidden_quota} hidden-split scorings of the last 24 "
+            f"hours; the next one is available at {_next_slot(counted[0])} UTC. Invalid uploads "
+            "and failed jobs do not count."
+        )
+    if kind != "checkpoint":
+        return
+    open_jobs = session.scalar(
+        select(func.count(Job.id))
+        .join(Submission)
+        .where(
+            Submission.user == user,
+            Submission.kind == kind,
+            Job.hidden.is_(True),
+            Job.status.in_(OPEN),
+        )
+    )
+    if open_jobs >= settings.max_open_checkpoints:
+        raise QuotaExceeded(
+            f"You already have {open_jobs} checkpoint job(s) queued or running; at most "
+            f"{settings.max_open_checkpoints} at a time. Submit the next one when it has ended."
+        )
+    charged = compute_charged_since(session, user, since)
+    if charged >= settings.compute_allowance_s:
+        raise QuotaExceeded(
+            f"Your checkpoints used {charged:.0f} s of evaluation time in the last 24 hours; "
+            f"the allowance is {settings.compute_allowance_s} s (time-limit failures count). "
+            "Submit a faster model later, or a prediction file now."
+        )
+
+
+def hidden_jobs_since(session: Session, user: str, since: datetime) -> list[datetime]:
+    """Creation times, oldest first, of ``user``'s quota-counting scorings since ``since``.
+
+    Hidden-split jobs count unless they failed or were cancelled.
+    """
+    return list(
+        session.scalars(
+            select(Job.created_at)
+            .join(Submission)
+            .where(
+                Submission.user == user,
+                Job.hidden.is_(True),
+                Job.created_at >= since,
+                Job.status.in_(COUNTED),
+            )
+            .order_by(Job.created_at)
+        )
+    )
+
+
+def compute_charged_since(session: Session, user: str, since: datetime) -> float:
+    """Seconds of checkpoint evaluation charged to ``user`` for jobs started since ``since``."""
+    return float(
+        session.scalar(
+            select(func.coalesce(func.sum(Job.charged_s), 0.0))
+            .join(Submission)
+            .where(Submission.user == user, Job.started_at >= since)
+        )
+    )
+
+
+def _next_slot(oldest: datetime) -> str:
+    oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=utcnow().tzinfo)
+    return f"{oldest + timedelta(hours=24):%Y-%m-%d %H:%M}"

@@ -1,0 +1,92 @@
+"""Evaluation workers as the database sees them: registration, heartbeat, health.
+
+Each worker writes its row every few seconds (``HEARTBEAT_S``); the Space reads the rows to show
+who is alive, on which device, and what each one runs. A worker silent for longer than
+``SILENT_AFTER_S`` is shown as silent; its job, if any, is re-queued by the reaper once its
+lease expires.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import sessionmaker
+
+from leaderboard.store import WorkerRecord, utcnow
+
+HEARTBEAT_S = 2.0
+SILENT_AFTER_S = 15.0
+FORGET_AFTER = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class WorkerHealth:
+    """One worker as the Space shows it."""
+
+    name: str
+    device: str
+    state: str
+    job_id: int | None
+    seconds_since_heartbeat: float
+    alive: bool
+
+
+def register(sessions: sessionmaker, name: str, host: str, pid: int, device: str) -> None:
+    """Record a starting worker (a restarted one gets a fresh row: the pid differs)."""
+    now = utcnow()
+    with sessions.begin() as session:
+        session.execute(delete(WorkerRecord).where(WorkerRecord.heartbeat_at < now - FORGET_AFTER))
+        session.merge(
+            WorkerRecord(
+                name=name,
+                host=host,
+                pid=pid,
+                device=device,
+                state="idle",
+                job_id=None,
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
+
+
+def beat(sessions: sessionmaker, name: str, **state) -> None:
+    """Refresh the heartbeat; ``state`` may set ``state`` and ``job_id`` too."""
+    with sessions.begin() as session:
+        session.execute(
+            update(WorkerRecord)
+            .where(WorkerRecord.name == name)
+            .values(heartbeat_at=utcnow(), **state)
+        )
+
+
+def health(sessions: sessionmaker) -> list[WorkerHealth]:
+    """Every worker heard from in the last hour, most recent heartbeat first."""
+    now = utcnow()
+    with sessions() as session:
+        rows = session.scalars(
+            select(WorkerRecord)
+            .where(WorkerRecord.heartbeat_at >= now - FORGET_AFTER)
+            .order_by(WorkerRecord.heartbeat_at.desc())
+        ).all()
+    views = []
+    for row in rows:
+        beat_at = (
+            row.heartbeat_at
+            if row.heartbeat_at.tzinfo
+            else row.heartbeat_at.replace(tzinfo=now.tzinfo)
+        )
+        age = (now - beat_at).total_seconds()
+        views.append(
+            WorkerHealth(
+                name=row.name,
+                device=row.device,
+                state=row.state,
+                job_id=row.job_id,
+                seconds_since_heartbeat=round(age, 1),
+                alive=row.state != "stopped" and age <= SILENT_AFTER_S,
+            )
+        )
+    return views

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from evaluation.disclosure import (
+    HIDDEN_METRICS,
+    LADDER_MARGIN,
+    PUBLIC_METRICS,
+    Z95,
+    ba_standard_error,
+    bits_per_scoring,
+    hidden_mean,
+    ladder_releases,
+    release_split,
+    released_ba_interval,
+    released_values,
+    round_hidden,
+    tied,
+)
+from evaluation.splits import ATNORM_BR, ATNORM_MD
+
+METRICS = {
+    "ba": 0.78712,
+    "ba_low": 0.75,
+    "ba_high": 0.82,
+    "sensitivity": 0.70312,
+    "specificity": 0.87112,
+    "auroc": 0.8812,
+    "auroc_low": 0.85,
+    "auroc_high": 0.91,
+    "average_precision": 0.61,
+    "brier": 0.10234567,
+    "ece": 0.051,
+    "n": 746,
+    "n_atypical": 128,
+}
+
+
+def test_the_public_split_keeps_every_metric_and_hidden_splits_only_a_rounded_ba():
+    assert release_split("amibr_test", METRICS) == {k: METRICS[k] for k in PUBLIC_METRICS}
+    hidden = release_split("atnorm_br", METRICS)
+    assert set(hidden) == set(HIDDEN_METRICS)
+    assert hidden["ba"] == 0.79 and hidden["n"] == 746 and hidden["n_atypical"] == 128
+    assert hidden["ba_low"] < 0.79 < hidden["ba_high"]
+    assert hidden == release_split("atnorm_br", {**METRICS, "ba": 0.7851, "brier": 0.3})
+
+
+def test_rounding_is_half_up_and_never_finer_than_two_decimals():
+    assert [round_hidden(x) for x in (0.784999, 0.785, 0.7850001, 1.0, 0.0)] == [
+        0.78,
+        0.79,
+        0.79,
+        1.0,
+        0.0,
+    ]
+    values = released_values(128, 746)
+    assert np.allclose(values * 100, np.round(values * 100))
+
+
+def test_the_standard_error_is_the_largest_over_every_sensitivity_and_specificity():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        p, n = int(rng.integers(5, 300)), int(rng.integers(5, 2000))
+        ba = float(rng.uniform(0.01, 0.99))
+        s = np.linspace(max(0, 2 * ba - 1), min(1, 2 * ba), 20001)
+        t = 2 * ba - s
+        brute = np.sqrt(s * (1 - s) / p + t * (1 - t) / n).max() / 2
+        assert ba_standard_error(ba, p, n) == pytest.approx(brute, rel=1e-6, abs=1e-9)
+
+
+def test_the_released_interval_covers_the_estimate_s_own_interval():
+    """Whatever the confusion matrix behind a released BA, its Wald interval lies inside."""
+    p, n = ATNORM_BR.n_atypical, ATNORM_BR.n_normal
+    for tp in range(0, p + 1, 3):
+        for tn in range(0, n + 1, 11):
+            sens, spec = tp / p, tn / n
+            ba = (sens + spec) / 2
+            se = math.sqrt(sens * (1 - sens) / p + spec * (1 - spec) / n) / 2
+            low, high = released_ba_interval(round_hidden(ba), p, n)
+            assert low <= max(0.0, ba - Z95 * se) + 1e-12
+            assert high >= min(1.0, ba + Z95 * se) - 1e-12
+
+
+def test_the_ladder_releases_only_improvements_over_the_account_s_best():
+    assert not ladder_releases(0.505, None)  # chance is the first bar
+    assert ladder_releases(0.5 + LADDER_MARGIN, None)
+    assert not ladder_releases(0.7799, 0.77) and ladder_releases(0.7801, 0.77)
+    assert not ladder_releases(0.9, 0.95)
+
+
+def test_ties_with_the_leader_are_judged_from_released_values():
+    def entry(br, md):
+        return {
+            "atnorm_br": {"ba": br, "n": 746, "n_atypical": 128},
+            "atnorm_md": {"ba": md, "n": 2107, "n_atypical": 219},
+        }
+
+    leader = entry(0.80, 0.78)
+    assert hidden_mean(leader) == 0.79
+    # by hand: AtNorM-Br 0.80 -> s* = (618 - 128 + 4*0.8*128) / 1492 = 0.6030, SE 0.02165;
+    # AtNorM-MD 0.78 -> s* = 0.5582 clipped to 0.56 (t = 1), SE 0.01677; the leader's mean
+    # has SE hypot(.02165, .01677) / 2 = 0.01369, the other's (0.74, 0.72) 0.01421, so the
+    # bar is 1.96 * hypot(0.01369, 0.01421) + 0.01 (rounding slack) = 0.0487
+    se_leader = math.hypot(ba_standard_error(0.80, 128, 618), ba_standard_error(0.78, 219, 1888))
+    se_other = math.hypot(ba_standard_error(0.74, 128, 618), ba_standard_error(0.72, 219, 1888))
+    threshold = Z95 * math.hypot(se_leader / 2, se_other / 2) + 0.01
+    assert threshold == pytest.approx(0.0487, abs=1e-4)
+    assert tied(leader, entry(0.76, 0.74))  # 0.04 behind
+    assert not tied(leader, entry(0.74, 0.72))  # 0.06 behind
+    paper = {"atnorm_br": {"ba": 0.7752}, "atnorm_md": {"ba": 0.7723}}
+    assert tied(paper, entry(0.77, 0.76)) is True  # counts taken from the other entry
+    assert tied(paper, paper) is None
+
+
+def test_one_scoring_reveals_at_most_13_4_bits():
+    counts = {
+        "atnorm_br": (ATNORM_BR.n_atypical, ATNORM_BR.n),
+        "atnorm_md": (ATNORM_MD.n_atypical, ATNORM_MD.n),
+    }
+    assert released_values(*counts["atnorm_br"]).size == 101
+    bits = bits_per_scoring(counts)
+    print(f"\none scoring reveals at most {bits:.2f} bits about the hidden labels")
+    assert bits == pytest.approx(math.log2(1 + 101 * 101)) and bits <= 13.4
