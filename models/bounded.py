@@ -49,7 +49,9 @@ def read_bounded(source: Source, limit: int, too_large: Callable[[int], Exceptio
     if isinstance(source, bytes):
         return source
     with open(source, "rb") as f:
-        data = f.read(limit + 1)
+        data = f.read(size + 1)  # a read buffer of the file's size, not of the limit
+        if len(data) > size:  # it grew since it was measured
+            data += f.read(limit + 1 - len(data))
     if len(data) > limit:
         raise too_large(len(data))
     return data

@@ -84,3 +84,13 @@ def real_release(tmp_path_factory) -> Settings:
     settings = Settings.from_env({"MITOSIS_SOURCE_DIR": str(source), "MITOSIS_DATA_DIR": str(root)})
     build_release(settings.source_dir, settings.public_dir, settings.labels_dir)
     return settings
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on loopback for the whole test session."""
+    from tests.servers import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.stop()

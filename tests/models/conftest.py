@@ -11,8 +11,10 @@ from models.checkpoint import make_config
 from models.factory import Ensemble
 
 
-def tiny_checkpoint(directory: Path, name: str = "resnet18_128", members: int = 1) -> Path:
-    torch.manual_seed(0)
+def tiny_checkpoint(
+    directory: Path, name: str = "resnet18_128", members: int = 1, seed: int = 0
+) -> Path:
+    torch.manual_seed(seed)
     nets = [create_model(name) for _ in range(members)]
     model = Ensemble(nets) if members > 1 else nets[0]
     config = make_config(

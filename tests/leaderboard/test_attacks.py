@@ -1,0 +1,358 @@
+"""Attacks on the hidden labels, run the way a participant would run them.
+
+Each attack submits real prediction files through the real intake, lets the worker's own code
+score and release them, then reads *everything a user can read* (the board, its CSV and JSON
+exports, the Hub sync's rows, every entry's details, the submitter's job views) and decodes
+what it can. Certainty is judged for the strongest attacker: one who knows the exact confusion
+counts of its baseline and its account's best (which the policy never shows), so that every
+label counted is one that the released numbers alone pin down. Decoded labels are checked
+against the truth.
+
+Goal (issue 8): no attack recovers more than 2 hidden labels with certainty per scoring. Each
+attack also runs against an unprotected release (every metric at full precision, no Ladder: what
+the board published before the policy) to show that it is a real attack and the test can fail.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evaluation import worker as worker_module
+from evaluation.bundle import LabelStore
+from evaluation.disclosure import HIDDEN, bits_per_scoring, ladder_releases, round_hidden
+from evaluation.worker import Worker, best_released_mean
+from leaderboard.board import build_board
+from leaderboard.export import board_rows, to_csv, to_json
+from leaderboard.tables import display_table, entry_details
+from settings import REPO_ROOT, Settings
+from submissions.intake import Submissions
+from submissions.metadata import EntryMetadata
+
+FORBIDDEN = ("sensitivity", "specificity", "auroc", "average_precision", "brier", "ece", "tp")
+
+
+class Platform:
+    """The real release, a fresh store, the intake and the worker's scoring, in this process.
+
+    ``protected`` False swaps the release policy for an unprotected one in the worker.
+    """
+
+    def __init__(self, release: Settings, tmp_path, protected: bool = True) -> None:
+        self.protected = protected
+        self.round = round_hidden if protected else (lambda ba: ba)
+        self.ladder = ladder_releases if protected else (lambda mean, best: True)
+        self.settings = Settings.from_env(
+            {
+                "MITOSIS_DATA_DIR": str(release.data_dir),
+                "MITOSIS_DATABASE_URL": f"sqlite:///{tmp_path / 'board.db'}",
+                "MITOSIS_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+                "MITOSIS_HIDDEN_QUOTA": "100000",  # the campaign, not the quota, is under test
+                "MITOSIS_BOOTSTRAP_RESAMPLES": "1000",
+            }
+        )
+        self.worker = Worker(self.settings)
+        self.service = Submissions(self.settings, self.worker.sessions)
+        self.manifest = pd.read_csv(release.public_dir / "manifest.csv", dtype=str)
+        store = LabelStore(release.labels_dir)
+        self.truth = {s: store.split_labels(s) for s in HIDDEN}
+        self.counter = itertools.count()
+
+    def score(self, user: str, prob: pd.Series) -> dict:
+        """Submit a file of ``prob`` (indexed by image id) and return what anyone can read."""
+        frame = self.manifest[["image_id"]].assign(
+            prob_atypical=prob.reindex(self.manifest["image_id"]).to_numpy()
+        )
+        data = frame.to_csv(index=False, float_format="%.17g").encode()
+        name = f"probe {next(self.counter)}"
+        view = self.service.submit_predictions(user, data, EntryMetadata(name))
+        self.worker.run_job(view.job_id)
+        return self.readable(user, name)
+
+    def readable(self, user: str, name: str) -> dict:
+        """Every value about the hidden splits of entry ``name`` on every surface, by key."""
+        board = build_board(self.worker.sessions)
+        rows = board_rows(board)
+        surfaces = [
+            *json.loads(to_json(rows)),  # the JSON export and the Hub sync
+            *csv.DictReader(io.StringIO(to_csv(rows))),
+            *(entry_details(board, e.submission_id) for e in board),
+        ]
+        seen: dict[str, set] = {}
+        for row in surfaces:
+            if row.get("model_name") != name:
+                continue
+            for key, value in row.items():
+                if key.startswith(HIDDEN) and value not in (None, ""):
+                    seen.setdefault(key, set()).add(float(value))
+        table = display_table(board)
+        shown = table[table["model"] == name].iloc[0].to_dict()
+        for view in self.service.my_submissions(user):
+            if view.model_name == name:
+                for split, released in view.scores.items():
+                    for key, value in (released or {}).items():
+                        if split in HIDDEN:
+                            seen.setdefault(f"{split}_{key}", set()).add(float(value))
+        return {"values": seen, "table": shown}
+
+
+@dataclass
+class Probe:
+    """The crops of one hidden split whose labels an attack file puts in question.
+
+    Whatever the file, the split's confusion counts depend on them only through ``a``, the
+    number of atypical crops among them: TP = tp0 + tp_slope * a and TN = tn0 + tn_slope * a,
+    with the constants known to the (strongest) attacker.
+    """
+
+    split: str
+    crops: np.ndarray
+    tp0: int
+    tp_slope: int
+    tn0: int
+    tn_slope: int
+
+
+def outcome(values: dict) -> tuple | str:
+    """What the attacker reads about the released hidden BAs: the pair, or 'withheld'."""
+    if not all(f"{s}_ba" in values for s in HIDDEN):
+        return "withheld"
+    return tuple(min(values[f"{s}_ba"]) for s in HIDDEN)
+
+
+def certain_labels(
+    platform: Platform, probes: list[Probe], others: dict[str, float], observed, best
+) -> dict:
+    """Labels of the probed crops that the released outcome pins down (exact inference).
+
+    The attacker enumerates every count of atypical crops per probe, applies the release
+    policy (rounding and the Ladder, with the account's best known exactly) to each, and keeps
+    the counts that give what was observed; ``others`` holds the exact BA of unprobed splits.
+    A probe's crops are all known when every consistent count is 0 or all of them.
+    """
+    consistent = []
+    for counts in itertools.product(*(range(len(p.crops) + 1) for p in probes)):
+        full = dict(others)
+        for probe, a in zip(probes, counts, strict=True):
+            truth = platform.truth[probe.split].y_true
+            n_pos = int(truth.sum())
+            tp = probe.tp0 + probe.tp_slope * a
+            tn = probe.tn0 + probe.tn_slope * a
+            full[probe.split] = (tp / n_pos + tn / (truth.size - n_pos)) / 2
+        mean = float(np.mean([full[s] for s in HIDDEN]))
+        if not platform.ladder(mean, best):
+            if observed == "withheld":
+                consistent.append(counts)
+        elif observed != "withheld" and np.allclose(
+            [platform.round(full[s]) for s in HIDDEN], observed, rtol=0, atol=1e-9
+        ):
+            consistent.append(counts)
+    assert consistent, "the true counts must be consistent with what was released"
+    known = {}
+    for k, probe in enumerate(probes):
+        values = {c[k] for c in consistent}
+        if values in ({0}, {len(probe.crops)}):
+            known.update({i: int(values != {0}) for i in probe.crops})
+    return known
+
+
+def check(platform: Platform, known: dict) -> int:
+    """The number of labels recovered, each checked against the truth."""
+    truth = {}
+    for split in HIDDEN:
+        truth.update(
+            zip(platform.truth[split].image_ids, platform.truth[split].y_true, strict=True)
+        )
+    assert all(truth[i] == label for i, label in known.items()), "a decoder was wrong"
+    return len(known)
+
+
+def report(platform: Platform, name: str, per_scoring: list[int]) -> None:
+    policy = "release policy" if platform.protected else "UNPROTECTED release"
+    print(
+        f"\n{name} ({policy}): {len(per_scoring)} scoring(s), {sum(per_scoring)} hidden labels "
+        f"recovered with certainty ({np.mean(per_scoring):.2f} per scoring, at most "
+        f"{max(per_scoring)} in one)"
+    )
+
+
+def counts(platform: Platform, split: str, called: np.ndarray) -> tuple[int, int, int, int]:
+    """TP, TN, positives and negatives of a split's decisions (the strongest attacker's)."""
+    y = platform.truth[split].y_true.astype(bool)
+    return int((called & y).sum()), int((~called & ~y).sum()), int(y.sum()), int((~y).sum())
+
+
+@pytest.fixture(params=["released", "unprotected"])
+def platform(request, real_release, tmp_path, monkeypatch):
+    protected = request.param == "released"
+    if not protected:
+        monkeypatch.setattr(worker_module, "release_split", lambda split, metrics: dict(metrics))
+        monkeypatch.setattr(worker_module, "ladder_releases", lambda mean, best: True)
+    return Platform(real_release, tmp_path, protected)
+
+
+def expect(platform: Platform, per_scoring: list[int], unprotected_at_least: float) -> None:
+    """The goal under the policy; a real leak without it (so the attack is a real one)."""
+    if platform.protected:
+        assert np.mean(per_scoring) <= 2
+    else:
+        assert np.mean(per_scoring) >= unprotected_at_least
+
+
+def test_brier_bits_attack(platform):
+    """The reproduced attack: 42 crops per split at 0.5 - 2^-(j+2), every other crop at 0.5."""
+    rng = np.random.default_rng(0)
+    prob = pd.Series(0.5, index=platform.manifest["image_id"])
+    chosen = {}
+    for split in HIDDEN:
+        chosen[split] = rng.choice(platform.truth[split].image_ids, 42, replace=False)
+        prob[chosen[split]] = 0.5 - 2.0 ** -(np.arange(42) + 2)
+    seen = platform.score("mallory", prob)["values"]
+    known = {}
+    for split in HIDDEN:  # n * Brier - sum(p^2) - 0.25 (n - 42) = sum_j y_j 2^-(j+1)
+        n = platform.truth[split].y_true.size
+        p = prob[chosen[split]].to_numpy()
+        for brier in seen.get(f"{split}_brier", ()):
+            residue = n * brier - (p**2).sum() - 0.25 * (n - 42)
+            # a bit is certain only where float error (well under 1e-11 here) cannot flip it
+            low, high = _bits(residue - 1e-11), _bits(residue + 1e-11)
+            for j, image_id in enumerate(chosen[split]):
+                if low[: j + 1] != high[: j + 1]:
+                    break
+                known[image_id] = low[j]
+    # the chosen crops are called normal and every other crop atypical: TP = P - a, TN = 42 - a
+    probes = [
+        Probe(s, chosen[s], counts(platform, s, np.ones(1, bool))[2], -1, 42, -1) for s in HIDDEN
+    ]
+    known.update(certain_labels(platform, probes, {}, outcome(seen), best=None))
+    recovered = check(platform, known)
+    report(platform, "Brier-bits attack", [recovered])
+    assert platform.protected == (not any(key.endswith(FORBIDDEN) for key in seen))
+    expect(platform, [recovered], unprotected_at_least=60)
+
+
+def _bits(residue: float, k: int = 42) -> list[int]:
+    """The binary expansion sum_j b_j 2^-(j+1) of ``residue``, greedily."""
+    bits = []
+    for j in range(k):
+        bits.append(int(residue >= 2.0 ** -(j + 1)))
+        residue -= bits[-1] * 2.0 ** -(j + 1)
+    return bits
+
+
+def test_ba_count_attack_from_a_blank_baseline(platform):
+    """A fresh account calls everything normal (BA exactly 0.5), then flips chosen crops."""
+    rng = np.random.default_rng(1)
+    blank = pd.Series(0.1, index=platform.manifest["image_id"])
+    assert (outcome(platform.score("eve", blank)["values"]) == "withheld") == platform.protected
+    per_scoring = []
+    for split, sizes in (("atnorm_md", (1, 2, 5, 9, 19, 20, 40)), ("atnorm_br", (1, 3, 5, 7))):
+        other = {s: 0.5 for s in HIDDEN if s != split}
+        negatives = counts(platform, split, np.zeros(1, bool))[3]
+        for s in sizes:
+            crops = rng.choice(platform.truth[split].image_ids, s, replace=False)
+            prob = blank.copy()
+            prob[crops] = 0.9
+            seen = platform.score("eve", prob)["values"]
+            probe = Probe(split, crops, 0, 1, negatives - s, 1)  # TP = a, TN = N - s + a
+            known = certain_labels(platform, [probe], other, outcome(seen), best=None)
+            per_scoring.append(check(platform, known))
+    report(platform, "BA-count attack, blank baseline", per_scoring)
+    expect(platform, per_scoring, unprotected_at_least=2.5)
+
+
+def test_ba_count_attack_from_a_strong_baseline(platform):
+    """An account with a good model (the shipped one's predictions) flips its doubtful calls."""
+    model = pd.read_csv(REPO_ROOT / "tests" / "data" / "default_model_predictions.csv")
+    base = pd.Series(model["prob_atypical"].to_numpy(), index=model["image_id"].astype(str))
+    assert outcome(platform.score("trudy", base)["values"]) != "withheld"
+    exact, bas = {}, {}
+    for s in HIDDEN:
+        tp, tn, n_pos, n_neg = counts(platform, s, base[platform.truth[s].image_ids].values >= 0.5)
+        exact[s], bas[s] = (tp, tn), (tp / n_pos + tn / n_neg) / 2
+    per_scoring = []
+    for split, up, sizes in (
+        ("atnorm_br", True, (1, 2, 3, 5, 6)),
+        ("atnorm_md", True, (3, 9, 10, 12)),
+        ("atnorm_br", False, (5, 25, 30)),
+        ("atnorm_md", False, (20, 80)),
+    ):
+        probs = base[platform.truth[split].image_ids]
+        for s in sizes:
+            if up:  # the normal calls closest to the threshold, called atypical
+                crops = probs[probs < 0.5].sort_values(ascending=False).index[:s].to_numpy()
+            else:  # the atypical calls closest to the threshold, called normal
+                crops = probs[probs >= 0.5].sort_values().index[:s].to_numpy()
+            flipped = base.copy()
+            flipped[crops] = 0.9 if up else 0.1
+            with platform.worker.sessions() as session:
+                best = best_released_mean(session, "trudy", exclude_submission=-1)
+            seen = platform.score("trudy", flipped)["values"]
+            tp, tn = exact[split]
+            probe = (
+                Probe(split, crops, tp, 1, tn - s, 1)  # TP = TP_b + a, TN = TN_b - (s - a)
+                if up
+                else Probe(split, crops, tp, -1, tn + s, -1)  # TP = TP_b - a, TN = TN_b + s - a
+            )
+            others = {x: bas[x] for x in HIDDEN if x != split}
+            known = certain_labels(platform, [probe], others, outcome(seen), best=best)
+            per_scoring.append(check(platform, known))
+    report(platform, "BA-count attack, strong baseline", per_scoring)
+    expect(platform, per_scoring, unprotected_at_least=2.5)
+
+
+def test_auroc_ordering_attack(platform):
+    """Twelve AtNorM-Br crops ranked at the top in a known order, everything else tied."""
+    rng = np.random.default_rng(2)
+    split = "atnorm_br"
+    chosen = rng.choice(platform.truth[split].image_ids, 12, replace=False)
+    prob = pd.Series(0.3, index=platform.manifest["image_id"])
+    prob[chosen] = 0.99 - 0.01 * np.arange(12)
+    seen = platform.score("oscar", prob)["values"]
+    _, _, n_pos, n_neg = counts(platform, split, np.zeros(1, bool))
+    known = {}
+    for auroc in seen.get(f"{split}_auroc", ()):  # every labelling of the 12, scored exactly
+        patterns = np.array(list(itertools.product((0, 1), repeat=12)))
+        negatives_below = np.cumsum((1 - patterns)[:, ::-1], axis=1)[:, ::-1] - (1 - patterns)
+        a = patterns.sum(1)
+        outside_negatives = n_neg - (12 - a)
+        u = (patterns * (outside_negatives[:, None] + negatives_below)).sum(1)
+        u = u + 0.5 * (n_pos - a) * outside_negatives
+        match = patterns[np.abs(u / (n_pos * n_neg) - auroc) < 1e-9]
+        for j, image_id in enumerate(chosen):
+            if match.size and (match[:, j] == match[0, j]).all():
+                known[image_id] = int(match[0, j])
+    probe = Probe(split, chosen, 0, 1, n_neg - 12, 1)  # the 12 called atypical, the rest normal
+    known.update(certain_labels(platform, [probe], {"atnorm_md": 0.5}, outcome(seen), None))
+    recovered = check(platform, known)
+    report(platform, "AUROC-ordering attack", [recovered])
+    expect(platform, [recovered], unprotected_at_least=5)
+
+
+def test_every_surface_shows_the_released_numbers_only(platform):
+    if not platform.protected:
+        pytest.skip("a property of the release policy")
+    model = pd.read_csv(REPO_ROOT / "tests" / "data" / "default_model_predictions.csv")
+    base = pd.Series(model["prob_atypical"].to_numpy(), index=model["image_id"].astype(str))
+    read = platform.score("walter", base)
+    values = read["values"]
+    released = ("ba", "ba_low", "ba_high", "n", "n_atypical")
+    assert set(values) == {f"{s}_{k}" for s in HIDDEN for k in released}
+    for split in HIDDEN:
+        for key in ("ba", "ba_low", "ba_high"):
+            (value,) = values[f"{split}_{key}"]  # one value, the same on every surface
+            assert value == round_hidden(value)
+    (br,) = values["atnorm_br_ba"]
+    assert read["table"]["AtNorM-Br BA"].startswith(f"{br:.2f} [")
+    bound = bits_per_scoring(
+        {s: (int(platform.truth[s].y_true.sum()), platform.truth[s].y_true.size) for s in HIDDEN}
+    )
+    print(f"\nstated bound: at most {bound:.2f} bits about the hidden labels per scoring")
+    assert bound <= 13.4
