@@ -84,6 +84,8 @@ def _open(source: ImageInput) -> Image.Image:
                     "mitotic figure."
                 )
             image.load()
+        except ImageError:
+            raise
         except UnidentifiedImageError as e:
             kind = _looks_like(data[:512])
             seems = f": it looks like {kind}" if kind else ""
@@ -92,7 +94,8 @@ def _open(source: ImageInput) -> Image.Image:
             ) from e
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
             raise ImageError(
-                f"{name} is too large to decode safely (a decompression bomb?)."
+                f"{name} is too large to decode safely (far over {MAX_PIXELS // 1_000_000} "
+                "megapixels: a decompression bomb?); upload the 128x128 crop."
             ) from e
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise ImageError(

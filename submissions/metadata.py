@@ -79,10 +79,11 @@ def _check_text(field: str, value: str) -> None:
         raise InvalidMetadata(
             f"'{field}' contains a control or text-direction character; use plain text."
         )
-    if _MARKUP.search(value):
+    if found := _MARKUP.search(value):
         raise InvalidMetadata(
-            f"'{field}' contains markup or a script link ({_MARKUP.search(value).group(0)!r}); "
-            "names and descriptions are plain text."
+            f"'{field}' contains markup or a script link "
+            f"({value[found.start() : found.start() + 24]!r}); names and descriptions are plain "
+            "text."
         )
     if field not in ("paper_url", "code_url") and value.startswith(FORMULA_START):
         raise InvalidMetadata(

@@ -5,9 +5,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from leaderboard.store import WorkerRecord
 from settings import REPO_ROOT
 from tests.backend import Backend
 
@@ -25,15 +28,18 @@ class RunningApp:
         self.backend = Backend(root, **env)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = root / "app.log"
+        self.gradio_cache = root / "gradio-cache"
         self.process = subprocess.Popen(
             [sys.executable, "app.py"],
             cwd=REPO_ROOT,
             env={
                 **self.backend.env,
                 "GRADIO_SERVER_PORT": str(self.port),
+                "GRADIO_TEMP_DIR": str(self.gradio_cache),
                 "MITOSIS_START_WORKER": "1",
             },
-            stdout=open(root / "app.log", "w"),
+            stdout=open(self.log, "w"),
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 90
@@ -49,6 +55,37 @@ class RunningApp:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(20)
+
+    def worker(self, timeout: float = 120, other_than: int | None = None) -> int:
+        """The pid of the app's live worker, once it has registered and sent a heartbeat."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.backend.sessions() as session:
+                pids = session.scalars(
+                    select(WorkerRecord.pid).where(WorkerRecord.state != "stopped")
+                ).all()
+            fresh = [p for p in pids if p != other_than and alive(p)]
+            if fresh:
+                return fresh[0]
+            time.sleep(0.1)
+        raise TimeoutError(f"no worker registered; app log:\n{self.log.read_text()[-3000:]}")
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    """Wait for an event (generous timeouts: the machine may be loaded), never sleep and hope."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

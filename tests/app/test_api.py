@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +13,6 @@ from PIL import Image
 
 from app import Space
 from settings import Settings
-from tests.app.conftest import RunningApp
 from tests.backend import zip_dir
 from tests.models.conftest import tiny_checkpoint
 
@@ -151,31 +148,3 @@ def test_signed_in_identity_on_a_space(tmp_path):
     assert space.user(profile) == "bob"
     local = Space(Settings.from_env({"MITOSIS_DATA_DIR": str(tmp_path)}))
     assert local.user(None) == "local"
-
-
-def test_the_worker_stops_with_the_app(tmp_path):
-    running = RunningApp(tmp_path)
-    pid = running.process.pid
-    running.stop()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-        workers = subprocess.run(
-            ["pgrep", "-f", "evaluation.worker"], capture_output=True, text=True
-        ).stdout.split()
-        ours = [p for p in workers if _data_dir_of(p) == str(running.backend.settings.data_dir)]
-        if not ours and not children.stdout.strip():
-            return
-        time.sleep(0.3)
-    for p in ours:
-        os.kill(int(p), signal.SIGKILL)
-    raise AssertionError("the worker outlived the app")
-
-
-def _data_dir_of(pid: str) -> str | None:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
-    except OSError:
-        return None
-    return env.get(b"MITOSIS_DATA_DIR", b"").decode() or None

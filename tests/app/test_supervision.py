@@ -1,0 +1,63 @@
+"""The app's worker is supervised: restarted when it dies, gone when the app goes."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from sqlalchemy import func, select
+
+from leaderboard.store import Job, Result, WorkerRecord
+from submissions.metadata import EntryMetadata
+from submissions.workers import health
+from tests.app.conftest import RunningApp, alive, wait_until
+from tests.backend import slow_checkpoint, zip_dir
+
+
+def running_job(app: RunningApp, pid: int) -> int | None:
+    with app.backend.sessions() as session:
+        return session.scalar(
+            select(WorkerRecord.job_id).where(
+                WorkerRecord.pid == pid, WorkerRecord.state == "running"
+            )
+        )
+
+
+def test_a_killed_worker_is_restarted_and_its_job_finishes_exactly_once(tmp_path):
+    app = RunningApp(tmp_path)
+    try:
+        first = app.worker()
+        view = app.backend.service.submit_checkpoint(
+            "alice", zip_dir(slow_checkpoint(tmp_path / "slow", size=1024)), EntryMetadata("slow")
+        )
+        wait_until(lambda: running_job(app, first) == view.job_id, 300, "the job never started")
+        os.kill(first, signal.SIGKILL)
+        second = app.worker(other_than=first, timeout=300)  # restarted by the app itself
+        done = app.backend.wait("alice", view.job_id, timeout=600)
+        assert done.status == "finished" and app.process.poll() is None
+        with app.backend.sessions() as session:
+            assert session.get(Job, view.job_id).attempts == 2
+            rows = session.scalar(select(func.count(Result.id)).where(Result.job_id == view.job_id))
+            assert rows == 3
+        assert f"evaluation worker (pid {first}) exited with -9; restarting" in app.log.read_text()
+        shown = {w.name.rsplit(":", 1)[1]: w for w in health(app.backend.sessions)}
+        assert shown[str(second)].alive and not (
+            str(first) in shown and shown[str(first)].seconds_since_heartbeat < 15
+        )
+    finally:
+        app.stop()
+
+
+def test_killing_the_app_leaves_no_worker(tmp_path):
+    app = RunningApp(tmp_path)
+    worker = app.worker()
+    app.process.send_signal(signal.SIGKILL)
+    app.process.wait(30)
+    wait_until(lambda: not alive(worker), 60, f"the worker {worker} outlived its killed app")
+
+
+def test_stopping_the_app_stops_its_worker(tmp_path):
+    app = RunningApp(tmp_path)
+    worker = app.worker()
+    app.stop()
+    wait_until(lambda: not alive(worker), 60, f"the worker {worker} outlived its app")
