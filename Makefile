@@ -22,8 +22,10 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Debian's chromium (browser tests) and postgresql (the tests start their own server on
+# loopback, in a temporary folder; never the system service).
 test: lint
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium postgresql; }
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: release
@@ -31,3 +33,4 @@ bench: release
 	$(BIN)/python -m bench.predict
 	$(BIN)/python -m bench.backend
 	$(BIN)/python -m bench.app
+	$(BIN)/python -m bench.uploads

@@ -58,6 +58,7 @@ def test_submit_a_prediction_file_and_find_it_on_the_board(page, app):
     page.locator("#predictions-file input[type=file]").set_input_files(str(path))
     page.get_by_role("button", name="Submit predictions").click()
     expect(page.locator("#receipt")).to_contain_text("job_id")
+    expect(page.locator("#workers")).to_contain_text("alive")  # the worker's health, refreshed
     job = app.backend.service.my_submissions("local")[0]
     app.backend.wait("local", job.job_id)
     page.screenshot(path=str(ARTIFACTS / "submit.png"), full_page=True)

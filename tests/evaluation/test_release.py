@@ -179,3 +179,34 @@ def test_nothing_in_the_public_bundle_follows_the_label_folders(tiny_source, tmp
     assert {i.date_time for i in infos} == {release.FIXED_ZIP_TIME}
     names = [i.filename for i in infos[1:]]
     assert names == sorted(names)  # id order, not source (label) order
+
+
+def reversed_ids(source: Path, public_dir: Path) -> int:
+    """The attack: recompute, with the public code, the id of every crop under every source
+    path of the public release; a match gives the crop's folder, which is its label."""
+    paths = [str(p.relative_to(source)) for p in source.rglob("*.png")]
+    recovered = 0
+    for crop in (public_dir / bundle.TEST_CROPS_DIR).glob("*.png"):
+        data = crop.read_bytes()
+        candidates = (release.SourceCrop(path, "", "") for path in paths)
+        recovered += any(release.opaque_id(c, data) == crop.stem for c in candidates)
+    return recovered
+
+
+def test_ids_under_a_deployment_secret_cannot_be_reversed(tiny_source, tmp_path):
+    n_test = sum(a + n for s, (a, n) in TINY_COUNTS.items() if s != "amibr_train")
+    assert build(tiny_source, tmp_path)["ids"] == "public"
+    assert reversed_ids(tiny_source, tmp_path / "public") == n_test  # the public key: all
+    secret = tmp_path / "secret"
+    summary = release.build_release(
+        tiny_source, secret / "pub", secret / "priv", expected=TINY_COUNTS, secret_ids=True
+    )
+    assert summary["ids"] == "secret"
+    assert reversed_ids(tiny_source, secret / "pub") == 0
+    key = secret / "priv" / release.ID_KEY_FILE
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert json.loads((secret / "priv" / "release.json").read_text())["ids"] == "secret"
+    assert "ids" not in json.loads((secret / "pub" / "release.json").read_text())
+    manifest = (secret / "pub" / bundle.MANIFEST_CSV).read_text()
+    release.build_release(tiny_source, secret / "pub", secret / "priv", expected=TINY_COUNTS)
+    assert (secret / "pub" / bundle.MANIFEST_CSV).read_text() == manifest  # the key is kept

@@ -89,7 +89,10 @@ def _png_header_only(width: int, height: int) -> bytes:
         (b"image_id,prob_atypical\n", "is not an image: it looks like text. Upload a PNG"),
         (b"PK\x03\x04" + bytes(40), "is not an image: it looks like a zip archive"),
         (b"", "is empty .0 bytes."),
-        (_png_header_only(30000, 30000), "too large to decode safely .far over 50 megapixels: a decompression bomb"),
+        (
+            _png_header_only(30000, 30000),
+            "too large to decode safely .far over 50 megapixels: a decompression bomb",
+        ),
         (_png_header_only(8000, 8000), "8000x8000 pixels, over the limit of 50 megapixels"),
         (encode(np.zeros((8, 8, 3), np.uint8), "PNG"), "8x8 pixels; crops must be at least 16 px"),
         (encode(np.zeros((64, 64, 3), np.uint8), "GIF"), "is a GIF file; PNG, JPEG, TIFF and WebP"),
