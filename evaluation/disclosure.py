@@ -127,7 +127,7 @@ def hidden_mean(released: Mapping[str, Mapping | None]) -> float | None:
     values = [released.get(s) for s in HIDDEN]
     if any(v is None or v.get("ba") is None for v in values):
         return None
-    return round(float(np.mean([v["ba"] for v in values])), HIDDEN_DECIMALS + 2)
+    return round(sum(v["ba"] for v in values) / len(values), HIDDEN_DECIMALS + 2)
 
 
 def hidden_mean_standard_error(
@@ -192,12 +192,16 @@ def ladder_releases(mean: float, best_released: float | None) -> bool:
 
 
 def withheld_note(best_released: float | None) -> str:
-    """What the submitter and everyone else learn about a withheld scoring."""
-    bar = max(CHANCE, best_released if best_released is not None else CHANCE)
+    """What the submitter and everyone else learn about a withheld scoring.
+
+    The bar is not quoted: which of the account's entries is its best is decided at full
+    precision, so naming it would say more than "withheld".
+    """
+    bar = "chance (0.5)" if best_released is None else "this account's best released one"
     return (
         f"hidden-split scores withheld: the hidden mean BA is not at least {LADDER_MARGIN} above "
-        f"this account's best released one ({bar:.4g}). Scores are released only for "
-        "improvements, so repeated submissions cannot read the hidden labels (the Ladder)."
+        f"{bar}. Scores are released only for such improvements, so repeated submissions cannot "
+        "read the hidden labels (the Ladder; see the README's release policy)."
     )
 
 

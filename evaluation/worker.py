@@ -303,7 +303,7 @@ def release(session, job: Job, rows: list[Result]) -> None:
         return
     user = job.submission.user
     lock_account(session, user)
-    best = best_released_mean(session, user, exclude_submission=job.submission_id)
+    best = best_released_mean(session, user, before_submission=job.submission_id)
     if ladder_releases(float(np.mean([row.ba for row in hidden])), best):
         for row in hidden:
             row.published = release_split(row.split, _metrics(row))
@@ -314,8 +314,11 @@ def release(session, job: Job, rows: list[Result]) -> None:
         job.disclosure = withheld_note(best)
 
 
-def best_released_mean(session, user: str, *, exclude_submission: int) -> float | None:
-    """The best full-precision hidden mean BA among ``user``'s released entries (the Ladder)."""
+def best_released_mean(session, user: str, *, before_submission: int) -> float | None:
+    """The best full-precision hidden mean BA of ``user``'s released entries submitted earlier.
+
+    Only earlier entries count, so re-scoring replays the Ladder's original decisions.
+    """
     rows = session.execute(
         select(Result.submission_id, Result.ba)
         .join(Submission, Submission.id == Result.submission_id)
@@ -324,7 +327,7 @@ def best_released_mean(session, user: str, *, exclude_submission: int) -> float 
             Result.current.is_(True),
             Result.split.in_(HIDDEN),
             Result.published.is_not(None),
-            Result.submission_id != exclude_submission,
+            Result.submission_id < before_submission,
         )
     ).all()
     by_submission: dict[int, list[float]] = {}

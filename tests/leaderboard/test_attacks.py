@@ -293,7 +293,7 @@ def test_ba_count_attack_from_a_strong_baseline(platform):
             flipped = base.copy()
             flipped[crops] = 0.9 if up else 0.1
             with platform.worker.sessions() as session:
-                best = best_released_mean(session, "trudy", exclude_submission=-1)
+                best = best_released_mean(session, "trudy", before_submission=2**62)
             seen = platform.score("trudy", flipped)["values"]
             tp, tn = exact[split]
             probe = (

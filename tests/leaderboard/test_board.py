@@ -178,3 +178,17 @@ def test_hub_sync_is_off_unless_configured_and_refuses_offline(tmp_path):
     )
     with pytest.raises(HubSyncError, match="HF_HUB_OFFLINE is set.*org/results"):
         start_hub_sync(configured)
+
+
+def test_rescoring_replays_the_ladder_s_decisions(scored):
+    def released():
+        return {e.model_name: e.withheld for e in build_board(scored.sessions)}
+
+    before = released()
+    worker = Worker(scored.settings)
+    assert worker.rescore_all() == 5
+    with scored.sessions() as session:
+        queued = [j.id for j in session.query(Job).filter(Job.status == "queued")]
+    for job_id in reversed(queued):  # any order: only earlier entries set the bar
+        worker.run_job(job_id)
+    assert released() == before
