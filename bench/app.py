@@ -10,24 +10,13 @@ The app runs on the configured release with the shipped model, without a worker.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 
 import numpy as np
 from gradio_client import Client, handle_file
 
-from bench.common import machine, release_settings
-from settings import REPO_ROOT
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench.common import machine, release_settings, start_app
 
 
 def _upload(url: str, path: str) -> dict:
@@ -72,23 +61,8 @@ def _percentiles(times: list[float]) -> dict:
 def main() -> None:
     settings = release_settings()
     crops = sorted((settings.public_dir / "test_crops").glob("*.png"))[:40]
-    port = _port()
-    url = f"http://127.0.0.1:{port}/"
-    env = {
-        **os.environ,
-        "GRADIO_SERVER_PORT": str(port),
-        "MITOSIS_START_WORKER": "0",
-        "MITOSIS_DATA_DIR": str(settings.data_dir),
-        "MITOSIS_LABELS_DIR": str(settings.labels_dir),
-    }
     start = time.perf_counter()
-    app = subprocess.Popen(
-        [sys.executable, "app.py"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    app, url = start_app(settings, MITOSIS_START_WORKER="0")
     try:
         file = None
         while True:

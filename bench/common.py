@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from evaluation.bundle import MANIFEST_CSV
 from evaluation.release import build_release
-from settings import Settings
+from settings import REPO_ROOT, Settings
 
 
 def machine() -> dict:
@@ -32,3 +35,24 @@ def release_settings() -> Settings:
     )
     build_release(settings.source_dir, settings.public_dir, settings.labels_dir)
     return settings
+
+
+def start_app(release: Settings, **env: str) -> tuple[subprocess.Popen, str]:
+    """``python app.py`` on ``release`` at a free port, with ``env`` on top; returns it, its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = subprocess.Popen(
+        [sys.executable, "app.py"],
+        cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "GRADIO_SERVER_PORT": str(port),
+            "MITOSIS_DATA_DIR": str(release.data_dir),
+            "MITOSIS_LABELS_DIR": str(release.labels_dir),
+            **env,
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return app, f"http://127.0.0.1:{port}/"

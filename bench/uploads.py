@@ -11,12 +11,8 @@ difference between the two is ours. Goal: RSS after the refusals within 100 MB o
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -28,17 +24,10 @@ import numpy as np
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from bench.common import machine, release_settings
-from settings import REPO_ROOT
+from bench.common import machine, release_settings, start_app
 
 ROUNDS = 10
 META = ("bench", "bench", "end-to-end", "", "", "AMi-Br train", False, "", "", "")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _memory_mb(pid: int) -> dict:
@@ -89,24 +78,12 @@ def _refuse(client: Client, endpoint: str, path: Path) -> float:
 def main() -> None:
     release = release_settings()
     work = Path(tempfile.mkdtemp(prefix="bench-uploads-"))
-    port = _port()
-    url = f"http://127.0.0.1:{port}/"
-    env = {
-        **os.environ,
-        "GRADIO_SERVER_PORT": str(port),
-        "GRADIO_TEMP_DIR": str(work / "gradio"),
-        "MITOSIS_START_WORKER": "1",
-        "MITOSIS_DATA_DIR": str(release.data_dir),
-        "MITOSIS_LABELS_DIR": str(release.labels_dir),
-        "MITOSIS_DATABASE_URL": f"sqlite:///{work / 'board.db'}",
-        "MITOSIS_QUEUE_URL": f"sqlite:///{work / 'queue.db'}",
-    }
-    app = subprocess.Popen(
-        [sys.executable, "app.py"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    app, url = start_app(
+        release,
+        GRADIO_TEMP_DIR=str(work / "gradio"),
+        MITOSIS_START_WORKER="1",
+        MITOSIS_DATABASE_URL=f"sqlite:///{work / 'board.db'}",
+        MITOSIS_QUEUE_URL=f"sqlite:///{work / 'queue.db'}",
     )
     try:
         while True:

@@ -61,7 +61,7 @@ def _png(size: int = 128) -> bytes:
     return buffer.getvalue()
 
 
-def _zip(entries: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:
+def zip_of(entries: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in entries.items():
@@ -103,7 +103,7 @@ def corpus(folder: Path, marker: Path, checkpoint: Path, predictions: bytes) -> 
         # images for /classify
         ("/classify", "empty.png", "empty.png is empty .0 bytes."): b"",
         ("/classify", "text.png", "text.png is not an image: it looks like text"): b"hi there\n",
-        ("/classify", "archive.png", "is not an image: it looks like a zip archive"): _zip(
+        ("/classify", "archive.png", "is not an image: it looks like a zip archive"): zip_of(
             {"a.txt": b"x"}
         ),
         ("/classify", "pickle.png", "is not an image: it looks like a Python pickle"): evil,
@@ -133,7 +133,7 @@ def corpus(folder: Path, marker: Path, checkpoint: Path, predictions: bytes) -> 
             "image_id,prob_atypical\n".encode("utf-16")
         ),
         ("/submit_predictions", "pickle.csv", "The file is not valid UTF-8 .byte 0x80"): evil,
-        ("/submit_predictions", "archive.csv", "The file is not valid UTF-8"): _zip(
+        ("/submit_predictions", "archive.csv", "The file is not valid UTF-8"): zip_of(
             {"p.csv": predictions}
         ),
         ("/submit_predictions", "formula.csv", "not in the public test manifest"): (
@@ -151,29 +151,33 @@ def corpus(folder: Path, marker: Path, checkpoint: Path, predictions: bytes) -> 
             r"The file is 6 MB; prediction files may be at most 5",
         ): (b"x" * (6 * 2**20)),
         # checkpoints
-        ("/submit_checkpoint", "pickle.zip", "contains 'model.pt'.*never loaded"): _zip(
+        ("/submit_checkpoint", "pickle.zip", "contains 'model.pt'.*never loaded"): zip_of(
             {"config.json": good_config, "model.pt": evil}
         ),
-        ("/submit_checkpoint", "bin.zip", "contains 'pytorch_model.bin'"): _zip(
+        ("/submit_checkpoint", "bin.zip", "contains 'pytorch_model.bin'"): zip_of(
             {"config.json": good_config, "pytorch_model.bin": evil}
         ),
-        ("/submit_checkpoint", "slip.zip", "'../../evil/README.md' points outside"): _zip(
+        ("/submit_checkpoint", "slip.zip", "'../../evil/README.md' points outside"): zip_of(
             {"config.json": good_config, "../../evil/README.md": b"x"}
         ),
-        ("/submit_checkpoint", "absolute.zip", "'/etc/README.md' points outside"): _zip(
+        ("/submit_checkpoint", "absolute.zip", "'/etc/README.md' points outside"): zip_of(
             {"config.json": good_config, "/etc/README.md": b"x"}
         ),
-        ("/submit_checkpoint", "link.zip", "'README.md' is a symbolic link"): _zip(
+        ("/submit_checkpoint", "link.zip", "'README.md' is a symbolic link"): zip_of(
             {"config.json": good_config}, links=("README.md",)
         ),
-        ("/submit_checkpoint", "nested.zip", "the archive 'inner.zip'; nested archives"): _zip(
-            {"config.json": good_config, "inner.zip": _zip({"model.safetensors": weights})}
+        ("/submit_checkpoint", "nested.zip", "the archive 'inner.zip'; nested archives"): zip_of(
+            {"config.json": good_config, "inner.zip": zip_of({"model.safetensors": weights})}
         ),
-        ("/submit_checkpoint", "header.zip", "model.safetensors has an invalid safetensors"): _zip(
+        (
+            "/submit_checkpoint",
+            "header.zip",
+            "model.safetensors has an invalid safetensors",
+        ): zip_of(
             {"config.json": good_config, "model.safetensors": struct.pack("<Q", 8) + b"garbage!"}
         ),
         ("/submit_checkpoint", "shape.zip", r"'fc.weight' has the shape \[4611686018427387904"): (
-            _zip(
+            zip_of(
                 {
                     "config.json": good_config,
                     "model.safetensors": _safetensors(
@@ -189,13 +193,13 @@ def corpus(folder: Path, marker: Path, checkpoint: Path, predictions: bytes) -> 
                 }
             )
         ),
-        ("/submit_checkpoint", "remote.zip", "asks for code to run .'trust_remote_code'."): _zip(
+        ("/submit_checkpoint", "remote.zip", "asks for code to run .'trust_remote_code'."): zip_of(
             {
                 "config.json": json.dumps({**config, "trust_remote_code": True}).encode(),
                 "model.safetensors": weights,
             }
         ),
-        ("/submit_checkpoint", "hub.zip", "no hf-hub: ids"): _zip(
+        ("/submit_checkpoint", "hub.zip", "no hf-hub: ids"): zip_of(
             {
                 "config.json": json.dumps(
                     {**config, "mitosis": {**config["mitosis"], "model": "hf-hub:evil/net"}}
@@ -203,14 +207,14 @@ def corpus(folder: Path, marker: Path, checkpoint: Path, predictions: bytes) -> 
                 "model.safetensors": weights,
             }
         ),
-        ("/submit_checkpoint", "deep.zip", "config.json .*nested too deeply"): _zip(
+        ("/submit_checkpoint", "deep.zip", "config.json .*nested too deeply"): zip_of(
             {"config.json": b"[" * 200_000 + b"]" * 200_000, "model.safetensors": weights}
         ),
         ("/submit_checkpoint", "text.zip", "not a valid zip archive"): b"not a zip at all\n",
         ("/submit_checkpoint", "empty.zip", "not a valid zip archive"): b"",
         ("/submit_checkpoint", "tarball.zip", "not a valid zip archive"): gzip_tar.getvalue(),
         ("/submit_checkpoint", "model.pt", "model.pt is not a .zip"): evil,
-        ("/submit_checkpoint", "many.zip", "holds 40 entries; a checkpoint has at most 5"): _zip(
+        ("/submit_checkpoint", "many.zip", "holds 40 entries; a checkpoint has at most 5"): zip_of(
             {f"README{i}.md": b"" for i in range(40)}
         ),
     }

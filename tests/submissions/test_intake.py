@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
-import zipfile
 
 import pytest
 from sqlalchemy import func, select
@@ -16,6 +14,7 @@ from submissions import jobs
 from submissions.errors import DuplicateSubmission, InvalidMetadata, JobNotFound, QuotaExceeded
 from submissions.metadata import EntryMetadata
 from tests.backend import Backend
+from tests.hostile import Payload, zip_of
 from tests.models.conftest import tiny_checkpoint
 
 META = EntryMetadata("my model", team="T", method_type="LoRA", training_data="AMi-Br + MIDOG++")
@@ -57,26 +56,6 @@ def test_invalid_prediction_file_stores_nothing(backend):
             META,
         )
     assert nothing_stored(backend)
-
-
-class Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-def zip_of(entries: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-        for name in links:
-            info = zipfile.ZipInfo(name)
-            info.external_attr = 0o120777 << 16
-            archive.writestr(info, "/etc/passwd")
-    return buffer.getvalue()
 
 
 def test_every_checkpoint_rejection(backend, tmp_path):
