@@ -11,11 +11,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,26 +23,12 @@ from evaluation.bundle import PublicBundle
 from evaluation.errors import EvaluationError, TimeLimitExceeded
 from evaluation.score import default_splits, format_table
 from evaluation.scoring import Predictions, load_labels, score_predictions
+from fileio import atomic_write
 from models.errors import ModelError
 from models.predictor import Predictor
 from settings import Settings
 
 CHUNK = 256
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a unique temporary file beside ``path``, then move it into place.
-
-    Readers, other workers included, see the whole file or none.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def load_split_crops(bundle: PublicBundle, split: str, cache_dir: Path | None) -> np.ndarray:

@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import sys
-import tempfile
 import urllib.request
 import zipfile
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from evaluation import bundle
 from evaluation.errors import SourceError
 from evaluation.splits import AMIBR_TEST, ATNORM_MD, SPLITS, TEST_SPLITS, TRAIN_SPLIT
+from fileio import deterministic_zip, replace_folder, staged_folder
 from models import trainset
 from settings import PUBLIC_RELEASE_COMMIT, PUBLIC_RELEASE_URL, Settings
 
@@ -39,7 +39,6 @@ CROP_SIZE = (128, 128)
 PUBLIC_ID_KEY = b"ami-br-benchmark/opaque-id/v2"
 ID_KEY_FILE = "id_key"
 LABEL_FOLDERS = {"Atypical": "atypical", "Normal": "normal"}
-FIXED_ZIP_TIME = (2026, 1, 1, 0, 0, 0)
 FIXED_TIME = 1767225600  # 2026-01-01 00:00 UTC, the time of every released crop file
 
 
@@ -185,7 +184,10 @@ def build_release(
     check_counts(crops, expected)
     key, kind = id_key(labels_dir, secret=secret_ids)
     # the label store is readable by its owner only
-    with _staging(public_dir, 0o755) as public_tmp, _staging(labels_dir, 0o700) as labels_tmp:
+    with (
+        staged_folder(public_dir, 0o755) as public_tmp,
+        staged_folder(labels_dir, 0o700) as labels_tmp,
+    ):
         summary = _write_release(Path(source_dir), crops, public_tmp, labels_tmp, key)
         if kind == "secret":
             key_file = labels_tmp / ID_KEY_FILE
@@ -193,8 +195,8 @@ def build_release(
             key_file.chmod(0o600)
         summary["ids"] = kind
         (labels_tmp / bundle.RELEASE_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True))
-        _swap_in(labels_tmp, Path(labels_dir))
-        _swap_in(public_tmp, Path(public_dir))
+        replace_folder(labels_tmp, Path(labels_dir))
+        replace_folder(public_tmp, Path(public_dir))
     return summary
 
 
@@ -256,11 +258,8 @@ def _write_fixed(path: Path, data: bytes) -> None:
 
 
 def _write_zip(public: Path, image_ids) -> None:
-    names = [bundle.MANIFEST_CSV] + [f"{bundle.TEST_CROPS_DIR}/{i}.png" for i in sorted(image_ids)]
-    with zipfile.ZipFile(public / bundle.TEST_CROPS_ZIP, "w", zipfile.ZIP_STORED) as archive:
-        for name in names:
-            info = zipfile.ZipInfo(name, date_time=FIXED_ZIP_TIME)
-            archive.writestr(info, (public / name).read_bytes())
+    names = [bundle.MANIFEST_CSV] + [f"{bundle.TEST_CROPS_DIR}/{i}.png" for i in image_ids]
+    deterministic_zip(((name, public / name) for name in names), public / bundle.TEST_CROPS_ZIP)
 
 
 def _write_md_votes(source_dir: Path, labels: pd.DataFrame, private: Path) -> None:
@@ -273,33 +272,6 @@ def _write_md_votes(source_dir: Path, labels: pd.DataFrame, private: Path) -> No
     merged = merged.drop(columns="Filename")
     merged.columns = [c.lower() for c in merged.columns]
     merged.to_csv(private / bundle.ATNORM_MD_VOTES_CSV, index=False)
-
-
-class _staging:
-    """A temporary folder beside ``target``, removed on exit unless it was swapped in."""
-
-    def __init__(self, target: Path, mode: int) -> None:
-        self.target = Path(target)
-        self.mode = mode
-
-    def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(
-            tempfile.mkdtemp(prefix=f".{self.target.name}.building-", dir=self.target.parent)
-        )
-        self.path.chmod(self.mode)
-        return self.path
-
-    def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _swap_in(staged: Path, target: Path) -> None:
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        target.rename(old)
-    staged.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def download_source(url: str, dest: Path) -> Path:

@@ -22,7 +22,7 @@ from evaluation import metrics
 from evaluation.bundle import LabelStore, PublicBundle, SplitLabels
 from evaluation.errors import InvalidPredictionFile, LabelsUnavailable
 from evaluation.splits import AMIBR_TEST, ATYPICAL, LABELS, TEST_SPLITS, get_split
-from models.bounded import describe_sizes, read_bounded
+from fileio import describe_sizes, read_bounded
 
 SCORER_VERSION = "1.0"
 THRESHOLD = 0.5

@@ -26,7 +26,6 @@ import socket
 import sys
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from evaluation.bundle import LabelStore, PublicBundle
-from evaluation.checkpoint import as_predictions, atomic_write, predict_splits
+from evaluation.checkpoint import as_predictions, predict_splits
 from evaluation.disclosure import (
     HIDDEN,
     PUBLIC_METRICS,
@@ -48,6 +47,7 @@ from evaluation.disclosure import (
 from evaluation.errors import EvaluationError, TimeLimitExceeded
 from evaluation.scoring import SCORER_VERSION, Predictions, read_predictions, score_predictions
 from evaluation.splits import TEST_SPLITS, get_split
+from fileio import atomic_write, deterministic_zip
 from leaderboard.board import build_board
 from leaderboard.hub import start_hub_sync
 from leaderboard.paper import seed_paper_rows
@@ -385,12 +385,9 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def zip_directory(directory: Path) -> bytes:
-    """A deterministic zip of a checkpoint folder (fixed timestamps, sorted names)."""
+    """A checkpoint folder as a zip, the same bytes for the same files."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for path in sorted(Path(directory).iterdir()):
-            info = zipfile.ZipInfo(path.name, date_time=(2026, 1, 1, 0, 0, 0))
-            archive.writestr(info, path.read_bytes())
+    deterministic_zip(((p.name, p) for p in Path(directory).iterdir()), buffer)
     return buffer.getvalue()
 
 

@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
-from models.bounded import describe_sizes
+from fileio import describe_sizes
 from models.errors import CheckpointError, UnsafeCheckpoint
 
 CONFIG = "config.json"

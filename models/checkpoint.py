@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -30,6 +28,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from fileio import replace_folder, staged_folder
 from models._registry import ModelCfg, get_model_cfg
 from models.archive import (
     ADAPTER_CONFIG,
@@ -194,17 +193,10 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint directory atomically (a complete one replaces any previous one)."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    staging.chmod(0o755)
-    try:
+    with staged_folder(directory) as staging:
         for name, data in checkpoint_files(model, config, card).items():
             (staging / name).write_bytes(data)
-        if directory.exists():
-            shutil.rmtree(directory)
-        staging.rename(directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        replace_folder(staging, directory)
     return directory
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from models.bounded import describe_sizes, display_name, read_bounded, source_size
+from fileio import describe_sizes, display_name, read_bounded, source_size
 from models.errors import ImageError
 
 CROP = 128

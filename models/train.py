@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fileio import atomic_write
 from models._registry import get_model_cfg
 from models.checkpoint import load_checkpoint, make_config, save_checkpoint
 from models.factory import Ensemble
@@ -66,9 +67,7 @@ def _read_json(path: Path, default):
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)))
 
 
 def cross_validate(

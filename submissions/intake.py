@@ -22,9 +22,9 @@ from sqlalchemy.orm import selectinload, sessionmaker
 
 from evaluation.bundle import PublicBundle
 from evaluation.scoring import read_predictions
+from fileio import describe_sizes, source_size
 from leaderboard.store import EntrySource, Job, JobStatus, Result, Submission, utcnow
 from models.archive import CheckpointFiles
-from models.bounded import describe_sizes, source_size
 from models.checkpoint import inspect_checkpoint
 from models.errors import CheckpointError
 from settings import Settings

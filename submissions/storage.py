@@ -6,10 +6,9 @@ Files are hashed and copied in chunks, so a 2 GB checkpoint never sits in memory
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from fileio import atomic_copy
 
 CHUNK = 2**20
 
@@ -35,18 +34,5 @@ def store_file(root: Path, source: Path | str | bytes, digest: str, suffix: str)
     path = stored_path(root, digest, suffix)
     if path.is_file():
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(source, bytes):
-                f.write(source)
-            else:
-                with open(source, "rb") as src:
-                    shutil.copyfileobj(src, f, CHUNK)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_copy(source, path)
     return True

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import fileio
 from evaluation import bundle, release
 from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.errors import SourceError
@@ -176,7 +177,7 @@ def test_nothing_in_the_public_bundle_follows_the_label_folders(tiny_source, tmp
     assert {p.stat().st_mtime for p in crops} == {release.FIXED_TIME}
     with zipfile.ZipFile(public / bundle.TEST_CROPS_ZIP) as archive:
         infos = archive.infolist()
-    assert {i.date_time for i in infos} == {release.FIXED_ZIP_TIME}
+    assert {i.date_time for i in infos} == {fileio.FIXED_ZIP_TIME}
     names = [i.filename for i in infos[1:]]
     assert names == sorted(names)  # id order, not source (label) order
 
