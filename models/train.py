@@ -31,7 +31,8 @@ import torch
 
 from fileio import atomic_write
 from models._registry import get_model_cfg
-from models.checkpoint import load_checkpoint, make_config, save_checkpoint
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint_config import make_config
 from models.factory import Ensemble
 from models.fit import (
     PAPER_RECIPE,

@@ -7,7 +7,7 @@ import torch
 
 from models import create_model, save_checkpoint
 from models._registry import get_model_cfg
-from models.checkpoint import make_config
+from models.checkpoint_config import make_config
 from models.factory import Ensemble
 
 

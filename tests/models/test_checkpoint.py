@@ -14,7 +14,7 @@ import torch
 from models import create_model, load_checkpoint, save_checkpoint
 from models._registry import get_model_cfg
 from models.archive import CheckpointFiles
-from models.checkpoint import make_config
+from models.checkpoint_config import make_config
 from models.errors import CheckpointError, UnsafeCheckpoint
 from models.factory import Ensemble
 
