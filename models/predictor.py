@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.augment import dihedral_view, normalise, prepare
+from models.augment import normalise, prepare
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.explain import grad_cam, overlay
 from models.imaging import ImageInput, load_crop
+from models.inference import probabilities, resolve_device, run_batches
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,7 @@ class Predictor:
     ) -> None:
         if not isinstance(checkpoint, Checkpoint):
             checkpoint = load_checkpoint(Path(checkpoint))
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.checkpoint = checkpoint
         self.model = checkpoint.model.to(self.device).eval()
         self.batch_size = batch_size
@@ -65,20 +64,19 @@ class Predictor:
         x = prepare(crops.to(self.device), self.checkpoint.input_size)
         return normalise(x, self.checkpoint.mean, self.checkpoint.std)
 
-    @torch.inference_mode()
     def predict_array(self, crops: np.ndarray, *, tta: bool = False) -> np.ndarray:
         """P(atypical) of uint8 crops (N, H, W, 3)."""
         tensor = torch.from_numpy(np.array(crops, dtype=np.uint8)).permute(0, 3, 1, 2)
-        out = []
-        for start in range(0, len(tensor), self.batch_size):
-            x = self._inputs(tensor[start : start + self.batch_size])
-            n_views = 8 if tta else 1
-            # every view in one batch: view k of crop i is row k * len(x) + i
-            views = torch.cat([dihedral_view(x, k) for k in range(n_views)])
-            with torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda"):
-                probs = torch.sigmoid(self.model(views).float()).view(n_views, len(x))
-            out.append(probs.mean(0).cpu())
-        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+        probs = run_batches(
+            probabilities(self.model, views=8 if tta else 1),
+            tensor,
+            size=self.checkpoint.input_size,
+            mean=self.checkpoint.mean,
+            std=self.checkpoint.std,
+            device=self.device,
+            batch_size=self.batch_size,
+        )
+        return probs.numpy().astype(np.float64)
 
     def predict(self, images: Sequence[ImageInput], *, tta: bool = False) -> list[Prediction]:
         """Answers for images of any accepted kind (see ``models.imaging``)."""

