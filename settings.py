@@ -16,6 +16,13 @@ REPO_ROOT = Path(__file__).resolve().parent
 PUBLIC_RELEASE_URL = "https://github.com/DeepMicroscopy/AMi-Br_Benchmark"
 PUBLIC_RELEASE_COMMIT = "3acf4dad662ed71b63f283858892b54c84a49696"
 
+# Size limits: the defaults of the variables below, and the fixed limits of images.
+MB = 2**20
+MAX_PREDICTION_FILE_MB = 5
+MAX_CHECKPOINT_MB = 2048
+MAX_IMAGE_BYTES = 64 * MB  # measured before an image is read
+MAX_IMAGE_PIXELS = 50_000_000  # judged from the header before it is decoded
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the project cannot use."""
@@ -99,9 +106,10 @@ class Settings:
                 env, "MITOSIS_DEFAULT_CHECKPOINT", REPO_ROOT / "models" / "default"
             ),
             imagenet_weights_dir=_path(env, "MITOSIS_IMAGENET_WEIGHTS_DIR", None),
-            max_prediction_file_bytes=_int(env, "MITOSIS_MAX_PREDICTION_FILE_MB", 5, minimum=1)
-            * 1024
-            * 1024,
+            max_prediction_file_bytes=_int(
+                env, "MITOSIS_MAX_PREDICTION_FILE_MB", MAX_PREDICTION_FILE_MB, minimum=1
+            )
+            * MB,
             bootstrap_resamples=_int(env, "MITOSIS_BOOTSTRAP_RESAMPLES", 2000, minimum=1000),
             server_name=env.get("GRADIO_SERVER_NAME", "127.0.0.1"),
             server_port=_int(env, "GRADIO_SERVER_PORT", 7860, minimum=1),
@@ -113,7 +121,10 @@ class Settings:
             hidden_quota=_int(env, "MITOSIS_HIDDEN_QUOTA", 3, minimum=0),
             max_open_checkpoints=_int(env, "MITOSIS_MAX_OPEN_CHECKPOINTS", 1, minimum=1),
             compute_allowance_s=_int(env, "MITOSIS_COMPUTE_ALLOWANCE_S", 3600, minimum=1),
-            max_checkpoint_bytes=_int(env, "MITOSIS_MAX_CHECKPOINT_MB", 2048, minimum=1) * 2**20,
+            max_checkpoint_bytes=_int(
+                env, "MITOSIS_MAX_CHECKPOINT_MB", MAX_CHECKPOINT_MB, minimum=1
+            )
+            * MB,
             job_time_limit_s=_int(env, "MITOSIS_JOB_TIME_LIMIT_S", 900, minimum=1),
             lease_s=_int(env, "MITOSIS_LEASE_S", 60, minimum=2),
             start_worker=env.get("MITOSIS_START_WORKER", "1").strip().lower()

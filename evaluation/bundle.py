@@ -111,6 +111,14 @@ class LabelStore:
         info = json.loads((self.root / RELEASE_JSON).read_text())
         self.label_set_hash: str = info["label_set_hash"]
 
+    @classmethod
+    def if_present(cls, root: Path) -> LabelStore | None:
+        """The label store at ``root``, or None where there is none (the one way to ask)."""
+        try:
+            return cls(root)
+        except LabelsUnavailable:
+            return None
+
     def split_labels(self, split: str) -> SplitLabels:
         """Ground truth of one test split (for the scorer only)."""
         get_split(split)

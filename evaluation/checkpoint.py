@@ -21,8 +21,13 @@ from PIL import Image
 
 from evaluation.bundle import PublicBundle
 from evaluation.errors import EvaluationError, TimeLimitExceeded
-from evaluation.score import default_splits, format_table
-from evaluation.scoring import Predictions, load_labels, score_predictions
+from evaluation.scoring import (
+    Predictions,
+    default_splits,
+    format_table,
+    load_labels,
+    score_predictions,
+)
 from fileio import atomic_write
 from models.errors import ModelError
 from models.predictor import Predictor

@@ -12,38 +12,18 @@ import json
 import sys
 from pathlib import Path
 
-from evaluation.bundle import LabelStore, PublicBundle
-from evaluation.errors import EvaluationError, LabelsUnavailable
-from evaluation.scoring import SCORER_VERSION, load_labels, read_predictions, score_predictions
-from evaluation.splits import AMIBR_TEST, SPLITS, TEST_SPLITS
+from evaluation.bundle import PublicBundle
+from evaluation.errors import EvaluationError
+from evaluation.scoring import (
+    SCORER_VERSION,
+    default_splits,
+    format_table,
+    load_labels,
+    read_predictions,
+    score_predictions,
+)
+from evaluation.splits import AMIBR_TEST, TEST_SPLITS
 from settings import Settings
-
-
-def default_splits(labels_dir: Path) -> list[str]:
-    """Every test split when the private store exists, else the public AMi-Br test split."""
-    try:
-        LabelStore(labels_dir)
-    except LabelsUnavailable as e:
-        print(f"note: scoring AMi-Br test only. {e}", file=sys.stderr)
-        return [AMIBR_TEST.name]
-    return [s.name for s in TEST_SPLITS]
-
-
-def format_table(scores: dict) -> str:
-    """A fixed-width table of the main metrics, one split a line."""
-    lines = [
-        f"{'split':<11} {'n':>5}  {'BA [95% CI]':<22} {'sens':>6} {'spec':>6}  "
-        f"{'AUROC [95% CI]':<22} {'AP':>6} {'Brier':>6} {'ECE':>6}"
-    ]
-    for split, s in scores.items():
-        ba, auc = s.balanced_accuracy, s.auroc
-        lines.append(
-            f"{SPLITS[split].title:<11} {s.n:>5}  "
-            f"{ba.estimate:.4f} [{ba.low:.4f}, {ba.high:.4f}] {s.sensitivity:>6.4f} "
-            f"{s.specificity:>6.4f}  {auc.estimate:.4f} [{auc.low:.4f}, {auc.high:.4f}] "
-            f"{s.average_precision:>6.4f} {s.brier:>6.4f} {s.ece:>6.4f}"
-        )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         splits = args.split or default_splits(settings.labels_dir)
+        if not args.split and splits == [AMIBR_TEST.name]:
+            print(
+                f"note: scoring AMi-Br test only: no private label store at {settings.labels_dir}",
+                file=sys.stderr,
+            )
         bundle = PublicBundle(settings.public_dir)
         labels, label_hash = load_labels(bundle, settings.labels_dir, splits)
         predictions = read_predictions(

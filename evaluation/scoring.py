@@ -20,15 +20,16 @@ import pandas as pd
 
 from evaluation import metrics
 from evaluation.bundle import LabelStore, PublicBundle, SplitLabels
-from evaluation.errors import InvalidPredictionFile, LabelsUnavailable
+from evaluation.errors import InvalidPredictionFile
 from evaluation.splits import AMIBR_TEST, ATYPICAL, LABELS, TEST_SPLITS, get_split
 from fileio import describe_sizes, read_bounded
+from settings import MAX_PREDICTION_FILE_MB, MB
 
 SCORER_VERSION = "1.0"
 THRESHOLD = 0.5
 REQUIRED_COLUMNS = ("image_id", "prob_atypical")
 OPTIONAL_COLUMNS = ("label",)
-DEFAULT_MAX_BYTES = 5 * 1024 * 1024
+DEFAULT_MAX_BYTES = MAX_PREDICTION_FILE_MB * MB
 _FOREIGN_BOMS = {
     b"\xff\xfe\x00\x00": "UTF-32",
     b"\x00\x00\xfe\xff": "UTF-32",
@@ -309,6 +310,13 @@ def score_predictions(
     return scores
 
 
+def default_splits(labels_dir: Path) -> list[str]:
+    """Every test split where the private label store exists, else AMi-Br test (public)."""
+    if LabelStore.if_present(labels_dir) is None:
+        return [AMIBR_TEST.name]
+    return [s.name for s in TEST_SPLITS]
+
+
 def load_labels(
     bundle: PublicBundle, labels_dir: Path, splits: Iterable[str]
 ) -> tuple[dict[str, SplitLabels], str | None]:
@@ -317,10 +325,25 @@ def load_labels(
     AMi-Br test is public and scores without the private store; a hidden split without it
     raises ``LabelsUnavailable``.
     """
-    try:
-        store = LabelStore(labels_dir)
-    except LabelsUnavailable:
-        if any(get_split(s).hidden for s in splits):
-            raise
+    hidden = any(get_split(s).hidden for s in splits)
+    store = LabelStore(labels_dir) if hidden else LabelStore.if_present(labels_dir)
+    if store is None:
         return {AMIBR_TEST.name: bundle.public_labels()}, None
     return {s: store.split_labels(s) for s in splits}, store.label_set_hash
+
+
+def format_table(scores: Mapping[str, SplitScore]) -> str:
+    """A fixed-width table of the main metrics, one split a line (for the command lines)."""
+    lines = [
+        f"{'split':<11} {'n':>5}  {'BA [95% CI]':<22} {'sens':>6} {'spec':>6}  "
+        f"{'AUROC [95% CI]':<22} {'AP':>6} {'Brier':>6} {'ECE':>6}"
+    ]
+    for split, s in scores.items():
+        ba, auc = s.balanced_accuracy, s.auroc
+        lines.append(
+            f"{get_split(split).title:<11} {s.n:>5}  "
+            f"{ba.estimate:.4f} [{ba.low:.4f}, {ba.high:.4f}] {s.sensitivity:>6.4f} "
+            f"{s.specificity:>6.4f}  {auc.estimate:.4f} [{auc.low:.4f}, {auc.high:.4f}] "
+            f"{s.average_precision:>6.4f} {s.brier:>6.4f} {s.ece:>6.4f}"
+        )
+    return "\n".join(lines)

@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from fileio import describe_sizes
 from models.errors import CheckpointError, UnsafeCheckpoint
+from settings import MAX_CHECKPOINT_MB, MB
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -29,7 +30,7 @@ CARD = "README.md"
 ALLOWED_FILES = (CONFIG, WEIGHTS, ADAPTER_CONFIG, ADAPTER_WEIGHTS, CARD)
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
-DEFAULT_MAX_BYTES = 2 * 1024**3
+DEFAULT_MAX_BYTES = MAX_CHECKPOINT_MB * MB
 MAX_ENTRIES = 16
 MAX_CENTRAL_DIRECTORY = 64 * 2**10
 CHUNK = 2**20

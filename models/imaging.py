@@ -21,11 +21,10 @@ from PIL import Image, UnidentifiedImageError
 
 from fileio import describe_sizes, display_name, read_bounded, source_size
 from models.errors import ImageError
+from settings import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
 CROP = 128
 MIN_SIDE = 16
-MAX_PIXELS = 50_000_000
-MAX_BYTES = 64 * 2**20
 _NOT_IMAGES = (
     (b"PK\x03\x04", "a zip archive"),
     (b"PK\x05\x06", "an empty zip archive"),
@@ -65,10 +64,10 @@ def _open(source: ImageInput) -> Image.Image:
         raise ImageError(f"{name} cannot be read ({e.strerror}).") from e
     if size == 0:
         raise ImageError(f"{name} is empty (0 bytes); upload a PNG, JPEG, TIFF or WebP crop.")
-    if size > MAX_BYTES:
-        shown, cap = describe_sizes(size, MAX_BYTES)
+    if size > MAX_IMAGE_BYTES:
+        shown, cap = describe_sizes(size, MAX_IMAGE_BYTES)
         raise ImageError(f"{name} is {shown}; an image may be at most {cap}.")
-    data = read_bounded(source, MAX_BYTES, lambda n: ImageError(f"{name} grew while read."))
+    data = read_bounded(source, MAX_IMAGE_BYTES, lambda n: ImageError(f"{name} grew while read."))
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -77,11 +76,11 @@ def _open(source: ImageInput) -> Image.Image:
                 raise ImageError(
                     f"{name} is a {image.format} file; PNG, JPEG, TIFF and WebP are accepted."
                 )
-            if image.width * image.height > MAX_PIXELS:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise ImageError(
                     f"{name} is {image.width}x{image.height} pixels, over the limit of "
-                    f"{MAX_PIXELS // 1_000_000} megapixels; upload the 128x128 crop around the "
-                    "mitotic figure."
+                    f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels; upload the 128x128 crop around "
+                    "the mitotic figure."
                 )
             image.load()
         except ImageError:
@@ -94,7 +93,7 @@ def _open(source: ImageInput) -> Image.Image:
             ) from e
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
             raise ImageError(
-                f"{name} is too large to decode safely (far over {MAX_PIXELS // 1_000_000} "
+                f"{name} is too large to decode safely (far over {MAX_IMAGE_PIXELS // 1_000_000} "
                 "megapixels: a decompression bomb?); upload the 128x128 crop."
             ) from e
         except (OSError, SyntaxError, ValueError, EOFError) as e:
