@@ -27,18 +27,12 @@ from evaluation.checkpoint import predict_splits
 from evaluation.disclosure import release_split
 from evaluation.splits import HIDDEN_SPLITS
 from leaderboard.board import build_board
-from leaderboard.store import (
-    EntrySource,
-    Job,
-    JobStatus,
-    Result,
-    Submission,
-    open_store,
-)
+from leaderboard.results import Result
 from models.predictor import Predictor
 from settings import REPO_ROOT, Settings
 from submissions.intake import Submissions
 from submissions.metadata import EntryMetadata
+from submissions.tables import Job, JobStatus, Submission, open_store
 
 
 def _wait(sessions, job_id: int, timeout: float = 600) -> float:
@@ -113,10 +107,8 @@ def _board_numbers(release: Settings, root: Path, n_entries: int = 3334) -> dict
             submission = Submission(
                 sha256=f"{i:064x}",
                 kind="predictions",
-                source=EntrySource.SELF_REPORTED,
                 user=f"u{i}",
-                model_name=f"entry {i}",
-                team=f"team {i % 500}",
+                meta=EntryMetadata(f"entry {i}", team=f"team {i % 500}").to_dict(),
             )
             session.add(submission)
             session.flush()

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
@@ -51,20 +51,23 @@ from fileio import atomic_write, deterministic_zip
 from leaderboard.board import build_board
 from leaderboard.hub import start_hub_sync
 from leaderboard.paper import seed_paper_rows
-from leaderboard.store import EntrySource, Job, JobStatus, Result, Submission, open_store
+from leaderboard.results import Result
 from models.archive import CheckpointFiles
 from models.checkpoint import checkpoint_from_files
+from models.checkpoint_config import read_config
 from models.errors import ModelError
 from models.predictor import Predictor
 from settings import Settings
 from submissions import jobs, workers
 from submissions.errors import SubmissionError
+from submissions.metadata import METHOD_OF_STRATEGY, EntryMetadata
 from submissions.queue import EvaluationQueue
 from submissions.quota import lock_account
 from submissions.storage import sha256, store_file, stored_path
+from submissions.tables import Job, JobStatus, Submission, open_store
 
 log = logging.getLogger("evaluation.worker")
-DEFAULT_MODEL_NAME = "Default model (shipped): MobileNetV2 ensemble"
+PRETRAINING = {"imagenet_offline": "ImageNet", "hf_hub": "the backbone's own", "none": "none"}
 
 
 class Worker:
@@ -106,7 +109,7 @@ class Worker:
                 self.sessions,
                 job_id,
                 token,
-                lambda session, job: self._results(
+                lambda session, job: self._write_results(
                     session, job, predictions, scores, truth, labels.label_set_hash
                 ),
                 charged_s=self._charge(kind, started),
@@ -160,7 +163,13 @@ class Worker:
         atomic_write(cached, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6f"))
         return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
 
-    def _results(self, session, job, predictions, scores, truth, label_hash) -> list[Result]:
+    def _write_results(self, session, job, predictions, scores, truth, label_hash) -> None:
+        """The new current results of the job's submission (older ones stay, not current)."""
+        session.execute(
+            update(Result)
+            .where(Result.submission_id == job.submission_id, Result.current.is_(True))
+            .values(current=False)
+        )
         position = pd.Index(predictions.image_ids)
         versions = f"torch {torch.__version__}, numpy {np.__version__}"
         rows = []
@@ -198,7 +207,7 @@ class Worker:
                 )
             )
         release(session, job, rows)
-        return rows
+        session.add_all(rows)
 
     def _beat_forever(self) -> None:
         while not self.stop.wait(workers.HEARTBEAT_S):
@@ -233,7 +242,7 @@ class Worker:
                     JobStatus.CANCELLED,
                 ):
                     return None
-                job = Job(submission=existing, status=JobStatus.QUEUED, hidden=False)
+                job = Job(submission=existing, status=JobStatus.QUEUED, counts_toward_quota=False)
                 session.add(job)
                 session.flush()
                 return job.id
@@ -242,19 +251,12 @@ class Worker:
             submission = Submission(
                 sha256=digest,
                 kind="checkpoint",
-                source=EntrySource.VERIFIED,
                 user="maintainers",
-                model_name=DEFAULT_MODEL_NAME,
-                team="maintainers",
-                method_type="end-to-end",
-                backbone="mobilenetv2_100",
-                pretraining="ImageNet",
-                training_data="AMi-Br train",
-                description="The model the Space ships; see models/default/README.md.",
+                meta=shipped_entry(self.settings.default_checkpoint).to_dict(),
                 path=str(stored_path(uploads, digest, ".zip").relative_to(self.settings.data_dir)),
                 size_bytes=len(data),
             )
-            job = Job(submission=submission, status=JobStatus.QUEUED, hidden=False)
+            job = Job(submission=submission, status=JobStatus.QUEUED, counts_toward_quota=False)
             session.add_all([submission, job])
             session.flush()
             return job.id
@@ -263,9 +265,12 @@ class Worker:
         """A new job for every stored submission; their old results stay as history."""
         with self.sessions.begin() as session:
             submissions = session.scalars(
-                select(Submission).where(Submission.source != EntrySource.PAPER)
+                select(Submission).where(Submission.kind != "paper")
             ).all()
-            new = [Job(submission=s, status=JobStatus.QUEUED, hidden=False) for s in submissions]
+            new = [
+                Job(submission=s, status=JobStatus.QUEUED, counts_toward_quota=False)
+                for s in submissions
+            ]
             session.add_all(new)
         for job in new:
             self.queue.enqueue(job.id)
@@ -382,6 +387,25 @@ def _exit_with_parent(parent: int) -> None:
         time.sleep(0.5)
     log.warning("the app that started this worker (pid %d) is gone: exiting", parent)
     os._exit(0)
+
+
+def shipped_entry(checkpoint: Path) -> EntryMetadata:
+    """The board's description of the shipped model, from its own ``config.json``."""
+    with CheckpointFiles.open(checkpoint) as files:
+        config, cfg = read_config(files)
+    block = config["mitosis"]
+    members = int(block.get("ensemble_size", 1))
+    pretrained = block.get("provenance", {}).get("recipe", {}).get("pretrained", True)
+    return EntryMetadata(
+        model_name=f"Default model (shipped): {config['architecture']}"
+        + (f", ensemble of {members}" if members > 1 else ""),
+        team="maintainers",
+        method_type=METHOD_OF_STRATEGY[block["strategy"]],
+        backbone=config["architecture"],
+        pretraining=PRETRAINING[cfg.weights] if pretrained else "none",
+        training_data="AMi-Br train" if block.get("provenance", {}).get("train_split") else "",
+        description="The model the Space ships; see the model card beside its weights.",
+    )
 
 
 def zip_directory(directory: Path) -> bytes:

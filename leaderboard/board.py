@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from leaderboard.ranking import Entry, best_per_team, load_entries, rank_entries
-from leaderboard.store import EntrySource, Job, JobStatus, Submission
+from submissions.tables import Job, JobStatus, Submission
 
 
 def build_board(sessions: sessionmaker, *, per_team: bool = False) -> list[Entry]:
@@ -26,10 +26,17 @@ def verified_checkpoints(sessions: sessionmaker, data_dir: Path) -> dict[str, Pa
     """
     with sessions() as session:
         rows = session.execute(
-            select(Submission.id, Submission.model_name, Submission.path)
+            select(Submission.id, Submission.meta, Submission.path)
             .join(Job)
-            .where(Submission.source == EntrySource.VERIFIED, Job.status == JobStatus.FINISHED)
+            .where(Submission.kind == "checkpoint", Job.status == JobStatus.FINISHED)
             .order_by(Submission.id)
         ).all()
-    stored = {f"{name} (#{i})": Path(data_dir) / path for i, name, path in rows}
+    stored = {f"{meta['model_name']} (#{i})": Path(data_dir) / path for i, meta, path in rows}
     return {label: path for label, path in stored.items() if path.is_file()}
+
+
+def classify_models(
+    sessions: sessionmaker, default_checkpoint: Path, data_dir: Path, default_name: str
+) -> dict[str, Path]:
+    """The Classify tab's model choices: the shipped model first, then every verified one."""
+    return {default_name: Path(default_checkpoint), **verified_checkpoints(sessions, data_dir)}

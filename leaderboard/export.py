@@ -25,14 +25,8 @@ def board_rows(entries: list[Entry]) -> list[dict]:
         row = {
             "rank": entry.rank,
             "tied_with_first": entry.tied_with_first,
-            "model_name": entry.model_name,
-            "team": entry.team,
             "source": entry.source,
-            "method_type": entry.method_type,
-            "backbone": entry.backbone,
-            "pretraining": entry.pretraining,
-            "training_data": entry.training_data,
-            "uses_midog": entry.uses_midog,
+            **entry.meta.to_dict(),
             "hidden_mean_ba": entry.hidden_mean_ba,
             "hidden_withheld": entry.withheld,
         }
@@ -44,8 +38,6 @@ def board_rows(entries: list[Entry]) -> list[dict]:
             {
                 "sha256": entry.sha256,
                 **entry.provenance,
-                "paper_url": entry.paper_url,
-                "code_url": entry.code_url,
                 "submission_id": entry.submission_id,
             }
         )

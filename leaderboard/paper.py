@@ -11,11 +11,13 @@ import pandas as pd
 from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
-from leaderboard.store import EntrySource, Result, Submission
+from evaluation.splits import TEST_SPLITS
+from leaderboard.results import Result
+from submissions.metadata import EntryMetadata
+from submissions.tables import Submission
 
 PAPER_CSV = Path(__file__).parent / "data" / "paper_results.csv"
 PAPER_URL = "https://arxiv.org/abs/2506.21444"
-METHOD_TYPES = {"end-to-end": "end-to-end", "linear probe": "linear probe", "LoRA": "LoRA"}
 
 
 def paper_rows() -> pd.DataFrame:
@@ -29,28 +31,25 @@ def seed_paper_rows(sessions: sessionmaker) -> int:
     Their numbers are the paper's, so all of them are released as published.
     """
     with sessions.begin() as session:
-        if session.scalar(select(Submission.id).where(Submission.source == EntrySource.PAPER)):
+        if session.scalar(select(Submission.id).where(Submission.kind == "paper")):
             _release_paper_rows(session)
             return 0
         rows = paper_rows()
         for row in rows.itertuples():
-            submission = Submission(
-                sha256=None,
-                kind="paper",
-                source=EntrySource.PAPER,
-                user="paper",
+            meta = EntryMetadata(
                 model_name=f"{row.model} ({row.group})",
                 team="Banerjee et al. 2025",
-                method_type=METHOD_TYPES[row.group],
+                method_type=row.group,
                 backbone=row.backbone,
                 pretraining=row.pretraining,
                 training_data="AMi-Br train",
                 paper_url=PAPER_URL,
                 description="Reported in the paper: mean ± std over 5 fold models.",
-            )
+            ).validated()  # the paper's groups are our method types
+            submission = Submission(sha256=None, kind="paper", user="paper", meta=meta.to_dict())
             session.add(submission)
             session.flush()
-            for split in ("amibr_test", "atnorm_br", "atnorm_md"):
+            for split in (s.name for s in TEST_SPLITS):
                 numbers = {
                     k: float(getattr(row, f"{split}_{k}")) for k in ("ba", "ba_std", "auroc")
                 }
@@ -69,7 +68,7 @@ def seed_paper_rows(sessions: sessionmaker) -> int:
 
 def _release_paper_rows(session) -> None:
     """Paper rows stored before results had a released form get it (a database upgrade)."""
-    paper = select(Submission.id).where(Submission.source == EntrySource.PAPER)
+    paper = select(Submission.id).where(Submission.kind == "paper")
     for result in session.scalars(
         select(Result).where(Result.submission_id.in_(paper), Result.published.is_(None))
     ):

@@ -16,41 +16,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from evaluation.disclosure import HIDDEN, hidden_mean, tied
-from leaderboard.store import EntrySource, Job, Result, Submission
-
-ENTRY_FIELDS = (
-    "model_name",
-    "team",
-    "user",
-    "method_type",
-    "backbone",
-    "pretraining",
-    "training_data",
-    "uses_midog",
-    "paper_url",
-    "code_url",
-    "description",
-    "sha256",
-)
+from leaderboard.results import Result
+from submissions.metadata import EntryMetadata
+from submissions.tables import SOURCE_OF_KIND, Job, Submission
 
 
 @dataclass
 class Entry:
-    """One row of the board: an entry's metadata and its released numbers per split."""
+    """One row of the board: who submitted what, and its released numbers per split."""
 
     submission_id: int
     source: str
-    model_name: str
-    team: str = ""
+    meta: EntryMetadata
     user: str = ""
-    method_type: str = "other"
-    backbone: str = ""
-    pretraining: str = ""
-    training_data: str = ""
-    uses_midog: bool = False
-    paper_url: str = ""
-    code_url: str = ""
-    description: str = ""
     sha256: str | None = None
     scores: dict[str, dict] = field(default_factory=dict)
     withheld: bool = False
@@ -58,6 +36,16 @@ class Entry:
     provenance: dict = field(default_factory=dict)
     rank: int | None = None
     tied_with_first: str = "n/a"
+
+    @property
+    def model_name(self) -> str:
+        """The entry's name (from its metadata)."""
+        return self.meta.model_name
+
+    @property
+    def team(self) -> str:
+        """The entry's team (from its metadata)."""
+        return self.meta.team
 
     @property
     def hidden_mean_ba(self) -> float | None:
@@ -86,8 +74,10 @@ def load_entries(session: Session) -> list[Entry]:
             s = submissions[result.submission_id]
             entry = entries[s.id] = Entry(
                 submission_id=s.id,
-                source=str(EntrySource(s.source)),
-                **{name: getattr(s, name) for name in ENTRY_FIELDS},
+                source=str(SOURCE_OF_KIND[s.kind]),
+                meta=EntryMetadata.from_dict(s.meta),
+                user=s.user,
+                sha256=s.sha256,
                 disclosure=disclosures.get(result.job_id) or "",
                 provenance={
                     "scorer_version": result.scorer_version,

@@ -7,6 +7,8 @@ text (the app's table renders it as plain strings, never as HTML or Markdown).
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from evaluation.splits import TEST_SPLITS
@@ -112,3 +114,18 @@ def entry_details(entries: list[Entry], submission_id: int) -> dict:
         if entry.submission_id == submission_id:
             return {k: v for k, v in row.items() if v is not None and v != ""}
     raise ValueError(f"No entry with id {submission_id} on the board.")
+
+
+def submissions_table(reports: list[dict]) -> pd.DataFrame:
+    """A user's jobs (``leaderboard.results.job_report``), the released BA per split in one cell."""
+    return pd.DataFrame(
+        [
+            {
+                **{k: v for k, v in report.items() if k != "scores"},
+                "balanced_accuracy": json.dumps(
+                    {split: (s or {}).get("ba") for split, s in report["scores"].items()}
+                ),
+            }
+            for report in reports
+        ]
+    )

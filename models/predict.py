@@ -7,12 +7,11 @@ image that cannot be read (exit status 2). The default checkpoint is the shipped
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
 from models.errors import ModelError
-from models.predictor import Predictor
+from models.predictor import Predictor, predictions_table
 from settings import Settings
 
 
@@ -41,10 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["image", "prob_atypical", "label"])
-    for path, prediction in zip(args.images, predictions, strict=True):
-        writer.writerow([str(path), f"{prediction.prob_atypical:.6f}", prediction.label])
+    table = predictions_table([str(p) for p in args.images], predictions)
+    table.to_csv(sys.stdout, index=False, float_format="%.6f", lineterminator="\n")
     return 0
 
 

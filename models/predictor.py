@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from models.augment import normalise, prepare
@@ -96,6 +97,17 @@ class Predictor:
         return Explanation(
             Prediction(prob, self._label(prob)), crop, heatmap, overlay(crop, heatmap)
         )
+
+
+def predictions_table(names: Sequence[str], predictions: Sequence[Prediction]) -> pd.DataFrame:
+    """``image,prob_atypical,label``: what ``models.predict`` prints and the Space offers."""
+    return pd.DataFrame(
+        {
+            "image": list(names),
+            "prob_atypical": [round(p.prob_atypical, 6) for p in predictions],
+            "label": [p.label for p in predictions],
+        }
+    )
 
 
 @functools.lru_cache(maxsize=3)

@@ -25,3 +25,7 @@ class JobNotFound(SubmissionError):
 
 class UploadMissing(SubmissionError):
     """The uploaded file is gone before it could be read (an expired upload cache entry)."""
+
+
+class NotCancellable(SubmissionError):
+    """The job has started (or ended), so it can no longer be cancelled."""

@@ -23,17 +23,22 @@ from sqlalchemy.orm import selectinload, sessionmaker
 from evaluation.bundle import PublicBundle
 from evaluation.scoring import read_predictions
 from fileio import describe_sizes, source_size
-from leaderboard.store import EntrySource, Job, JobStatus, Result, Submission, utcnow
 from models.archive import CheckpointFiles
 from models.checkpoint import inspect_checkpoint
 from models.errors import CheckpointError
 from settings import Settings
 from submissions import jobs
-from submissions.errors import DuplicateSubmission, SubmissionError, UploadMissing
+from submissions.errors import (
+    DuplicateSubmission,
+    NotCancellable,
+    SubmissionError,
+    UploadMissing,
+)
 from submissions.metadata import EntryMetadata
 from submissions.queue import EvaluationQueue
 from submissions.quota import check_limits, lock_account
 from submissions.storage import sha256, store_file, stored_path
+from submissions.tables import Job, JobStatus, Submission, utcnow
 
 RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
 Upload = Path | str | bytes
@@ -41,10 +46,9 @@ Upload = Path | str | bytes
 
 @dataclass(frozen=True)
 class JobView:
-    """What a user may see of one of their jobs: status and released numbers only.
+    """What a user may see of one of their jobs: its state, and what the Ladder released.
 
-    ``scores`` maps each split to what the release policy published about it (``None`` for a
-    hidden split whose scores were withheld); ``disclosure`` says which.
+    Its scores are the leaderboard's (``leaderboard.results.job_report`` adds them).
     """
 
     job_id: int
@@ -55,7 +59,6 @@ class JobView:
     reason: str
     queue_position: int
     created_at: str
-    scores: dict[str, dict | None]
     disclosure: str
 
     def to_dict(self) -> dict:
@@ -93,7 +96,7 @@ class Submissions:
         read_predictions(
             upload, self.bundle.manifest, max_bytes=self.settings.max_prediction_file_bytes
         )
-        return self._record(user, upload, ".csv", "predictions", EntrySource.SELF_REPORTED, meta)
+        return self._record(user, upload, ".csv", "predictions", meta)
 
     def submit_checkpoint(self, user: str, upload: Upload, meta: EntryMetadata) -> JobView:
         """Validate and queue a zipped checkpoint (a verified entry once the server ran it)."""
@@ -114,9 +117,9 @@ class Submissions:
         ) as files:
             inspect_checkpoint(files)
             files.verify()
-        return self._record(user, upload, ".zip", "checkpoint", EntrySource.VERIFIED, meta)
+        return self._record(user, upload, ".zip", "checkpoint", meta)
 
-    def _record(self, user, upload, suffix, kind, source, meta) -> JobView:
+    def _record(self, user, upload, suffix, kind, meta) -> JobView:
         digest = sha256(upload)
         uploads = self.settings.data_dir / "uploads"
         created = False
@@ -139,15 +142,14 @@ class Submissions:
                     submission = Submission(
                         sha256=digest,
                         kind=kind,
-                        source=source,
                         user=user,
                         path=str(
                             stored_path(uploads, digest, suffix).relative_to(self.settings.data_dir)
                         ),
                         size_bytes=source_size(upload),
-                        **asdict(meta),
+                        meta=meta.to_dict(),
                     )
-                job = Job(submission=submission, status=JobStatus.QUEUED, hidden=True)
+                job = Job(submission=submission, status=JobStatus.QUEUED)
                 session.add_all([submission, job])
                 session.flush()
                 job_id = job.id
@@ -180,9 +182,14 @@ class Submissions:
             ).all()
             return [_view(session, job) for job in found]
 
-    def cancel(self, user: str, job_id: int) -> bool:
-        """Cancel a queued job of ``user``."""
-        return jobs.cancel(self.sessions, job_id, user)
+    def cancel(self, user: str, job_id: int) -> JobView:
+        """Cancel a queued job of ``user``; ``NotCancellable`` once it has started."""
+        if not jobs.cancel(self.sessions, job_id, user):
+            view = self.status(user, job_id)  # JobNotFound for other users' jobs
+            raise NotCancellable(
+                f"Job {job_id} is {view.status}; only a queued job can be cancelled."
+            )
+        return self.status(user, job_id)
 
 
 def _present(upload: Upload) -> Upload:
@@ -197,17 +204,15 @@ def _as_utc(moment: datetime) -> datetime:
 
 
 def _view(session, job: Job) -> JobView:
-    results = session.scalars(select(Result).where(Result.job_id == job.id)).all()
     return JobView(
         job_id=job.id,
-        model_name=job.submission.model_name,
+        model_name=job.submission.entry.model_name,
         kind=job.submission.kind,
         source=str(job.submission.source),
         status=str(job.status),
         reason=job.reason,
         queue_position=jobs.queue_position(session, job),
         created_at=_as_utc(job.created_at).isoformat(timespec="seconds"),
-        scores={r.split: r.published for r in sorted(results, key=lambda r: r.split)},
         disclosure=job.disclosure or "",
     )
 

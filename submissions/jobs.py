@@ -15,9 +15,9 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from leaderboard.store import Job, JobStatus, Result, Submission, utcnow
 from submissions.errors import JobNotFound
 from submissions.queue import EvaluationQueue
+from submissions.tables import Job, JobStatus, Submission, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,14 @@ def finish(
     sessions: sessionmaker,
     job_id: int,
     token: str,
-    make_results: Callable[[Session, Job], list[Result]],
+    write_results: Callable[[Session, Job], None],
     *,
     charged_s: float = 0.0,
 ) -> bool:
-    """Mark the job finished and add its results in one transaction, only if still ours.
+    """Mark the job finished and write its results in one transaction, only if still ours.
 
-    ``make_results`` runs inside the transaction and may record on the job what was released.
+    ``write_results`` runs inside the transaction (the worker's: it writes the scores and
+    records on the job what was released); nothing is written when the lease was lost.
     """
     with sessions.begin() as session:
         done = session.execute(
@@ -77,16 +78,9 @@ def finish(
                 charged_s=charged_s,
             )
         ).rowcount
-        if not done:
-            return False
-        job = session.get(Job, job_id)
-        session.execute(
-            update(Result)
-            .where(Result.submission_id == job.submission_id, Result.current.is_(True))
-            .values(current=False)
-        )
-        session.add_all(make_results(session, job))
-    return True
+        if done:
+            write_results(session, session.get(Job, job_id))
+    return bool(done)
 
 
 def fail(

@@ -1,13 +1,19 @@
-"""What a participant says about an entry, validated before anything is stored."""
+"""What a participant says about an entry, validated before anything is stored.
+
+:class:`EntryMetadata` is the one definition of an entry's fields: the submission table keeps
+them as one JSON value, the board and its exports read them from it, and the Submit form is
+built from :data:`FIELD_LABELS`.
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from submissions.errors import InvalidMetadata
 
 METHOD_TYPES = ("end-to-end", "linear probe", "LoRA", "other")
+METHOD_OF_STRATEGY = {"end_to_end": "end-to-end", "linear_probe": "linear probe", "lora": "LoRA"}
 _URL = re.compile(r"^https?://[^\s<>\"']+$")
 _MARKUP = re.compile(r"<\s*[a-zA-Z!/?]|javascript:|data:text/html", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
@@ -22,6 +28,25 @@ _LIMITS = {
     "code_url": 500,
     "description": 2000,
 }
+
+
+FIELD_LABELS = {
+    "model_name": "Model name",
+    "team": "Team",
+    "method_type": "Method",
+    "backbone": "Backbone",
+    "pretraining": "Pretraining data",
+    "training_data": "Training data",
+    "uses_midog": "Training data includes MIDOG++",
+    "paper_url": "Paper link",
+    "code_url": "Code link",
+    "description": "Description",
+}
+
+
+def metadata_fields() -> tuple[str, ...]:
+    """The field names of :class:`EntryMetadata`, in the form's order."""
+    return tuple(f.name for f in fields(EntryMetadata))
 
 
 @dataclass(frozen=True)
@@ -41,6 +66,21 @@ class EntryMetadata:
     paper_url: str = ""
     code_url: str = ""
     description: str = ""
+
+    @classmethod
+    def from_dict(cls, values: dict) -> EntryMetadata:
+        """From stored or submitted values: unknown keys ignored, missing and empty ones default."""
+        data = {}
+        for f in fields(cls):
+            value = values.get(f.name)
+            if value is None:
+                continue
+            data[f.name] = bool(value) if f.type in ("bool", bool) else str(value)
+        return cls(**{"model_name": "", **data})
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready form (what the submission table stores)."""
+        return asdict(self)
 
     def validated(self) -> EntryMetadata:
         """A stripped copy, or ``InvalidMetadata`` naming the field."""

@@ -25,9 +25,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from leaderboard.store import Account, Job, JobStatus, Submission, utcnow
 from settings import Settings
 from submissions.errors import QuotaExceeded
+from submissions.tables import Account, Job, JobStatus, Submission, utcnow
 
 COUNTED = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FINISHED)
 OPEN = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -70,7 +70,7 @@ def check_limits(session: Session, user: str, kind: str, settings: Settings) -> 
         .where(
             Submission.user == user,
             Submission.kind == kind,
-            Job.hidden.is_(True),
+            Job.counts_toward_quota.is_(True),
             Job.status.in_(OPEN),
         )
     )
@@ -99,7 +99,7 @@ def hidden_jobs_since(session: Session, user: str, since: datetime) -> list[date
             .join(Submission)
             .where(
                 Submission.user == user,
-                Job.hidden.is_(True),
+                Job.counts_toward_quota.is_(True),
                 Job.created_at >= since,
                 Job.status.in_(COUNTED),
             )

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+import pandas as pd
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import sessionmaker
 
-from leaderboard.store import WorkerRecord, utcnow
+from submissions.tables import WorkerRecord, utcnow
 
 HEARTBEAT_S = 2.0
 SILENT_AFTER_S = 15.0
@@ -90,3 +91,21 @@ def health(sessions: sessionmaker) -> list[WorkerHealth]:
             )
         )
     return views
+
+
+def health_table(sessions: sessionmaker) -> pd.DataFrame:
+    """The workers as the Space's table shows them."""
+    return pd.DataFrame(
+        [
+            {
+                "worker": w.name,
+                "device": w.device,
+                "state": w.state,
+                "job": "" if w.job_id is None else w.job_id,
+                "last heartbeat": f"{w.seconds_since_heartbeat:.0f} s ago",
+                "health": "alive" if w.alive else "silent",
+            }
+            for w in health(sessions)
+        ],
+        columns=["worker", "device", "state", "job", "last heartbeat", "health"],
+    )

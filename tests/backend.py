@@ -17,12 +17,12 @@ import pandas as pd
 from sqlalchemy import func, select
 
 from evaluation.release import build_release
-from leaderboard.store import Job, JobStatus, open_store
 from models import create_model, save_checkpoint
 from models._registry import get_model_cfg
 from models.checkpoint_config import make_config
 from settings import REPO_ROOT, Settings
 from submissions.intake import Submissions
+from submissions.tables import Job, JobStatus, open_store
 from tests.conftest import TINY_COUNTS, make_tiny_source
 from tests.models.conftest import tiny_checkpoint
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from leaderboard.store import WorkerRecord
 from settings import REPO_ROOT
+from submissions.tables import WorkerRecord
 from tests.backend import Backend
 
 

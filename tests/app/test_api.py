@@ -11,10 +11,10 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app import Space
 from settings import Settings
 from tests.backend import zip_dir
 from tests.models.conftest import tiny_checkpoint
+from ui.space import Space
 
 META = (
     "api model",
@@ -52,6 +52,7 @@ def test_exactly_the_public_endpoints(client):
         "/submit_predictions",
         "/submit_checkpoint",
         "/submission_status",
+        "/cancel_submission",
     }
 
 

@@ -14,7 +14,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from sqlalchemy import func, select
 
-from leaderboard.store import Job, Submission
+from submissions.tables import Job, Submission
 from tests.hostile import corpus
 from tests.models.conftest import tiny_checkpoint
 

@@ -7,8 +7,9 @@ import signal
 
 from sqlalchemy import func, select
 
-from leaderboard.store import Job, Result, WorkerRecord
+from leaderboard.results import Result
 from submissions.metadata import EntryMetadata
+from submissions.tables import Job, WorkerRecord
 from submissions.workers import health
 from tests.app.conftest import RunningApp, alive, wait_until
 from tests.backend import slow_checkpoint, zip_dir

@@ -31,6 +31,7 @@ from evaluation.disclosure import HIDDEN, bits_per_scoring, ladder_releases, rou
 from evaluation.worker import Worker, best_released_mean
 from leaderboard.board import build_board
 from leaderboard.export import board_rows, to_csv, to_json
+from leaderboard.results import released_scores
 from leaderboard.tables import display_table, entry_details
 from settings import REPO_ROOT, Settings
 from submissions.intake import Submissions
@@ -96,7 +97,7 @@ class Platform:
         shown = table[table["model"] == name].iloc[0].to_dict()
         for view in self.service.my_submissions(user):
             if view.model_name == name:
-                for split, released in view.scores.items():
+                for split, released in released_scores(self.worker.sessions, view.job_id).items():
                     for key, value in (released or {}).items():
                         if split in HIDDEN:
                             seen.setdefault(f"{split}_{key}", set()).add(float(value))

@@ -14,10 +14,11 @@ from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.hub import HubSyncError, start_hub_sync
 from leaderboard.paper import paper_rows
 from leaderboard.ranking import Entry, rank_entries
-from leaderboard.store import Job, Result
+from leaderboard.results import Result, job_report
 from leaderboard.tables import display_table
 from settings import Settings
 from submissions.metadata import EntryMetadata
+from submissions.tables import Job
 from tests.backend import Backend
 
 
@@ -83,7 +84,7 @@ def test_the_ladder_withholds_what_does_not_beat_the_account_s_best(scored):
 
 
 def test_equal_scores_share_a_rank():
-    entries = [Entry(i, "paper", f"m{i}") for i in range(3)]
+    entries = [Entry(i, "paper", EntryMetadata(f"m{i}")) for i in range(3)]
     for entry, ba in zip(entries, (0.8, 0.7, 0.8), strict=True):
         entry.scores = {s: {"ba": ba} for s in ("atnorm_br", "atnorm_md")}
     ranked = rank_entries(entries)
@@ -119,9 +120,9 @@ def test_exports_hold_released_numbers_only(scored):
     assert "\n=" not in to_csv(rows)
 
 
-def test_job_views_hold_released_numbers_only(scored):
-    views = scored.service.my_submissions("alice")
-    assert set(views[0].to_dict()) == {
+def test_job_reports_hold_released_numbers_only(scored):
+    views = [job_report(scored.sessions, v) for v in scored.service.my_submissions("alice")]
+    assert set(views[0]) == {
         "job_id",
         "model_name",
         "kind",
@@ -134,16 +135,16 @@ def test_job_views_hold_released_numbers_only(scored):
         "disclosure",
     }
     second, perfect = views
-    assert perfect.disclosure == "released"
-    assert perfect.scores["atnorm_md"] == {
+    assert perfect["disclosure"] == "released"
+    assert perfect["scores"]["atnorm_md"] == {
         "ba": 1.0,
-        "ba_low": pytest.approx(perfect.scores["atnorm_md"]["ba_low"]),
+        "ba_low": pytest.approx(perfect["scores"]["atnorm_md"]["ba_low"]),
         "ba_high": 1.0,
         "n": 7,
         "n_atypical": 3,
     }
-    assert second.scores["atnorm_br"] is None and second.scores["atnorm_md"] is None
-    assert "brier" in second.scores["amibr_test"]
+    assert second["scores"]["atnorm_br"] is None and second["scores"]["atnorm_md"] is None
+    assert "brier" in second["scores"]["amibr_test"]
 
 
 def test_results_written_before_the_policy_are_released_at_start(scored):

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from leaderboard.store import open_store
 from settings import Settings
 from submissions.errors import QuotaExceeded
 from submissions.intake import Submissions
 from submissions.metadata import EntryMetadata
+from submissions.tables import open_store
 
 
 def main(folder: Path, worker: int, threads: int) -> None:

@@ -15,10 +15,11 @@ from evaluation.checkpoint import as_predictions, predict_splits
 from evaluation.disclosure import HIDDEN, ladder_releases, round_hidden
 from evaluation.scoring import read_predictions, score_predictions
 from leaderboard.board import build_board
-from leaderboard.store import Job, Result, WorkerRecord
+from leaderboard.results import Result
 from models.predictor import Predictor
 from settings import REPO_ROOT
 from submissions.metadata import EntryMetadata
+from submissions.tables import Job, WorkerRecord
 from tests.backend import slow_checkpoint, zip_dir
 from tests.models.conftest import tiny_checkpoint
 

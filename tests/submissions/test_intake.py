@@ -8,11 +8,17 @@ import pytest
 from sqlalchemy import func, select
 
 from evaluation.errors import InvalidPredictionFile
-from leaderboard.store import Job, Submission
 from models.errors import CheckpointError, UnsafeCheckpoint
 from submissions import jobs
-from submissions.errors import DuplicateSubmission, InvalidMetadata, JobNotFound, QuotaExceeded
+from submissions.errors import (
+    DuplicateSubmission,
+    InvalidMetadata,
+    JobNotFound,
+    NotCancellable,
+    QuotaExceeded,
+)
 from submissions.metadata import EntryMetadata
+from submissions.tables import Job, Submission
 from tests.backend import Backend
 from tests.hostile import Payload, zip_of
 from tests.models.conftest import tiny_checkpoint
@@ -167,11 +173,13 @@ def test_jobs_are_private_and_transitions_are_guarded(backend):
     token = jobs.claim(backend.sessions, view.job_id, "w1", 60)
     assert token and jobs.claim(backend.sessions, view.job_id, "w2", 60) is None
     assert not jobs.fail(backend.sessions, view.job_id, "not-the-token", "x")
-    assert not backend.service.cancel("alice", view.job_id)  # running: too late
+    with pytest.raises(NotCancellable, match=f"Job {view.job_id} is running; only a queued"):
+        backend.service.cancel("alice", view.job_id)  # running: too late
     second = backend.service.submit_predictions("alice", backend.predictions(2), META)
     assert second.queue_position == 1  # the first one runs
-    assert not backend.service.cancel("bob", second.job_id)
-    assert backend.service.cancel("alice", second.job_id)
+    with pytest.raises(JobNotFound):
+        backend.service.cancel("bob", second.job_id)
+    assert backend.service.cancel("alice", second.job_id).status == "cancelled"
     assert backend.service.status("alice", second.job_id).status == "cancelled"
 
 
@@ -185,7 +193,7 @@ def test_reaper_requeues_expired_leases(backend):
 def test_a_failed_or_cancelled_file_can_be_submitted_again(backend):
     data = backend.predictions(8)
     first = backend.service.submit_predictions("alice", data, META)
-    assert backend.service.cancel("alice", first.job_id)
+    assert backend.service.cancel("alice", first.job_id).status == "cancelled"
     second = backend.service.submit_predictions("alice", data, META)
     assert second.job_id != first.job_id and second.status == "queued"
     assert backend.service.submit_predictions("alice", data, META).job_id == second.job_id

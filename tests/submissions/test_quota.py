@@ -8,11 +8,11 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from leaderboard.store import Job, Submission
 from settings import REPO_ROOT
 from submissions import jobs
 from submissions.errors import QuotaExceeded
 from submissions.metadata import EntryMetadata
+from submissions.tables import Job, Submission
 from tests.backend import Backend, zip_dir
 from tests.models.conftest import tiny_checkpoint
 

@@ -1,21 +1,23 @@
-"""The project's database: submissions, jobs and results (SQLAlchemy 2).
+"""The project's database, and the tables of submissions: uploads, jobs, accounts, workers.
 
-SQLite (WAL, a busy timeout, foreign keys) by default; any SQLAlchemy URL from
+SQLAlchemy 2 on SQLite (WAL, a busy timeout, foreign keys) by default, or any URL from
 ``MITOSIS_DATABASE_URL`` (PostgreSQL for a shared deployment). It is the source of truth the UI
-reads: the queue engine only carries job ids. A result row keeps its provenance (file hash,
-scorer version, label-set hash, package versions) and re-scoring adds rows, marking the older
-ones not current, so history is kept.
+reads: the queue engine only carries job ids. Every package that owns tables declares them on
+:class:`Base` (``leaderboard.results`` holds the scores); :func:`open_store` creates those
+registered when it runs and brings a database written by an earlier version up to date.
 
-A result row holds the full-precision metrics (private: never shown) and ``published``, what
-the release policy (``evaluation.disclosure``) lets anyone read; every reader shows only the
-latter. ``accounts`` has one row per submitting user: locking it serialises that user's quota
-check and insert, and the Ladder's release decision, across processes and hosts. ``workers``
-holds every evaluation worker's heartbeat and current job, for the Space to show.
+- ``submissions``: one uploaded file (or a paper row), its kind and what its author says about it
+  (``meta``: the fields of ``EntryMetadata``, the one definition of them);
+- ``jobs``: one evaluation of a submission: state, lease, attempts, what the Ladder released;
+- ``accounts``: one row per submitting user; locking it serialises that user's quota check and
+  insert, and the release decision, across processes and hosts;
+- ``workers``: every evaluation worker's heartbeat, device and current job.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -26,10 +28,8 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
-    LargeBinary,
     String,
     Text,
-    UniqueConstraint,
     create_engine,
     event,
     inspect,
@@ -38,6 +38,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
 
+from submissions.metadata import EntryMetadata, metadata_fields
+
 
 def utcnow() -> datetime:
     """Timezone-aware now, the one clock of the store."""
@@ -45,15 +47,22 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    """Declarative base of every table."""
+    """Declarative base of every table of the project."""
 
 
 class EntrySource(enum.StrEnum):
-    """Where an entry's numbers come from."""
+    """Where an entry's numbers come from, decided by the submission's kind."""
 
     VERIFIED = "verified"  # a checkpoint the server ran
     SELF_REPORTED = "self-reported"  # a prediction file
     PAPER = "paper"  # reported in the benchmark paper
+
+
+SOURCE_OF_KIND = {
+    "checkpoint": EntrySource.VERIFIED,
+    "predictions": EntrySource.SELF_REPORTED,
+    "paper": EntrySource.PAPER,
+}
 
 
 class JobStatus(enum.StrEnum):
@@ -74,23 +83,23 @@ class Submission(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     kind: Mapped[str] = mapped_column(String(16))  # predictions | checkpoint | paper
-    source: Mapped[EntrySource] = mapped_column(Enum(EntrySource, native_enum=False))
     user: Mapped[str] = mapped_column(String(100), index=True)
-    model_name: Mapped[str] = mapped_column(String(200))
-    team: Mapped[str] = mapped_column(String(200), default="")
-    method_type: Mapped[str] = mapped_column(String(32), default="other")
-    backbone: Mapped[str] = mapped_column(String(200), default="")
-    pretraining: Mapped[str] = mapped_column(String(200), default="")
-    training_data: Mapped[str] = mapped_column(String(300), default="")
-    uses_midog: Mapped[bool] = mapped_column(Boolean, default=False)
-    paper_url: Mapped[str] = mapped_column(String(500), default="")
-    code_url: Mapped[str] = mapped_column(String(500), default="")
-    description: Mapped[str] = mapped_column(Text, default="")
+    meta: Mapped[dict] = mapped_column(JSON)  # EntryMetadata's fields
     path: Mapped[str] = mapped_column(String(500), default="")  # relative to MITOSIS_DATA_DIR
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="submission", order_by="Job.id")
+
+    @property
+    def source(self) -> EntrySource:
+        """Verified, self-reported or paper: what the kind of the submission makes it."""
+        return SOURCE_OF_KIND[self.kind]
+
+    @property
+    def entry(self) -> EntryMetadata:
+        """What the author says about the entry."""
+        return EntryMetadata.from_dict(self.meta)
 
 
 class Job(Base):
@@ -101,11 +110,11 @@ class Job(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False), index=True)
-    hidden: Mapped[bool] = mapped_column(Boolean, default=True)  # counts against the quota
+    counts_toward_quota: Mapped[bool] = mapped_column(Boolean, default=True)  # user-submitted
     reason: Mapped[str] = mapped_column(Text, default="")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
     disclosure: Mapped[str] = mapped_column(Text, default="")  # what the Ladder released
     charged_s: Mapped[float] = mapped_column(Float, default=0.0)  # compute allowance used
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
     claim_token: Mapped[str] = mapped_column(String(32), default="")
     worker: Mapped[str] = mapped_column(String(100), default="")
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -116,48 +125,6 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     submission: Mapped[Submission] = relationship(back_populates="jobs")
-    results: Mapped[list[Result]] = relationship(back_populates="job")
-
-
-class Result(Base):
-    """Every metric of one split for one job, with provenance."""
-
-    __tablename__ = "results"
-    __table_args__ = (UniqueConstraint("job_id", "split"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True)
-    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
-    split: Mapped[str] = mapped_column(String(32))
-    current: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
-    n: Mapped[int | None] = mapped_column(Integer)
-    n_atypical: Mapped[int | None] = mapped_column(Integer)
-    ba: Mapped[float] = mapped_column(Float)
-    ba_low: Mapped[float | None] = mapped_column(Float)
-    ba_high: Mapped[float | None] = mapped_column(Float)
-    ba_std: Mapped[float | None] = mapped_column(Float)  # paper rows: std over 5 fold models
-    sensitivity: Mapped[float | None] = mapped_column(Float)
-    specificity: Mapped[float | None] = mapped_column(Float)
-    auroc: Mapped[float | None] = mapped_column(Float)
-    auroc_low: Mapped[float | None] = mapped_column(Float)
-    auroc_high: Mapped[float | None] = mapped_column(Float)
-    average_precision: Mapped[float | None] = mapped_column(Float)
-    brier: Mapped[float | None] = mapped_column(Float)
-    ece: Mapped[float | None] = mapped_column(Float)
-    tp: Mapped[int | None] = mapped_column(Integer)
-    fn: Mapped[int | None] = mapped_column(Integer)
-    tn: Mapped[int | None] = mapped_column(Integer)
-    fp: Mapped[int | None] = mapped_column(Integer)
-    decisions: Mapped[bytes | None] = mapped_column(LargeBinary)  # packed bits, sorted-id order
-    published: Mapped[dict | None] = mapped_column(
-        JSON(none_as_null=True)
-    )  # what anyone may read; None: withheld
-    scorer_version: Mapped[str] = mapped_column(String(16), default="")
-    label_set_hash: Mapped[str] = mapped_column(String(64), default="")
-    versions: Mapped[str] = mapped_column(String(300), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-    job: Mapped[Job | None] = relationship(back_populates="results")
 
 
 class Account(Base):
@@ -193,26 +160,48 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def open_store(url: str) -> sessionmaker:
-    """A session factory on ``url``; creates the tables when missing."""
+    """A session factory on ``url``; creates the registered tables and migrates old ones."""
     engine: Engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     Base.metadata.create_all(engine)
-    _add_missing_columns(engine)
+    _migrate(engine)
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    """Bring a database written by an earlier version up to date (new columns are nullable).
+def _migrate(engine: Engine) -> None:
+    """Bring a database written by an earlier version up to date, keeping every row.
 
-    Results written before ``published`` existed are released by the worker at its start.
+    Version 1 kept the entry metadata in ten columns and the entry source in an eleventh (now
+    ``meta`` and the kind), and called ``counts_toward_quota`` ``hidden``; later versions added
+    nullable columns (results written before ``published`` existed are released by the worker
+    at its start).
     """
     inspector = inspect(engine)
+    tables = inspector.get_table_names()
+    columns = {t: {c["name"] for c in inspector.get_columns(t)} for t in tables}
     with engine.begin() as connection:
+        old = [f for f in metadata_fields() if f in columns.get("submissions", ())]
+        if old:
+            connection.execute(text("ALTER TABLE submissions ADD COLUMN meta JSON"))
+            rows = connection.execute(
+                text(f"SELECT id, {', '.join(old)} FROM submissions")
+            ).mappings()
+            for row in list(rows):
+                meta = EntryMetadata.from_dict({f: row[f] for f in old})
+                connection.execute(
+                    text("UPDATE submissions SET meta = :meta WHERE id = :id"),
+                    {"meta": json.dumps(meta.to_dict()), "id": row["id"]},
+                )
+            for column in [*old, "source"]:
+                connection.execute(text(f'ALTER TABLE submissions DROP COLUMN "{column}"'))
+            columns["submissions"] = (columns["submissions"] - set(old) - {"source"}) | {"meta"}
+        if "hidden" in columns.get("jobs", ()):
+            connection.execute(text("ALTER TABLE jobs RENAME COLUMN hidden TO counts_toward_quota"))
+            columns["jobs"] = (columns["jobs"] - {"hidden"}) | {"counts_toward_quota"}
         for table in Base.metadata.sorted_tables:
-            present = {c["name"] for c in inspector.get_columns(table.name)}
             for column in table.columns:
-                if column.name not in present:
+                if table.name in columns and column.name not in columns[table.name]:
                     kind = column.type.compile(dialect=engine.dialect)
                     connection.execute(
                         text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')

@@ -1,0 +1,89 @@
+"""The Classify tab: one crop (or a gallery example) in; P(atypical), decision, Grad-CAM out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from models.predictor import load_predictor, predictions_table
+from ui.components import CropImage, discard_upload
+from ui.space import DEFAULT_MODEL, Space, gpu, user_facing
+
+
+def classify_tab(demo: gr.Blocks, space: Space) -> None:
+    """Lay out the tab and wire its events (``/classify`` is public)."""
+
+    @gpu
+    @user_facing
+    def classify(image: str, model: str, tta: bool, explain: bool = True):
+        """P(atypical), the decision and (when ``explain``) the Grad-CAM overlay of one crop."""
+        if not image:
+            raise gr.Error("Upload a crop first (PNG, JPEG, TIFF or WebP).")
+        try:
+            predictor = load_predictor(space.model_path(model))
+            if not explain:
+                answer = predictor.predict([image], tta=tta)[0]
+                return round(answer.prob_atypical, 4), answer.label, None
+            explanation = predictor.explain(image, tta=tta)
+        except BaseException:
+            discard_upload(image)  # a refused upload leaves nothing behind
+            raise
+        p = explanation.prediction
+        return round(p.prob_atypical, 4), p.label, explanation.overlay
+
+    @gpu
+    @user_facing
+    def classify_many(files: list[str] | None, model: str, tta: bool):
+        if not files:
+            raise gr.Error("Upload one or more crops first.")
+        predictions = load_predictor(space.model_path(model)).predict(files, tta=tta)
+        table = predictions_table([Path(f).name for f in files], predictions)
+        out = space.download_path("predictions.csv")
+        table.to_csv(out, index=False)
+        return table.round({"prob_atypical": 4}), str(out)
+
+    with gr.Tab("Classify"):
+        with gr.Row():
+            with gr.Column():
+                crop_image = CropImage(
+                    type="filepath", label="Mitosis crop (128x128 native)", elem_id="crop"
+                )
+                model_choice = gr.Dropdown(
+                    [DEFAULT_MODEL], value=DEFAULT_MODEL, label="Model", allow_custom_value=True
+                )
+                tta_switch = gr.Checkbox(label="Test-time augmentation (8 views)")
+                explain_switch = gr.Checkbox(value=True, label="Show where the model looked")
+                classify_button = gr.Button("Classify", variant="primary")
+            with gr.Column():
+                prob_atypical = gr.Number(label="P(atypical)", elem_id="prob-atypical")
+                decision = gr.Textbox(label="Decision", elem_id="decision")
+                overlay = gr.Image(label="Where the model looked (Grad-CAM)")
+        if examples := space.examples():
+            gr.Examples(examples, inputs=[crop_image], label="Public AMi-Br test crops")
+        with gr.Accordion("Many crops", open=False):
+            crop_files = gr.File(
+                file_count="multiple", label="Crops", file_types=["image"], elem_id="many-crops"
+            )
+            classify_many_button = gr.Button("Classify all")
+            batch_table = gr.Dataframe(label="Answers", interactive=False, elem_id="batch-table")
+            batch_csv = gr.File(label="Answers as CSV", elem_id="batch-csv")
+
+    demo.load(
+        lambda: gr.Dropdown(choices=list(space.models())),
+        None,
+        model_choice,
+        api_visibility="private",
+    )
+    classify_button.click(
+        classify,
+        [crop_image, model_choice, tta_switch, explain_switch],
+        [prob_atypical, decision, overlay],
+        api_name="classify",
+    )
+    classify_many_button.click(
+        classify_many,
+        [crop_files, model_choice, tta_switch],
+        [batch_table, batch_csv],
+        api_visibility="private",
+    )

@@ -1,0 +1,114 @@
+"""The services behind the Space's handlers, and how a handler's errors become messages."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from evaluation.bundle import PublicBundle
+from evaluation.errors import EvaluationError
+from leaderboard.board import build_board, classify_models
+from leaderboard.ranking import Entry
+from models.errors import ModelError
+from settings import Settings
+from submissions.errors import SubmissionError
+from submissions.intake import Submissions, resolve_user
+from submissions.tables import open_store
+
+try:  # ZeroGPU hardware on a Space: the decorator attaches a GPU for each call
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+
+    def gpu(fn):
+        return fn
+
+
+log = logging.getLogger(__name__)
+DEFAULT_MODEL = "Default model (shipped)"
+USER_ERRORS = (EvaluationError, ModelError, SubmissionError)
+
+
+def user_facing(fn):
+    """Project errors become their message; anything else a generic one (and a log entry)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except USER_ERRORS as e:
+            raise gr.Error(str(e)) from e
+        except Exception as e:
+            log.exception("handler %s failed", fn.__name__)
+            raise gr.Error("Internal error; the maintainers can find it in the log.") from e
+
+    return wrapper
+
+
+class Space:
+    """The services behind the handlers, created on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.on_space = bool(settings.space_id)
+        self._submissions: Submissions | None = None
+        self._downloads = tempfile.TemporaryDirectory(prefix="mitosis-downloads-")
+
+    def download_path(self, name: str) -> Path:
+        """A fresh file for a download, in a folder removed when the process ends.
+
+        Gradio copies the file into its own cache, which ``delete_cache`` cleans hourly.
+        """
+        return Path(tempfile.mkdtemp(dir=self._downloads.name)) / name
+
+    @property
+    def submissions(self) -> Submissions:
+        """The submission service (and the store behind it)."""
+        if self._submissions is None:
+            self._submissions = Submissions(self.settings, open_store(self.settings.database_url))
+        return self._submissions
+
+    @property
+    def sessions(self):
+        """The store's session factory."""
+        return self.submissions.sessions
+
+    def user(self, profile: gr.OAuthProfile | None) -> str:
+        """The signed-in user; offline, the configured local identity."""
+        if profile is None and self.on_space:
+            raise gr.Error("Sign in with Hugging Face to submit and to see your submissions.")
+        return resolve_user(profile.username if profile else None, self.settings)
+
+    def models(self) -> dict[str, Path]:
+        """Model choices: the shipped one and every verified checkpoint stored here."""
+        return classify_models(
+            self.sessions, self.settings.default_checkpoint, self.settings.data_dir, DEFAULT_MODEL
+        )
+
+    def model_path(self, name: str | None) -> str:
+        """The checkpoint behind a model choice."""
+        path = self.models().get(name or DEFAULT_MODEL)
+        if path is None:
+            raise gr.Error(f"Unknown model {name!r}; choose one of the list.")
+        return str(path)
+
+    def board(self, per_team: bool = False) -> list[Entry]:
+        """The ranked entries (released numbers only)."""
+        return build_board(self.sessions, per_team=per_team)
+
+    def examples(self) -> list[list[str]]:
+        """A few public AMi-Br test crops for the Classify tab."""
+        try:
+            bundle = PublicBundle(self.settings.public_dir)
+        except EvaluationError:
+            return []
+        return [
+            [str(bundle.test_crops_dir / f"{i}.png")] for i in bundle.split_ids("amibr_test")[:8]
+        ]

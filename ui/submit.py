@@ -1,0 +1,173 @@
+"""The Submit tab: the metadata form, uploads, receipts, status, cancel, the queue's workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from leaderboard.results import job_report
+from leaderboard.tables import submissions_table
+from settings import Settings
+from submissions.intake import JobView
+from submissions.metadata import FIELD_LABELS, METHOD_TYPES, EntryMetadata
+from submissions.workers import health_table
+from ui.components import UploadFile, discard_upload
+from ui.space import Space, user_facing
+
+
+def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
+    """Lay out the tab and wire its events (the submit, status and cancel endpoints are public)."""
+
+    def submit(upload: Callable[..., JobView], what: str, file, values: dict, profile) -> dict:
+        if not file:
+            raise gr.Error(f"Upload a {what} first.")
+        try:
+            view = upload(space.user(profile), Path(file), EntryMetadata.from_dict(values))
+            return job_report(space.sessions, view)
+        finally:
+            discard_upload(file)  # stored by hash when accepted; gone when refused
+
+    @user_facing
+    def submit_predictions(
+        file: str | None,
+        model_name: str,
+        team: str,
+        method_type: str,
+        backbone: str,
+        pretraining: str,
+        training_data: str,
+        uses_midog: bool,
+        paper_url: str,
+        code_url: str,
+        description: str,
+        profile: gr.OAuthProfile | None = None,
+    ) -> dict:
+        """Validate and queue a prediction file (.csv); returns the job's status."""
+        values = {k: v for k, v in locals().items() if k in FIELD_LABELS}
+        upload = space.submissions.submit_predictions
+        return submit(upload, "prediction file (.csv)", file, values, profile)
+
+    @user_facing
+    def submit_checkpoint(
+        file: str | None,
+        model_name: str,
+        team: str,
+        method_type: str,
+        backbone: str,
+        pretraining: str,
+        training_data: str,
+        uses_midog: bool,
+        paper_url: str,
+        code_url: str,
+        description: str,
+        profile: gr.OAuthProfile | None = None,
+    ) -> dict:
+        """Validate and queue a checkpoint (.zip); returns the job's status."""
+        values = {k: v for k, v in locals().items() if k in FIELD_LABELS}
+        upload = space.submissions.submit_checkpoint
+        return submit(upload, "checkpoint (.zip)", file, values, profile)
+
+    @user_facing
+    def submission_status(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:
+        """Status and released scores of one of your jobs."""
+        if job_id is None:
+            raise gr.Error("Give the job id that your submission returned.")
+        view = space.submissions.status(space.user(profile), int(job_id))
+        return job_report(space.sessions, view)
+
+    @user_facing
+    def cancel_submission(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:
+        """Cancel one of your jobs that has not started; returns its status."""
+        if job_id is None:
+            raise gr.Error("Give the job id of the submission to cancel.")
+        view = space.submissions.cancel(space.user(profile), int(job_id))
+        return job_report(space.sessions, view)
+
+    @user_facing
+    def my_submissions(profile: gr.OAuthProfile | None = None) -> pd.DataFrame:
+        if profile is None and space.on_space:
+            return pd.DataFrame()  # signed out: nothing to show, and no error every 3 s
+        views = space.submissions.my_submissions(space.user(profile))
+        return submissions_table([job_report(space.sessions, view) for view in views])
+
+    with gr.Tab("Submit"):
+        if space.on_space:
+            gr.LoginButton()
+        gr.Markdown(
+            "Submit a **prediction file** (`image_id,prob_atypical[,label]`, one row per crop "
+            "of the test manifest: *self-reported*) or a **checkpoint** zip (`config.json` + "
+            "`model.safetensors`, or a LoRA adapter: *verified*, the server runs it). "
+            f"Hidden-split scoring: {settings.hidden_quota} per user per 24 h; hidden-split "
+            "scores are released rounded, and only for improvements (see About)."
+        )
+        with gr.Row():
+            gr.DownloadButton("Test crops (zip)", value=_public(settings, "test_crops.zip"))
+            gr.DownloadButton(
+                "Template predictions", value=_public(settings, "predictions_template.csv")
+            )
+        form = _metadata_form()
+        with gr.Row():
+            predictions_file = UploadFile(
+                label="Prediction file (.csv)", file_types=[".csv"], elem_id="predictions-file"
+            )
+            checkpoint_file = UploadFile(label="Checkpoint (.zip)", file_types=[".zip"])
+        with gr.Row():
+            submit_predictions_button = gr.Button("Submit predictions", variant="primary")
+            submit_checkpoint_button = gr.Button("Submit checkpoint", variant="primary")
+        receipt = gr.JSON(label="Your submission", elem_id="receipt")
+        with gr.Row():
+            job_box = gr.Number(label="Job id", precision=0, elem_id="job-id")
+            status_button = gr.Button("Check status")
+            cancel_button = gr.Button("Cancel (while queued)")
+        mine = gr.Dataframe(label="My submissions", interactive=False, elem_id="mine")
+        worker_table = gr.Dataframe(
+            label="Evaluation workers", interactive=False, elem_id="workers"
+        )
+        refresh = gr.Timer(3)
+
+    submit_predictions_button.click(
+        submit_predictions, [predictions_file, *form], receipt, api_name="submit_predictions"
+    )
+    submit_checkpoint_button.click(
+        submit_checkpoint, [checkpoint_file, *form], receipt, api_name="submit_checkpoint"
+    )
+    status_button.click(submission_status, job_box, receipt, api_name="submission_status")
+    cancel_button.click(cancel_submission, job_box, receipt, api_name="cancel_submission")
+    refresh.tick(my_submissions, None, mine, api_visibility="private")
+    refresh.tick(
+        user_facing(lambda: health_table(space.sessions)),
+        None,
+        worker_table,
+        api_visibility="private",
+    )
+
+
+def _metadata_form() -> list[gr.components.Component]:
+    """One input per field of ``EntryMetadata``, in its order."""
+    fields = {}
+    with gr.Row():
+        fields["model_name"] = gr.Textbox(label=FIELD_LABELS["model_name"], elem_id="model-name")
+        fields["team"] = gr.Textbox(label=FIELD_LABELS["team"])
+        fields["method_type"] = gr.Dropdown(
+            list(METHOD_TYPES), value="end-to-end", label=FIELD_LABELS["method_type"]
+        )
+    with gr.Row():
+        fields["backbone"] = gr.Textbox(label=FIELD_LABELS["backbone"])
+        fields["pretraining"] = gr.Textbox(label=FIELD_LABELS["pretraining"])
+        fields["training_data"] = gr.Textbox(
+            label=FIELD_LABELS["training_data"], value="AMi-Br train"
+        )
+        fields["uses_midog"] = gr.Checkbox(label=FIELD_LABELS["uses_midog"])
+    with gr.Row():
+        fields["paper_url"] = gr.Textbox(label=FIELD_LABELS["paper_url"])
+        fields["code_url"] = gr.Textbox(label=FIELD_LABELS["code_url"])
+    fields["description"] = gr.Textbox(label=FIELD_LABELS["description"], lines=2)
+    return [fields[name] for name in FIELD_LABELS]
+
+
+def _public(settings: Settings, name: str) -> str | None:
+    path = settings.public_dir / name
+    return str(path) if path.is_file() else None
