@@ -12,6 +12,7 @@ content always gives the same bytes.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -146,3 +147,10 @@ def deterministic_zip(
             info.compress_type = compression
             data = content if isinstance(content, bytes) else Path(content).read_bytes()
             archive.writestr(info, data)
+
+
+def zip_folder(directory: Path) -> bytes:
+    """A folder's files as a zip in memory, the same bytes for the same files."""
+    buffer = io.BytesIO()
+    deterministic_zip(((p.name, p) for p in Path(directory).iterdir()), buffer)
+    return buffer.getvalue()

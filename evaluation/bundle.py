@@ -111,6 +111,14 @@ class LabelStore:
         info = json.loads((self.root / RELEASE_JSON).read_text())
         self.label_set_hash: str = info["label_set_hash"]
 
+    @staticmethod
+    def current_hash(root: Path) -> str | None:
+        """The label-set hash of the store at ``root`` (None where there is none), cheaply."""
+        try:
+            return json.loads((Path(root) / RELEASE_JSON).read_text())["label_set_hash"]
+        except (OSError, ValueError, KeyError):
+            return None
+
     @classmethod
     def if_present(cls, root: Path) -> LabelStore | None:
         """The label store at ``root``, or None where there is none (the one way to ask)."""

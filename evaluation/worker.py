@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import io
 import logging
 import os
 import signal
@@ -26,7 +25,6 @@ import socket
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,37 +35,30 @@ from sqlalchemy.orm import sessionmaker
 
 from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.checkpoint import as_predictions, predict_splits
-from evaluation.disclosure import (
-    HIDDEN,
-    PUBLIC_METRICS,
-    ladder_releases,
-    release_split,
-    withheld_note,
-)
 from evaluation.errors import EvaluationError, TimeLimitExceeded
 from evaluation.scoring import SCORER_VERSION, Predictions, read_predictions, score_predictions
-from evaluation.splits import TEST_SPLITS, get_split
-from fileio import atomic_write, deterministic_zip
+from evaluation.splits import TEST_SPLITS
+from fileio import atomic_write, zip_folder
 from leaderboard.board import build_board
 from leaderboard.hub import start_hub_sync
 from leaderboard.paper import seed_paper_rows
+from leaderboard.publication import release, release_pending
 from leaderboard.results import Result
 from models.archive import CheckpointFiles
 from models.checkpoint import checkpoint_from_files
-from models.checkpoint_config import read_config
 from models.errors import ModelError
 from models.predictor import Predictor
 from settings import Settings
 from submissions import jobs, workers
 from submissions.errors import SubmissionError
-from submissions.metadata import METHOD_OF_STRATEGY, EntryMetadata
+from submissions.metadata import checkpoint_entry
 from submissions.queue import EvaluationQueue
 from submissions.quota import lock_account
 from submissions.storage import sha256, store_file, stored_path
 from submissions.tables import Job, JobStatus, Submission, open_store
 
 log = logging.getLogger("evaluation.worker")
-PRETRAINING = {"imagenet_offline": "ImageNet", "hf_hub": "the backbone's own", "none": "none"}
+RESCORE_LOCK = "(re-scoring)"  # an account name no Hugging Face user can have
 
 
 class Worker:
@@ -224,7 +215,7 @@ class Worker:
         """
         seed_paper_rows(self.sessions)
         release_pending(self.sessions)
-        data = zip_directory(self.settings.default_checkpoint)
+        data = zip_folder(self.settings.default_checkpoint)
         digest = sha256(data)
         try:
             job_id = self._seed_default_model(data, digest)
@@ -252,7 +243,7 @@ class Worker:
                 sha256=digest,
                 kind="checkpoint",
                 user="maintainers",
-                meta=shipped_entry(self.settings.default_checkpoint).to_dict(),
+                meta=checkpoint_entry(self.settings.default_checkpoint).to_dict(),
                 path=str(stored_path(uploads, digest, ".zip").relative_to(self.settings.data_dir)),
                 size_bytes=len(data),
             )
@@ -263,24 +254,67 @@ class Worker:
 
     def rescore_all(self) -> int:
         """A new job for every stored submission; their old results stay as history."""
+        return self._rescore(select(Submission.id).where(Submission.kind != "paper"))
+
+    def rescore_stale(self) -> int:
+        """A new job for every submission scored against other labels than the store's now.
+
+        Runs at start and whenever the label-set hash changes (a maintainer rebuilt the label
+        store), so the board never mixes label sets; submissions with a job already queued or
+        running are left to it.
+        """
+        current = LabelStore.current_hash(self.settings.labels_dir)
+        if current is None:
+            return 0
+        stale = (
+            select(Result.submission_id)
+            .where(
+                Result.current.is_(True),
+                Result.job_id.is_not(None),
+                Result.label_set_hash != current,
+            )
+            .distinct()
+        )
+        return self._rescore(stale)
+
+    def _rescore(self, submission_ids) -> int:
         with self.sessions.begin() as session:
-            submissions = session.scalars(
-                select(Submission).where(Submission.kind != "paper")
+            lock_account(session, RESCORE_LOCK)  # one worker at a time decides what to queue
+            busy = select(Job.submission_id).where(
+                Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
+            )
+            chosen = session.scalars(
+                select(Submission).where(
+                    Submission.id.in_(submission_ids), ~Submission.id.in_(busy)
+                )
             ).all()
             new = [
                 Job(submission=s, status=JobStatus.QUEUED, counts_toward_quota=False)
-                for s in submissions
+                for s in chosen
             ]
             session.add_all(new)
         for job in new:
             self.queue.enqueue(job.id)
+        if new:
+            log.info("queued %d submission(s) for re-scoring", len(new))
         return len(new)
+
+    def _watch_labels(self, interval_s: float = 30.0) -> None:
+        seen = LabelStore.current_hash(self.settings.labels_dir)
+        while not self.stop.wait(interval_s):
+            now = LabelStore.current_hash(self.settings.labels_dir)
+            if now != seen:
+                log.info("the label set changed: re-scoring what was scored against the old one")
+                self.rescore_stale()
+                seen = now
 
     def run(self) -> None:
         """Register, seed, start the heartbeat and the reaper, consume the queue until stopped."""
         workers.register(self.sessions, self.name, socket.gethostname(), os.getpid(), _device())
         self.seed()
+        self.rescore_stale()
         threading.Thread(target=self._beat_forever, daemon=True).start()
+        threading.Thread(target=self._watch_labels, daemon=True).start()
         threading.Thread(
             target=jobs.reap_forever, args=(self.sessions, self.queue, self.stop), daemon=True
         ).start()
@@ -292,76 +326,6 @@ class Worker:
         finally:
             self.stop.set()
             workers.beat(self.sessions, self.name, state="stopped", job_id=None)
-
-
-def release(session, job: Job, rows: list[Result]) -> None:
-    """Set what anyone may read of a job's results: the policy, with the Ladder's decision.
-
-    Runs inside the transaction that writes the results; the submitter's account lock makes
-    concurrent decisions for one account happen one at a time.
-    """
-    for row in rows:
-        if not get_split(row.split).hidden:
-            row.published = release_split(row.split, _metrics(row))
-    hidden = [row for row in rows if get_split(row.split).hidden]
-    if not hidden:
-        return
-    user = job.submission.user
-    lock_account(session, user)
-    best = best_released_mean(session, user, before_submission=job.submission_id)
-    if ladder_releases(float(np.mean([row.ba for row in hidden])), best):
-        for row in hidden:
-            row.published = release_split(row.split, _metrics(row))
-        job.disclosure = "released"
-    else:
-        for row in hidden:
-            row.published = None
-        job.disclosure = withheld_note(best)
-
-
-def best_released_mean(session, user: str, *, before_submission: int) -> float | None:
-    """The best full-precision hidden mean BA of ``user``'s released entries submitted earlier.
-
-    Only earlier entries count, so re-scoring replays the Ladder's original decisions.
-    """
-    rows = session.execute(
-        select(Result.submission_id, Result.ba)
-        .join(Submission, Submission.id == Result.submission_id)
-        .where(
-            Submission.user == user,
-            Result.current.is_(True),
-            Result.split.in_(HIDDEN),
-            Result.published.is_not(None),
-            Result.submission_id < before_submission,
-        )
-    ).all()
-    by_submission: dict[int, list[float]] = {}
-    for submission_id, ba in rows:
-        by_submission.setdefault(submission_id, []).append(ba)
-    means = [float(np.mean(v)) for v in by_submission.values() if len(v) == len(HIDDEN)]
-    return max(means) if means else None
-
-
-def release_pending(sessions: sessionmaker) -> int:
-    """Apply the release policy to finished jobs written before it existed, oldest first."""
-    with sessions.begin() as session:
-        pending = session.scalars(
-            select(Job)
-            .where(
-                Job.status == JobStatus.FINISHED,
-                (Job.disclosure.is_(None)) | (Job.disclosure == ""),
-            )
-            .order_by(Job.id)
-        ).all()
-        for job in pending:
-            rows = session.scalars(select(Result).where(Result.job_id == job.id)).all()
-            release(session, job, list(rows))
-            session.flush()
-    return len(pending)
-
-
-def _metrics(row: Result) -> dict:
-    return {k: getattr(row, k) for k in PUBLIC_METRICS}
 
 
 def _device() -> str:
@@ -387,32 +351,6 @@ def _exit_with_parent(parent: int) -> None:
         time.sleep(0.5)
     log.warning("the app that started this worker (pid %d) is gone: exiting", parent)
     os._exit(0)
-
-
-def shipped_entry(checkpoint: Path) -> EntryMetadata:
-    """The board's description of the shipped model, from its own ``config.json``."""
-    with CheckpointFiles.open(checkpoint) as files:
-        config, cfg = read_config(files)
-    block = config["mitosis"]
-    members = int(block.get("ensemble_size", 1))
-    pretrained = block.get("provenance", {}).get("recipe", {}).get("pretrained", True)
-    return EntryMetadata(
-        model_name=f"Default model (shipped): {config['architecture']}"
-        + (f", ensemble of {members}" if members > 1 else ""),
-        team="maintainers",
-        method_type=METHOD_OF_STRATEGY[block["strategy"]],
-        backbone=config["architecture"],
-        pretraining=PRETRAINING[cfg.weights] if pretrained else "none",
-        training_data="AMi-Br train" if block.get("provenance", {}).get("train_split") else "",
-        description="The model the Space ships; see the model card beside its weights.",
-    )
-
-
-def zip_directory(directory: Path) -> bytes:
-    """A checkpoint folder as a zip, the same bytes for the same files."""
-    buffer = io.BytesIO()
-    deterministic_zip(((p.name, p) for p in Path(directory).iterdir()), buffer)
-    return buffer.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,40 +18,41 @@ class HubSyncError(RuntimeError):
 
 
 class HubSync:
-    """Writes the board into a folder that a CommitScheduler pushes to the Hub."""
+    """Writes the board into a folder that a scheduler (a CommitScheduler) pushes to the Hub."""
 
-    def __init__(self, settings: Settings, *, every_minutes: float = 5) -> None:
-        if not (settings.hub_results_repo and settings.hf_token):
-            raise HubSyncError("Set MITOSIS_HUB_RESULTS_REPO and HF_TOKEN to sync results.")
-        from huggingface_hub import CommitScheduler
-        from huggingface_hub.constants import HF_HUB_OFFLINE
-
-        if HF_HUB_OFFLINE:
-            raise HubSyncError(
-                "HF_HUB_OFFLINE is set: the results cannot be synced to "
-                f"{settings.hub_results_repo}. Unset it to sync."
-            )
-        self.folder = Path(settings.data_dir) / "hub-sync"
+    def __init__(self, folder: Path, scheduler) -> None:
+        self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.scheduler = CommitScheduler(
-            repo_id=settings.hub_results_repo,
-            repo_type="dataset",
-            folder_path=self.folder,
-            every=every_minutes,
-            token=settings.hf_token,
-            private=True,
-        )
+        self.scheduler = scheduler
 
     def write(self, entries: list[Entry]) -> None:
-        """Export the board into the synced folder."""
+        """Export the board (released numbers only) into the synced folder, under its lock."""
         rows = board_rows(entries)
         with self.scheduler.lock:
             (self.folder / "board.csv").write_text(to_csv(rows))
             (self.folder / "board.json").write_text(to_json(rows))
 
 
-def start_hub_sync(settings: Settings) -> HubSync | None:
-    """A running sync when configured, else None."""
+def start_hub_sync(settings: Settings, *, every_minutes: float = 5) -> HubSync | None:
+    """A running sync when configured, else None; ``HubSyncError`` when it cannot run."""
     if not (settings.hub_results_repo and settings.hf_token):
         return None
-    return HubSync(settings)
+    from huggingface_hub import CommitScheduler
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    if HF_HUB_OFFLINE:
+        raise HubSyncError(
+            "HF_HUB_OFFLINE is set: the results cannot be synced to "
+            f"{settings.hub_results_repo}. Unset it to sync."
+        )
+    folder = Path(settings.data_dir) / "hub-sync"
+    folder.mkdir(parents=True, exist_ok=True)
+    scheduler = CommitScheduler(
+        repo_id=settings.hub_results_repo,
+        repo_type="dataset",
+        folder_path=folder,
+        every=every_minutes,
+        token=settings.hf_token,
+        private=True,
+    )
+    return HubSync(folder, scheduler)

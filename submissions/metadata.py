@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
+from models.archive import CheckpointFiles
+from models.checkpoint_config import read_config
 from submissions.errors import InvalidMetadata
 
 METHOD_TYPES = ("end-to-end", "linear probe", "LoRA", "other")
@@ -130,3 +133,25 @@ def _check_text(field: str, value: str) -> None:
             f"'{field}' starts with {value[0]!r}, which a spreadsheet runs as a formula; start "
             "it with a letter or a digit."
         )
+
+
+PRETRAINING = {"imagenet_offline": "ImageNet", "hf_hub": "the backbone's own", "none": "none"}
+
+
+def checkpoint_entry(checkpoint: Path) -> EntryMetadata:
+    """An entry's description taken from a checkpoint's own ``config.json`` (the shipped model)."""
+    with CheckpointFiles.open(checkpoint) as files:
+        config, cfg = read_config(files)
+    block = config["mitosis"]
+    members = int(block.get("ensemble_size", 1))
+    pretrained = block.get("provenance", {}).get("recipe", {}).get("pretrained", True)
+    return EntryMetadata(
+        model_name=f"Default model (shipped): {config['architecture']}"
+        + (f", ensemble of {members}" if members > 1 else ""),
+        team="maintainers",
+        method_type=METHOD_OF_STRATEGY[block["strategy"]],
+        backbone=config["architecture"],
+        pretraining=PRETRAINING[cfg.weights] if pretrained else "none",
+        training_data="AMi-Br train" if block.get("provenance", {}).get("train_split") else "",
+        description="The model the Space ships; see the model card beside its weights.",
+    )

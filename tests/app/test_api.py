@@ -12,9 +12,10 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from settings import Settings
+from submissions.errors import InvalidMetadata
 from tests.backend import zip_dir
 from tests.models.conftest import tiny_checkpoint
-from ui.space import Space
+from ui.space import Space, user_facing
 
 META = (
     "api model",
@@ -149,3 +150,20 @@ def test_signed_in_identity_on_a_space(tmp_path):
     assert space.user(profile) == "bob"
     local = Space(Settings.from_env({"MITOSIS_DATA_DIR": str(tmp_path)}))
     assert local.user(None) == "local"
+
+
+def test_handlers_turn_errors_into_messages(caplog):
+    @user_facing
+    def refuses():
+        raise InvalidMetadata("'team' is 201 characters long; the limit is 200.")
+
+    @user_facing
+    def breaks():
+        raise KeyError("/srv/data/private/labels.csv")
+
+    with pytest.raises(gr.Error, match="'team' is 201 characters long"):
+        refuses()
+    with pytest.raises(gr.Error) as generic:
+        breaks()
+    assert generic.value.message == "Internal error; the maintainers can find it in the log."
+    assert "handler breaks failed" in caplog.text and "labels.csv" in caplog.text

@@ -73,12 +73,23 @@ def test_label_change_changes_the_hash(tiny_source, tmp_path):
     md = tiny_source / "AtNorM-MD"
     moved = next((md / "Normal").glob("*.png"))
     moved.rename(md / "Atypical" / moved.name)
-    votes = tiny_source / "AtNorM-MD_expert_votes.csv"
     counts = {**TINY_COUNTS, "atnorm_md": (4, 3)}
     after = release.build_release(
         tiny_source, tmp_path / "b/public", tmp_path / "b/private", expected=counts
     )["label_set_hash"]
-    assert votes.exists() and after != before
+    assert after != before
+    labels = {
+        side: pd.read_csv(tmp_path / side / "private" / "labels.csv").set_index("source_path")
+        for side in ("a", "b")
+    }
+    old_path = f"AtNorM-MD/Normal/{moved.name}"
+    new_path = f"AtNorM-MD/Atypical/{moved.name}"
+    assert labels["a"].loc[old_path, "label"] == "normal"
+    assert labels["b"].loc[new_path, "label"] == "atypical"
+    others = labels["a"].drop(old_path)["label"]
+    assert others.equals(labels["b"].drop(new_path)["label"].reindex(others.index))
+    votes_b = pd.read_csv(tmp_path / "b/private/atnorm_md_votes.csv")
+    assert set(votes_b["image_id"]) == set(labels["b"].query("split == 'atnorm_md'")["image_id"])
 
 
 def test_rebuild_replaces_and_failure_keeps_previous_release(tiny_source, tmp_path):

@@ -28,9 +28,10 @@ import pytest
 from evaluation import worker as worker_module
 from evaluation.bundle import LabelStore
 from evaluation.disclosure import HIDDEN, bits_per_scoring, ladder_releases, round_hidden
-from evaluation.worker import Worker, best_released_mean
+from evaluation.worker import Worker
 from leaderboard.board import build_board
 from leaderboard.export import board_rows, to_csv, to_json
+from leaderboard.publication import best_released_mean
 from leaderboard.results import released_scores
 from leaderboard.tables import display_table, entry_details
 from settings import REPO_ROOT, Settings

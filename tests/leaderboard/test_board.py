@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pandas as pd
@@ -8,11 +9,12 @@ import pytest
 from sqlalchemy import select, text, update
 
 from evaluation.disclosure import round_hidden
-from evaluation.worker import Worker, release_pending
+from evaluation.worker import Worker
 from leaderboard.board import build_board
 from leaderboard.export import board_rows, to_csv, to_json
-from leaderboard.hub import HubSyncError, start_hub_sync
+from leaderboard.hub import HubSync, HubSyncError, start_hub_sync
 from leaderboard.paper import paper_rows
+from leaderboard.publication import release_pending
 from leaderboard.ranking import Entry, rank_entries
 from leaderboard.results import Result, job_report
 from leaderboard.tables import display_table
@@ -193,3 +195,17 @@ def test_rescoring_replays_the_ladder_s_decisions(scored):
     for job_id in reversed(queued):  # any order: only earlier entries set the bar
         worker.run_job(job_id)
     assert released() == before
+
+
+def test_the_hub_sync_writes_the_released_board(scored, tmp_path):
+    class Scheduler:  # the CommitScheduler's part the sync uses; pushing is the Hub's
+        lock = threading.Lock()
+
+    sync = HubSync(tmp_path / "hub-sync", Scheduler())
+    sync.write(build_board(scored.sessions))
+    rows = json.loads((tmp_path / "hub-sync" / "board.json").read_text())
+    assert len(rows) == 22 and rows == json.loads(to_json(board_rows(build_board(scored.sessions))))
+    assert all(r["atnorm_br_brier"] is None for r in rows)
+    assert (tmp_path / "hub-sync" / "board.csv").read_text() == to_csv(
+        board_rows(build_board(scored.sessions))
+    )

@@ -8,9 +8,13 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from models.errors import ImageError
+from models.explain import grad_cam
 from models.imaging import load_crop
 from models.predictor import Predictor
 from settings import REPO_ROOT
@@ -161,3 +165,29 @@ def test_predict_cli(resnet_checkpoint, crop, tmp_path):
     bad = run(tmp_path / "a.png", tmp_path / "c.png")
     assert bad.returncode == 2 and bad.stdout == ""
     assert "c.png is not an image" in bad.stderr and str(tmp_path) not in bad.stderr
+
+
+class DarkSpotDetector(nn.Module):
+    """A network whose evidence is known: its logit is the mean darkness of the green channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(1))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gain * F.avg_pool2d(F.relu(-x[:, 1:2]), 8)  # (N, 1, 16, 16): dark places
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return features.mean(dim=(2, 3)) - 0.05
+
+
+def test_grad_cam_points_at_the_evidence():
+    x = torch.zeros(2, 3, 128, 128)
+    x[:, 1, 16:48, 80:112] = -2.0  # a dark blob, top right
+    maps = grad_cam(DarkSpotDetector(), x, 128, np.array([True, False]))
+    blob = np.zeros((128, 128), bool)
+    blob[16:48, 80:112] = True
+    atypical = maps[0]
+    assert atypical[blob].mean() > 0.8 and atypical[~blob].mean() < 0.1
+    assert blob[np.unravel_index(atypical.argmax(), atypical.shape)]
+    assert maps[1].max() == 0  # called normal: the blob is evidence against, nothing for it

@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from models import load_checkpoint
+from models._registry import get_model_cfg
 from models.augment import AugmentConfig, augment, dihedral, hed_jitter
-from models.fit import Recipe, fit, folds
+from models.fit import Recipe, balanced_accuracy, fit, folds, predict_proba
 from models.train import main
 from models.trainset import TrainSet, load_train_set, pack_train_set
 from settings import REPO_ROOT
@@ -44,6 +45,19 @@ def test_a_few_steps_of_every_strategy(strategy):
     trainable = {n for n, p in result.model.named_parameters() if p.requires_grad}
     if strategy == "linear_probe":
         assert trainable == {"head.weight", "head.bias"}
+
+
+def test_training_learns_a_learnable_signal():
+    images, y = tiny_data(n=48, seed=0)
+    held_out, held_out_y = tiny_data(n=24, seed=1)
+    recipe = Recipe(
+        model="vit_tiny_test", pretrained=False, epochs=8, batch_size=8, lr=3e-3, warmup_epochs=0
+    )
+    result = fit(recipe, images, y, progress=False)
+    cfg = get_model_cfg("vit_tiny_test")
+    prob = predict_proba(result.model, held_out, size=cfg.input_size, mean=cfg.mean, std=cfg.std)
+    assert balanced_accuracy(held_out_y.numpy(), prob) >= 0.95
+    assert result.history[-1]["loss"] < result.history[0]["loss"] / 2
 
 
 def test_fit_is_deterministic_for_a_seed():

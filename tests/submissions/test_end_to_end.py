@@ -14,7 +14,7 @@ from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.checkpoint import as_predictions, predict_splits
 from evaluation.disclosure import HIDDEN, ladder_releases, round_hidden
 from evaluation.scoring import read_predictions, score_predictions
-from leaderboard.board import build_board
+from leaderboard.board import build_board, classify_models
 from leaderboard.results import Result
 from models.predictor import Predictor
 from settings import REPO_ROOT
@@ -64,6 +64,13 @@ def test_prediction_file_and_checkpoint_reach_the_board(backend, tmp_path):
             expected = round_hidden(scores[split].balanced_accuracy.estimate)
             assert released is None if entry.withheld else released["ba"] == expected
     assert sum(e.source == "paper" for e in board.values()) == 17
+    offered = classify_models(backend.sessions, checkpoint, backend.settings.data_dir, "shipped")
+    name = f"tiny vit (#{board['tiny vit'].submission_id})"
+    assert list(offered)[0] == "shipped" and name in offered  # verified checkpoints: Classify
+    crop = bundle.test_crops_dir / f"{bundle.split_ids('amibr_test')[0]}.png"
+    assert Predictor(offered[name]).predict([crop])[0].prob_atypical == pytest.approx(
+        frame.set_index("image_id").loc[crop.stem, "prob_atypical"], abs=1e-5
+    )
     assert any(e.model_name.startswith("Default model") for e in board.values())
 
 
