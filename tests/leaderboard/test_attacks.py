@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation import worker as worker_module
 from evaluation.bundle import LabelStore
 from evaluation.disclosure import HIDDEN, bits_per_scoring, ladder_releases, round_hidden
 from evaluation.worker import Worker
+from leaderboard import publication
 from leaderboard.board import build_board
 from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.publication import best_released_mean
@@ -195,8 +195,8 @@ def counts(platform: Platform, split: str, called: np.ndarray) -> tuple[int, int
 def platform(request, real_release, tmp_path, monkeypatch):
     protected = request.param == "released"
     if not protected:
-        monkeypatch.setattr(worker_module, "release_split", lambda split, metrics: dict(metrics))
-        monkeypatch.setattr(worker_module, "ladder_releases", lambda mean, best: True)
+        monkeypatch.setattr(publication, "release_split", lambda split, metrics: dict(metrics))
+        monkeypatch.setattr(publication, "ladder_releases", lambda mean, best: True)
     return Platform(real_release, tmp_path, protected)
 
 
