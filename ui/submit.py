@@ -21,54 +21,43 @@ from ui.space import Space, user_facing
 def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
     """Lay out the tab and wire its events (the submit, status and cancel endpoints are public)."""
 
-    def submit(upload: Callable[..., JobView], what: str, file, values: dict, profile) -> dict:
-        if not file:
-            raise gr.Error(f"Upload a {what} first.")
-        try:
-            view = upload(space.user(profile), Path(file), EntryMetadata.from_dict(values))
-            return job_report(space.sessions, view)
-        finally:
-            discard_upload(file)  # stored by hash when accepted; gone when refused
+    def submit_handler(upload: Callable[[], Callable[..., JobView]], what: str):
+        """The handler of one upload kind; ``upload()`` gives the service's method for it."""
 
-    @user_facing
-    def submit_predictions(
-        file: str | None,
-        model_name: str,
-        team: str,
-        method_type: str,
-        backbone: str,
-        pretraining: str,
-        training_data: str,
-        uses_midog: bool,
-        paper_url: str,
-        code_url: str,
-        description: str,
-        profile: gr.OAuthProfile | None = None,
-    ) -> dict:
-        """Validate and queue a prediction file (.csv); returns the job's status."""
-        values = {k: v for k, v in locals().items() if k in FIELD_LABELS}
-        upload = space.submissions.submit_predictions
-        return submit(upload, "prediction file (.csv)", file, values, profile)
+        @user_facing
+        def submit(
+            file: str | None,
+            model_name: str,
+            team: str,
+            method_type: str,
+            backbone: str,
+            pretraining: str,
+            training_data: str,
+            uses_midog: bool,
+            paper_url: str,
+            code_url: str,
+            description: str,
+            profile: gr.OAuthProfile | None = None,
+        ) -> dict:
+            values = {k: v for k, v in locals().items() if k in FIELD_LABELS}
+            if not file:
+                raise gr.Error(f"Upload a {what} first.")
+            try:
+                meta = EntryMetadata.from_dict(values)
+                view = upload()(space.user(profile), Path(file), meta)
+                return job_report(space.sessions, view)
+            finally:
+                discard_upload(file)  # stored by hash when accepted; gone when refused
 
-    @user_facing
-    def submit_checkpoint(
-        file: str | None,
-        model_name: str,
-        team: str,
-        method_type: str,
-        backbone: str,
-        pretraining: str,
-        training_data: str,
-        uses_midog: bool,
-        paper_url: str,
-        code_url: str,
-        description: str,
-        profile: gr.OAuthProfile | None = None,
-    ) -> dict:
-        """Validate and queue a checkpoint (.zip); returns the job's status."""
-        values = {k: v for k, v in locals().items() if k in FIELD_LABELS}
-        upload = space.submissions.submit_checkpoint
-        return submit(upload, "checkpoint (.zip)", file, values, profile)
+        submit.__doc__ = f"Validate and queue a {what}; returns the job's status."
+        return submit
+
+    submit_predictions = submit_handler(
+        lambda: space.submissions.submit_predictions, "prediction file (.csv)"
+    )
+    submit_checkpoint = submit_handler(
+        lambda: space.submissions.submit_checkpoint, "checkpoint (.zip)"
+    )
 
     @user_facing
     def submission_status(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:
