@@ -52,6 +52,12 @@ class Settings:
             (finished jobs and time-limit failures are charged their run time).
         max_checkpoint_bytes: compressed and uncompressed size cap of a checkpoint zip.
         job_time_limit_s: a checkpoint job running longer fails.
+        cpu_gflops: the speed assumed for a CPU worker until one has measured its own; with the
+            time limit it decides which checkpoints wait for a GPU worker.
+        worker_threads: torch threads of the worker ``python app.py`` starts (0: all cores but
+            one, so classify keeps a core).
+        worker_nice: OS priority increment of that worker (it yields the CPU to the Space).
+        cache_dir: where decoded test crops are cached (one folder per host).
         lease_s: a running job whose worker sends no heartbeat for this long is re-run.
         start_worker: whether ``python app.py`` starts an evaluation worker process.
         hub_results_repo, hf_token: optional Hub dataset the results are synced to.
@@ -76,6 +82,10 @@ class Settings:
     compute_allowance_s: int
     max_checkpoint_bytes: int
     job_time_limit_s: int
+    cpu_gflops: float
+    worker_threads: int
+    worker_nice: int
+    cache_dir: Path
     lease_s: int
     start_worker: bool
     hub_results_repo: str
@@ -126,6 +136,10 @@ class Settings:
             )
             * MB,
             job_time_limit_s=_int(env, "MITOSIS_JOB_TIME_LIMIT_S", 900, minimum=1),
+            cpu_gflops=_int(env, "MITOSIS_CPU_GFLOPS", 20, minimum=1),
+            worker_threads=_int(env, "MITOSIS_WORKER_THREADS", 0, minimum=0),
+            worker_nice=_int(env, "MITOSIS_WORKER_NICE", 15, minimum=0),
+            cache_dir=_path(env, "MITOSIS_CACHE_DIR", data_dir / "cache"),
             lease_s=_int(env, "MITOSIS_LEASE_S", 60, minimum=2),
             start_worker=env.get("MITOSIS_START_WORKER", "1").strip().lower()
             not in ("0", "false", "no"),

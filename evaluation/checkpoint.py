@@ -13,6 +13,7 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from models.errors import ModelError
 from models.predictor import Predictor
 from settings import Settings
 
-CHUNK = 256
+CHUNK = 64  # crops between progress reports (and pauses for the Space)
 
 
 def load_split_crops(bundle: PublicBundle, split: str, cache_dir: Path | None) -> np.ndarray:
@@ -64,12 +65,16 @@ def predict_splits(
     tta: bool = False,
     cache_dir: Path | None = None,
     deadline: float | None = None,
+    before_chunk: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """``image_id,prob_atypical,label`` for every crop of ``splits``.
 
-    ``deadline`` (a ``time.monotonic()`` value) stops the run with ``TimeLimitExceeded``.
+    ``deadline`` (a ``time.monotonic()`` value) stops the run with ``TimeLimitExceeded``;
+    ``before_chunk(done, total)`` is called before each chunk of crops (progress reports, and
+    the worker's pause while the Space answers a user).
     """
-    frames = []
+    total = sum(len(bundle.split_ids(split)) for split in splits)
+    done, frames = 0, []
     for split in splits:
         crops = load_split_crops(bundle, split, cache_dir)
         chunks = []
@@ -79,7 +84,10 @@ def predict_splits(
                     "The checkpoint did not finish the test crops within the time limit "
                     "(MITOSIS_JOB_TIME_LIMIT_S); submit a smaller model or a prediction file."
                 )
+            if before_chunk is not None:
+                before_chunk(done, total)
             chunks.append(predictor.predict_array(crops[start : start + CHUNK], tta=tta))
+            done += len(chunks[-1])
         prob = np.concatenate(chunks)
         frames.append(
             pd.DataFrame(
@@ -90,6 +98,8 @@ def predict_splits(
                 }
             )
         )
+    if before_chunk is not None:
+        before_chunk(done, total)
     return pd.concat(frames, ignore_index=True)
 
 

@@ -8,7 +8,9 @@ the lease expires and the reaper queues it again.
 
 The worker is told the app's pid (``MITOSIS_PARENT_PID``): it asks the kernel for SIGKILL when
 its parent dies (Linux) and watches its parent besides, so killing the app, even with
-``kill -9``, leaves no worker behind.
+``kill -9``, leaves no worker behind. It runs at a lower OS priority (``MITOSIS_WORKER_NICE``)
+with all cores but one (``MITOSIS_WORKER_THREADS``), and pauses between chunks of crops while
+the Space answers users (:class:`InteractiveSignal`), so classify stays instant while it works.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from settings import REPO_ROOT
 
@@ -85,3 +88,35 @@ class WorkerSupervisor:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class InteractiveSignal:
+    """How the Space tells its worker that a user is waiting for an answer.
+
+    The app touches a file for every classify request; the worker checks its time between
+    chunks of crops and pauses while requests keep coming, so the CPU goes to the user first.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / ".interactive"
+
+    def touch(self) -> None:
+        """Note that a user is being answered now."""
+        try:
+            self.path.touch()
+        except OSError:  # a read-only data folder: no signal, the worker's priority still helps
+            pass
+
+    def recent(self, within_s: float = 0.5) -> bool:
+        """Whether a user was answered within the last ``within_s`` seconds."""
+        try:
+            return time.time() - self.path.stat().st_mtime < within_s
+        except OSError:
+            return False
+
+    def wait_while_busy(self, *, at_most_s: float = 5.0) -> float:
+        """Pause while users are being answered (at most ``at_most_s``); the seconds paused."""
+        start = time.monotonic()
+        while self.recent() and time.monotonic() - start < at_most_s:
+            time.sleep(0.05)
+        return time.monotonic() - start

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from leaderboard.ranking import Entry, best_per_team, load_entries, rank_entries
-from submissions.tables import Job, JobStatus, Submission
+from submissions.tables import SHIPPED_MODEL_USER, Job, JobStatus, Submission
 
 
 def build_board(sessions: sessionmaker, *, per_team: bool = False) -> list[Entry]:
@@ -40,3 +40,27 @@ def classify_models(
 ) -> dict[str, Path]:
     """The Classify tab's model choices: the shipped model first, then every verified one."""
     return {default_name: Path(default_checkpoint), **verified_checkpoints(sessions, data_dir)}
+
+
+def shipped_model_status(sessions: sessionmaker) -> str:
+    """Why the shipped model is not on the board yet, or '' when it is (never silent)."""
+    with sessions() as session:
+        job = session.scalar(
+            select(Job)
+            .join(Submission)
+            .where(Submission.user == SHIPPED_MODEL_USER, Submission.kind == "checkpoint")
+            .order_by(Job.id.desc())
+        )
+        if job is None:
+            return "The shipped model has not been queued yet: no evaluation worker has started."
+        if job.status == JobStatus.FINISHED:
+            return ""
+        if job.status == JobStatus.FAILED:
+            return (
+                f"The shipped model's evaluation failed: {job.reason} It is tried again when a "
+                "worker starts."
+            )
+        progress = (
+            f" ({job.progress_done}/{job.progress_total} crops)" if job.progress_total else ""
+        )
+        return f"The shipped model is being evaluated{progress}; its verified entry follows."

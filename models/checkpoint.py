@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save as save_safetensors
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from fileio import replace_folder, staged_folder
 from models._registry import ModelCfg
@@ -126,15 +127,21 @@ def inspect_checkpoint(files: CheckpointFiles) -> dict:
     """Check a checkpoint without loading its weights: config, headers, names and shapes.
 
     The architecture is built on the meta device, so even a billion-parameter model is checked
-    in a moment. Returns a summary (model, strategy, ensemble size, parameter count).
+    in a moment. Returns a summary: model, strategy, ensemble size, parameter count, and the
+    floating-point operations of one crop's forward pass at the checkpoint's input size
+    (counted on the meta device: what a job will cost, before it runs).
     """
     config, cfg, model = _inspect(files)
     block = config["mitosis"]
+    size = int(config["pretrained_cfg"]["input_size"][-1])
+    with torch.device("meta"), FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, 3, size, size))
     return {
         "model": cfg.name,
         "strategy": block["strategy"],
         "ensemble_size": int(block.get("ensemble_size", 1)),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "flops_per_crop": float(counter.get_total_flops()),
     }
 
 

@@ -27,7 +27,7 @@ from models.archive import CheckpointFiles
 from models.checkpoint import inspect_checkpoint
 from models.errors import CheckpointError
 from settings import Settings
-from submissions import jobs
+from submissions import jobs, workers
 from submissions.errors import (
     DuplicateSubmission,
     NotCancellable,
@@ -57,7 +57,9 @@ class JobView:
     source: str
     status: str
     reason: str
+    lane: str
     queue_position: int
+    ahead: list[dict]
     created_at: str
     disclosure: str
 
@@ -96,7 +98,7 @@ class Submissions:
         read_predictions(
             upload, self.bundle.manifest, max_bytes=self.settings.max_prediction_file_bytes
         )
-        return self._record(user, upload, ".csv", "predictions", meta)
+        return self._record(user, upload, ".csv", "predictions", meta, lane="files")
 
     def submit_checkpoint(self, user: str, upload: Upload, meta: EntryMetadata) -> JobView:
         """Validate and queue a zipped checkpoint (a verified entry once the server ran it)."""
@@ -115,11 +117,19 @@ class Submissions:
         with CheckpointFiles.open(
             upload if isinstance(upload, bytes) else Path(upload), max_bytes=cap
         ) as files:
-            inspect_checkpoint(files)
+            flops = inspect_checkpoint(files)["flops_per_crop"]
             files.verify()
-        return self._record(user, upload, ".zip", "checkpoint", meta)
+        lane, estimated = workers.route(
+            self.sessions,
+            flops * len(self.bundle.manifest),
+            time_limit_s=self.settings.job_time_limit_s,
+            default_gflops=self.settings.cpu_gflops,
+        )
+        return self._record(
+            user, upload, ".zip", "checkpoint", meta, lane=lane, flops=flops, estimated=estimated
+        )
 
-    def _record(self, user, upload, suffix, kind, meta) -> JobView:
+    def _record(self, user, upload, suffix, kind, meta, *, lane, flops=0.0, estimated=0.0):
         digest = sha256(upload)
         uploads = self.settings.data_dir / "uploads"
         created = False
@@ -149,7 +159,13 @@ class Submissions:
                         size_bytes=source_size(upload),
                         meta=meta.to_dict(),
                     )
-                job = Job(submission=submission, status=JobStatus.QUEUED)
+                job = Job(
+                    submission=submission,
+                    status=JobStatus.QUEUED,
+                    lane=lane,
+                    flops_per_crop=flops,
+                    estimated_s=estimated,
+                )
                 session.add_all([submission, job])
                 session.flush()
                 job_id = job.id
@@ -159,7 +175,7 @@ class Submissions:
             if created:  # nothing refers to the copy written in the failed transaction
                 stored_path(uploads, digest, suffix).unlink(missing_ok=True)
             raise
-        self.queue.enqueue(job_id)
+        self.queue.enqueue(job_id, lane)
         return self.status(user, job_id)
 
     @staticmethod
@@ -203,15 +219,30 @@ def _as_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
 
 
+def _waiting_note(session, job: Job) -> str:
+    if job.status != JobStatus.QUEUED or job.lane != "gpu":
+        return ""
+    if workers.gpu_seen(session):
+        return "Estimated too slow for a CPU worker: it runs when a GPU worker is free."
+    return (
+        "Estimated too slow for a CPU worker, and no GPU worker has sent a heartbeat in the "
+        "last hour: it waits until one joins (the maintainers add one with `python -m "
+        "evaluation.worker` on a GPU host). Cancel it and submit a prediction file to be "
+        "scored now."
+    )
+
+
 def _view(session, job: Job) -> JobView:
     return JobView(
         job_id=job.id,
         model_name=job.submission.entry.model_name,
         kind=job.submission.kind,
         source=str(job.submission.source),
-        status=str(job.status),
-        reason=job.reason,
+        status=jobs.display_state(job),
+        reason=job.reason or _waiting_note(session, job),
+        lane=job.lane,
         queue_position=jobs.queue_position(session, job),
+        ahead=jobs.ahead_of(session, job),
         created_at=_as_utc(job.created_at).isoformat(timespec="seconds"),
         disclosure=job.disclosure or "",
     )

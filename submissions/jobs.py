@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 
+import pandas as pd
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from submissions.errors import JobNotFound
-from submissions.queue import EvaluationQueue
+from submissions.queue import LANES, EvaluationQueue
 from submissions.tables import Job, JobStatus, Submission, utcnow
 
 log = logging.getLogger(__name__)
@@ -127,22 +128,22 @@ def reap(
     *,
     stale_after_s: float = 30.0,
     max_attempts: int = 3,
-    include_stale: bool = True,
-) -> list[int]:
-    """Jobs to enqueue again.
+    stale_lanes: Iterable[str] = LANES,
+) -> list[tuple[int, str]]:
+    """Jobs to enqueue again, with their lanes.
 
-    Running jobs whose lease expired go back to queued (or fail after ``max_attempts``). With
-    ``include_stale`` (the worker sets it when the queue holds no message, so a lost message is
-    the only way a job can still wait) queued jobs older than ``stale_after_s`` are returned too.
+    Running jobs whose lease expired go back to queued (or fail after ``max_attempts``). Queued
+    jobs older than ``stale_after_s`` in ``stale_lanes`` are returned too: the caller names the
+    lanes whose queue holds no message, where a lost message is the only way a job can wait.
     """
     now = utcnow()
     with sessions.begin() as session:
         expired = session.execute(
-            select(Job.id, Job.attempts).where(
+            select(Job.id, Job.attempts, Job.lane).where(
                 Job.status == JobStatus.RUNNING, Job.lease_expires_at < now
             )
         ).all()
-        for job_id, attempts in expired:
+        for job_id, attempts, _ in expired:
             values = (
                 {
                     "status": JobStatus.FAILED,
@@ -159,25 +160,107 @@ def reap(
                 )
                 .values(claim_token="", lease_expires_at=None, **values)
             )
-        stale = (
-            []
-            if not include_stale
-            else session.scalars(
-                select(Job.id).where(
-                    Job.status == JobStatus.QUEUED,
-                    Job.created_at < now - timedelta(seconds=stale_after_s),
-                )
-            ).all()
+        stale = session.execute(
+            select(Job.id, Job.lane).where(
+                Job.status == JobStatus.QUEUED,
+                Job.lane.in_(list(stale_lanes)),
+                Job.created_at < now - timedelta(seconds=stale_after_s),
+            )
+        ).all()
+    again = {(j, lane) for j, a, lane in expired if a < max_attempts}
+    return sorted(again | {(j, lane) for j, lane in stale})
+
+
+def progress(sessions: sessionmaker, job_id: int, token: str, done: int, total: int) -> bool:
+    """Record how many crops a running job has predicted; False when it is no longer ours."""
+    with sessions.begin() as session:
+        return bool(
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.claim_token == token, Job.status == JobStatus.RUNNING)
+                .values(progress_done=done, progress_total=total)
+            ).rowcount
         )
-    return sorted(set(stale) | {j for j, a in expired if a < max_attempts})
 
 
 def queue_position(session: Session, job: Job) -> int:
-    """1 + the queued jobs ahead of ``job`` (1: runs next); 0 once it has started."""
+    """1 + the queued jobs ahead of ``job`` in its lane (1: runs next); 0 once it has started."""
     if job.status != JobStatus.QUEUED:
         return 0
-    ahead = select(func.count(Job.id)).where(Job.status == JobStatus.QUEUED, Job.id < job.id)
+    ahead = select(func.count(Job.id)).where(
+        Job.status == JobStatus.QUEUED, Job.lane == job.lane, Job.id < job.id
+    )
     return 1 + session.scalar(ahead)
+
+
+def size_class(lane: str, estimated_s: float) -> str:
+    """How big a job is, as the public queue shows it."""
+    if lane == "files":
+        return "prediction file"
+    if lane == "gpu":
+        return "needs a GPU"
+    return "under 1 min" if estimated_s < 60 else f"about {max(1, round(estimated_s / 60))} min"
+
+
+def display_state(job: Job) -> str:
+    """The job's state in words: a queued job of the GPU lane is waiting for a GPU worker."""
+    if job.status == JobStatus.QUEUED and job.lane == "gpu":
+        return "waiting for a GPU worker"
+    return str(job.status)
+
+
+def public_row(job: Job, *, own: bool) -> dict:
+    """One job as anyone may see it: its id only for its owner."""
+    now = utcnow()
+    eta = None
+    if job.started_at and job.progress_done and job.progress_total:
+        elapsed = max((now - _aware(job.started_at)).total_seconds(), 1e-3)
+        eta = round((job.progress_total - job.progress_done) * elapsed / job.progress_done)
+    return {
+        "job": job.id if own else None,
+        "lane": job.lane,
+        "size": size_class(job.lane, job.estimated_s),
+        "state": display_state(job),
+        "age_s": round((now - _aware(job.created_at)).total_seconds()),
+        "done": job.progress_done,
+        "total": job.progress_total,
+        "eta_s": eta,
+    }
+
+
+def public_queue(session: Session, viewer: str | None = None) -> list[dict]:
+    """Every queued and running job as anyone may see it, oldest first.
+
+    The viewer's own jobs carry their ids; others' are anonymised to lane, size, state, age,
+    and, while running, progress and ETA.
+    """
+    rows = session.execute(
+        select(Job, Submission.user)
+        .join(Submission)
+        .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .order_by(Job.id)
+    ).all()
+    return [public_row(job, own=viewer is not None and user == viewer) for job, user in rows]
+
+
+def ahead_of(session: Session, job: Job) -> list[dict]:
+    """What runs or waits before ``job`` in its lane, anonymised."""
+    if job.status != JobStatus.QUEUED:
+        return []
+    rows = session.scalars(
+        select(Job)
+        .where(
+            Job.lane == job.lane,
+            (Job.status == JobStatus.RUNNING)
+            | ((Job.status == JobStatus.QUEUED) & (Job.id < job.id)),
+        )
+        .order_by(Job.id)
+    ).all()
+    return [public_row(other, own=False) for other in rows]
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
 
 
 def user_job(session: Session, job_id: int, user: str) -> Job:
@@ -192,11 +275,12 @@ def requeue_lost(
     sessions: sessionmaker, queue: EvaluationQueue, *, stale_after_s: float
 ) -> list[int]:
     """Enqueue again every job whose worker died or whose message was lost; returns their ids."""
-    idle = queue.pending() == 0
-    lost = reap(sessions, stale_after_s=stale_after_s, include_stale=idle)
-    for job_id in lost:
-        queue.enqueue(job_id)
-    return lost
+    idle = [lane for lane in queue.lanes if queue.pending(lane) == 0]
+    lost = reap(sessions, stale_after_s=stale_after_s, stale_lanes=idle)
+    for job_id, lane in lost:
+        if lane in queue.lanes:
+            queue.enqueue(job_id, lane)
+    return [job_id for job_id, _ in lost]
 
 
 def reap_forever(
@@ -213,3 +297,24 @@ def reap_forever(
                 log.warning("job %d had lost its worker or its message: queued again", job_id)
         except Exception:
             log.exception("reaper")
+
+
+def queue_table(sessions: sessionmaker, viewer: str | None = None) -> pd.DataFrame:
+    """The public queue as the Space shows it (the viewer's own jobs with their ids)."""
+    with sessions() as session:
+        rows = public_queue(session, viewer)
+    return pd.DataFrame(
+        [
+            {
+                "job": "" if r["job"] is None else r["job"],
+                "lane": r["lane"],
+                "size": r["size"],
+                "state": r["state"],
+                "waiting or running for": f"{r['age_s']} s",
+                "progress": f"{r['done']}/{r['total']}" if r["total"] else "",
+                "ETA": "" if r["eta_s"] is None else f"{r['eta_s']} s",
+            }
+            for r in rows
+        ],
+        columns=["job", "lane", "size", "state", "waiting or running for", "progress", "ETA"],
+    )

@@ -1,19 +1,26 @@
-"""The queue engine: Huey, SQLite-backed on one machine, Redis-backed across GPU hosts.
+"""The queue engine: Huey, SQLite-backed on one machine, Redis-backed across hosts, in lanes.
+
+Three lanes, one Huey queue each, so that no kind of work waits behind another:
+
+- ``files``: prediction files (about 0.2 s of work each); every worker serves it;
+- ``models``: checkpoints a CPU worker can finish within the time limit;
+- ``gpu``: checkpoints estimated too slow for a CPU worker; only workers with a GPU serve it.
 
 A message carries only a job id; the job table is the durable record (Huey's SQLite storage
 deletes a message when a worker takes it, so a killed worker loses the message, and the reaper
-re-enqueues jobs whose lease expired).
+re-enqueues jobs whose lease expired, into their own lane).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from huey import Huey, RedisHuey, SqliteHuey
 
 from settings import Settings
 
+LANES = ("files", "models", "gpu")
 TASK_NAME = "mitosis.evaluate"
 _handler: Callable[[int], None] | None = None
 
@@ -30,30 +37,41 @@ def evaluate(job_id: int) -> None:
 
 
 class EvaluationQueue:
-    """Producer and consumer side of the evaluation queue."""
+    """Producer and consumer side of the evaluation lanes."""
 
-    def __init__(self, settings: Settings, handler: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        handler: Callable[[int], None] | None = None,
+        lanes: Iterable[str] = LANES,
+    ) -> None:
         global _handler
         if handler is not None:
             _handler = handler
-        self.huey = make_huey(settings.queue_url)
-        self.task = self.huey.task(name=TASK_NAME)(evaluate)
+        self.lanes = {lane: make_huey(settings.queue_url, lane) for lane in lanes}
+        self.tasks = {
+            lane: huey.task(name=TASK_NAME)(evaluate) for lane, huey in self.lanes.items()
+        }
 
-    def enqueue(self, job_id: int) -> None:
-        """Ask a worker to run ``job_id``."""
-        self.task(job_id)
+    def enqueue(self, job_id: int, lane: str) -> None:
+        """Ask a worker serving ``lane`` to run ``job_id``."""
+        self.tasks[lane](job_id)
 
-    def pending(self) -> int:
-        """Messages waiting in the queue."""
-        return self.huey.pending_count()
+    def pending(self, lane: str | None = None) -> int:
+        """Messages waiting in ``lane`` (every lane when None)."""
+        lanes = [lane] if lane else list(self.lanes)
+        return sum(self.lanes[name].pending_count() for name in lanes)
 
 
-def make_huey(url: str) -> Huey:
-    """SqliteHuey for ``sqlite:///FILE``, RedisHuey for ``redis://``."""
+def make_huey(url: str, lane: str) -> Huey:
+    """SqliteHuey for ``sqlite:///FILE``, RedisHuey for ``redis://``; one named queue a lane."""
+    if lane not in LANES:
+        raise ValueError(f"Unknown lane {lane!r}; the lanes are {', '.join(LANES)}.")
+    name = f"mitosis-{lane}"
     if url.startswith("redis://") or url.startswith("rediss://"):
-        return RedisHuey("mitosis", url=url)
+        return RedisHuey(name, url=url)
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteHuey("mitosis", filename=str(path), results=False)
+        return SqliteHuey(name, filename=str(path), results=False)
     raise ValueError(f"MITOSIS_QUEUE_URL must be sqlite:///FILE or redis://HOST; found {url!r}.")

@@ -58,6 +58,7 @@ class EntrySource(enum.StrEnum):
     PAPER = "paper"  # reported in the benchmark paper
 
 
+SHIPPED_MODEL_USER = "maintainers"  # who the shipped model's entry belongs to
 SOURCE_OF_KIND = {
     "checkpoint": EntrySource.VERIFIED,
     "predictions": EntrySource.SELF_REPORTED,
@@ -111,6 +112,11 @@ class Job(Base):
     submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False), index=True)
     counts_toward_quota: Mapped[bool] = mapped_column(Boolean, default=True)  # user-submitted
+    lane: Mapped[str] = mapped_column(String(8), default="files")  # see submissions.queue
+    flops_per_crop: Mapped[float] = mapped_column(Float, default=0.0)  # a checkpoint's cost
+    estimated_s: Mapped[float] = mapped_column(Float, default=0.0)  # on a CPU worker
+    progress_done: Mapped[int] = mapped_column(Integer, default=0)  # crops predicted so far
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
     reason: Mapped[str] = mapped_column(Text, default="")
     disclosure: Mapped[str] = mapped_column(Text, default="")  # what the Ladder released
     charged_s: Mapped[float] = mapped_column(Float, default=0.0)  # compute allowance used
@@ -145,6 +151,9 @@ class WorkerRecord(Base):
     host: Mapped[str] = mapped_column(String(100), default="")
     pid: Mapped[int] = mapped_column(Integer, default=0)
     device: Mapped[str] = mapped_column(String(100), default="")
+    threads: Mapped[int] = mapped_column(Integer, default=0)  # torch threads
+    lanes: Mapped[str] = mapped_column(String(32), default="")  # the lanes it serves
+    gflops: Mapped[float | None] = mapped_column(Float)  # measured on checkpoint jobs
     state: Mapped[str] = mapped_column(String(16), default="idle")  # idle | running | stopped
     job_id: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

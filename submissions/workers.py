@@ -1,9 +1,11 @@
-"""Evaluation workers as the database sees them: registration, heartbeat, health.
+"""Evaluation workers as the database sees them: registration, heartbeat, health, speed.
 
 Each worker writes its row every few seconds (``HEARTBEAT_S``); the Space reads the rows to show
 who is alive, on which device, and what each one runs. A worker silent for longer than
 ``SILENT_AFTER_S`` is shown as silent; its job, if any, is re-queued by the reaper once its
-lease expires.
+lease expires. Workers record the speed they reach on checkpoints (GFLOP/s), which routes a
+new checkpoint: to the CPU lane when the fastest CPU worker finishes it within the time limit,
+else to the GPU lane (:func:`route`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import timedelta
 
 import pandas as pd
 from sqlalchemy import delete, select, update
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from submissions.tables import WorkerRecord, utcnow
 
@@ -34,7 +36,16 @@ class WorkerHealth:
     alive: bool
 
 
-def register(sessions: sessionmaker, name: str, host: str, pid: int, device: str) -> None:
+def register(
+    sessions: sessionmaker,
+    name: str,
+    host: str,
+    pid: int,
+    device: str,
+    *,
+    threads: int = 0,
+    lanes: tuple[str, ...] = (),
+) -> None:
     """Record a starting worker (a restarted one gets a fresh row: the pid differs)."""
     now = utcnow()
     with sessions.begin() as session:
@@ -45,6 +56,8 @@ def register(sessions: sessionmaker, name: str, host: str, pid: int, device: str
                 host=host,
                 pid=pid,
                 device=device,
+                threads=threads,
+                lanes=",".join(lanes),
                 state="idle",
                 job_id=None,
                 started_at=now,
@@ -109,3 +122,40 @@ def health_table(sessions: sessionmaker) -> pd.DataFrame:
         ],
         columns=["worker", "device", "state", "job", "last heartbeat", "health"],
     )
+
+
+def record_speed(sessions: sessionmaker, name: str, gflops: float) -> None:
+    """Fold a checkpoint job's measured speed into the worker's (a running average)."""
+    with sessions.begin() as session:
+        worker = session.get(WorkerRecord, name)
+        if worker is not None:
+            worker.gflops = gflops if worker.gflops is None else 0.5 * (worker.gflops + gflops)
+
+
+def _recent(session: Session):
+    return select(WorkerRecord).where(
+        WorkerRecord.heartbeat_at >= utcnow() - FORGET_AFTER, WorkerRecord.state != "stopped"
+    )
+
+
+def gpu_seen(session: Session) -> bool:
+    """Whether a worker serving the GPU lane has sent a heartbeat in the last hour."""
+    return any("gpu" in w.lanes.split(",") for w in session.scalars(_recent(session)))
+
+
+def route(
+    sessions: sessionmaker, total_flops: float, *, time_limit_s: float, default_gflops: float
+) -> tuple[str, float]:
+    """The lane of a checkpoint costing ``total_flops``, and its estimated seconds on a CPU.
+
+    The estimate uses the fastest CPU worker's measured speed (``default_gflops`` until one has
+    run a checkpoint); a job estimated past 80 % of the time limit goes to the GPU lane.
+    """
+    with sessions() as session:
+        speeds = [
+            w.gflops
+            for w in session.scalars(_recent(session))
+            if w.gflops and not w.device.startswith("cuda")
+        ]
+    estimated = total_flops / (max(speeds, default=default_gflops) * 1e9)
+    return ("gpu" if estimated > 0.8 * time_limit_s else "models"), estimated

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from leaderboard.board import shipped_model_status
 from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.tables import SOURCES, display_table, domain_plot_frame, entry_details
 from submissions.metadata import METHOD_TYPES
@@ -41,6 +42,7 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
         return str(out)
 
     with gr.Tab("Leaderboard") as tab:
+        notice = gr.Markdown(elem_id="board-notice")
         with gr.Row():
             search_box = gr.Textbox(label="Search model, team, backbone", elem_id="search")
             method_filter = gr.Dropdown(["all", *METHOD_TYPES], value="all", label="Method")
@@ -68,6 +70,12 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
 
     filters = [search_box, method_filter, source_filter, team_switch]
     demo.load(leaderboard, filters, board_table, api_name="leaderboard")
+    demo.load(
+        user_facing(lambda: shipped_model_status(space.sessions)),
+        None,
+        notice,
+        api_visibility="private",
+    )
     gr.on(
         [search_box.submit, method_filter.change, source_filter.change, team_switch.change],
         leaderboard,

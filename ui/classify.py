@@ -6,6 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from evaluation.supervisor import InteractiveSignal
 from models.predictor import load_predictor, predictions_table
 from ui.components import CropImage, discard_upload
 from ui.space import DEFAULT_MODEL, Space, gpu, user_facing
@@ -13,6 +14,7 @@ from ui.space import DEFAULT_MODEL, Space, gpu, user_facing
 
 def classify_tab(demo: gr.Blocks, space: Space) -> None:
     """Lay out the tab and wire its events (``/classify`` is public)."""
+    users_waiting = InteractiveSignal(space.settings.data_dir)  # the worker pauses for them
 
     @gpu
     @user_facing
@@ -20,6 +22,7 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         """P(atypical), the decision and (when ``explain``) the Grad-CAM overlay of one crop."""
         if not image:
             raise gr.Error("Upload a crop first (PNG, JPEG, TIFF or WebP).")
+        users_waiting.touch()
         try:
             predictor = load_predictor(space.model_path(model))
             if not explain:
@@ -37,6 +40,7 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
     def classify_many(files: list[str] | None, model: str, tta: bool):
         if not files:
             raise gr.Error("Upload one or more crops first.")
+        users_waiting.touch()
         predictions = load_predictor(space.model_path(model)).predict(files, tta=tta)
         table = predictions_table([Path(f).name for f in files], predictions)
         out = space.download_path("predictions.csv")

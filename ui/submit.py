@@ -12,6 +12,7 @@ from leaderboard.results import job_report
 from leaderboard.tables import submissions_table
 from settings import Settings
 from submissions.intake import JobView
+from submissions.jobs import queue_table
 from submissions.metadata import FIELD_LABELS, METHOD_TYPES, EntryMetadata
 from submissions.workers import health_table
 from ui.components import UploadFile, discard_upload
@@ -112,6 +113,11 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
             status_button = gr.Button("Check status")
             cancel_button = gr.Button("Cancel (while queued)")
         mine = gr.Dataframe(label="My submissions", interactive=False, elem_id="mine")
+        queue = gr.Dataframe(
+            label="The queue (everyone's jobs; others' without their ids)",
+            interactive=False,
+            elem_id="queue",
+        )
         worker_table = gr.Dataframe(
             label="Evaluation workers", interactive=False, elem_id="workers"
         )
@@ -126,6 +132,13 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
     status_button.click(submission_status, job_box, receipt, api_name="submission_status")
     cancel_button.click(cancel_submission, job_box, receipt, api_name="cancel_submission")
     refresh.tick(my_submissions, None, mine, api_visibility="private")
+
+    @user_facing
+    def public_queue(profile: gr.OAuthProfile | None = None) -> pd.DataFrame:
+        viewer = None if profile is None and space.on_space else space.user(profile)
+        return queue_table(space.sessions, viewer)
+
+    refresh.tick(public_queue, None, queue, api_visibility="private")
     refresh.tick(
         user_facing(lambda: health_table(space.sessions)),
         None,

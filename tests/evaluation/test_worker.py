@@ -42,14 +42,14 @@ def correct_a_label(labels_dir) -> str:
 def test_a_changed_label_set_is_rescored_automatically(tmp_path):
     backend = Backend(tmp_path)
     worker = Worker(backend.settings)
-    worker.seed()
+    worker.upkeep.seed()
     view = backend.service.submit_predictions("alice", backend.predictions(1), META)
     for job_id in queued(backend):
         worker.run_job(job_id)
-    assert worker.rescore_stale() == 0  # every result is on the current labels
+    assert worker.upkeep.rescore_stale() == 0  # every result is on the current labels
     new_hash = correct_a_label(backend.settings.labels_dir)  # the maintainers fix a label
-    assert worker.rescore_stale() == 2  # the file and the shipped model
-    assert worker.rescore_stale() == 0  # already queued: not twice
+    assert worker.upkeep.rescore_stale() == 2  # the file and the shipped model
+    assert worker.upkeep.rescore_stale() == 0  # already queued: not twice
     for job_id in queued(backend):
         worker.run_job(job_id)
     with backend.sessions() as session:
@@ -61,13 +61,13 @@ def test_a_changed_label_set_is_rescored_automatically(tmp_path):
             )
         )
     assert hashes == {new_hash, ""} and old == 3  # "": the paper's rows; history kept
-    assert worker.rescore_stale() == 0
+    assert worker.upkeep.rescore_stale() == 0
 
 
 def test_the_reaper_requeues_lost_messages_and_gives_up_after_three_attempts(tmp_path):
     backend = Backend(tmp_path)
     lost = backend.service.submit_predictions("alice", backend.predictions(1), META)
-    backend.service.queue.huey.flush()  # the message is gone; the job still says queued
+    backend.service.queue.lanes["files"].flush()  # the message is gone; the job is queued
     assert backend.service.queue.pending() == 0
     assert jobs.reap(backend.sessions, stale_after_s=3600) == []  # not stale yet
     assert jobs.requeue_lost(backend.sessions, backend.service.queue, stale_after_s=0) == [
@@ -77,8 +77,8 @@ def test_the_reaper_requeues_lost_messages_and_gives_up_after_three_attempts(tmp
     crashing = backend.service.submit_predictions("bob", backend.predictions(2), META)
     for attempt in range(3):
         assert jobs.claim(backend.sessions, crashing.job_id, "w", lease_s=-1)
-        requeued = jobs.reap(backend.sessions, include_stale=False)
-        assert (crashing.job_id in requeued) == (attempt < 2)
+        requeued = jobs.reap(backend.sessions, stale_lanes=())
+        assert ((crashing.job_id, "files") in requeued) == (attempt < 2)
     failed = backend.service.status("bob", crashing.job_id)
     assert (
         failed.status == "failed"
@@ -90,7 +90,7 @@ def test_a_worker_whose_lease_expired_cannot_write(tmp_path):
     backend = Backend(tmp_path)
     view = backend.service.submit_predictions("alice", backend.predictions(1), META)
     late = jobs.claim(backend.sessions, view.job_id, "slow worker", lease_s=-1)
-    assert jobs.reap(backend.sessions, include_stale=False) == [view.job_id]
+    assert jobs.reap(backend.sessions, stale_lanes=()) == [(view.job_id, "files")]
     current = jobs.claim(backend.sessions, view.job_id, "other worker", lease_s=60)
     wrote = []
     assert not jobs.finish(backend.sessions, view.job_id, late, lambda s, j: wrote.append(j))

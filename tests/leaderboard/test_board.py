@@ -29,7 +29,7 @@ def scored(tmp_path):
     """A backend whose entries were scored by the worker's own code, in this process."""
     backend = Backend(tmp_path)
     worker = Worker(backend.settings)
-    worker.seed()
+    worker.upkeep.seed()
     truth = pd.read_csv(backend.settings.labels_dir / "labels.csv")
     y = (truth["label"] == "atypical").to_numpy()
 
@@ -131,7 +131,9 @@ def test_job_reports_hold_released_numbers_only(scored):
         "source",
         "status",
         "reason",
+        "lane",
         "queue_position",
+        "ahead",
         "created_at",
         "scores",
         "disclosure",
@@ -161,7 +163,7 @@ def test_results_written_before_the_policy_are_released_at_start(scored):
 
 def test_paper_rows_are_the_published_table(scored):
     assert len(paper_rows()) == 17
-    Worker(scored.settings).seed()  # idempotent
+    Worker(scored.settings).upkeep.seed()  # idempotent
     assert sum(e.source == "paper" for e in build_board(scored.sessions)) == 17
 
 
@@ -189,7 +191,7 @@ def test_rescoring_replays_the_ladder_s_decisions(scored):
 
     before = released()
     worker = Worker(scored.settings)
-    assert worker.rescore_all() == 5
+    assert worker.upkeep.rescore_all() == 5
     with scored.sessions() as session:
         queued = [j.id for j in session.query(Job).filter(Job.status == "queued")]
     for job_id in reversed(queued):  # any order: only earlier entries set the bar

@@ -18,9 +18,13 @@ from leaderboard.board import build_board, classify_models
 from leaderboard.results import Result
 from models.predictor import Predictor
 from settings import REPO_ROOT
+from submissions import workers
+from submissions.errors import QuotaExceeded
+from submissions.jobs import queue_table
 from submissions.metadata import EntryMetadata
+from submissions.queue import LANES
 from submissions.tables import Job, WorkerRecord
-from tests.backend import slow_checkpoint, zip_dir
+from tests.backend import Backend, slow_checkpoint, zip_dir
 from tests.models.conftest import tiny_checkpoint
 
 
@@ -146,10 +150,15 @@ def test_fifty_concurrent_prediction_submissions(backend):
     assert len(counts) == 50 and {n for _, n in counts} == {3}
 
 
-def test_time_limit_fails_the_job_and_does_not_count(tmp_path):
-    from tests.backend import Backend
-
-    backend = Backend(tmp_path, MITOSIS_JOB_TIME_LIMIT_S="1", MITOSIS_HIDDEN_QUOTA="1")
+def test_time_limit_fails_the_job_charges_it_and_does_not_count(tmp_path):
+    # the estimate is wrong on purpose (a CPU assumed far faster): the job runs, and times out
+    backend = Backend(
+        tmp_path,
+        MITOSIS_JOB_TIME_LIMIT_S="1",
+        MITOSIS_HIDDEN_QUOTA="1",
+        MITOSIS_CPU_GFLOPS="1000000",
+        MITOSIS_COMPUTE_ALLOWANCE_S="1",
+    )
     try:
         backend.start_worker()
         view = backend.service.submit_checkpoint(
@@ -157,14 +166,36 @@ def test_time_limit_fails_the_job_and_does_not_count(tmp_path):
             zip_dir(slow_checkpoint(tmp_path / "slow", size=1024)),
             EntryMetadata("too slow"),
         )
+        assert view.lane == "models"
         failed = backend.wait("alice", view.job_id, timeout=180)
         assert failed.status == "failed" and "time limit" in failed.reason
+        with pytest.raises(QuotaExceeded, match="allowance is 1 s .time-limit failures count"):
+            backend.service.submit_checkpoint(
+                "alice", zip_dir(tiny_checkpoint(tmp_path / "t", seed=5)), EntryMetadata("next")
+            )
         again = backend.service.submit_predictions(
             "alice", backend.predictions(3), EntryMetadata("within quota")
         )
         assert backend.wait("alice", again.job_id).status == "finished"
     finally:
         backend.close()
+
+
+def test_a_checkpoint_too_slow_for_a_cpu_waits_for_a_gpu_worker(tmp_path):
+    backend = Backend(tmp_path, MITOSIS_JOB_TIME_LIMIT_S="1")
+    view = backend.service.submit_checkpoint(
+        "alice", zip_dir(slow_checkpoint(tmp_path / "slow", size=1024)), EntryMetadata("big")
+    )
+    assert view.lane == "gpu" and view.status == "waiting for a GPU worker"
+    assert "no GPU worker has sent a heartbeat in the last hour" in view.reason
+    with backend.sessions() as session:
+        job = session.get(Job, view.job_id)
+        assert job.estimated_s > 0.8 and job.flops_per_crop > 30e9  # ResNet-18 at 1024 px
+    workers.register(backend.sessions, "gpu-host:1", "gpu-host", 1, "cuda (H100)", lanes=LANES)
+    ready = backend.service.status("alice", view.job_id)
+    assert ready.reason.startswith("Estimated too slow for a CPU worker: it runs when a GPU")
+    table = queue_table(backend.sessions, viewer="bob")
+    assert table.loc[0, "state"] == "waiting for a GPU worker" and table.loc[0, "job"] == ""
 
 
 def test_rescore_keeps_history(backend):

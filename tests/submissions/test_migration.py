@@ -48,5 +48,5 @@ def test_a_worker_starts_on_a_version_1_database(tmp_path, real_release):
             "MITOSIS_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
         }
     )
-    Worker(settings).seed()
+    Worker(settings).upkeep.seed()
     assert any(e.model_name == "old model" for e in build_board(open_store(settings.database_url)))

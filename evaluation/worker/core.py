@@ -1,18 +1,4 @@
-"""``python -m evaluation.worker``: an evaluation worker.
-
-It is the one place that joins the queue, the store and the scorer.
-
-It consumes job ids from the queue (Huey), claims each job with a lease it renews while it
-works, reads the prediction file or runs the checkpoint (CUDA when present, under a time limit),
-scores every test split and writes the results and the job's end in one transaction, together
-with what the release policy (``evaluation.disclosure``) lets anyone read: the Ladder's decision
-is taken under the submitter's account lock, so concurrent workers decide one at a time. A
-reaper thread re-enqueues jobs whose worker died and queued jobs whose message was lost. Typed
-errors fail a job with their message; anything else fails it with "internal error" and a logged
-traceback. The worker registers itself and sends a heartbeat (device, state, current job) that
-the Space shows; started by ``app.py`` (``MITOSIS_PARENT_PID`` set), it exits when the app is
-gone. ``--rescore`` queues a new job for every stored submission (history is kept).
-"""
+"""The worker itself: claims jobs from its lanes, runs them, writes results, reports health."""
 
 from __future__ import annotations
 
@@ -29,20 +15,20 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import update
 from sqlalchemy.orm import sessionmaker
 
 from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.checkpoint import as_predictions, predict_splits
 from evaluation.errors import EvaluationError, TimeLimitExceeded
-from evaluation.scoring import SCORER_VERSION, Predictions, read_predictions, score_predictions
+from evaluation.scoring import SCORER_VERSION, read_predictions, score_predictions
 from evaluation.splits import TEST_SPLITS
-from fileio import atomic_write, zip_folder
-from leaderboard.board import build_board
+from evaluation.supervisor import InteractiveSignal
+from evaluation.worker.upkeep import Upkeep
+from fileio import atomic_write
+from leaderboard.board import build_board, shipped_model_status
 from leaderboard.hub import start_hub_sync
-from leaderboard.paper import seed_paper_rows
-from leaderboard.publication import release, release_pending
+from leaderboard.publication import release
 from leaderboard.results import Result
 from models.archive import CheckpointFiles
 from models.checkpoint import checkpoint_from_files
@@ -51,34 +37,47 @@ from models.predictor import Predictor
 from settings import Settings
 from submissions import jobs, workers
 from submissions.errors import SubmissionError
-from submissions.metadata import checkpoint_entry
-from submissions.queue import EvaluationQueue
-from submissions.quota import lock_account
-from submissions.storage import sha256, store_file, stored_path
-from submissions.tables import Job, JobStatus, Submission, open_store
+from submissions.queue import LANES, EvaluationQueue
+from submissions.tables import Job, Submission, open_store
 
 log = logging.getLogger("evaluation.worker")
-RESCORE_LOCK = "(re-scoring)"  # an account name no Hugging Face user can have
 
 
 class Worker:
     """Runs evaluation jobs."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, lanes: tuple[str, ...] | None = None) -> None:
         self.settings = settings
         self.sessions: sessionmaker = open_store(settings.database_url)
-        self.queue = EvaluationQueue(settings, handler=self.run_job)
+        self.lanes = lanes or default_lanes()
+        self.queue = EvaluationQueue(settings, handler=self.run_job, lanes=self.lanes)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.splits = [s.name for s in TEST_SPLITS]
         self.hub = start_hub_sync(settings)  # None unless a results repo and token are set
+        self.interactive = InteractiveSignal(settings.data_dir)
         self.stop = threading.Event()
+        self.upkeep = Upkeep(settings, self.sessions, self.queue, self.stop)
+        self._running: list[int] = []  # jobs running now, one per lane at most
+        self._state = threading.Lock()
+
+    def _report(self, job_id: int, running: bool) -> None:
+        """Tell the store which job this worker runs now (the latest started of its lanes)."""
+        with self._state:
+            if running:
+                self._running.append(job_id)
+            else:
+                self._running.remove(job_id)
+            current = self._running[-1] if self._running else None
+        workers.beat(
+            self.sessions, self.name, state="running" if current else "idle", job_id=current
+        )
 
     def run_job(self, job_id: int) -> None:
         """Claim, run and close one job; a job that is not queued any more is skipped."""
         token = jobs.claim(self.sessions, job_id, self.name, self.settings.lease_s)
         if token is None:
             return
-        workers.beat(self.sessions, self.name, state="running", job_id=job_id)
+        self._report(job_id, running=True)
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job_id, token, stop), daemon=True)
         beat.start()
@@ -91,7 +90,7 @@ class Worker:
             # read for every job: a rebuilt release or label store takes effect at once
             bundle = PublicBundle(self.settings.public_dir)
             labels = LabelStore(self.settings.labels_dir)
-            predictions = self._predictions(submission, bundle)
+            predictions = self._predictions(submission, bundle, job_id, token)
             truth = labels.all_labels()
             scores = score_predictions(
                 predictions, truth, n_resamples=self.settings.bootstrap_resamples
@@ -119,7 +118,7 @@ class Worker:
             jobs.fail(self.sessions, job_id, token, "internal error")
         finally:
             stop.set()
-            workers.beat(self.sessions, self.name, state="idle", job_id=None)
+            self._report(job_id, running=False)
 
     @staticmethod
     def _charge(kind: str, started: float) -> float:
@@ -131,7 +130,7 @@ class Worker:
             if not jobs.heartbeat(self.sessions, job_id, token, self.settings.lease_s):
                 return
 
-    def _predictions(self, submission: Submission, bundle: PublicBundle) -> Predictions:
+    def _predictions(self, submission: Submission, bundle: PublicBundle, job_id: int, token: str):
         path = self.settings.data_dir / submission.path
         if submission.kind == "predictions":
             return read_predictions(
@@ -144,13 +143,25 @@ class Worker:
             pass
         with CheckpointFiles.open(path, max_bytes=self.settings.max_checkpoint_bytes) as files:
             checkpoint = checkpoint_from_files(files)
+
+        def before_chunk(done: int, total: int) -> None:
+            jobs.progress(self.sessions, job_id, token, done, total)
+            self.interactive.wait_while_busy()  # a user of the Space goes first
+
+        started = time.monotonic()
         frame = predict_splits(
             Predictor(checkpoint, device="auto"),
             bundle,
             self.splits,
-            cache_dir=self.settings.data_dir / "cache",
-            deadline=time.monotonic() + self.settings.job_time_limit_s,
+            cache_dir=self.settings.cache_dir,
+            deadline=started + self.settings.job_time_limit_s,
+            before_chunk=before_chunk,
         )
+        with self.sessions() as session:
+            flops = session.get(Job, job_id).flops_per_crop
+        if flops:
+            seconds = time.monotonic() - started
+            workers.record_speed(self.sessions, self.name, flops * len(frame) / seconds / 1e9)
         atomic_write(cached, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6f"))
         return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
 
@@ -207,125 +218,42 @@ class Worker:
             except Exception:
                 log.exception("worker heartbeat")
 
-    def seed(self) -> None:
-        """The paper's rows and the shipped model, once per database.
-
-        The shipped model is queued again when its last job failed (say, the worker started
-        before the release was built).
-        """
-        seed_paper_rows(self.sessions)
-        release_pending(self.sessions)
-        data = zip_folder(self.settings.default_checkpoint)
-        digest = sha256(data)
-        try:
-            job_id = self._seed_default_model(data, digest)
-        except IntegrityError:  # another worker seeded it at the same moment
-            return
-        if job_id is not None:
-            self.queue.enqueue(job_id)
-
-    def _seed_default_model(self, data: bytes, digest: str) -> int | None:
-        with self.sessions.begin() as session:
-            existing = session.scalar(select(Submission).where(Submission.sha256 == digest))
-            if existing is not None:
-                if existing.jobs and existing.jobs[-1].status not in (
-                    JobStatus.FAILED,
-                    JobStatus.CANCELLED,
-                ):
-                    return None
-                job = Job(submission=existing, status=JobStatus.QUEUED, counts_toward_quota=False)
-                session.add(job)
-                session.flush()
-                return job.id
-            uploads = self.settings.data_dir / "uploads"
-            store_file(uploads, data, digest, ".zip")
-            submission = Submission(
-                sha256=digest,
-                kind="checkpoint",
-                user="maintainers",
-                meta=checkpoint_entry(self.settings.default_checkpoint).to_dict(),
-                path=str(stored_path(uploads, digest, ".zip").relative_to(self.settings.data_dir)),
-                size_bytes=len(data),
-            )
-            job = Job(submission=submission, status=JobStatus.QUEUED, counts_toward_quota=False)
-            session.add_all([submission, job])
-            session.flush()
-            return job.id
-
-    def rescore_all(self) -> int:
-        """A new job for every stored submission; their old results stay as history."""
-        return self._rescore(select(Submission.id).where(Submission.kind != "paper"))
-
-    def rescore_stale(self) -> int:
-        """A new job for every submission scored against other labels than the store's now.
-
-        Runs at start and whenever the label-set hash changes (a maintainer rebuilt the label
-        store), so the board never mixes label sets; submissions with a job already queued or
-        running are left to it.
-        """
-        current = LabelStore.current_hash(self.settings.labels_dir)
-        if current is None:
-            return 0
-        stale = (
-            select(Result.submission_id)
-            .where(
-                Result.current.is_(True),
-                Result.job_id.is_not(None),
-                Result.label_set_hash != current,
-            )
-            .distinct()
-        )
-        return self._rescore(stale)
-
-    def _rescore(self, submission_ids) -> int:
-        with self.sessions.begin() as session:
-            lock_account(session, RESCORE_LOCK)  # one worker at a time decides what to queue
-            busy = select(Job.submission_id).where(
-                Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
-            )
-            chosen = session.scalars(
-                select(Submission).where(
-                    Submission.id.in_(submission_ids), ~Submission.id.in_(busy)
-                )
-            ).all()
-            new = [
-                Job(submission=s, status=JobStatus.QUEUED, counts_toward_quota=False)
-                for s in chosen
-            ]
-            session.add_all(new)
-        for job in new:
-            self.queue.enqueue(job.id)
-        if new:
-            log.info("queued %d submission(s) for re-scoring", len(new))
-        return len(new)
-
-    def _watch_labels(self, interval_s: float = 30.0) -> None:
-        seen = LabelStore.current_hash(self.settings.labels_dir)
-        while not self.stop.wait(interval_s):
-            now = LabelStore.current_hash(self.settings.labels_dir)
-            if now != seen:
-                log.info("the label set changed: re-scoring what was scored against the old one")
-                self.rescore_stale()
-                seen = now
-
     def run(self) -> None:
         """Register, seed, start the heartbeat and the reaper, consume the queue until stopped."""
-        workers.register(self.sessions, self.name, socket.gethostname(), os.getpid(), _device())
-        self.seed()
-        self.rescore_stale()
+        workers.register(
+            self.sessions,
+            self.name,
+            socket.gethostname(),
+            os.getpid(),
+            _device(),
+            threads=torch.get_num_threads(),
+            lanes=self.lanes,
+        )
+        self.upkeep.seed()
+        self.upkeep.rescore_stale()
         threading.Thread(target=self._beat_forever, daemon=True).start()
-        threading.Thread(target=self._watch_labels, daemon=True).start()
+        threading.Thread(target=self.upkeep.watch_labels, daemon=True).start()
         threading.Thread(
             target=jobs.reap_forever, args=(self.sessions, self.queue, self.stop), daemon=True
         ).start()
-        consumer = self.queue.huey.create_consumer(
-            workers=1, initial_delay=0.02, backoff=1.1, max_delay=0.1, check_worker_health=False
-        )
+        consumers = [
+            huey.create_consumer(
+                workers=1, initial_delay=0.02, backoff=1.1, max_delay=0.1, check_worker_health=False
+            )
+            for huey in self.queue.lanes.values()
+        ]
+        for consumer in consumers[:-1]:  # each lane has its own consumer thread
+            consumer.start()
         try:
-            consumer.run()
+            consumers[-1].run()
         finally:
             self.stop.set()
             workers.beat(self.sessions, self.name, state="stopped", job_id=None)
+
+
+def default_lanes() -> tuple[str, ...]:
+    """Every lane on a GPU host; the files and CPU model lanes elsewhere."""
+    return ("files", "models", "gpu") if torch.cuda.is_available() else ("files", "models")
 
 
 def _device() -> str:
@@ -363,14 +291,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rescore", action="store_true", help="queue every stored submission again, then exit"
     )
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="seed the store and evaluate the shipped model now (if it needs it), then exit",
+    )
+    parser.add_argument(
+        "--lanes",
+        help=f"comma-separated lanes to serve ({', '.join(LANES)}; default: all on a GPU "
+        "host, files and models elsewhere)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings.from_env()
     parent = os.environ.get("MITOSIS_PARENT_PID", "")
-    if parent.isdigit():
+    beside_app = parent.isdigit()
+    if beside_app:  # the Space's own worker: die with it, and leave it the CPU it needs
         follow_parent(int(parent))
-    worker = Worker(Settings.from_env())
+        os.nice(settings.worker_nice)
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(settings.worker_threads or (max(1, cores - 1) if beside_app else cores))
+    lanes = tuple(args.lanes.split(",")) if args.lanes else None
+    worker = Worker(settings, lanes=lanes)
+    if args.prepare:
+        worker.upkeep.rescore_stale()
+        job_id = worker.upkeep.seed()
+        if job_id is not None:
+            worker.run_job(job_id)  # the board shows the shipped model from its first view
+        print(shipped_model_status(worker.sessions) or "the shipped model is on the board")
+        return 0
     if args.rescore:
-        print(f"queued {worker.rescore_all()} submissions for re-scoring")
+        print(f"queued {worker.upkeep.rescore_all()} submissions for re-scoring")
         return 0
     worker.run()
     return 0

@@ -1,0 +1,5 @@
+import sys
+
+from evaluation.worker.core import main
+
+sys.exit(main())

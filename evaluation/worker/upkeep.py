@@ -1,0 +1,182 @@
+"""The worker's upkeep of the store: the seed rows, the shipped model, re-scoring.
+
+Seeds the paper's rows and the shipped model's job once per database; queues submissions
+again when the label set changes (watched every 30 s) or on ``--rescore``; a new job takes the
+lane and the cost of its submission's last one.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
+
+from evaluation.bundle import LabelStore, PublicBundle
+from fileio import zip_folder
+from leaderboard.paper import seed_paper_rows
+from leaderboard.publication import release_pending
+from leaderboard.results import Result
+from models.archive import CheckpointFiles
+from models.checkpoint import inspect_checkpoint
+from settings import Settings
+from submissions import workers
+from submissions.metadata import checkpoint_entry
+from submissions.queue import EvaluationQueue
+from submissions.quota import lock_account
+from submissions.storage import sha256, store_file, stored_path
+from submissions.tables import SHIPPED_MODEL_USER, Job, JobStatus, Submission
+
+log = logging.getLogger("evaluation.worker")
+RESCORE_LOCK = "(re-scoring)"  # an account name no Hugging Face user can have
+
+
+class Upkeep:
+    """Seeding and re-scoring, for a worker's store and queue."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker, queue: EvaluationQueue, stop):
+        self.settings = settings
+        self.sessions = sessions
+        self.queue = queue
+        self.stop = stop
+
+    def seed(self) -> int | None:
+        """The paper's rows and the shipped model, once per database; the model's new job id.
+
+        The shipped model is queued again when its last job failed (say, the worker started
+        before the release was built).
+        """
+        seed_paper_rows(self.sessions)
+        release_pending(self.sessions)
+        data = zip_folder(self.settings.default_checkpoint)
+        digest = sha256(data)
+        try:
+            job_id = self._seed_default_model(data, digest)
+        except IntegrityError:  # another worker seeded it at the same moment
+            return None
+        if job_id is not None:
+            self._enqueue(job_id)
+        return job_id
+
+    def _enqueue(self, job_id: int) -> None:
+        with self.sessions() as session:
+            lane = session.get(Job, job_id).lane
+        if lane in self.queue.lanes:
+            self.queue.enqueue(job_id, lane)
+        else:  # a lane this worker does not serve: its message goes to the lane's own queue
+            EvaluationQueue(self.settings, lanes=(lane,)).enqueue(job_id, lane)
+
+    def _again(self, submission: Submission) -> Job:
+        """A new job for ``submission``, in the lane (and with the cost) of its last one."""
+        last = submission.jobs[-1] if submission.jobs else None
+        lane, flops, estimated = "files", 0.0, 0.0
+        if last is not None:
+            lane, flops, estimated = last.lane, last.flops_per_crop, last.estimated_s
+        elif submission.kind == "checkpoint":
+            lane, flops, estimated = self._route(self.settings.data_dir / submission.path)
+        return Job(
+            submission=submission,
+            status=JobStatus.QUEUED,
+            counts_toward_quota=False,
+            lane=lane,
+            flops_per_crop=flops,
+            estimated_s=estimated,
+        )
+
+    def _route(self, checkpoint: Path) -> tuple[str, float, float]:
+        with CheckpointFiles.open(checkpoint, max_bytes=self.settings.max_checkpoint_bytes) as f:
+            flops = inspect_checkpoint(f)["flops_per_crop"]
+        crops = len(PublicBundle(self.settings.public_dir).manifest)
+        lane, estimated = workers.route(
+            self.sessions,
+            flops * crops,
+            time_limit_s=self.settings.job_time_limit_s,
+            default_gflops=self.settings.cpu_gflops,
+        )
+        return lane, flops, estimated
+
+    def _seed_default_model(self, data: bytes, digest: str) -> int | None:
+        with self.sessions.begin() as session:
+            existing = session.scalar(select(Submission).where(Submission.sha256 == digest))
+            if existing is not None:
+                if existing.jobs and existing.jobs[-1].status not in (
+                    JobStatus.FAILED,
+                    JobStatus.CANCELLED,
+                ):
+                    return None
+                job = self._again(existing)
+                session.add(job)
+                session.flush()
+                return job.id
+            uploads = self.settings.data_dir / "uploads"
+            store_file(uploads, data, digest, ".zip")
+            submission = Submission(
+                sha256=digest,
+                kind="checkpoint",
+                user=SHIPPED_MODEL_USER,
+                meta=checkpoint_entry(self.settings.default_checkpoint).to_dict(),
+                path=str(stored_path(uploads, digest, ".zip").relative_to(self.settings.data_dir)),
+                size_bytes=len(data),
+            )
+            job = self._again(submission)
+            session.add_all([submission, job])
+            session.flush()
+            return job.id
+
+    def rescore_all(self) -> int:
+        """A new job for every stored submission; their old results stay as history."""
+        return self._rescore(select(Submission.id).where(Submission.kind != "paper"))
+
+    def rescore_stale(self) -> int:
+        """A new job for every submission scored against other labels than the store's now.
+
+        Runs at start and whenever the label-set hash changes (a maintainer rebuilt the label
+        store), so the board never mixes label sets; submissions with a job already queued or
+        running are left to it.
+        """
+        current = LabelStore.current_hash(self.settings.labels_dir)
+        if current is None:
+            return 0
+        stale = (
+            select(Result.submission_id)
+            .where(
+                Result.current.is_(True),
+                Result.job_id.is_not(None),
+                Result.label_set_hash != current,
+            )
+            .distinct()
+        )
+        return self._rescore(stale)
+
+    def _rescore(self, submission_ids) -> int:
+        with self.sessions.begin() as session:
+            lock_account(session, RESCORE_LOCK)  # one worker at a time decides what to queue
+            busy = select(Job.submission_id).where(
+                Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
+            )
+            chosen = session.scalars(
+                select(Submission).where(
+                    Submission.id.in_(submission_ids), ~Submission.id.in_(busy)
+                )
+            ).all()
+            new = []
+            for submission in chosen:
+                new.append(self._again(submission))
+                session.add(new[-1])
+        for job in new:
+            self._enqueue(job.id)
+        if new:
+            log.info("queued %d submission(s) for re-scoring", len(new))
+        return len(new)
+
+    def watch_labels(self, interval_s: float = 30.0) -> None:
+        """Re-score what was scored against another label set whenever the label set changes."""
+        seen = LabelStore.current_hash(self.settings.labels_dir)
+        while not self.stop.wait(interval_s):
+            now = LabelStore.current_hash(self.settings.labels_dir)
+            if now != seen:
+                log.info("the label set changed: re-scoring what was scored against the old one")
+                self.rescore_stale()
+                seen = now
