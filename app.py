@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 
 from evaluation.supervisor import WorkerSupervisor
+from models.batching import BATCHER
 from settings import Settings
 from submissions import jobs
 from submissions.intake import Submissions
@@ -87,4 +88,6 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     app_settings = Settings.from_env()
     start_backend(app_settings)
-    build_demo(app_settings).launch(**launch_kwargs(app_settings))
+    BATCHER.will_serve()  # the networks run in this (main) thread: see models/batching.py
+    build_demo(app_settings).launch(prevent_thread_lock=True, **launch_kwargs(app_settings))
+    BATCHER.serve()

@@ -37,11 +37,16 @@ def release_settings() -> Settings:
     return settings
 
 
-def start_app(release: Settings, **env: str) -> tuple[subprocess.Popen, str]:
-    """``python app.py`` on ``release`` at a free port, with ``env`` on top; returns it, its URL."""
+def free_port() -> int:
+    """A TCP port nobody listens on."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def start_app(release: Settings, **env: str) -> tuple[subprocess.Popen, str]:
+    """``python app.py`` on ``release`` at a free port, with ``env`` on top; returns it, its URL."""
+    port = free_port()
     app = subprocess.Popen(
         [sys.executable, "app.py"],
         cwd=REPO_ROOT,

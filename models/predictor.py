@@ -58,8 +58,10 @@ class Predictor:
         """P(atypical) at or above which a crop is called atypical."""
         return self.checkpoint.threshold
 
-    def _label(self, prob: float) -> str:
-        return "atypical" if prob >= self.threshold else "normal"
+    def answer(self, prob: float) -> Prediction:
+        """The Prediction for a probability: the decision at the checkpoint's threshold."""
+        prob = float(prob)
+        return Prediction(prob, "atypical" if prob >= self.threshold else "normal")
 
     def _inputs(self, crops: torch.Tensor) -> torch.Tensor:
         x = prepare(crops.to(self.device), self.checkpoint.input_size)
@@ -84,19 +86,21 @@ class Predictor:
         if not len(images):
             return []
         crops = np.stack([load_crop(image) for image in images])
-        return [
-            Prediction(float(p), self._label(float(p))) for p in self.predict_array(crops, tta=tta)
-        ]
+        return [self.answer(p) for p in self.predict_array(crops, tta=tta)]
 
     def explain(self, image: ImageInput, *, tta: bool = False) -> Explanation:
         """The answer for one image and its Grad-CAM map (taken on the untransformed crop)."""
-        crop = load_crop(image)
-        prob = float(self.predict_array(crop[None], tta=tta)[0])
-        x = self._inputs(torch.from_numpy(crop[None].copy()).permute(0, 3, 1, 2))
-        heatmap = grad_cam(self.model, x, crop.shape[0], np.array([prob >= self.threshold]))[0]
-        return Explanation(
-            Prediction(prob, self._label(prob)), crop, heatmap, overlay(crop, heatmap)
-        )
+        return self.explain_array(load_crop(image)[None], tta=tta)[0]
+
+    def explain_array(self, crops: np.ndarray, *, tta: bool = False) -> list[Explanation]:
+        """Answers and Grad-CAM maps of uint8 crops (N, H, W, 3), in one backward pass."""
+        probs = self.predict_array(crops, tta=tta)
+        x = self._inputs(torch.from_numpy(np.array(crops, dtype=np.uint8)).permute(0, 3, 1, 2))
+        maps = grad_cam(self.model, x, crops.shape[1], probs >= self.threshold)
+        return [
+            Explanation(self.answer(p), crop, heatmap, overlay(crop, heatmap))
+            for p, crop, heatmap in zip(probs, crops, maps, strict=True)
+        ]
 
 
 def predictions_table(names: Sequence[str], predictions: Sequence[Prediction]) -> pd.DataFrame:

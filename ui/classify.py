@@ -7,9 +7,25 @@ from pathlib import Path
 import gradio as gr
 
 from evaluation.supervisor import InteractiveSignal
-from models.predictor import load_predictor, predictions_table
+from models.batching import BATCHER
+from models.imaging import load_crop
+from models.predictor import Predictor, load_predictor, predictions_table
 from ui.components import CropImage, discard_upload
-from ui.space import DEFAULT_MODEL, Space, gpu, user_facing
+from ui.space import DEFAULT_MODEL, ZERO_GPU, Space, gpu, user_facing
+
+CONCURRENT_CLASSIFY = 64
+
+
+def run(predictor: Predictor, crop, tta: bool, explain: bool):
+    """The answer (or explanation) of one crop, through the shared batcher.
+
+    On ZeroGPU directly: the GPU exists only inside the decorated call.
+    """
+    if not ZERO_GPU:
+        return (BATCHER.explain if explain else BATCHER.predict)(predictor, crop, tta=tta)
+    if explain:
+        return predictor.explain_array(crop[None], tta=tta)[0]
+    return predictor.answer(predictor.predict_array(crop[None], tta=tta)[0])
 
 
 def classify_tab(demo: gr.Blocks, space: Space) -> None:
@@ -25,13 +41,14 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         users_waiting.touch()
         try:
             predictor = load_predictor(space.model_path(model))
-            if not explain:
-                answer = predictor.predict([image], tta=tta)[0]
-                return round(answer.prob_atypical, 4), answer.label, None
-            explanation = predictor.explain(image, tta=tta)
+            crop = load_crop(image)  # a bad file is refused here, alone
         except BaseException:
             discard_upload(image)  # a refused upload leaves nothing behind
             raise
+        if not explain:
+            answer = run(predictor, crop, tta, explain=False)
+            return round(answer.prob_atypical, 4), answer.label, None
+        explanation = run(predictor, crop, tta, explain=True)
         p = explanation.prediction
         return round(p.prob_atypical, 4), p.label, explanation.overlay
 
@@ -41,7 +58,12 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         if not files:
             raise gr.Error("Upload one or more crops first.")
         users_waiting.touch()
-        predictions = load_predictor(space.model_path(model)).predict(files, tta=tta)
+        predictor = load_predictor(space.model_path(model))
+        crops = [load_crop(file) for file in files]
+        if ZERO_GPU:
+            predictions = [predictor.answer(p) for p in predictor.predict_array(crops, tta=tta)]
+        else:
+            predictions = BATCHER.predict_many(predictor, crops, tta=tta)
         table = predictions_table([Path(f).name for f in files], predictions)
         out = space.download_path("predictions.csv")
         table.to_csv(out, index=False)
@@ -84,6 +106,7 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         [crop_image, model_choice, tta_switch, explain_switch],
         [prob_atypical, decision, overlay],
         api_name="classify",
+        concurrency_limit=CONCURRENT_CLASSIFY,  # the batcher shares forward passes among them
     )
     classify_many_button.click(
         classify_many,

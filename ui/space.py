@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -22,8 +23,9 @@ from submissions.tables import open_store
 try:  # ZeroGPU hardware on a Space: the decorator attaches a GPU for each call
     import spaces
 
-    gpu = spaces.GPU
+    gpu, ZERO_GPU = spaces.GPU, True
 except ImportError:
+    ZERO_GPU = False
 
     def gpu(fn):
         return fn
@@ -31,6 +33,7 @@ except ImportError:
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "Default model (shipped)"
+MODELS_TTL_S = 5.0
 USER_ERRORS = (EvaluationError, ModelError, SubmissionError)
 
 
@@ -60,6 +63,8 @@ class Space:
         self.on_space = bool(settings.space_id)
         self._submissions: Submissions | None = None
         self._downloads = tempfile.TemporaryDirectory(prefix="mitosis-downloads-")
+        self._models: dict[str, Path] = {}
+        self._models_read = -float("inf")
 
     def download_path(self, name: str) -> Path:
         """A fresh file for a download, in a folder removed when the process ends.
@@ -87,10 +92,19 @@ class Space:
         return resolve_user(profile.username if profile else None, self.settings)
 
     def models(self) -> dict[str, Path]:
-        """Model choices: the shipped one and every verified checkpoint stored here."""
-        return classify_models(
-            self.sessions, self.settings.default_checkpoint, self.settings.data_dir, DEFAULT_MODEL
-        )
+        """Model choices: the shipped one and every verified checkpoint stored here.
+
+        Read from the store at most every few seconds: not once per classified crop.
+        """
+        if time.monotonic() - self._models_read > MODELS_TTL_S:
+            self._models = classify_models(
+                self.sessions,
+                self.settings.default_checkpoint,
+                self.settings.data_dir,
+                DEFAULT_MODEL,
+            )
+            self._models_read = time.monotonic()
+        return self._models
 
     def model_path(self, name: str | None) -> str:
         """The checkpoint behind a model choice."""
