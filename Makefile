@@ -25,10 +25,10 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Debian's chromium (browser tests) and postgresql (the tests start their own server on
-# loopback, in a temporary folder; never the system service).
+# Debian's chromium (browser tests), postgresql and redis-server (the tests start their own
+# servers on loopback, in temporary folders; never the system services).
 test: lint
-	@command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium postgresql; }
+	@command -v chromium >/dev/null && command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium postgresql redis-server; }
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 bench: release

@@ -94,3 +94,13 @@ def postgres():
     server = PostgresServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real Redis server on loopback for the whole test session."""
+    from tests.servers import RedisServer
+
+    server = RedisServer()
+    yield server
+    server.stop()

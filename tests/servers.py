@@ -112,3 +112,57 @@ class PostgresServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class RedisServer:
+    """A throw-away Redis on 127.0.0.1, without persistence, in a temporary folder."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail(
+                "Redis is required for this test and is not installed; run `make test` (it "
+                "installs Debian's redis-server) or `apt-get install redis-server`."
+            )
+        self.root = Path(tempfile.mkdtemp(prefix="mitosis-redis-"))
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.root),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=open(self.root / "server.log", "w"),  # noqa: SIM115 - open while it runs
+            stderr=subprocess.STDOUT,
+        )
+        import redis
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                redis.Redis(port=self.port).ping()
+                return
+            except redis.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((self.root / "server.log").read_text()[-2000:]) from None
+                time.sleep(0.05)
+
+    def url(self, database: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+        shutil.rmtree(self.root, ignore_errors=True)
