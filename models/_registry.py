@@ -80,8 +80,19 @@ def get_model_cfg(name: str) -> ModelCfg:
         return _REGISTRY[name]
     import timm
 
-    if name.startswith("hf-hub:") or timm.is_model(name):
+    if name.startswith("hf-hub:"):
         return ModelCfg(name=name, architecture=name)
+    if timm.is_model(name):  # timm's own input size and normalisation for its architectures
+        pretrained = timm.get_pretrained_cfg(name)
+        if pretrained is None:
+            return ModelCfg(name=name, architecture=name)
+        return ModelCfg(
+            name=name,
+            architecture=name,
+            input_size=int(pretrained.input_size[-1]),
+            mean=tuple(pretrained.mean),
+            std=tuple(pretrained.std),
+        )
     raise ValueError(
         f"Unknown model {name!r}: neither registered ({', '.join(list_models())}) nor a timm "
         "architecture (see timm.list_models())."

@@ -28,6 +28,7 @@ from fileio import replace_folder, staged_folder
 from models._registry import ModelCfg
 from models.archive import CARD, CONFIG, DEFAULT_MAX_BYTES, WEIGHTS, CheckpointFiles
 from models.checkpoint_config import read_config
+from models.errors import CheckpointError
 from models.factory import Ensemble, build_backbone
 from models.lora import adapter_files, check_lora_shapes, load_lora
 from models.tensors import check_state, contiguous, header_tensors, read_tensors
@@ -134,8 +135,15 @@ def inspect_checkpoint(files: CheckpointFiles) -> dict:
     config, cfg, model = _inspect(files)
     block = config["mitosis"]
     size = int(config["pretrained_cfg"]["input_size"][-1])
-    with torch.device("meta"), FlopCounterMode(display=False) as counter:
-        model(torch.empty(1, 3, size, size))
+    try:
+        with torch.device("meta"), FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, 3, size, size))
+    except (AssertionError, RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(
+            f"{cfg.name} cannot run on {size}x{size} inputs, the size config.json gives "
+            f"({str(e).splitlines()[0][:160]}). Set pretrained_cfg.input_size to the size the "
+            "network was trained at."
+        ) from e
     return {
         "model": cfg.name,
         "strategy": block["strategy"],

@@ -39,6 +39,8 @@ def run_batches(
     out = []
     for start in range(0, len(images), batch_size):
         x = normalise(prepare(images[start : start + batch_size].to(device), size), mean, std)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
             out.append(forward(x).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)

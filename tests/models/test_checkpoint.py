@@ -14,6 +14,7 @@ import torch
 from models import create_model, load_checkpoint, save_checkpoint
 from models._registry import get_model_cfg
 from models.archive import CheckpointFiles
+from models.checkpoint import inspect_checkpoint
 from models.checkpoint_config import make_config
 from models.errors import CheckpointError, UnsafeCheckpoint
 from models.factory import Ensemble
@@ -278,3 +279,16 @@ def test_malformed_safetensors_headers(tmp_path):
             from models.checkpoint import inspect_checkpoint
 
             inspect_checkpoint(CheckpointFiles.open(directory))
+
+
+def test_a_config_size_the_network_cannot_take_is_refused_with_its_cost_unknown(tmp_path):
+    _, directory = saved(tmp_path, "vit_tiny_test")  # a ViT built for 32 px
+    with CheckpointFiles.open(directory) as files:
+        summary = inspect_checkpoint(files)
+    assert summary["flops_per_crop"] > 0
+    config = json.loads((directory / "config.json").read_text())
+    config["pretrained_cfg"]["input_size"] = [3, 64, 64]
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="vit_tiny_test cannot run on 64x64 inputs"):
+        with CheckpointFiles.open(directory) as files:
+            inspect_checkpoint(files)
