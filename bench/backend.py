@@ -65,7 +65,7 @@ def _worker_numbers(release: Settings, root: Path) -> dict:
     try:
         while True:  # the worker seeds the shipped model's job when it starts
             with sessions() as session:
-                job = session.scalar(select(Job).where(Job.hidden.is_(False)))
+                job = session.scalar(select(Job).where(Job.counts_toward_quota.is_(False)))
             if job and job.started_at:
                 break
             time.sleep(0.05)
