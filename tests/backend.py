@@ -43,6 +43,15 @@ def slow_checkpoint(directory: Path, size: int = 768) -> Path:
     return save_checkpoint(model, directory, config)
 
 
+def wait_until(condition, timeout: float, what: str) -> None:
+    """Wait for an event (timeouts generous for a loaded machine), never sleep and hope."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.05)
+
+
 class Backend:
     """Settings, store, submission service and worker processes on a tiny release."""
 

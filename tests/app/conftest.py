@@ -79,15 +79,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    """Wait for an event (generous timeouts: the machine may be loaded), never sleep and hope."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     running = RunningApp(tmp_path_factory.mktemp("app"))

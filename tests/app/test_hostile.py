@@ -15,7 +15,7 @@ from gradio_client.exceptions import AppError
 from sqlalchemy import func, select
 
 from submissions.tables import SHIPPED_MODEL_USER, Job, Submission
-from tests.app.conftest import wait_until
+from tests.backend import wait_until
 from tests.hostile import corpus
 from tests.models.conftest import tiny_checkpoint
 

@@ -11,8 +11,8 @@ from leaderboard.results import Result
 from submissions.metadata import EntryMetadata
 from submissions.tables import Job, WorkerRecord
 from submissions.workers import health
-from tests.app.conftest import RunningApp, alive, wait_until
-from tests.backend import slow_checkpoint, zip_dir
+from tests.app.conftest import RunningApp, alive
+from tests.backend import slow_checkpoint, wait_until, zip_dir
 
 
 def running_job(app: RunningApp, pid: int) -> int | None:

@@ -4,7 +4,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -24,7 +23,7 @@ from submissions.jobs import queue_table
 from submissions.metadata import EntryMetadata
 from submissions.queue import LANES
 from submissions.tables import Job, WorkerRecord
-from tests.backend import Backend, slow_checkpoint, zip_dir
+from tests.backend import Backend, slow_checkpoint, wait_until, zip_dir
 from tests.models.conftest import tiny_checkpoint
 
 
@@ -85,7 +84,8 @@ def test_a_killed_worker_s_job_finishes_exactly_once(backend, tmp_path):
         "alice", zip_dir(checkpoint), EntryMetadata("slow resnet")
     )
     backend.wait("alice", view.job_id, until=("running",))
-    wait_for(lambda: running_job(backend, first.pid) == view.job_id)  # its heartbeat says so
+    # its heartbeat says so
+    wait_until(lambda: running_job(backend, first.pid) == view.job_id, 120, "the job never ran")
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     assert backend.service.status("alice", view.job_id).status == "running"
@@ -106,14 +106,6 @@ def running_job(backend, pid: int) -> int | None:
                 WorkerRecord.pid == pid, WorkerRecord.state == "running"
             )
         )
-
-
-def wait_for(condition, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the awaited state was not reached")
-        time.sleep(0.05)
 
 
 def test_fifty_concurrent_prediction_submissions(backend):

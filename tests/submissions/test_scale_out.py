@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 
 import pytest
@@ -22,19 +21,11 @@ from leaderboard.results import Result
 from settings import REPO_ROOT
 from submissions.metadata import EntryMetadata
 from submissions.tables import Job, JobStatus, WorkerRecord
-from tests.backend import Backend, slow_checkpoint, zip_dir
+from tests.backend import Backend, slow_checkpoint, wait_until, zip_dir
 from tests.servers import free_port
 
 META = ("scale", "team", "end-to-end", "", "", "AMi-Br train", False, "", "", "")
 SUBMISSIONS = 50
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.1)
 
 
 class Deployment:
@@ -46,8 +37,8 @@ class Deployment:
         self.urls = [self._app(k) for k in range(2)]
         self.workers = [self._worker(k) for k in range(2)]
         for url in self.urls:
-            wait_for(lambda url=url: self._answering(url), 180, f"the app at {url}")
-        wait_for(lambda: len(self.alive_workers()) == 2, 180, "two workers")
+            wait_until(lambda url=url: self._answering(url), 180, f"the app at {url}")
+        wait_until(lambda: len(self.alive_workers()) == 2, 180, "two workers")
 
     def _spawn(self, args: list[str], name: str, **env) -> subprocess.Popen:
         process = subprocess.Popen(
@@ -143,7 +134,7 @@ def test_two_apps_and_two_workers_on_one_store(deployment, tmp_path):
     assert len(receipts) == SUBMISSIONS and len(refusals) == 6
     assert all("used your 50 hidden-split scorings" in r for r in refusals)
     ids = {r["job_id"] for r in receipts}
-    wait_for(lambda: finished(backend, ids) == SUBMISSIONS, 300, "50 scored files")
+    wait_until(lambda: finished(backend, ids) == SUBMISSIONS, 300, "50 scored files")
     with backend.sessions() as session:
         assert session.scalar(select(func.count(Job.id)).where(Job.id.in_(ids))) == SUBMISSIONS
         results = session.scalar(select(func.count(Result.id)).where(Result.job_id.in_(ids)))
@@ -155,7 +146,7 @@ def test_two_apps_and_two_workers_on_one_store(deployment, tmp_path):
     view = backend.service.submit_checkpoint(
         "alice", zip_dir(slow_checkpoint(tmp_path / "slow", size=640)), EntryMetadata("slow")
     )
-    wait_for(lambda: running_on(backend, view.job_id) is not None, 300, "the checkpoint job")
+    wait_until(lambda: running_on(backend, view.job_id) is not None, 300, "the checkpoint job")
     victim = running_on(backend, view.job_id)
     names = deployment.alive_workers()
     next(w for w in deployment.workers if w.pid == victim).send_signal(signal.SIGKILL)
