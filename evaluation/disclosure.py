@@ -20,12 +20,19 @@ The policy, derived from the arithmetic (see the README, "What one scoring can r
    who flips chosen crops against a baseline therefore learns nothing from a change smaller
    than the margin (1/256 per crop on AtNorM-Br), and an account can be released at most
    ``(1 - 0.5) / LADDER_MARGIN`` = 50 times.
-4. Everything else shown about a hidden split (the hidden mean, the 95 % interval, the rank,
-   "tied with #1") is computed from the released values and the public class counts alone,
-   so it adds no information.
+4. **The rank margin.** Entries with per-crop decisions are compared by one paired bootstrap
+   over the hidden crops (``evaluation.metrics.simultaneous_margin``): the one number it
+   yields, the gap in hidden mean BA that tells two entries apart for all pairs at once, is
+   released rounded *up* to ``MARGIN_DECIMALS``. Rank intervals and the top group are
+   computed from it and the released means alone (:func:`rank_intervals`). Only released
+   entries take part, so a withheld scoring changes nothing.
+5. Everything else shown about a hidden split (the hidden mean, the 95 % interval, the rank)
+   is computed from the released values and the public class counts alone, so it adds no
+   information.
 
-Hence one scoring reveals at most ``log2(1 + V_br * V_md)`` bits about the labels, where V is
-the number of values a rounded BA can take (101): see :func:`bits_per_scoring`.
+Hence one scoring reveals at most ``log2(1 + V_br * V_md * V_margin)`` bits about the labels,
+where V is the number of values a rounded BA can take (101) and V_margin the number of
+released margins (101): see :func:`bits_per_scoring`.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ import numpy as np
 from evaluation.splits import HIDDEN_SPLITS, get_split
 
 HIDDEN_DECIMALS = 2
+MARGIN_DECIMALS = 2
+MARGIN_VALUES = 10**MARGIN_DECIMALS + 1  # 0.00, 0.01, ..., 1.00
 LADDER_MARGIN = 0.01
 CHANCE = 0.5
 Z95 = 1.959963984540054
@@ -130,52 +139,38 @@ def hidden_mean(released: Mapping[str, Mapping | None]) -> float | None:
     return round(sum(v["ba"] for v in values) / len(values), HIDDEN_DECIMALS + 2)
 
 
-def hidden_mean_standard_error(
-    released: Mapping[str, Mapping], counts: Mapping[str, tuple[int, int]]
-) -> float:
-    """The largest standard error of the hidden mean, from released BAs and class counts.
+def release_margin(margin: float) -> float:
+    """The simultaneous margin as released: rounded up to ``MARGIN_DECIMALS`` (never narrower).
 
-    ``counts`` maps each hidden split to ``(n_atypical, n)``.
+    Example:
+        >>> release_margin(0.0312), release_margin(0.03), release_margin(0.0)
+        (0.04, 0.03, 0.0)
     """
-    errors = []
-    for split in HIDDEN:
-        p, n = counts[split]
-        errors.append(ba_standard_error(released[split]["ba"], p, n - p))
-    return math.sqrt(sum(e * e for e in errors)) / len(errors)
+    scale = 10**MARGIN_DECIMALS
+    return min(1.0, math.ceil(margin * scale - 1e-9) / scale)
 
 
-def class_counts(*entries: Mapping[str, Mapping]) -> dict[str, tuple[int, int]] | None:
-    """``(n_atypical, n)`` of each hidden split, from whichever released entry states them."""
-    counts = {}
-    for split in HIDDEN:
-        for entry in entries:
-            value = entry.get(split) or {}
-            if value.get("n_atypical") is not None:
-                counts[split] = (int(value["n_atypical"]), int(value["n"]))
-                break
-        else:
-            return None
-    return counts
+def rank_intervals(means: Mapping, margin: float) -> dict:
+    """Simultaneous 95 % rank intervals of the tested entries, from released values only.
 
+    ``means`` maps each tested entry to its released hidden mean BA; ``margin`` is the released
+    simultaneous margin. Each released mean is within half a rounding step of the true one, so
+    two entries are told apart only when their released means differ by more than
+    ``margin + 10**-HIDDEN_DECIMALS``. Entry i's interval is [1 + a_i, K - b_i], with a_i and
+    b_i the entries told apart above and below it; the top group is those with 1 in theirs.
 
-def tied(leader: Mapping[str, Mapping], other: Mapping[str, Mapping]) -> bool | None:
-    """Whether ``other``'s hidden mean is statistically indistinguishable from ``leader``'s.
-
-    From released values only: the gap of the two released means less the rounding slack
-    (each released mean is within half a step of its true value) against 1.96 times the
-    unpaired standard error of the difference (the entries share crops, so their errors are
-    positively correlated and this overstates the spread: it calls ties generously, never
-    separations). The class counts come from whichever entry states them (the paper's rows do
-    not); None when neither does.
+    Example:
+        >>> rank_intervals({"a": 0.80, "b": 0.78, "c": 0.70, "d": 0.69}, 0.03)
+        {'a': (1, 2), 'b': (1, 2), 'c': (3, 4), 'd': (3, 4)}
     """
-    a, b = hidden_mean(leader), hidden_mean(other)
-    counts = class_counts(leader, other)
-    if a is None or b is None or counts is None:
-        return None
-    se = math.hypot(
-        hidden_mean_standard_error(leader, counts), hidden_mean_standard_error(other, counts)
-    )
-    return a - b - 10**-HIDDEN_DECIMALS <= Z95 * se
+    gap = margin + 10**-HIDDEN_DECIMALS + 1e-9
+    values = np.array(list(means.values()), dtype=np.float64)
+    above = (values[None, :] - values[:, None] > gap).sum(axis=1)
+    below = (values[:, None] - values[None, :] > gap).sum(axis=1)
+    return {
+        key: (1 + int(a), len(values) - int(b))
+        for key, a, b in zip(means, above, below, strict=True)
+    }
 
 
 def ladder_releases(mean: float, best_released: float | None) -> bool:
@@ -217,10 +212,11 @@ def bits_per_scoring(counts: Mapping[str, tuple[int, int]]) -> float:
     """The most one scoring can reveal about the labels, in bits.
 
     ``counts`` maps each hidden split to ``(n_atypical, n)``. A scoring is either withheld
-    or released with one rounded BA per hidden split; everything else is derived from those.
-    The bound counts every outcome by enumerating all confusion matrices of every split.
+    (nothing changes) or released with one rounded BA per hidden split and a new released rank
+    margin; everything else is derived from those. The bound counts every outcome, enumerating
+    all confusion matrices of every split.
     """
-    outcomes = 1
+    outcomes = MARGIN_VALUES
     for n_atypical, n in counts.values():
         outcomes *= released_values(n_atypical, n).size
     return math.log2(1 + outcomes)

@@ -332,3 +332,67 @@ def paired_bootstrap_ba(
     p_value = min(1.0, 2 * min(np.mean(diff <= 0), np.mean(diff >= 0)))
     ci = _interval(estimate, diff, confidence)
     return PairedComparison(ci.estimate, ci.low, ci.high, float(p_value), confidence)
+
+
+def simultaneous_margin(
+    y_true_by_split,
+    y_pred_by_split,
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> float:
+    """The gap in mean balanced accuracy that tells two of K entries apart, for all pairs at once.
+
+    Entry k's score is its mean balanced accuracy over S splits, m_k = (1/S) sum_s BA_s,k. One
+    stratified bootstrap resamples each split's atypical and normal crops with replacement,
+    the same draw for every entry (paired), giving m*_k and the deviations d_k = m*_k - m_k.
+    The margin c is the ``confidence`` quantile of the range R = max_k d_k - min_k d_k. As
+    |d_i - d_j| <= R for every pair, with probability ``confidence`` every pairwise difference
+    is within c of its estimate at once (Tukey-style simultaneous intervals from the bootstrap
+    max statistic), so calling a pair different only when |m_i - m_j| > c keeps the chance of
+    separating *any* truly equal pair at or below 1 - ``confidence``, however many entries.
+
+    Args:
+        y_true_by_split: one 0/1 label array per split.
+        y_pred_by_split: one (K, n_s) 0/1 decision array per split, entries in the same order.
+        n_resamples: bootstrap resamples.
+        confidence: the simultaneous coverage (0.95: a 5 % family-wise error rate).
+        seed: of the resampling, so a board is reproducible.
+
+    Raises:
+        ValueError: no split, splits with different K, decisions of the wrong shape or not 0/1,
+            labels not 0/1 or with one class.
+
+    Example:
+        >>> twins = [[0, 1, 0, 0], [0, 1, 0, 0]]  # two entries, the same decisions
+        >>> simultaneous_margin([[0, 1, 1, 0]], [twins])
+        0.0
+    """
+    _check_bootstrap(n_resamples, confidence)
+    if len(y_true_by_split) == 0 or len(y_true_by_split) != len(y_pred_by_split):
+        raise ValueError(
+            "Give one label array and one decision array per split; found "
+            f"{len(y_true_by_split)} and {len(y_pred_by_split)}."
+        )
+    preds = [np.atleast_2d(np.asarray(p)) for p in y_pred_by_split]
+    n_entries = preds[0].shape[0]
+    rng = np.random.default_rng(seed)
+    deviation = np.zeros((n_resamples, n_entries))
+    for s, (y_true, pred) in enumerate(zip(y_true_by_split, preds, strict=True)):
+        y = _labels(y_true)
+        if pred.shape != (n_entries, y.size) or not np.isin(pred, (0, 1)).all():
+            raise ValueError(
+                f"Split {s}: decisions must be a ({n_entries}, {y.size}) array of 0/1; found "
+                f"shape {pred.shape}."
+            )
+        right = pred == y
+        for cls in (1, 0):
+            mask = y == cls
+            n = int(mask.sum())
+            correct = right[:, mask].astype(np.float32)
+            weights = _bootstrap_counts(rng, n, n_resamples).astype(np.float32)
+            recall = weights @ correct.T / n
+            deviation += (recall - correct.mean(axis=1)) / (2 * len(preds))
+    spread = deviation.max(axis=1) - deviation.min(axis=1)
+    return float(np.quantile(spread, confidence, method="higher"))

@@ -8,13 +8,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from leaderboard.ranking import Entry, best_per_team, load_entries, rank_entries
+from leaderboard.standings import latest_standing
 from submissions.tables import SHIPPED_MODEL_USER, Job, JobStatus, Submission
 
 
 def build_board(sessions: sessionmaker, *, per_team: bool = False) -> list[Entry]:
     """Ranked entries, from released numbers only (no labels, no full-precision metrics)."""
     with sessions() as session:
-        entries = rank_entries(load_entries(session))
+        entries = rank_entries(load_entries(session), latest_standing(session))
     return best_per_team(entries) if per_team else entries
 
 

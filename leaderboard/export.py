@@ -24,7 +24,12 @@ def board_rows(entries: list[Entry]) -> list[dict]:
     for entry in entries:
         row = {
             "rank": entry.rank,
-            "tied_with_first": entry.tied_with_first,
+            "rank_low": entry.rank_range[0] if entry.rank_range else None,
+            "rank_high": entry.rank_range[1] if entry.rank_range else None,
+            "ranked_among": entry.ranked_among,
+            "top_group": entry.top_group,
+            "rank_margin": entry.rank_margin,
+            "comparison": entry.comparison,
             "source": entry.source,
             **entry.meta.to_dict(),
             "hidden_mean_ba": entry.hidden_mean_ba,

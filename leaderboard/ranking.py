@@ -1,11 +1,16 @@
-"""The board: released results per entry, ranked, with the entries statistically tied with #1.
+"""The board: released results per entry, ranked, with rank intervals and the top group.
 
-Everything here reads only what the release policy published (``Result.published``, see
-``evaluation.disclosure``); the full-precision metrics, the per-crop decisions and the labels
-are never read. The rank is by the hidden mean of the released per-split balanced accuracies;
-equal values share a rank and are listed by entry id, so the order reveals nothing beyond the
-released values. "Tied with #1" is the policy's public test on released values. Entries whose
-hidden scores the Ladder withheld are listed after the ranked ones, without a rank.
+Everything here reads only what the release policy published (``Result.published`` and the
+standing's released margin, see ``evaluation.disclosure``); the full-precision metrics, the
+per-crop decisions and the labels are never read. The rank is by the hidden mean of the
+released per-split balanced accuracies; equal values share a rank and are listed by entry id,
+so the order reveals nothing beyond the released values.
+
+Tested entries (those in the newest standing, ``leaderboard.standings``) get a simultaneous
+95 % rank interval among the tested entries; the *top group* is those whose interval includes
+rank 1, i.e. the entries not told apart from the leader, the best tested entry. Paper rows
+have no per-crop predictions, so they are ranked by their published means but never tested.
+Entries whose hidden scores the Ladder withheld are listed after the ranked ones, unranked.
 """
 
 from __future__ import annotations
@@ -15,10 +20,18 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from evaluation.disclosure import HIDDEN, hidden_mean, tied
+from evaluation.disclosure import HIDDEN, hidden_mean, rank_intervals
 from leaderboard.results import Result
+from leaderboard.standings import StandingView
 from submissions.metadata import EntryMetadata
 from submissions.tables import SOURCE_OF_KIND, Job, Submission
+
+PAPER_NOTE = (
+    "Paper row: the mean of 5 fold models, each trained on 80 % of AMi-Br train; ± is the "
+    "spread (std) over those folds. No per-crop predictions, so no confidence interval and no "
+    "rank interval or top-group test; a submission is one model trained on all of AMi-Br "
+    "train, a different quantity."
+)
 
 
 @dataclass
@@ -35,7 +48,26 @@ class Entry:
     disclosure: str = ""
     provenance: dict = field(default_factory=dict)
     rank: int | None = None
-    tied_with_first: str = "n/a"
+    rank_range: tuple[int, int] | None = None  # among the tested entries
+    ranked_among: int | None = None  # how many entries were tested
+    top_group: bool | None = None  # None: not tested
+    rank_margin: float | None = None  # the released margin the interval was computed with
+
+    @property
+    def comparison(self) -> str:
+        """What the entry's numbers are and how it was compared, in words."""
+        if self.source == "paper":
+            return PAPER_NOTE
+        if self.withheld:
+            return "Hidden-split scores withheld by the release policy: not ranked."
+        if self.rank_range is None:
+            return "Not tested yet: its rank interval follows the next standing."
+        low, high = self.rank_range
+        where = "in the top group" if self.top_group else "not in the top group"
+        return (
+            f"One model as submitted; [ ] is a 95 % bootstrap CI. Rank {low}-{high} of "
+            f"{self.ranked_among} tested entries (95 % simultaneous interval), {where}."
+        )
 
     @property
     def model_name(self) -> str:
@@ -93,10 +125,11 @@ def load_entries(session: Session) -> list[Entry]:
     return [e for e in entries.values() if e.hidden_mean_ba is not None or e.withheld]
 
 
-def rank_entries(entries: list[Entry]) -> list[Entry]:
+def rank_entries(entries: list[Entry], standing: StandingView | None = None) -> list[Entry]:
     """Ranked entries first (competition ranking on the released hidden mean), then withheld.
 
-    The leader is compared with every other ranked entry by :func:`evaluation.disclosure.tied`.
+    Entries in ``standing`` get their rank interval among the tested entries
+    (:func:`evaluation.disclosure.rank_intervals`) and their top-group membership.
     """
     ranked = sorted(
         (e for e in entries if e.hidden_mean_ba is not None),
@@ -105,17 +138,20 @@ def rank_entries(entries: list[Entry]) -> list[Entry]:
     for i, entry in enumerate(ranked):
         same = i and entry.hidden_mean_ba == ranked[i - 1].hidden_mean_ba
         entry.rank = ranked[i - 1].rank if same else i + 1
-    if ranked:
-        leader = ranked[0]
-        leader.tied_with_first = "#1"
-        for entry in ranked[1:]:
-            verdict = tied(leader.scores, entry.scores)
-            entry.tied_with_first = "n/a" if verdict is None else ("yes" if verdict else "no")
+    if standing is not None:
+        tested = [e for e in ranked if e.submission_id in standing.submission_ids]
+        means = {e.submission_id: e.hidden_mean_ba for e in tested}
+        intervals = rank_intervals(means, standing.margin)
+        for entry in tested:
+            entry.rank_range = intervals[entry.submission_id]
+            entry.ranked_among = len(tested)
+            entry.top_group = entry.rank_range[0] == 1
+            entry.rank_margin = standing.margin
     withheld = sorted(
         (e for e in entries if e.hidden_mean_ba is None), key=lambda e: e.submission_id
     )
     for entry in withheld:
-        entry.rank, entry.tied_with_first = None, "withheld"
+        entry.rank = None
     return ranked + withheld
 
 

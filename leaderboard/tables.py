@@ -23,7 +23,7 @@ COLUMNS = [
     "source",
     "method",
     "backbone",
-    "tied with #1",
+    "rank range (95 %)",
     "hidden mean BA",
     "AMi-Br test BA",
     "AtNorM-Br BA",
@@ -50,6 +50,17 @@ def _ba(row: dict, split: str) -> str:
     if low is not None:
         return f"{_number(ba)} [{_number(low)}, {_number(high)}]"
     return f"{_number(ba)} ± {_number(std)}" if std is not None else _number(ba)
+
+
+def _rank_range(row: dict) -> str:
+    """The simultaneous rank interval among tested entries, or why there is none."""
+    if row["rank_low"] is None:
+        if row["source"] == "paper":
+            return "not tested (paper row)"
+        return WITHHELD if row["hidden_withheld"] else "not tested yet"
+    low, high = row["rank_low"], row["rank_high"]
+    span = str(low) if low == high else f"{low}–{high}"
+    return f"{span} of {row['ranked_among']}" + (" · top group" if row["top_group"] else "")
 
 
 def _sens_spec(row: dict, split: str) -> str:
@@ -81,7 +92,7 @@ def display_table(
                 row["source"],
                 row["method_type"],
                 row["backbone"],
-                row["tied_with_first"],
+                _rank_range(row),
                 WITHHELD if row["hidden_withheld"] else _number(row["hidden_mean_ba"]),
                 *(_ba(row, s.name) for s in TEST_SPLITS),
                 _number(row["amibr_test_auroc"]),
@@ -90,6 +101,32 @@ def display_table(
             ]
         )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def board_legend(entries: list[Entry]) -> str:
+    """What the board's columns mean, in words, with the margin now in force (Markdown)."""
+    tested = [e for e in entries if e.rank_range is not None]
+    if tested:
+        now = (
+            f"Now: {len(tested)} tested entries; two are told apart when their hidden means "
+            f"differ by more than {tested[0].rank_margin:.2f} + 0.01."
+        )
+    else:
+        now = "No entry has been tested yet."
+    return (
+        "**rank**: by the hidden mean BA, the mean of the released AtNorM-Br and AtNorM-MD "
+        "balanced accuracies (rounded to 0.01 by the release policy). "
+        "**rank range (95 %)**: the ranks a submission could hold among the *tested* entries "
+        "(those with per-crop predictions), with 95 % confidence for all entries at once: one "
+        "paired bootstrap over the hidden crops gives the margin by which hidden means must "
+        "differ, plus 0.01 for rounding. **top group**: the entries whose range includes 1, "
+        "i.e. not told apart from the best tested entry. "
+        "**[ ]**: a 95 % bootstrap CI of one submitted model. "
+        "**paper rows**: the mean of 5 fold models, each trained on 80 % of AMi-Br train; ± is "
+        "their spread (std). They have no per-crop predictions, hence no CI, no rank range and "
+        "no top-group test, and they measure a different quantity from a submission (one model "
+        f"trained on all of AMi-Br train). {now}"
+    )
 
 
 def domain_plot_frame(entries: list[Entry]) -> pd.DataFrame:

@@ -6,7 +6,13 @@ import gradio as gr
 
 from leaderboard.board import shipped_model_status
 from leaderboard.export import board_rows, to_csv, to_json
-from leaderboard.tables import SOURCES, display_table, domain_plot_frame, entry_details
+from leaderboard.tables import (
+    SOURCES,
+    board_legend,
+    display_table,
+    domain_plot_frame,
+    entry_details,
+)
 from submissions.metadata import METHOD_TYPES
 from ui.space import Space, user_facing
 
@@ -28,7 +34,11 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
     def board_extras(per_team: bool):
         entries = space.board(per_team)
         choices = [(f"#{e.rank or '–'} {e.model_name}", e.submission_id) for e in entries]
-        return domain_plot_frame(entries), gr.Dropdown(choices=choices, value=None)
+        return (
+            domain_plot_frame(entries),
+            gr.Dropdown(choices=choices, value=None),
+            board_legend(entries),
+        )
 
     @user_facing
     def detail(submission_id):
@@ -51,6 +61,7 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
         board_table = gr.Dataframe(
             interactive=False, wrap=False, elem_id="board", datatype="str", max_height=600
         )
+        legend = gr.Markdown(elem_id="board-legend")
         domain_plot = gr.ScatterPlot(
             x="amibr_test_ba",
             y="hidden_mean_ba",
@@ -84,10 +95,10 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
         api_visibility="private",
     )
     gr.on(
-        [tab.select, team_switch.change],
+        [demo.load, tab.select, team_switch.change],
         board_extras,
         team_switch,
-        [domain_plot, entry_choice],
+        [domain_plot, entry_choice, legend],
         api_visibility="private",
     )
     entry_choice.change(detail, entry_choice, entry_json, api_visibility="private")

@@ -30,6 +30,7 @@ from leaderboard.board import build_board, shipped_model_status
 from leaderboard.hub import start_hub_sync
 from leaderboard.publication import release
 from leaderboard.results import Result
+from leaderboard.standings import update_standing
 from models.archive import CheckpointFiles
 from models.checkpoint import checkpoint_from_files
 from models.errors import ModelError
@@ -105,6 +106,8 @@ class Worker:
                 charged_s=self._charge(kind, started),
             )
             log.info("job %d %s", job_id, "finished" if written else "lost its lease: dropped")
+            if written:
+                self.update_standing(truth, labels.label_set_hash)
             if written and self.hub:
                 self.hub.write(build_board(self.sessions))
         except TimeLimitExceeded as e:
@@ -211,6 +214,27 @@ class Worker:
         release(session, job, rows)
         session.add_all(rows)
 
+    def update_standing(self, truth=None, label_set_hash: str | None = None) -> None:
+        """Recompute the rank standing from the tested entries (``leaderboard.standings``).
+
+        Never fails a job: a job's results are written before this runs, and the next
+        scoring or worker start computes the standing again.
+        """
+        try:
+            if truth is None:
+                labels = LabelStore.if_present(self.settings.labels_dir)
+                if labels is None:
+                    return
+                truth, label_set_hash = labels.all_labels(), labels.label_set_hash
+            update_standing(
+                self.sessions,
+                truth,
+                label_set_hash=label_set_hash,
+                n_resamples=self.settings.bootstrap_resamples,
+            )
+        except Exception:
+            log.exception("rank standing")
+
     def _beat_forever(self) -> None:
         while not self.stop.wait(workers.HEARTBEAT_S):
             try:
@@ -231,6 +255,7 @@ class Worker:
         )
         self.upkeep.seed()
         self.upkeep.rescore_stale()
+        self.update_standing()
         threading.Thread(target=self._beat_forever, daemon=True).start()
         threading.Thread(target=self.upkeep.watch_labels, daemon=True).start()
         threading.Thread(

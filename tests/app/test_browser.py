@@ -79,6 +79,10 @@ def test_filter_the_board(page):
     board = page.locator("#board")
     expect(board).to_contain_text("Swin-B")
     expect(board).not_to_contain_text("Virchow2")
+    expect(board).to_contain_text("not tested (paper row)")
+    legend = page.locator("#board-legend")
+    expect(legend).to_contain_text("rank range (95 %)")
+    expect(legend).to_contain_text("mean of 5 fold models")
     page.screenshot(path=str(ARTIFACTS / "board-filter.png"), full_page=True)
 
 

@@ -8,17 +8,18 @@ import pytest
 from evaluation.disclosure import (
     HIDDEN_METRICS,
     LADDER_MARGIN,
+    MARGIN_VALUES,
     PUBLIC_METRICS,
     Z95,
     ba_standard_error,
     bits_per_scoring,
-    hidden_mean,
     ladder_releases,
+    rank_intervals,
+    release_margin,
     release_split,
     released_ba_interval,
     released_values,
     round_hidden,
-    tied,
 )
 from evaluation.splits import ATNORM_BR, ATNORM_MD
 
@@ -91,31 +92,33 @@ def test_the_ladder_releases_only_improvements_over_the_account_s_best():
     assert not ladder_releases(0.9, 0.95)
 
 
-def test_ties_with_the_leader_are_judged_from_released_values():
-    def entry(br, md):
-        return {
-            "atnorm_br": {"ba": br, "n": 746, "n_atypical": 128},
-            "atnorm_md": {"ba": md, "n": 2107, "n_atypical": 219},
-        }
-
-    leader = entry(0.80, 0.78)
-    assert hidden_mean(leader) == 0.79
-    # by hand: AtNorM-Br 0.80 -> s* = (618 - 128 + 4*0.8*128) / 1492 = 0.6030, SE 0.02165;
-    # AtNorM-MD 0.78 -> s* = 0.5582 clipped to 0.56 (t = 1), SE 0.01677; the leader's mean
-    # has SE hypot(.02165, .01677) / 2 = 0.01369, the other's (0.74, 0.72) 0.01421, so the
-    # bar is 1.96 * hypot(0.01369, 0.01421) + 0.01 (rounding slack) = 0.0487
-    se_leader = math.hypot(ba_standard_error(0.80, 128, 618), ba_standard_error(0.78, 219, 1888))
-    se_other = math.hypot(ba_standard_error(0.74, 128, 618), ba_standard_error(0.72, 219, 1888))
-    threshold = Z95 * math.hypot(se_leader / 2, se_other / 2) + 0.01
-    assert threshold == pytest.approx(0.0487, abs=1e-4)
-    assert tied(leader, entry(0.76, 0.74))  # 0.04 behind
-    assert not tied(leader, entry(0.74, 0.72))  # 0.06 behind
-    paper = {"atnorm_br": {"ba": 0.7752}, "atnorm_md": {"ba": 0.7723}}
-    assert tied(paper, entry(0.77, 0.76)) is True  # counts taken from the other entry
-    assert tied(paper, paper) is None
+def test_rank_intervals_by_hand():
+    # released means 0.80, 0.78, 0.70, 0.69 and margin 0.03: a pair is told apart when its
+    # released means differ by more than 0.03 + 0.01 (rounding slack) = 0.04, so a-b and c-d
+    # are not, every other pair is: a and b share ranks 1-2, c and d ranks 3-4
+    means = {"a": 0.80, "b": 0.78, "c": 0.70, "d": 0.69}
+    assert rank_intervals(means, 0.03) == {"a": (1, 2), "b": (1, 2), "c": (3, 4), "d": (3, 4)}
+    # exactly at the bar is not apart: 0.80 - 0.76 = 0.04
+    assert rank_intervals({"a": 0.80, "b": 0.76}, 0.03) == {"a": (1, 2), "b": (1, 2)}
+    assert rank_intervals({"a": 0.80, "b": 0.7599}, 0.03) == {"a": (1, 1), "b": (2, 2)}
+    # a chain: b is not apart from a or c, but a and c are
+    chain = rank_intervals({"a": 0.80, "b": 0.77, "c": 0.74}, 0.02)
+    assert chain == {"a": (1, 2), "b": (1, 3), "c": (2, 3)}
+    # margin 0: only the rounding slack separates
+    assert rank_intervals({"a": 0.80, "b": 0.795, "c": 0.78}, 0.0)["c"] == (3, 3)
+    assert rank_intervals({}, 0.05) == {}
 
 
-def test_one_scoring_reveals_at_most_13_4_bits():
+def test_the_released_margin_is_rounded_up():
+    assert release_margin(0.0301) == 0.04
+    assert release_margin(0.03) == 0.03
+    assert release_margin(0.0) == 0.0
+    assert release_margin(1.7) == 1.0
+    values = {release_margin(m) for m in np.linspace(0, 1, 5001)}
+    assert len(values) == MARGIN_VALUES
+
+
+def test_one_scoring_reveals_at_most_20_bits():
     counts = {
         "atnorm_br": (ATNORM_BR.n_atypical, ATNORM_BR.n),
         "atnorm_md": (ATNORM_MD.n_atypical, ATNORM_MD.n),
@@ -123,4 +126,4 @@ def test_one_scoring_reveals_at_most_13_4_bits():
     assert released_values(*counts["atnorm_br"]).size == 101
     bits = bits_per_scoring(counts)
     print(f"\none scoring reveals at most {bits:.2f} bits about the hidden labels")
-    assert bits == pytest.approx(math.log2(1 + 101 * 101)) and bits <= 13.4
+    assert bits == pytest.approx(math.log2(1 + 101 * 101 * 101)) and bits <= 20.0

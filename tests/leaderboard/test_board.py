@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select, text, update
 
-from evaluation.disclosure import round_hidden
+from evaluation.disclosure import rank_intervals, round_hidden
 from evaluation.worker import Worker
 from leaderboard.board import build_board
 from leaderboard.export import board_rows, to_csv, to_json
@@ -17,6 +17,7 @@ from leaderboard.paper import paper_rows
 from leaderboard.publication import release_pending
 from leaderboard.ranking import Entry, rank_entries
 from leaderboard.results import Result, job_report
+from leaderboard.standings import Standing
 from leaderboard.tables import display_table
 from settings import Settings
 from submissions.metadata import EntryMetadata
@@ -34,13 +35,17 @@ def scored(tmp_path):
     y = (truth["label"] == "atypical").to_numpy()
 
     def submit(user, name, team, wrong, high=0.9):
+        """Score a file whose decisions are wrong where ``wrong``; its submission id."""
         prob = np.where(y ^ wrong, high, 0.1)
         data = truth[["image_id"]].assign(prob_atypical=prob).to_csv(index=False).encode()
         view = backend.service.submit_predictions(user, data, EntryMetadata(name, team=team))
         worker.run_job(view.job_id)
+        with backend.sessions() as session:
+            return session.get(Job, view.job_id).submission_id
 
     none = np.zeros(len(y), bool)
     hidden = truth["split"].isin(["atnorm_br", "atnorm_md"]).to_numpy()
+    backend.submit_file, backend.hidden_crops, backend.worker = submit, hidden, worker
     submit("alice", "perfect", "A", none)
     submit("bob", "twin", "B", none, high=0.8)  # the same decisions
     submit("carol", "inverted", "C", hidden)  # every hidden crop wrong: BA 0
@@ -58,12 +63,72 @@ def test_board_ranks_by_released_hidden_mean(scored):
     means = [e.hidden_mean_ba for e in ranked]
     assert means == sorted(means, reverse=True)
     assert by_name["perfect"].rank == by_name["twin"].rank == 1  # equal released values
-    assert by_name["perfect"].tied_with_first == "#1" and by_name["twin"].tied_with_first == "yes"
     assert by_name["perfect"].scores["atnorm_br"]["ba"] == 1.0
-    assert all(e.tied_with_first in ("yes", "no") for e in ranked[1:])
     swin = by_name["Swin-B (end-to-end)"]
     assert swin.scores["atnorm_md"] == {"ba": 0.7723, "ba_std": 0.0142, "auroc": 0.8806}
     assert {e.source for e in board} == {"paper", "self-reported", "verified"}
+
+
+def test_tested_entries_get_rank_intervals_and_paper_rows_say_why_not(scored):
+    truth = pd.read_csv(scored.settings.labels_dir / "labels.csv")
+    normal_br = np.flatnonzero((truth["split"] == "atnorm_br") & (truth["label"] == "normal"))
+    two_wrong = np.isin(np.arange(len(truth)), normal_br[:2])  # AtNorM-Br BA 0.67, MD 1
+    scored.submit_file("dave", "dave's", "D", two_wrong)
+    board = build_board(scored.sessions)
+    by_name = {e.model_name: e for e in board}
+    perfect, twin, dave = by_name["perfect"], by_name["twin"], by_name["dave's"]
+    # three tested entries: two perfect ones (the same decisions) and dave's, 0.165 behind:
+    # more than the margin (0.09 on this tiny release) and the rounding slack
+    assert dave.hidden_mean_ba == 0.835
+    assert perfect.rank_range == twin.rank_range == (1, 2)
+    assert perfect.top_group and twin.top_group
+    assert dave.rank_range == (3, 3) and dave.top_group is False
+    assert {perfect.ranked_among, dave.ranked_among} == {3}
+    margin = dave.rank_margin
+    assert 0 < margin < 0.155 and round(margin * 100) == pytest.approx(margin * 100)
+    assert "Rank 3-3 of 3 tested entries" in dave.comparison
+    swin = by_name["Swin-B (end-to-end)"]
+    assert swin.rank >= 4 and swin.rank_range is None and swin.top_group is None
+    assert "mean of 5 fold models" in swin.comparison
+    assert "no confidence interval" in swin.comparison
+    table = display_table(board)
+    cells = dict(zip(table["model"], table["rank range (95 %)"], strict=True))
+    assert cells["perfect"] == "1–2 of 3 · top group" and cells["dave's"] == "3 of 3"
+    assert cells["Swin-B (end-to-end)"] == "not tested (paper row)"
+    assert cells["inverted"] == "withheld"
+
+
+def test_rank_intervals_follow_from_released_values_alone(scored):
+    """The leak budget: the rank columns add only the released margin to the released means."""
+    scored.submit_file(
+        "dave", "dave's", "D", scored.hidden_crops & (np.arange(len(scored.hidden_crops)) % 4 == 1)
+    )
+    rows = [r for r in board_rows(build_board(scored.sessions)) if r["rank_low"] is not None]
+    (margin,) = {r["rank_margin"] for r in rows}
+    assert round(margin * 100) == pytest.approx(margin * 100)
+    means = {r["submission_id"]: r["hidden_mean_ba"] for r in rows}
+    for split in ("atnorm_br", "atnorm_md"):  # the means are the released, rounded BAs
+        assert all(r[f"{split}_ba"] == round_hidden(r[f"{split}_ba"]) for r in rows)
+    derived = rank_intervals(means, margin)
+    assert {r["submission_id"]: (r["rank_low"], r["rank_high"]) for r in rows} == derived
+
+
+def test_a_withheld_scoring_leaves_the_standing_as_it_was(scored):
+    def standings():
+        with scored.sessions() as session:
+            return session.scalars(select(Standing).order_by(Standing.id)).all()
+
+    before = standings()
+    thirds = scored.hidden_crops & (np.arange(len(scored.hidden_crops)) % 3 == 0)
+    scored.submit_file("bob", "bob's worse one", "B", thirds)  # withheld: below bob's best
+    assert [s.id for s in standings()] == [s.id for s in before]
+    fifths = scored.hidden_crops & (np.arange(len(scored.hidden_crops)) % 5 == 0)
+    dave = scored.submit_file("dave", "dave's", "D", fifths)  # released
+    after = standings()
+    assert len(after) == len(before) + 1
+    assert after[-1].submission_ids == sorted([*before[-1].submission_ids, dave])
+    scored.worker.update_standing()  # nothing changed: nothing written
+    assert len(standings()) == len(after)
 
 
 def test_the_ladder_withholds_what_does_not_beat_the_account_s_best(scored):
@@ -71,7 +136,7 @@ def test_the_ladder_withholds_what_does_not_beat_the_account_s_best(scored):
     by_name = {e.model_name: e for e in board}
     for name in ("inverted", "alice's second"):  # below chance; below alice's best
         entry = by_name[name]
-        assert entry.withheld and entry.rank is None and entry.tied_with_first == "withheld"
+        assert entry.withheld and entry.rank is None and entry.rank_range is None
         assert set(entry.scores) == {"amibr_test"} and "withheld" in entry.disclosure
     withheld = [e for e in board if e.withheld]
     assert board[-len(withheld) :] == sorted(withheld, key=lambda e: e.submission_id)

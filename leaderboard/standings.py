@@ -1,0 +1,141 @@
+"""The rank standing: one paired bootstrap over the hidden crops of every tested entry.
+
+An entry is *tested* when its hidden scores are released and the store holds its per-crop
+decisions on every hidden split under the current label set (any scored submission; the
+paper's rows have no per-crop decisions). After each scoring the worker recomputes the standing
+from those decisions and the labels it passes in (nothing here opens the label store) and
+stores the one number the release policy lets out of it: the simultaneous margin, rounded up
+(``evaluation.disclosure``), with the entries it covers. The board derives rank intervals and
+the top group from it and the released means; nothing is computed on a page view.
+
+Recomputation runs under one store-wide lock, so the newest standing always covers every entry
+released before it started; when the tested results have not changed, nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy import JSON, DateTime, Float, Integer, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
+from evaluation.bundle import SplitLabels
+from evaluation.disclosure import HIDDEN, release_margin
+from evaluation.metrics import simultaneous_margin
+from leaderboard.results import Result
+from submissions.quota import lock_account
+from submissions.tables import Base, Submission, utcnow
+
+STANDINGS_LOCK = "(standings)"  # an account name no Hugging Face user can have
+CONFIDENCE = 0.95
+SEED = 0
+
+
+class Standing(Base):
+    """One computation of the rank margin over the tested entries."""
+
+    __tablename__ = "standings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    margin: Mapped[float] = mapped_column(Float)  # released: rounded up, see disclosure
+    submission_ids: Mapped[list] = mapped_column(JSON)  # the tested entries, ascending
+    result_ids: Mapped[list] = mapped_column(JSON)  # the results it was computed from
+    n_resamples: Mapped[int] = mapped_column(Integer)
+    label_set_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+@dataclass(frozen=True)
+class StandingView:
+    """What the board reads of the newest standing (released values only)."""
+
+    margin: float
+    submission_ids: frozenset[int]
+    n_resamples: int
+    computed_at: datetime
+
+
+def latest_standing(session: Session) -> StandingView | None:
+    """The newest standing, or None before the first tested entry."""
+    row = session.scalar(select(Standing).order_by(Standing.id.desc()).limit(1))
+    if row is None:
+        return None
+    return StandingView(
+        margin=row.margin,
+        submission_ids=frozenset(row.submission_ids),
+        n_resamples=row.n_resamples,
+        computed_at=row.created_at,
+    )
+
+
+def update_standing(
+    sessions: sessionmaker,
+    labels: Mapping[str, SplitLabels],
+    *,
+    label_set_hash: str,
+    n_resamples: int,
+) -> StandingView | None:
+    """Recompute the standing when the tested results changed; the newest standing after."""
+    with sessions.begin() as session:
+        lock_account(session, STANDINGS_LOCK)
+        tested = _tested_results(session, label_set_hash)
+        result_ids = sorted(row.id for rows in tested.values() for row in rows.values())
+        newest = session.scalar(select(Standing).order_by(Standing.id.desc()).limit(1))
+        if newest is not None and newest.result_ids == result_ids:
+            return latest_standing(session)
+        if not tested:
+            return None
+        submission_ids = sorted(tested)
+        y_true, decisions = [], []
+        for split in HIDDEN:
+            truth = labels[split]
+            order = np.argsort(truth.image_ids)
+            y_true.append(truth.y_true[order])
+            decisions.append(
+                np.stack(
+                    [
+                        np.unpackbits(
+                            np.frombuffer(tested[s][split].decisions, np.uint8),
+                            count=len(order),
+                        )
+                        for s in submission_ids
+                    ]
+                )
+            )
+        margin = simultaneous_margin(
+            y_true, decisions, n_resamples=n_resamples, confidence=CONFIDENCE, seed=SEED
+        )
+        session.add(
+            Standing(
+                margin=release_margin(margin),
+                submission_ids=submission_ids,
+                result_ids=result_ids,
+                n_resamples=n_resamples,
+                label_set_hash=label_set_hash,
+            )
+        )
+        session.flush()
+        return latest_standing(session)
+
+
+def _tested_results(session: Session, label_set_hash: str) -> dict[int, dict[str, Result]]:
+    """Current, released hidden results with decisions, of entries complete on every split."""
+    rows = session.scalars(
+        select(Result)
+        .join(Submission, Submission.id == Result.submission_id)
+        .where(
+            Submission.kind != "paper",
+            Result.current.is_(True),
+            Result.split.in_(HIDDEN),
+            Result.published.is_not(None),
+            Result.decisions.is_not(None),
+            Result.label_set_hash == label_set_hash,
+        )
+    ).all()
+    by_submission: dict[int, dict[str, Result]] = {}
+    for row in rows:
+        by_submission.setdefault(row.submission_id, {})[row.split] = row
+    return {s: r for s, r in by_submission.items() if len(r) == len(HIDDEN)}
