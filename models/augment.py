@@ -1,7 +1,9 @@
 """Batch augmentation on the device: dihedral flips, scale, colour and HED stain jitter.
 
 Everything works on a float batch (N, 3, H, W) in [0, 1], with per-sample random parameters and
-no Python loop over samples, so a whole batch is augmented in a few kernel launches.
+no Python loop over samples, so a whole batch is augmented in a few kernel launches. The
+paper's protocol instead replays the authors' torchvision pipelines (``PAPER_PRESETS``), one
+crop at a time, on the device.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class AugmentConfig:
     brightness: float = 0.1
     contrast: float = 0.1
     saturation: float = 0.1
+    preset: str = ""  # one of PAPER_PRESETS, applied after the above (the paper's protocol)
 
 
 def _uniform(n: int, spread: float, device, generator) -> torch.Tensor:
@@ -94,8 +97,58 @@ def _affine(x: torch.Tensor, cfg: AugmentConfig, generator) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+PAPER_PRESETS = (
+    "paper_end_to_end",  # EfficientNetV2-M, Swin-B, ViT-L
+    "paper_lora_virchow",  # Virchow, Virchow2
+    "paper_lora_uni",  # UNI, Prov-GigaPath, H-optimus-0
+    "paper_lora_h_optimus_1",
+    "paper_none",  # UNI2-h LoRA, and every linear probe (features of unaugmented crops)
+)
+
+
+def paper_transform(preset: str, size: int):
+    """The authors' training transforms ``preset``, for one crop already resized to ``size``.
+
+    What their scripts apply after ``Resize(224)`` and before ``ToTensor``/``Normalize``
+    (DeepMicroscopy/AMi-Br_Benchmark at 3acf4da; the README's protocol table cites the lines).
+    """
+    from torchvision.transforms import v2
+
+    if preset not in PAPER_PRESETS:
+        raise ValueError(
+            f"Unknown augmentation preset {preset!r}; known: {', '.join(PAPER_PRESETS)}."
+        )
+    full_jitter = v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.1)
+    light_jitter = v2.ColorJitter(brightness=0.2, contrast=0.2)
+    steps = {
+        "paper_end_to_end": [
+            v2.RandomHorizontalFlip(),
+            v2.RandomRotation(10),
+            full_jitter,
+            v2.RandomResizedCrop(size, scale=(0.8, 1.0)),
+        ],
+        "paper_lora_virchow": [
+            v2.RandomResizedCrop(size, scale=(0.8, 1.0)),
+            v2.RandomHorizontalFlip(),
+            full_jitter,
+        ],
+        "paper_lora_uni": [
+            v2.RandomResizedCrop(size),
+            v2.RandomHorizontalFlip(),
+            v2.RandomRotation(15),
+            light_jitter,
+        ],
+        "paper_lora_h_optimus_1": [v2.RandomHorizontalFlip(), v2.RandomRotation(15), light_jitter],
+        "paper_none": [v2.Identity()],
+    }[preset]
+    return v2.Compose(steps)
+
+
 def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None):
-    """Augment a float batch in [0, 1] of shape (N, 3, H, W)."""
+    """Augment a float batch in [0, 1] of shape (N, 3, H, W).
+
+    A preset draws from torch's global generator (torchvision's way), seeded per run.
+    """
     if cfg.dihedral:
         x = dihedral(x, torch.randint(0, 8, (x.shape[0],), device=x.device, generator=generator))
     if cfg.scale or cfg.translate:
@@ -104,6 +157,9 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
         x = hed_jitter(x, cfg.hed, generator)
     if cfg.brightness or cfg.contrast or cfg.saturation:
         x = _colour(x, cfg, generator)
+    if cfg.preset:
+        transform = paper_transform(cfg.preset, x.shape[-1])
+        x = torch.stack([transform(crop) for crop in x])  # each crop its own parameters
     return x
 
 

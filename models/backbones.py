@@ -100,35 +100,53 @@ def _swiglu() -> dict:
     return {"mlp_layer": SwiGLUPacked, "act_layer": torch.nn.SiLU}
 
 
-@register_model
-def virchow() -> ModelCfg:
+def _virchow(version: int, *, class_token_only: bool = False) -> ModelCfg:
+    """Virchow (1) or Virchow2; ``class_token_only``: as the authors' LoRA scripts use them.
+
+    Those scripts put the head on the class token alone and normalise with mean = std = 0.5
+    (``Foundation_Models/LoRA/Virchow2/virchow2_lora.py`` lines 49, 56 and 150-158); their
+    linear probes use the class token with the mean patch token and ImageNet statistics.
+    """
+    suffix = "" if version == 1 else str(version)
+    hub = f"paige-ai/Virchow{suffix}"
+    if class_token_only:
+        name, description = f"virchow{suffix}_cls", f"Virchow{suffix}, class token, 0.5/0.5 norm"
+        extra = {"norm": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
+    else:
+        name, description = f"virchow{suffix}", f"Virchow{suffix} (pathology FM)"
+        extra = {"embedding": "cls_mean"}
     return _foundation(
-        "virchow",
+        name,
         "vit_huge_patch14_224",
-        "paige-ai/Virchow",
-        "Virchow (pathology FM)",
-        embedding="cls_mean",
+        hub,
+        description,
         init_values=1e-5,
         mlp_ratio=5.3375,
         dynamic_img_size=True,
+        **({"reg_tokens": 4} if version == 2 else {}),
+        **extra,
         **_swiglu(),
     )
+
+
+@register_model
+def virchow() -> ModelCfg:
+    return _virchow(1)
 
 
 @register_model
 def virchow2() -> ModelCfg:
-    return _foundation(
-        "virchow2",
-        "vit_huge_patch14_224",
-        "paige-ai/Virchow2",
-        "Virchow2 (pathology FM)",
-        embedding="cls_mean",
-        init_values=1e-5,
-        mlp_ratio=5.3375,
-        reg_tokens=4,
-        dynamic_img_size=True,
-        **_swiglu(),
-    )
+    return _virchow(2)
+
+
+@register_model
+def virchow_cls() -> ModelCfg:
+    return _virchow(1, class_token_only=True)
+
+
+@register_model
+def virchow2_cls() -> ModelCfg:
+    return _virchow(2, class_token_only=True)
 
 
 @register_model

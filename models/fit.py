@@ -47,6 +47,10 @@ class Recipe:
     patience: int = 0  # > 0: early stopping on validation BA (paper protocol)
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optimiser: str = "adamw"  # or "adam": weight decay as an L2 term, the authors' choice
+    schedule: str = "cosine"  # warm-up then cosine per step, or "plateau" (see _Plateau)
+    precision: str = "bf16"  # autocast on CUDA; "fp32" trains (and validates) in full precision
+    partial_batch: bool = False  # True: ceil(N / batch) steps an epoch, the last one short
 
     @classmethod
     def from_dict(cls, data: dict) -> Recipe:
@@ -54,19 +58,6 @@ class Recipe:
         data = dict(data)
         data["augment"] = AugmentConfig(**data.get("augment", {}))
         return cls(**data)
-
-
-PAPER_RECIPE = Recipe(
-    model="efficientnetv2_m",
-    pretrained=False,
-    epochs=100,
-    batch_size=64,
-    lr=1e-4,
-    weight_decay=1e-4,
-    warmup_epochs=0,
-    patience=10,
-    augment=AugmentConfig(scale=0, translate=0, hed=0, brightness=0, contrast=0, saturation=0),
-)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -94,13 +85,19 @@ class _Ema:
                 ema.copy_(live)
 
 
-def predict_proba(model: nn.Module, images: torch.Tensor, *, size: int, mean, std) -> np.ndarray:
+def predict_proba(
+    model: nn.Module, images: torch.Tensor, *, size: int, mean, std, bf16: bool = True
+) -> np.ndarray:
     """P(atypical) of uint8 images (N, 3, H, W) on the model's device; no TTA."""
     forward = probabilities(model.eval())
-    return run_batches(forward, images, size=size, mean=mean, std=std, device=images.device).numpy()
+    return run_batches(
+        forward, images, size=size, mean=mean, std=std, device=images.device, bf16=bf16
+    ).numpy()
 
 
-def embed(model: nn.Module, images: torch.Tensor, *, size: int, mean, std) -> torch.Tensor:
+def embed(
+    model: nn.Module, images: torch.Tensor, *, size: int, mean, std, bf16: bool = True
+) -> torch.Tensor:
     """The frozen backbone's embeddings (what a linear probe's head sees), on the CPU."""
     model.eval()
     return run_batches(
@@ -110,6 +107,7 @@ def embed(model: nn.Module, images: torch.Tensor, *, size: int, mean, std) -> to
         mean=mean,
         std=std,
         device=images.device,
+        bf16=bf16,
     )
 
 
@@ -124,6 +122,67 @@ def _sampler(y: torch.Tensor, balanced: bool, generator: torch.Generator) -> tor
         return torch.randperm(len(y), generator=generator)
     weights = torch.where(y == 1, 1 / (y == 1).sum(), 1 / (y == 0).sum()).double().cpu()
     return torch.multinomial(weights, len(y), replacement=True, generator=generator)
+
+
+class _Plateau:
+    """The authors' schedule: halve the learning rate when validation BA stalls for 3 epochs.
+
+    ``ReduceLROnPlateau(mode="max", factor=0.5, patience=3, min_lr=1e-7)``, stepped once per
+    epoch with the epoch's validation BA (``efficientnetv2_m.py`` lines 120-127 and 197).
+    """
+
+    def __init__(self, optimiser: torch.optim.Optimizer) -> None:
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimiser, mode="max", factor=0.5, patience=3, min_lr=1e-7
+        )
+
+    def step(self) -> None:
+        """Per training step: nothing changes."""
+
+    def epoch(self, val_ba: float | None) -> None:
+        """Per epoch: the validation BA decides (without validation the rate stays)."""
+        if val_ba is not None:
+            self.scheduler.step(val_ba)
+
+
+class _Cosine:
+    """Linear warm-up, then cosine decay to 0, per step."""
+
+    def __init__(self, optimiser: torch.optim.Optimizer, total: int, warmup: int) -> None:
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda s: _schedule(s, total, warmup)
+        )
+
+    def step(self) -> None:
+        """Per training step."""
+        self.scheduler.step()
+
+    def epoch(self, val_ba: float | None) -> None:
+        """Per epoch: nothing changes."""
+
+
+def _optimiser_and_schedule(recipe: Recipe, params, steps_per_epoch: int, device):
+    """The recipe's optimiser and learning-rate schedule for ``params``."""
+    if recipe.optimiser == "adam":
+        optimiser = torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    elif recipe.optimiser == "adamw":
+        optimiser = torch.optim.AdamW(
+            params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=device.type == "cuda"
+        )
+    else:
+        raise ValueError(f"Unknown optimiser {recipe.optimiser!r}; use 'adamw' or 'adam'.")
+    if recipe.schedule == "plateau":
+        return optimiser, _Plateau(optimiser)
+    if recipe.schedule == "cosine":
+        total = recipe.epochs * steps_per_epoch
+        return optimiser, _Cosine(optimiser, total, int(recipe.warmup_epochs * steps_per_epoch))
+    raise ValueError(f"Unknown schedule {recipe.schedule!r}; use 'cosine' or 'plateau'.")
+
+
+def _steps_per_epoch(n: int, recipe: Recipe) -> int:
+    if recipe.partial_batch:
+        return max(1, math.ceil(n / recipe.batch_size))
+    return max(1, n // recipe.batch_size)
 
 
 def _schedule(step: int, total: int, warmup: int) -> float:
@@ -170,14 +229,9 @@ def fit(
         return _fit_linear_probe(recipe, model, images, y, size=size, val=val)
     model = model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(
-        params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=device.type == "cuda"
-    )
-    steps_per_epoch = max(1, len(y) // recipe.batch_size)
-    total = recipe.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: _schedule(s, total, int(recipe.warmup_epochs * steps_per_epoch))
-    )
+    steps_per_epoch = _steps_per_epoch(len(y), recipe)
+    optimiser, schedule = _optimiser_and_schedule(recipe, params, steps_per_epoch, device)
+    bf16 = device.type == "cuda" and recipe.precision == "bf16"
     ema = _Ema(model, recipe.ema_decay) if recipe.ema_decay else None
     history, best, best_state, seen, start = [], (-1.0, 0), None, 0, time.perf_counter()
     aug_generator = torch.Generator(device=device).manual_seed(recipe.seed)
@@ -193,28 +247,26 @@ def fit(
             batch = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             x = augment(prepare(images[batch], size), recipe.augment, aug_generator)
             x = normalise(x, cfg.mean, cfg.std).contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast("cuda", torch.bfloat16, enabled=bf16):
                 logits = model(x).float().squeeze(1)
             loss = F.binary_cross_entropy_with_logits(logits, y[batch].float())
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            scheduler.step()
+            schedule.step()
             if ema:
                 ema.update(model)
             seen += len(batch)
         record = {"epoch": epoch, "loss": loss.item()}
+        scored = ema.model if ema else model
         if val is not None:
-            scored = ema.model if ema else model
-            prob = predict_proba(scored, val[0], size=size, mean=cfg.mean, std=cfg.std)
+            prob = predict_proba(scored, val[0], size=size, mean=cfg.mean, std=cfg.std, bf16=bf16)
             record["val_ba"] = balanced_accuracy(val[1], prob)
-            if record["val_ba"] > best[0]:
-                best = (record["val_ba"], epoch)
-                if recipe.patience:
-                    best_state = copy.deepcopy(scored.state_dict())
+        best, best_state = _keep_best(record, scored, best, best_state, recipe)
         history.append(record)
-        if recipe.patience and val is not None and epoch - best[1] >= recipe.patience:
+        if _stop_early(recipe, val, epoch, best):
             break
+        schedule.epoch(record.get("val_ba"))
     if device.type == "cuda":
         torch.cuda.synchronize()
     final = ema.model if ema else model
@@ -225,31 +277,70 @@ def fit(
     )
 
 
+def _keep_best(record: dict, model: nn.Module, best, best_state, recipe: Recipe):
+    """The best (validation BA, epoch) so far, and its weights when early stopping needs them."""
+    if "val_ba" in record and record["val_ba"] > best[0]:
+        best = (record["val_ba"], record["epoch"])
+        if recipe.patience:
+            best_state = copy.deepcopy(model.state_dict())
+    return best, best_state
+
+
+def _stop_early(recipe: Recipe, val, epoch: int, best) -> bool:
+    """Stop after ``patience`` epochs without a better validation BA (the authors' rule)."""
+    return bool(recipe.patience) and val is not None and epoch - best[1] >= recipe.patience
+
+
 def _fit_linear_probe(
     recipe: Recipe, model: nn.Module, images: torch.Tensor, y: torch.Tensor, *, size: int, val
 ) -> FitResult:
-    """Embeddings computed once with the frozen backbone; only the linear head is trained."""
+    """Embeddings computed once with the frozen backbone; only the linear head is trained.
+
+    The head trains like a network would, on the embeddings: the recipe's sampler, batches,
+    optimiser, schedule, epochs and early stopping on validation BA.
+    """
     cfg = get_model_cfg(recipe.model)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    bf16 = images.device.type == "cuda" and recipe.precision == "bf16"
     start = time.perf_counter()
-    features = embed(model, images, size=size, mean=cfg.mean, std=cfg.std).to(images.device)
-    head = model.get_classifier()
-    optimiser = torch.optim.AdamW(head.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    weight = torch.where(y == 1, (y == 0).sum() / (y == 1).sum(), 1.0) if recipe.balanced else None
-    history = []
-    for epoch in range(1, recipe.epochs + 1):
-        loss = F.binary_cross_entropy_with_logits(
-            head(features).squeeze(1), y.float(), weight=weight
-        )
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        history.append({"epoch": epoch, "loss": loss.item()})
+    features = embed(model, images, size=size, mean=cfg.mean, std=cfg.std, bf16=bf16)
+    features = features.float().to(images.device)
+    val_features = None
     if val is not None:
-        with torch.no_grad():
-            val_features = embed(model, val[0], size=size, mean=cfg.mean, std=cfg.std)
-            val_prob = torch.sigmoid(head(val_features.to(images.device)))
-        history[-1]["val_ba"] = balanced_accuracy(val[1], val_prob.squeeze(1).cpu().numpy())
-    return FitResult(model.eval(), history, len(history), len(y) / (time.perf_counter() - start))
+        val_features = embed(model, val[0], size=size, mean=cfg.mean, std=cfg.std, bf16=bf16)
+        val_features = val_features.float().to(images.device)
+    head = model.get_classifier()
+    steps_per_epoch = _steps_per_epoch(len(y), recipe)
+    optimiser, schedule = _optimiser_and_schedule(
+        recipe, list(head.parameters()), steps_per_epoch, images.device
+    )
+    history, best, best_state = [], (-1.0, 0), None
+    for epoch in range(1, recipe.epochs + 1):
+        order = _sampler(y, recipe.balanced, generator).to(images.device)
+        for step in range(steps_per_epoch):
+            batch = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            logits = head(features[batch]).squeeze(1)
+            loss = F.binary_cross_entropy_with_logits(logits, y[batch].float())
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+        record = {"epoch": epoch, "loss": loss.item()}
+        if val_features is not None:
+            with torch.no_grad():
+                prob = torch.sigmoid(head(val_features).squeeze(1)).cpu().numpy()
+            record["val_ba"] = balanced_accuracy(val[1], prob)
+        best, best_state = _keep_best(record, head, best, best_state, recipe)
+        history.append(record)
+        if _stop_early(recipe, val, epoch, best):
+            break
+        schedule.epoch(record.get("val_ba"))
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    seen = len(y) * len(history)
+    return FitResult(
+        model.eval(), history, best[1] or len(history), seen / (time.perf_counter() - start)
+    )
 
 
 def folds(trainset: TrainSet, n_splits: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:

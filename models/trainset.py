@@ -13,6 +13,8 @@ Layout::
 
 from __future__ import annotations
 
+import dataclasses
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,12 +36,19 @@ class TrainSet:
         y: int8 array (N,), atypical = 1.
         groups: slide of each crop, for slide-grouped cross-validation.
         names: file name of each crop.
+        originals: the lossless crops when ``images`` are JPEG copies of them (None otherwise),
+            so cross-validation can score each validation fold in both encodings.
     """
 
     images: np.ndarray
     y: np.ndarray
     groups: np.ndarray
     names: np.ndarray
+    originals: np.ndarray | None = None
+
+    def subset(self, index: np.ndarray) -> TrainSet:
+        """The crops at ``index``, every field alike."""
+        return TrainSet(*(None if a is None else a[index] for a in dataclasses.astuple(self)))
 
 
 def read_train_labels(train_dir: Path) -> pd.DataFrame:
@@ -57,34 +66,57 @@ def read_train_labels(train_dir: Path) -> pd.DataFrame:
     return frame
 
 
-def load_train_set(train_dir: Path) -> TrainSet:
-    """Decode every training crop into one uint8 array, from a folder or a packed ``.npz``."""
+def load_train_set(train_dir: Path, *, jpeg_quality: int | None = None) -> TrainSet:
+    """Decode every training crop into one uint8 array, from a folder or a packed ``.npz``.
+
+    With ``jpeg_quality`` (a folder only), the crops are trained on as JPEG copies of that
+    quality, the encoding a packed ``.npz`` carries to a GPU machine, and the lossless crops are
+    kept in ``originals``.
+    """
     if Path(train_dir).suffix == ".npz":
+        if jpeg_quality is not None:
+            raise ValueError(
+                "A packed .npz already holds JPEG crops; --train-jpeg-quality needs the folder."
+            )
         return _load_packed(Path(train_dir))
     frame = read_train_labels(train_dir)
     crops = Path(train_dir) / CROPS_DIR
     images = np.stack(
         [np.asarray(Image.open(crops / name).convert("RGB")) for name in frame["image"]]
     )
+    originals = None
+    if jpeg_quality is not None:
+        originals = images
+        images = np.stack([_jpeg_copy(image, jpeg_quality) for image in originals])
     return TrainSet(
         images=images,
         y=(frame["label"] == "atypical").to_numpy(np.int8),
         groups=frame["slide"].to_numpy(),
         names=frame["image"].to_numpy(),
+        originals=originals,
     )
+
+
+def _jpeg_bytes(image: Image.Image, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _jpeg_copy(image: np.ndarray, quality: int) -> np.ndarray:
+    """``image`` after one JPEG round trip, as a packed ``.npz`` stores it."""
+    data = _jpeg_bytes(Image.fromarray(image), quality)
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 def pack_train_set(train_dir: Path, out: Path, *, quality: int = 95) -> Path:
     """Pack a training folder into one ``.npz`` of JPEG bytes (about 20 MB) for a GPU machine."""
-    import io
-
     frame = read_train_labels(train_dir)
     crops = Path(train_dir) / CROPS_DIR
-    encoded = []
-    for name in frame["image"]:
-        buffer = io.BytesIO()
-        Image.open(crops / name).convert("RGB").save(buffer, "JPEG", quality=quality)
-        encoded.append(np.frombuffer(buffer.getvalue(), np.uint8))
+    encoded = [
+        np.frombuffer(_jpeg_bytes(Image.open(crops / name).convert("RGB"), quality), np.uint8)
+        for name in frame["image"]
+    ]
     offsets = np.cumsum([0] + [len(e) for e in encoded])
     np.savez(
         out,
@@ -96,8 +128,6 @@ def pack_train_set(train_dir: Path, out: Path, *, quality: int = 95) -> Path:
 
 
 def _load_packed(path: Path) -> TrainSet:
-    import io
-
     with np.load(path, allow_pickle=False) as packed:
         jpeg, offsets = packed["jpeg"], packed["offsets"]
         images = np.stack(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,8 +12,16 @@ from safetensors.torch import load_file
 
 from models import load_checkpoint
 from models._registry import get_model_cfg
-from models.augment import AugmentConfig, augment, dihedral, hed_jitter
-from models.fit import Recipe, balanced_accuracy, fit, folds, predict_proba
+from models.augment import PAPER_PRESETS, AugmentConfig, augment, dihedral, hed_jitter
+from models.fit import (
+    Recipe,
+    _optimiser_and_schedule,
+    balanced_accuracy,
+    fit,
+    folds,
+    predict_proba,
+)
+from models.protocols import paper_recipe
 from models.train import main
 from models.trainset import TrainSet, load_train_set, pack_train_set
 from settings import REPO_ROOT
@@ -190,7 +199,15 @@ def test_paper_protocol_saves_one_checkpoint_per_fold(real_release, tmp_path):
     for fold in cv.values():
         assert len(fold["history"]) <= 3 and "val_ba" in fold["history"][0]
     assert load_checkpoint(out / "fold1").config["mitosis"]["provenance"]["fold"] == 1
-    assert load_checkpoint(out / "model").config["mitosis"]["ensemble_size"] == 2
+    assert not (out / "model").exists()  # the paper's number is the folds' mean, no ensemble
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert (recipe["optimiser"], recipe["schedule"], recipe["precision"]) == (
+        "adam",
+        "plateau",
+        "fp32",
+    )
+    assert (recipe["lr"], recipe["weight_decay"], recipe["partial_batch"]) == (5e-5, 1e-5, True)
+    assert recipe["augment"]["preset"] == "paper_end_to_end" and recipe["patience"] == 1
 
 
 def test_packed_train_set_round_trip(real_release, tmp_path):
@@ -212,3 +229,115 @@ def test_training_code_cannot_reach_test_data(real_release):
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", check], cwd=REPO_ROOT, check=True)
+
+
+@pytest.mark.parametrize(
+    ("model", "strategy", "expected"),
+    [
+        # (model trained, pretrained, lr, weight decay, patience, augmentation preset)
+        (
+            "efficientnetv2_m",
+            "end_to_end",
+            ("efficientnetv2_m", False, 5e-5, 1e-5, 15, "paper_end_to_end"),
+        ),
+        ("swin_base", "end_to_end", ("swin_base", True, 5e-5, 1e-5, 15, "paper_end_to_end")),
+        ("virchow2", "lora", ("virchow2_cls", True, 5e-5, 1e-5, 10, "paper_lora_virchow")),
+        ("uni", "lora", ("uni", True, 5e-5, 1e-5, 10, "paper_lora_uni")),
+        ("uni2_h", "lora", ("uni2_h", True, 5e-5, 1e-5, 10, "paper_none")),
+        ("h_optimus_1", "lora", ("h_optimus_1", True, 5e-5, 1e-5, 10, "paper_lora_h_optimus_1")),
+        ("virchow2", "linear_probe", ("virchow2", True, 5e-5, 1e-5, 15, "paper_none")),
+        ("prov_gigapath", "linear_probe", ("prov_gigapath", True, 1e-3, 1e-4, 15, "paper_none")),
+    ],
+)
+def test_the_paper_recipe_of_each_family_is_the_authors(model, strategy, expected):
+    recipe = paper_recipe(model, strategy)
+    got = (recipe.model, recipe.pretrained, recipe.lr, recipe.weight_decay, recipe.patience)
+    assert (*got, recipe.augment.preset) == expected
+    assert (recipe.batch_size, recipe.epochs, recipe.input_size) == (8, 100, 224)
+    assert (recipe.optimiser, recipe.schedule, recipe.precision) == ("adam", "plateau", "fp32")
+    assert not (recipe.augment.dihedral or recipe.augment.hed or recipe.augment.scale)
+
+
+def test_virchow_lora_uses_the_class_token_and_half_normalisation():
+    assert get_model_cfg("virchow2_cls").mean == get_model_cfg("virchow2_cls").std == (0.5,) * 3
+    assert get_model_cfg("virchow2_cls").embedding == "pooled"
+    assert get_model_cfg("virchow2").embedding == "cls_mean"  # the linear probe's
+
+
+@pytest.mark.parametrize("preset", PAPER_PRESETS)
+def test_paper_presets_draw_per_crop_and_repeat_under_a_seed(preset):
+    crops = torch.rand(1, 3, 32, 32).repeat(6, 1, 1, 1)
+    config = dataclasses.replace(paper_recipe().augment, preset=preset)
+    torch.manual_seed(0)
+    first = augment(crops, config)
+    torch.manual_seed(0)
+    again = augment(crops, config)
+    assert first.shape == crops.shape and torch.equal(first, again)
+    assert 0 <= first.min() and first.max() <= 1
+    if preset == "paper_none":
+        assert torch.equal(first, crops)
+    else:  # six copies of one crop come out different: parameters are drawn per crop
+        assert len({tuple(c.flatten()[:64].tolist()) for c in first}) > 1
+
+
+def test_the_plateau_schedule_halves_the_rate_after_four_epochs_without_gain():
+    model = torch.nn.Linear(2, 1)
+    recipe = paper_recipe()
+    optimiser, schedule = _optimiser_and_schedule(
+        recipe, list(model.parameters()), 10, torch.device("cpu")
+    )
+    assert isinstance(optimiser, torch.optim.Adam) and not isinstance(optimiser, torch.optim.AdamW)
+    rates = []
+    for val_ba in (0.70, 0.71, 0.71, 0.71, 0.71, 0.71, 0.71):  # best at epoch 2
+        for _ in range(10):
+            schedule.step()  # per step: nothing changes
+        schedule.epoch(val_ba)
+        rates.append(optimiser.param_groups[0]["lr"])
+    assert rates == [5e-5] * 5 + [2.5e-5] * 2  # patience 3: the 4th flat epoch halves it
+
+
+def test_the_linear_probe_stops_early_and_keeps_its_best_head(real_release):
+    trainset = load_train_set(real_release.public_dir / "amibr_train")
+    pick = np.random.default_rng(0).permutation(len(trainset.y))[:40]
+    images = torch.from_numpy(trainset.images[pick]).permute(0, 3, 1, 2)
+    y = torch.from_numpy(trainset.y[pick].astype(np.int64))
+    recipe = dataclasses.replace(
+        paper_recipe("resnet18_128", "linear_probe"),
+        pretrained=False,
+        input_size=32,
+        epochs=30,
+        patience=2,
+    )
+    val = (images[30:], trainset.y[pick][30:])
+    result = fit(recipe, images[:30], y[:30], val=val, progress=False)
+    scores = [r["val_ba"] for r in result.history]
+    assert len(scores) < 30  # stopped early
+    assert len(scores) - result.best_epoch == 2 and max(scores) == scores[result.best_epoch - 1]
+
+
+def test_jpeg_training_copies_keep_the_lossless_crops(real_release, tmp_path):
+    train_dir = real_release.public_dir / "amibr_train"
+    jpeg = load_train_set(train_dir, jpeg_quality=95)
+    lossless = load_train_set(train_dir)
+    assert np.array_equal(jpeg.originals, lossless.images)
+    difference = np.abs(jpeg.images.astype(int) - lossless.images.astype(int))
+    assert 0 < difference.mean() < 3  # q95: close, not equal
+    some = jpeg.subset(np.array([3, 1]))
+    assert np.array_equal(some.originals, lossless.images[[3, 1]])
+    assert list(some.names) == list(lossless.names[[3, 1]])
+    with pytest.raises(ValueError, match="already holds JPEG crops"):
+        load_train_set(pack_train_set(train_dir, tmp_path / "t.npz"), jpeg_quality=95)
+
+
+def test_cross_validation_scores_jpeg_trained_folds_on_both_encodings(real_release, tmp_path):
+    out = tmp_path / "jpeg"
+    train_dir = real_release.public_dir / "amibr_train"
+    args = ("--model", "resnet18_128", "--input-size", "32", "--folds", "2", "--members", "0")
+    assert train(out, train_dir, "--train-jpeg-quality", "95", *args) == 0
+    assert train(out, train_dir, "--train-jpeg-quality", "95", *args) == 0  # resumes: all done
+    metrics = json.loads((out / "metrics.json").read_text())
+    effect = metrics["cv"]["lossless"]
+    assert metrics["train_jpeg_quality"] == 95 and len(effect["val_ba"]) == 2
+    deltas = np.subtract(effect["val_ba"], metrics["cv"]["val_ba"])
+    assert effect["delta_val_ba"] == pytest.approx(deltas.tolist())
+    assert 0 <= effect["decisions_agree"] <= 1 and effect["max_abs_prob_change"] >= 0
