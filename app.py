@@ -22,7 +22,7 @@ from settings import Settings
 from submissions import jobs
 from submissions.intake import Submissions
 from submissions.tables import open_store
-from ui.board import leaderboard_tab
+from ui.board import leaderboard_api, leaderboard_tab
 from ui.classify import classify_tab
 from ui.space import Space
 from ui.submit import submit_tab
@@ -44,6 +44,7 @@ def build_demo(settings: Settings) -> gr.Blocks:
         submit_tab(demo, space, settings)
         with gr.Tab("About"):
             gr.Markdown(ABOUT.read_text() if ABOUT.is_file() else "")
+        leaderboard_api(space)
     return demo
 
 

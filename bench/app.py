@@ -289,7 +289,7 @@ def main() -> None:
 
 def _board_notice(client: Client) -> str:
     board = client.predict("", "all", ["verified"], False, api_name="/leaderboard")
-    shipped = [row for row in board["data"] if str(row[1]).startswith("Default model")]
+    shipped = [row for row in board if row["model_name"].startswith("Default model")]
     return "" if shipped else "is being evaluated"
 
 

@@ -127,6 +127,15 @@ class LabelStore:
         except LabelsUnavailable:
             return None
 
+    def reader_votes(self) -> np.ndarray | None:
+        """AtNorM-MD's expert votes, (n_crops, 5) with 1 = atypical (None if not stored)."""
+        path = self.root / ATNORM_MD_VOTES_CSV
+        if not path.is_file():
+            return None
+        votes = pd.read_csv(path, dtype=str, keep_default_na=False)
+        experts = [c for c in votes.columns if c.startswith("expert_")]
+        return (votes[experts].to_numpy() == "Atypical").astype(np.int8)
+
     def split_labels(self, split: str) -> SplitLabels:
         """Ground truth of one test split (for the scorer only)."""
         get_split(split)

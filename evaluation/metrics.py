@@ -36,17 +36,6 @@ class Confusion:
     fp: int
 
 
-@dataclass(frozen=True)
-class PairedComparison:
-    """Balanced accuracy of A minus that of B on the same crops, with its bootstrap CI and p."""
-
-    difference: float
-    low: float
-    high: float
-    p_value: float
-    confidence: float
-
-
 def _labels(y_true, *, both_classes: bool = True) -> np.ndarray:
     y = np.asarray(y_true)
     if y.ndim != 1 or y.size == 0:
@@ -269,71 +258,6 @@ def roc_auc_ci(
     return _interval(roc_auc_score(y, s), samples, confidence)
 
 
-def paired_ba_differences(
-    y_true, y_pred_a, y_pred_b, *, n_resamples: int = 2000, seed: int = 0
-) -> np.ndarray:
-    """Bootstrap distribution of BA(A) - BA(B) on the same crops (stratified by class).
-
-    A resample draws each class's crops with replacement (the same crops for A and B); with w
-    the crops' multiplicities, BA(A) - BA(B) = sum_class w . (right_A - right_B) / (2 n_class).
-    ``y_pred_b`` may be a (k, n) array of k prediction sets compared with the same A on the
-    same resamples at once (one matrix product); the result is then (n_resamples, k).
-
-    Raises:
-        ValueError: inputs of different length, empty, not binary, or one class in y_true.
-
-    Example:
-        >>> paired_ba_differences([0, 1, 0, 1], [0, 1, 0, 1], [0, 1, 0, 1], n_resamples=3)
-        array([0., 0., 0.])
-    """
-    _check_bootstrap(n_resamples, 0.5)
-    y = _labels(y_true)
-    right_a = _predictions(y, y_pred_a, "y_pred_a") == y
-    many = np.asarray(y_pred_b).ndim == 2
-    preds_b = np.atleast_2d(np.asarray(y_pred_b))
-    if preds_b.shape[1] != y.size or not np.isin(preds_b, (0, 1)).all():
-        raise ValueError(f"y_pred_b must hold 0/1 predictions for the {y.size} crops of y_true.")
-    right_b = preds_b == y
-    rng = np.random.default_rng(seed)
-    diff = np.zeros((n_resamples, len(preds_b)))
-    for cls in (1, 0):
-        mask = y == cls
-        n = int(mask.sum())
-        delta = right_a[mask][None, :].astype(np.float32) - right_b[:, mask]
-        weights = _bootstrap_counts(rng, n, n_resamples).astype(np.float32)
-        diff += weights @ delta.T / n / 2
-    return diff if many else diff[:, 0]
-
-
-def paired_bootstrap_ba(
-    y_true,
-    y_pred_a,
-    y_pred_b,
-    *,
-    n_resamples: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> PairedComparison:
-    """Compare the balanced accuracies of two prediction sets on the same crops.
-
-    Reports BA(A) - BA(B) with a percentile CI of ``paired_ba_differences`` and a two-sided
-    bootstrap p-value p = min(1, 2 * min(P*(diff <= 0), P*(diff >= 0))) for H0: no difference.
-
-    Raises:
-        ValueError: inputs of different length, empty, not binary, or one class in y_true.
-
-    Example:
-        >>> paired_bootstrap_ba([0, 1, 0, 1], [0, 1, 0, 1], [0, 1, 0, 1]).p_value
-        1.0
-    """
-    _check_bootstrap(n_resamples, confidence)
-    diff = paired_ba_differences(y_true, y_pred_a, y_pred_b, n_resamples=n_resamples, seed=seed)
-    estimate = balanced_accuracy_score(y_true, y_pred_a) - balanced_accuracy_score(y_true, y_pred_b)
-    p_value = min(1.0, 2 * min(np.mean(diff <= 0), np.mean(diff >= 0)))
-    ci = _interval(estimate, diff, confidence)
-    return PairedComparison(ci.estimate, ci.low, ci.high, float(p_value), confidence)
-
-
 def simultaneous_margin(
     y_true_by_split,
     y_pred_by_split,
@@ -396,3 +320,53 @@ def simultaneous_margin(
             deviation += (recall - correct.mean(axis=1)) / (2 * len(preds))
     spread = deviation.max(axis=1) - deviation.min(axis=1)
     return float(np.quantile(spread, confidence, method="higher"))
+
+
+@dataclass(frozen=True)
+class ReaderAgreement:
+    """One reader's balanced accuracy against the majority of the other readers."""
+
+    reader: int
+    balanced_accuracy: float
+    n: int  # crops compared (the others did not split evenly)
+    n_atypical: int  # of them, atypical by the others' majority
+
+
+def reader_agreement(votes) -> list[ReaderAgreement]:
+    """Each reader's balanced accuracy against the majority vote of the other readers.
+
+    ``votes`` is an (n_crops, R) 0/1 array (1 = atypical), one column a reader. Reader r's
+    reference on a crop is atypical when more than half of the other R - 1 readers say so and
+    normal when fewer than half do; crops where they split evenly (possible when R - 1 is even)
+    are left out for that reader. BA = (TPR + TNR) / 2 against that reference.
+
+    Raises:
+        ValueError: fewer than 3 readers, votes not 0/1, or a reference with one class.
+
+    Example:
+        >>> votes = [[1, 1, 1], [0, 0, 0], [1, 1, 0], [0, 0, 1]]
+        >>> [round(a.balanced_accuracy, 2) for a in reader_agreement(votes)]
+        [1.0, 1.0, 0.5]
+    """
+    matrix = np.asarray(votes)
+    if matrix.ndim != 2 or matrix.shape[1] < 3:
+        raise ValueError(
+            f"votes must be (n_crops, readers) with 3 readers or more; found {matrix.shape}."
+        )
+    if not np.isin(matrix, (0, 1)).all():
+        raise ValueError("votes must hold only 0 (normal) and 1 (atypical).")
+    agreements = []
+    for r in range(matrix.shape[1]):
+        others = np.delete(matrix, r, axis=1)
+        atypical_votes = others.sum(axis=1) * 2
+        decided = atypical_votes != others.shape[1]
+        reference = (atypical_votes > others.shape[1])[decided].astype(np.int8)
+        agreements.append(
+            ReaderAgreement(
+                reader=r,
+                balanced_accuracy=balanced_accuracy_score(reference, matrix[decided, r]),
+                n=int(decided.sum()),
+                n_atypical=int(reference.sum()),
+            )
+        )
+    return agreements

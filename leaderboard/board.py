@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from leaderboard.ranking import Entry, best_per_team, load_entries, rank_entries
-from leaderboard.standings import latest_standing
+from leaderboard.results import Result
+from leaderboard.standings import Standing, latest_standing
 from submissions.tables import SHIPPED_MODEL_USER, Job, JobStatus, Submission
 
 
@@ -17,6 +19,17 @@ def build_board(sessions: sessionmaker, *, per_team: bool = False) -> list[Entry
     with sessions() as session:
         entries = rank_entries(load_entries(session), latest_standing(session))
     return best_per_team(entries) if per_team else entries
+
+
+def last_updated(sessions: sessionmaker) -> datetime | None:
+    """When the board last changed: the newest result or standing (None before any)."""
+    with sessions() as session:
+        moments = [
+            session.scalar(select(func.max(Result.created_at))),
+            session.scalar(select(func.max(Standing.created_at))),
+        ]
+    known = [m if m.tzinfo else m.replace(tzinfo=UTC) for m in moments if m is not None]
+    return max(known) if known else None
 
 
 def verified_checkpoints(sessions: sessionmaker, data_dir: Path) -> dict[str, Path]:

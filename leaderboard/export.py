@@ -41,6 +41,9 @@ def board_rows(entries: list[Entry]) -> list[dict]:
                 row[f"{split.name}_{metric}"] = released.get(metric)
         row.update(
             {
+                "parameters": entry.parameters,
+                "ms_per_crop": entry.ms_per_crop,
+                "measured_on": entry.measured_on,
                 "sha256": entry.sha256,
                 **entry.provenance,
                 "submission_id": entry.submission_id,

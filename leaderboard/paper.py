@@ -5,6 +5,7 @@ Each is the mean ± std over the paper's 5 fold models at threshold 0.5; no conf
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -17,12 +18,20 @@ from submissions.metadata import EntryMetadata
 from submissions.tables import Submission
 
 PAPER_CSV = Path(__file__).parent / "data" / "paper_results.csv"
+# parameters of each backbone with a one-logit head, counted from the model registry (a test
+# recounts them); the paper does not state them
+PAPER_PARAMETERS = Path(__file__).parent / "data" / "paper_parameters.json"
 PAPER_URL = "https://arxiv.org/abs/2506.21444"
 
 
 def paper_rows() -> pd.DataFrame:
     """The paper's table as published."""
     return pd.read_csv(PAPER_CSV)
+
+
+def paper_parameters() -> dict[str, int]:
+    """Parameters of each paper backbone (``paper_rows().backbone``)."""
+    return json.loads(PAPER_PARAMETERS.read_text())
 
 
 def seed_paper_rows(sessions: sessionmaker) -> int:
@@ -35,6 +44,7 @@ def seed_paper_rows(sessions: sessionmaker) -> int:
             _release_paper_rows(session)
             return 0
         rows = paper_rows()
+        parameters = paper_parameters()
         for row in rows.itertuples():
             meta = EntryMetadata(
                 model_name=f"{row.model} ({row.group})",
@@ -46,7 +56,13 @@ def seed_paper_rows(sessions: sessionmaker) -> int:
                 paper_url=PAPER_URL,
                 description="Reported in the paper: mean ± std over 5 fold models.",
             ).validated()  # the paper's groups are our method types
-            submission = Submission(sha256=None, kind="paper", user="paper", meta=meta.to_dict())
+            submission = Submission(
+                sha256=None,
+                kind="paper",
+                user="paper",
+                meta=meta.to_dict(),
+                parameters=parameters[row.backbone],
+            )
             session.add(submission)
             session.flush()
             for split in (s.name for s in TEST_SPLITS):
@@ -67,7 +83,12 @@ def seed_paper_rows(sessions: sessionmaker) -> int:
 
 
 def _release_paper_rows(session) -> None:
-    """Paper rows stored before results had a released form get it (a database upgrade)."""
+    """Paper rows stored by an earlier version get a released form and parameter counts."""
+    parameters = paper_parameters()
+    for submission in session.scalars(
+        select(Submission).where(Submission.kind == "paper", Submission.parameters.is_(None))
+    ):
+        submission.parameters = parameters.get(submission.entry.backbone)
     paper = select(Submission.id).where(Submission.kind == "paper")
     for result in session.scalars(
         select(Result).where(Result.submission_id.in_(paper), Result.published.is_(None))

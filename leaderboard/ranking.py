@@ -34,6 +34,13 @@ PAPER_NOTE = (
 )
 
 
+PATHOLOGIST_NOTE = (
+    "Reference: one AtNorM-MD expert scored against the majority of the other four experts "
+    "(crops where they split 2-2 left out). The models are scored against the majority of all "
+    "five on every crop, so the references differ. Not ranked."
+)
+
+
 @dataclass
 class Entry:
     """One row of the board: who submitted what, and its released numbers per split."""
@@ -52,12 +59,17 @@ class Entry:
     ranked_among: int | None = None  # how many entries were tested
     top_group: bool | None = None  # None: not tested
     rank_margin: float | None = None  # the released margin the interval was computed with
+    parameters: int | None = None
+    ms_per_crop: float | None = None  # verified entries: forward time on a worker
+    measured_on: str | None = None
 
     @property
     def comparison(self) -> str:
         """What the entry's numbers are and how it was compared, in words."""
         if self.source == "paper":
             return PAPER_NOTE
+        if self.source == "pathologist":
+            return PATHOLOGIST_NOTE
         if self.withheld:
             return "Hidden-split scores withheld by the release policy: not ranked."
         if self.rank_range is None:
@@ -110,6 +122,9 @@ def load_entries(session: Session) -> list[Entry]:
                 meta=EntryMetadata.from_dict(s.meta),
                 user=s.user,
                 sha256=s.sha256,
+                parameters=s.parameters,
+                ms_per_crop=s.ms_per_crop,
+                measured_on=s.measured_on,
                 disclosure=disclosures.get(result.job_id) or "",
                 provenance={
                     "scorer_version": result.scorer_version,
@@ -122,13 +137,18 @@ def load_entries(session: Session) -> list[Entry]:
             entry.withheld = entry.withheld or result.split in HIDDEN
         else:
             entry.scores[result.split] = result.published
-    return [e for e in entries.values() if e.hidden_mean_ba is not None or e.withheld]
+    return [
+        e
+        for e in entries.values()
+        if e.hidden_mean_ba is not None or e.withheld or e.source == "pathologist"
+    ]
 
 
 def rank_entries(entries: list[Entry], standing: StandingView | None = None) -> list[Entry]:
-    """Ranked entries first (competition ranking on the released hidden mean), then withheld.
+    """Ranked entries, then the pathologists' reference rows, then withheld entries.
 
-    Entries in ``standing`` get their rank interval among the tested entries
+    The rank is competition ranking on the released hidden mean. Entries in ``standing``
+    get their rank interval among the tested entries
     (:func:`evaluation.disclosure.rank_intervals`) and their top-group membership.
     """
     ranked = sorted(
@@ -147,12 +167,13 @@ def rank_entries(entries: list[Entry], standing: StandingView | None = None) -> 
             entry.ranked_among = len(tested)
             entry.top_group = entry.rank_range[0] == 1
             entry.rank_margin = standing.margin
-    withheld = sorted(
-        (e for e in entries if e.hidden_mean_ba is None), key=lambda e: e.submission_id
+    unranked = sorted(
+        (e for e in entries if e.hidden_mean_ba is None),
+        key=lambda e: (e.source != "pathologist", e.submission_id),
     )
-    for entry in withheld:
+    for entry in unranked:
         entry.rank = None
-    return ranked + withheld
+    return ranked + unranked
 
 
 def best_per_team(entries: list[Entry]) -> list[Entry]:

@@ -27,7 +27,7 @@ from evaluation.disclosure import HIDDEN, release_margin
 from evaluation.metrics import simultaneous_margin
 from leaderboard.results import Result
 from submissions.quota import lock_account
-from submissions.tables import Base, Submission, utcnow
+from submissions.tables import SCORED_KINDS, Base, Submission, utcnow
 
 STANDINGS_LOCK = "(standings)"  # an account name no Hugging Face user can have
 CONFIDENCE = 0.95
@@ -127,7 +127,7 @@ def _tested_results(session: Session, label_set_hash: str) -> dict[int, dict[str
         select(Result)
         .join(Submission, Submission.id == Result.submission_id)
         .where(
-            Submission.kind != "paper",
+            Submission.kind.in_(SCORED_KINDS),
             Result.current.is_(True),
             Result.split.in_(HIDDEN),
             Result.published.is_not(None),

@@ -1,41 +1,87 @@
-"""What the board shows: display tables, filters, the in- vs out-of-domain plot, entry details.
+"""What the board shows: the table and its filters, the plot, the entry card, the legend.
 
 Pure functions of the ranked entries (or of ``export.board_rows``), so they show released
-numbers only, with the digits that were released (two decimals for a hidden split); text stays
-text (the app's table renders it as plain strings, never as HTML or Markdown).
+numbers only, with the digits that were released (two decimals for a hidden split). Table
+cells are plain strings (the app's table never renders them as HTML or Markdown); the entry
+card is Markdown, so every submitter-written text in it is escaped.
 """
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 
 import pandas as pd
 
-from evaluation.splits import TEST_SPLITS
 from leaderboard.export import board_rows
-from leaderboard.ranking import Entry
+from leaderboard.ranking import PAPER_NOTE, Entry
 
-SOURCES = ("verified", "self-reported", "paper")
-COLUMNS = [
+SOURCES = ("verified", "self-reported", "paper", "pathologist")
+SOURCE_COLOURS = {  # fixed, so a source keeps its colour whatever the filters show
+    "verified": "#1f77b4",
+    "self-reported": "#ff7f0e",
+    "paper": "#7f7f7f",
+    "pathologist": "#2ca02c",
+}
+FOUNDATION_METHODS = ("linear probe", "LoRA")
+SMALL_MODEL = 30_000_000
+TRACKS = ("no foundation model", "≤ 30 M parameters")
+SPLIT_TITLES = {"amibr_test": "AMi-Br test", "atnorm_br": "AtNorM-Br", "atnorm_md": "AtNorM-MD"}
+MAIN_COLUMNS = [
     "rank",
     "model",
     "team",
-    "source",
     "method",
-    "backbone",
-    "rank range (95 %)",
     "hidden mean BA",
-    "AMi-Br test BA",
     "AtNorM-Br BA",
     "AtNorM-MD BA",
+    "AMi-Br test BA",
+    "rank range (95 %)",
+    "source",
+]
+EXTRA_COLUMNS = [
+    "backbone",
+    "pretraining",
+    "parameters (M)",
+    "ms / crop",
     "AMi-Br test AUROC",
     "AMi-Br test sens / spec",
-    "id",
+    "trained on MIDOG++",
+    "scored",
 ]
 WITHHELD = "withheld"
+NO_MATCH = "No entry matches the search and filters."
 
 
-def _number(value) -> str:
+@dataclass(frozen=True)
+class BoardFilter:
+    """What the visitor asked to see: a search text, a method, sources and tracks."""
+
+    search: str = ""
+    method: str = "all"
+    sources: tuple[str, ...] = SOURCES
+    tracks: tuple[str, ...] = ()
+
+    def keeps(self, entry: Entry) -> bool:
+        """Whether ``entry`` passes every part of the filter."""
+        meta = entry.meta
+        needle = self.search.strip().lower()
+        text = " ".join((meta.model_name, meta.team, meta.backbone, meta.pretraining)).lower()
+        if entry.source not in self.sources or (needle and needle not in text):
+            return False
+        if self.method != "all" and meta.method_type != self.method:
+            return False
+        if "no foundation model" in self.tracks and meta.method_type in FOUNDATION_METHODS:
+            return False
+        small = entry.parameters is not None and entry.parameters <= SMALL_MODEL
+        return "≤ 30 M parameters" not in self.tracks or small
+
+
+def filter_entries(entries: list[Entry], board_filter: BoardFilter) -> list[Entry]:
+    """The entries the filter keeps, in board order (the table, plot and details all use it)."""
+    return [e for e in entries if board_filter.keeps(e)]
+
+
+def released_number(value) -> str:
     """A released number with the digits it was released with (at least two, at most four)."""
     if value is None:
         return ""
@@ -43,20 +89,24 @@ def _number(value) -> str:
     return text + "0" * max(0, 2 - len(text.split(".")[1]))
 
 
-def _ba(row: dict, split: str) -> str:
+def ba_cell(row: dict, split: str) -> str:
     ba, low, high, std = (row[f"{split}_{k}"] for k in ("ba", "ba_low", "ba_high", "ba_std"))
     if ba is None:
         return WITHHELD if row["hidden_withheld"] and split != "amibr_test" else ""
     if low is not None:
-        return f"{_number(ba)} [{_number(low)}, {_number(high)}]"
-    return f"{_number(ba)} ± {_number(std)}" if std is not None else _number(ba)
+        return f"{released_number(ba)} [{released_number(low)}, {released_number(high)}]"
+    if std is not None:
+        return f"{released_number(ba)} ± {released_number(std)}"
+    return released_number(ba)
 
 
-def _rank_range(row: dict) -> str:
+def rank_range_cell(row: dict) -> str:
     """The simultaneous rank interval among tested entries, or why there is none."""
     if row["rank_low"] is None:
         if row["source"] == "paper":
             return "not tested (paper row)"
+        if row["source"] == "pathologist":
+            return "reference (pathologist)"
         return WITHHELD if row["hidden_withheld"] else "not tested yet"
     low, high = row["rank_low"], row["rank_high"]
     span = str(low) if low == high else f"{low}–{high}"
@@ -65,68 +115,161 @@ def _rank_range(row: dict) -> str:
 
 def _sens_spec(row: dict, split: str) -> str:
     sens, spec = row[f"{split}_sensitivity"], row[f"{split}_specificity"]
-    return "" if sens is None else f"{sens:.3f} / {spec:.3f}"
+    if sens is None:
+        return "not published" if row["source"] == "paper" else ""
+    return f"{sens:.3f} / {spec:.3f}"
 
 
-def display_table(
-    entries: list[Entry],
-    *,
-    search: str = "",
-    method: str = "all",
-    sources: tuple[str, ...] | list[str] = SOURCES,
-) -> pd.DataFrame:
-    """The board as display strings, filtered by a search text, method type and sources."""
-    rows = []
-    needle = search.strip().lower()
-    for row in board_rows(entries):
-        if row["source"] not in sources or (method != "all" and row["method_type"] != method):
-            continue
-        text = " ".join(str(row[k]) for k in ("model_name", "team", "backbone", "pretraining"))
-        if needle and needle not in text.lower():
-            continue
-        rows.append(
-            [
-                "" if row["rank"] is None else row["rank"],
-                row["model_name"],
-                row["team"],
-                row["source"],
-                row["method_type"],
-                row["backbone"],
-                _rank_range(row),
-                WITHHELD if row["hidden_withheld"] else _number(row["hidden_mean_ba"]),
-                *(_ba(row, s.name) for s in TEST_SPLITS),
-                _number(row["amibr_test_auroc"]),
-                _sens_spec(row, "amibr_test"),
-                row["submission_id"],
-            ]
-        )
-    return pd.DataFrame(rows, columns=COLUMNS)
+def _parameters(row: dict) -> str:
+    return "" if row["parameters"] is None else f"{row['parameters'] / 1e6:.1f}"
+
+
+CELLS = {
+    "rank": lambda r: "" if r["rank"] is None else str(r["rank"]),
+    "model": lambda r: r["model_name"],
+    "team": lambda r: r["team"],
+    "method": lambda r: r["method_type"],
+    "hidden mean BA": lambda r: (
+        WITHHELD if r["hidden_withheld"] else released_number(r["hidden_mean_ba"])
+    ),
+    "AtNorM-Br BA": lambda r: ba_cell(r, "atnorm_br"),
+    "AtNorM-MD BA": lambda r: ba_cell(r, "atnorm_md"),
+    "AMi-Br test BA": lambda r: ba_cell(r, "amibr_test"),
+    "rank range (95 %)": rank_range_cell,
+    "source": lambda r: r["source"],
+    "backbone": lambda r: r["backbone"],
+    "pretraining": lambda r: r["pretraining"],
+    "parameters (M)": _parameters,
+    "ms / crop": lambda r: "" if r["ms_per_crop"] is None else f"{r['ms_per_crop']:.1f}",
+    "AMi-Br test AUROC": lambda r: released_number(r["amibr_test_auroc"]),
+    "AMi-Br test sens / spec": lambda r: _sens_spec(r, "amibr_test"),
+    "trained on MIDOG++": lambda r: "yes" if r["uses_midog"] else "",
+    "scored": lambda r: (r.get("scored_at") or "")[:10],
+}
+
+
+SORT_KEYS = {  # the export row field each sortable column orders by
+    "rank": "rank",
+    "model": "model_name",
+    "team": "team",
+    "method": "method_type",
+    "hidden mean BA": "hidden_mean_ba",
+    "AtNorM-Br BA": "atnorm_br_ba",
+    "AtNorM-MD BA": "atnorm_md_ba",
+    "AMi-Br test BA": "amibr_test_ba",
+    "rank range (95 %)": "rank_low",
+    "source": "source",
+    "backbone": "backbone",
+    "pretraining": "pretraining",
+    "parameters (M)": "parameters",
+    "ms / crop": "ms_per_crop",
+    "AMi-Br test AUROC": "amibr_test_auroc",
+    "AMi-Br test sens / spec": "amibr_test_sensitivity",
+    "trained on MIDOG++": "uses_midog",
+    "scored": "scored_at",
+}
+ASCENDING_FIRST = (
+    "rank",
+    "model",
+    "team",
+    "method",
+    "rank range (95 %)",
+    "source",
+    "backbone",
+    "pretraining",
+    "parameters (M)",
+    "ms / crop",
+)
+
+
+def next_sort(current: tuple[str, bool] | None, clicked: str) -> tuple[str, bool] | None:
+    """The sort after a click on column ``clicked``: (column, descending), or None to reset.
+
+    A first click sorts in the column's natural direction (best first for scores, A-Z for
+    names, smallest first for ranks and costs); a second click reverses it; a third restores
+    the board's order. One column at a time: sorts never stack.
+    """
+    if clicked not in SORT_KEYS:
+        return current
+    first = clicked not in ASCENDING_FIRST
+    if current is None or current[0] != clicked:
+        return clicked, first
+    return (clicked, not first) if current[1] == first else None
+
+
+def sort_note(sort: tuple[str, bool] | None) -> str:
+    """How the table is ordered, in words."""
+    if sort is None:
+        return "Ordered by rank; click a column header to sort by it."
+    column, descending = sort
+    way = "high to low" if descending else "low to high"
+    if column in ("model", "team", "method", "source", "backbone", "pretraining"):
+        way = "Z to A" if descending else "A to Z"
+    return f"Sorted by {column}, {way}; click it again to reverse, a third time for the rank order."
+
+
+def sort_entries(entries: list[Entry], sort: tuple[str, bool] | None) -> list[Entry]:
+    """``entries`` ordered by one column (blanks last either way); board order for None."""
+    if sort is None:
+        return entries
+    column, descending = sort
+    key = SORT_KEYS[column]
+    rows = board_rows(entries)
+    present = [(e, r[key]) for e, r in zip(entries, rows, strict=True) if r[key] not in (None, "")]
+    blank = [e for e, r in zip(entries, rows, strict=True) if r[key] in (None, "")]
+
+    def order(pair):
+        value = pair[1]
+        return value.lower() if isinstance(value, str) else value
+
+    present.sort(key=order, reverse=descending)
+    return [e for e, _ in present] + blank
+
+
+def display_table(entries: list[Entry], *, extra_columns=()) -> pd.DataFrame:
+    """The entries as display strings: the main columns, then the chosen extra ones.
+
+    With no entry, one row says that nothing matches (not a bare header).
+    """
+    columns = MAIN_COLUMNS + [c for c in EXTRA_COLUMNS if c in extra_columns]
+    rows = [[CELLS[c](row) for c in columns] for row in board_rows(entries)]
+    if not rows:
+        rows = [["", NO_MATCH, *([""] * (len(columns) - 2))]]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def board_legend(entries: list[Entry]) -> str:
-    """What the board's columns mean, in words, with the margin now in force (Markdown)."""
+    """The glossary under the board, with the margin now in force (Markdown)."""
     tested = [e for e in entries if e.rank_range is not None]
     if tested:
         now = (
-            f"Now: {len(tested)} tested entries; two are told apart when their hidden means "
+            f"Now {len(tested)} entries are tested; two are told apart when their hidden means "
             f"differ by more than {tested[0].rank_margin:.2f} + 0.01."
         )
     else:
         now = "No entry has been tested yet."
-    return (
-        "**rank**: by the hidden mean BA, the mean of the released AtNorM-Br and AtNorM-MD "
-        "balanced accuracies (rounded to 0.01 by the release policy). "
-        "**rank range (95 %)**: the ranks a submission could hold among the *tested* entries "
-        "(those with per-crop predictions), with 95 % confidence for all entries at once: one "
-        "paired bootstrap over the hidden crops gives the margin by which hidden means must "
-        "differ, plus 0.01 for rounding. **top group**: the entries whose range includes 1, "
-        "i.e. not told apart from the best tested entry. "
-        "**[ ]**: a 95 % bootstrap CI of one submitted model. "
-        "**paper rows**: the mean of 5 fold models, each trained on 80 % of AMi-Br train; ± is "
-        "their spread (std). They have no per-crop predictions, hence no CI, no rank range and "
-        "no top-group test, and they measure a different quantity from a submission (one model "
-        f"trained on all of AMi-Br train). {now}"
-    )
+    return f"""**How to read the board** (research use only, not for diagnosis)
+
+- **rank**: by the **hidden mean BA**, the mean of the balanced accuracies on the two hidden
+  sets, AtNorM-Br and AtNorM-MD (released rounded to 0.01). Balanced accuracy is the mean of
+  the sensitivity on atypical figures and the specificity on normal ones; 0.5 is chance.
+- **rank range (95 %)**: the ranks a submission could hold among the *tested* entries (every
+  submission with per-crop predictions), with 95 % confidence for all of them at once, from
+  one paired bootstrap over the hidden crops. **top group**: the tested entries not told apart
+  from the best one, i.e. whose range includes 1. {now}
+- **0.79 [0.74, 0.84]**: a submission's value and its 95 % confidence interval.
+- **0.77 ± 0.01**, *paper* rows: {PAPER_NOTE} Their sensitivity and specificity were not
+  published.
+- *pathologist* rows: each of AtNorM-MD's five experts scored against the majority of the
+  other four (crops where those four split 2–2 left out). The models are scored against the
+  majority of all five on every crop, so the references differ; they place a model among
+  human readers, not on the same scale exactly.
+- **withheld**: hidden-split scores that the release policy did not release (they were not
+  0.01 above the same account's best); see the About tab.
+- **verified**: a checkpoint the server ran itself; **self-reported**: a prediction file.
+- **ms / crop**: a verified model's forward pass on the evaluation worker that scored it
+  (batch of 32; the device is in the entry card).
+"""
 
 
 def domain_plot_frame(entries: list[Entry]) -> pd.DataFrame:
@@ -141,28 +284,60 @@ def domain_plot_frame(entries: list[Entry]) -> pd.DataFrame:
             }
             for e in entries
             if "amibr_test" in e.scores and e.hidden_mean_ba is not None
-        ]
+        ],
+        columns=["model", "source", "amibr_test_ba", "hidden_mean_ba"],
     )
 
 
+def plot_limits(frame: pd.DataFrame, pad: float = 0.02) -> tuple[list[float], list[float]]:
+    """Axis ranges that hold every point with a margin, on a 0.05 grid, within [0, 1]."""
+
+    def limits(values: pd.Series) -> list[float]:
+        if values.empty:
+            return [0.5, 1.0]
+        low = max(0.0, (values.min() - pad) // 0.05 * 0.05)
+        high = min(1.0, -((-(values.max() + pad)) // 0.05) * 0.05)
+        return [round(low, 2), round(high, 2)]
+
+    return limits(frame["amibr_test_ba"]), limits(frame["hidden_mean_ba"])
+
+
 def entry_details(entries: list[Entry], submission_id: int) -> dict:
-    """Every released number and the provenance of one entry."""
+    """Every released number and the provenance of one entry (its row of the exports)."""
     for entry, row in zip(entries, board_rows(entries), strict=True):
         if entry.submission_id == submission_id:
             return {k: v for k, v in row.items() if v is not None and v != ""}
     raise ValueError(f"No entry with id {submission_id} on the board.")
 
 
+def _released_ba(scores: dict, split: str) -> str:
+    released = scores.get(split)
+    if released is None:
+        return WITHHELD if split in scores else ""
+    return released_number(released.get("ba"))
+
+
 def submissions_table(reports: list[dict]) -> pd.DataFrame:
-    """A user's jobs (``leaderboard.results.job_report``), the released BA per split in one cell."""
-    return pd.DataFrame(
-        [
+    """A user's jobs (``leaderboard.results.job_report``), readable: one row a job."""
+    rows = []
+    for report in reports:
+        scores = report["scores"]
+        status = report["status"]
+        if report.get("progress"):
+            status = f"{status} ({report['progress']})"
+        rows.append(
             {
-                **{k: v for k, v in report.items() if k != "scores"},
-                "balanced_accuracy": json.dumps(
-                    {split: (s or {}).get("ba") for split, s in report["scores"].items()}
-                ),
+                "job": report["job_id"],
+                "model": report["model_name"],
+                "kind": report["source"],
+                "status": status,
+                "queue position": report["queue_position"] or "",
+                **{f"{SPLIT_TITLES[s]} BA": _released_ba(scores, s) for s in SPLIT_TITLES},
+                "note": report["disclosure"] if report["disclosure"] != "released" else "",
+                "reason": report["reason"],
+                "submitted (UTC)": report["created_at"].replace("T", " ")[:16],
             }
-            for report in reports
-        ]
-    )
+        )
+    columns = ["job", "model", "kind", "status", "queue position"]
+    columns += [f"{t} BA" for t in SPLIT_TITLES.values()] + ["note", "reason", "submitted (UTC)"]
+    return pd.DataFrame(rows, columns=columns)

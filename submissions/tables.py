@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Enum,
@@ -56,6 +57,7 @@ class EntrySource(enum.StrEnum):
     VERIFIED = "verified"  # a checkpoint the server ran
     SELF_REPORTED = "self-reported"  # a prediction file
     PAPER = "paper"  # reported in the benchmark paper
+    PATHOLOGIST = "pathologist"  # an AtNorM-MD expert against the other experts (a reference)
 
 
 SHIPPED_MODEL_USER = "maintainers"  # who the shipped model's entry belongs to
@@ -63,7 +65,9 @@ SOURCE_OF_KIND = {
     "checkpoint": EntrySource.VERIFIED,
     "predictions": EntrySource.SELF_REPORTED,
     "paper": EntrySource.PAPER,
+    "pathologist": EntrySource.PATHOLOGIST,
 }
+SCORED_KINDS = ("predictions", "checkpoint")  # the kinds the worker scores
 
 
 class JobStatus(enum.StrEnum):
@@ -89,6 +93,10 @@ class Submission(Base):
     path: Mapped[str] = mapped_column(String(500), default="")  # relative to MITOSIS_DATA_DIR
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # efficiency: parameters of the network, and (checkpoints) its forward time on a worker
+    parameters: Mapped[int | None] = mapped_column(BigInteger)
+    ms_per_crop: Mapped[float | None] = mapped_column(Float)
+    measured_on: Mapped[str | None] = mapped_column(String(100))
 
     jobs: Mapped[list[Job]] = relationship(back_populates="submission", order_by="Job.id")
 

@@ -34,6 +34,7 @@ from leaderboard.standings import update_standing
 from models.archive import CheckpointFiles
 from models.checkpoint import checkpoint_from_files
 from models.errors import ModelError
+from models.imaging import load_crop
 from models.predictor import Predictor
 from settings import Settings
 from submissions import jobs, workers
@@ -42,6 +43,7 @@ from submissions.queue import LANES, EvaluationQueue
 from submissions.tables import Job, Submission, open_store
 
 log = logging.getLogger("evaluation.worker")
+EFFICIENCY_CROPS = 32
 
 
 class Worker:
@@ -152,8 +154,9 @@ class Worker:
             self.interactive.wait_while_busy()  # a user of the Space goes first
 
         started = time.monotonic()
+        predictor = Predictor(checkpoint, device="auto")
         frame = predict_splits(
-            Predictor(checkpoint, device="auto"),
+            predictor,
             bundle,
             self.splits,
             cache_dir=self.settings.cache_dir,
@@ -165,8 +168,20 @@ class Worker:
         if flops:
             seconds = time.monotonic() - started
             workers.record_speed(self.sessions, self.name, flops * len(frame) / seconds / 1e9)
+        self._record_efficiency(submission.id, predictor, bundle)
         atomic_write(cached, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6f"))
         return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
+
+    def _record_efficiency(self, submission_id: int, predictor: Predictor, bundle) -> None:
+        """Parameters and forward time per crop (batch of EFFICIENCY_CROPS test crops)."""
+        paths = sorted(bundle.test_crops_dir.glob("*.png"))[:EFFICIENCY_CROPS]
+        crops = np.stack([load_crop(path) for path in paths])
+        ms = predictor.ms_per_crop(crops)
+        with self.sessions.begin() as session:
+            submission = session.get(Submission, submission_id)
+            submission.parameters = predictor.parameters
+            submission.ms_per_crop = round(ms, 2)
+            submission.measured_on = f"{_device()}, batch {len(crops)}"
 
     def _write_results(self, session, job, predictions, scores, truth, label_hash) -> None:
         """The new current results of the job's submission (older ones stay, not current)."""

@@ -17,6 +17,7 @@ from sqlalchemy.orm import sessionmaker
 from evaluation.bundle import LabelStore, PublicBundle
 from fileio import zip_folder
 from leaderboard.paper import seed_paper_rows
+from leaderboard.pathologists import seed_pathologist_rows
 from leaderboard.publication import release_pending
 from leaderboard.results import Result
 from models.archive import CheckpointFiles
@@ -27,7 +28,7 @@ from submissions.metadata import checkpoint_entry
 from submissions.queue import EvaluationQueue
 from submissions.quota import lock_account
 from submissions.storage import sha256, store_file, stored_path
-from submissions.tables import SHIPPED_MODEL_USER, Job, JobStatus, Submission
+from submissions.tables import SCORED_KINDS, SHIPPED_MODEL_USER, Job, JobStatus, Submission
 
 log = logging.getLogger("evaluation.worker")
 RESCORE_LOCK = "(re-scoring)"  # an account name no Hugging Face user can have
@@ -49,6 +50,7 @@ class Upkeep:
         before the release was built).
         """
         seed_paper_rows(self.sessions)
+        self.seed_pathologists()
         release_pending(self.sessions)
         data = zip_folder(self.settings.default_checkpoint)
         digest = sha256(data)
@@ -125,9 +127,15 @@ class Upkeep:
             session.flush()
             return job.id
 
+    def seed_pathologists(self) -> None:
+        """The experts' reference rows for the label store's current label set."""
+        labels = LabelStore.if_present(self.settings.labels_dir)
+        if labels is not None:
+            seed_pathologist_rows(self.sessions, labels.reader_votes(), labels.label_set_hash)
+
     def rescore_all(self) -> int:
         """A new job for every stored submission; their old results stay as history."""
-        return self._rescore(select(Submission.id).where(Submission.kind != "paper"))
+        return self._rescore(select(Submission.id).where(Submission.kind.in_(SCORED_KINDS)))
 
     def rescore_stale(self) -> int:
         """A new job for every submission scored against other labels than the store's now.
@@ -139,6 +147,7 @@ class Upkeep:
         current = LabelStore.current_hash(self.settings.labels_dir)
         if current is None:
             return 0
+        self.seed_pathologists()
         stale = (
             select(Result.submission_id)
             .where(

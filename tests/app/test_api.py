@@ -94,11 +94,14 @@ def test_submit_predictions_then_status_then_board(client, app):
         "atnorm_md",
     }
     board = client.predict("api model", "all", ["self-reported"], False, api_name="/leaderboard")
-    assert [row[1] for row in board["data"]] == ["api model"]
-    everything = client.predict(
-        "", "all", ["verified", "self-reported", "paper"], False, api_name="/leaderboard"
-    )
-    assert sum(row[3] == "paper" for row in everything["data"]) == 17
+    (row,) = board
+    assert row["model_name"] == "api model" and row["source"] == "self-reported"
+    assert isinstance(row["amibr_test_ba"], float) and isinstance(row["amibr_test_auroc"], float)
+    everything = client.predict(api_name="/leaderboard")  # every argument has a default
+    assert sum(r["source"] == "paper" for r in everything) == 17
+    assert {r["source"] for r in everything} >= {"paper", "pathologist", "self-reported"}
+    api = client.view_api(return_format="dict")["named_endpoints"]["/leaderboard"]
+    assert all(p["parameter_has_default"] for p in api["parameters"])
 
 
 def test_submit_checkpoint(client, app, tmp_path):

@@ -116,42 +116,6 @@ def test_intervals_are_seeded_and_narrow_with_more_data():
     assert big.high - big.low < small.high - small.low
 
 
-def test_paired_bootstrap():
-    y, _, pred = random_case(5, n=600)
-    same = metrics.paired_bootstrap_ba(y, pred, pred)
-    assert (same.difference, same.low, same.high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
-    perfect = metrics.paired_bootstrap_ba(y, y, pred)
-    assert perfect.difference == pytest.approx(1 - skm.balanced_accuracy_score(y, pred))
-    assert perfect.low > 0 and perfect.p_value < 0.001
-    reverse = metrics.paired_bootstrap_ba(y, pred, y)
-    assert reverse.difference == pytest.approx(-perfect.difference)
-    assert reverse.high < 0
-    # two models that differ on one crop are not distinguishable
-    nearly = pred.copy()
-    nearly[0] = 1 - nearly[0]
-    assert metrics.paired_bootstrap_ba(y, pred, nearly).p_value > 0.5
-
-
-def test_paired_differences_match_index_resampling_and_vectorise():
-    y, _, pred = random_case(6, n=400)
-    rng = np.random.default_rng(1)
-    other = np.where(rng.random(y.size) < 0.15, 1 - pred, pred)
-    samples = metrics.paired_ba_differences(y, pred, other, n_resamples=2000, seed=3)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    loop = []
-    for _ in range(2000):
-        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
-        loop.append(
-            skm.balanced_accuracy_score(y[idx], pred[idx])
-            - skm.balanced_accuracy_score(y[idx], other[idx])
-        )
-    assert samples.mean() == pytest.approx(np.mean(loop), abs=0.003)
-    assert samples.std() == pytest.approx(np.std(loop), rel=0.1)
-    many = metrics.paired_ba_differences(y, pred, np.stack([other, pred]), n_resamples=2000, seed=3)
-    assert many.shape == (2000, 2)
-    assert np.allclose(many[:, 0], samples) and not many[:, 1].any()
-
-
 @pytest.mark.parametrize(
     "call, message",
     [
@@ -165,12 +129,33 @@ def test_paired_differences_match_index_resampling_and_vectorise():
         (lambda: metrics.balanced_accuracy_ci([0, 1], [0, 1], n_resamples=0), "at least 1"),
         (lambda: metrics.roc_auc_ci([0, 1], [0, 1], confidence=1.0), "strictly between"),
         (lambda: metrics.expected_calibration_error([0, 1], [0, 1], n_bins=0), "n_bins"),
-        (
-            lambda: metrics.paired_bootstrap_ba([0, 1], [0, 1], [1]),
-            "y_pred_b must hold 0/1 predictions for the 2",
-        ),
     ],
 )
 def test_invalid_inputs_raise_specific_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_reader_agreement_by_hand():
+    # five readers; reader 0 is compared with the majority of readers 1-4 (ties left out)
+    votes = np.array(
+        [
+            [1, 1, 1, 1, 0],  # others 3 of 4 atypical -> atypical; reader 0 right
+            [1, 1, 1, 0, 0],  # others 2-2 -> left out for reader 0
+            [0, 0, 0, 0, 1],  # others 1 of 4 -> normal; reader 0 right
+            [1, 0, 0, 0, 0],  # others 0 of 4 -> normal; reader 0 wrong
+            [0, 1, 1, 1, 1],  # others 4 of 4 -> atypical; reader 0 wrong
+            [0, 0, 0, 0, 0],  # normal; right
+        ]
+    )
+    first = metrics.reader_agreement(votes)[0]
+    # reference atypical: crops 0, 4 (TPR 1/2); normal: crops 2, 3, 5 (TNR 2/3)
+    assert (first.n, first.n_atypical) == (5, 2)
+    assert first.balanced_accuracy == pytest.approx((1 / 2 + 2 / 3) / 2)
+    for agreement in metrics.reader_agreement(votes):
+        others = np.delete(votes, agreement.reader, axis=1).sum(1)
+        keep = others != 2
+        expected = skm.balanced_accuracy_score(others[keep] > 2, votes[keep, agreement.reader])
+        assert agreement.balanced_accuracy == pytest.approx(expected)
+    with pytest.raises(ValueError, match="3 readers or more"):
+        metrics.reader_agreement(votes[:, :2])

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import select, text, update
 
+from evaluation.bundle import LabelStore
 from evaluation.disclosure import rank_intervals, round_hidden
+from evaluation.metrics import reader_agreement
 from evaluation.worker import Worker
 from leaderboard.board import build_board
 from leaderboard.export import board_rows, to_csv, to_json
@@ -66,7 +68,7 @@ def test_board_ranks_by_released_hidden_mean(scored):
     assert by_name["perfect"].scores["atnorm_br"]["ba"] == 1.0
     swin = by_name["Swin-B (end-to-end)"]
     assert swin.scores["atnorm_md"] == {"ba": 0.7723, "ba_std": 0.0142, "auroc": 0.8806}
-    assert {e.source for e in board} == {"paper", "self-reported", "verified"}
+    assert {e.source for e in board} == {"paper", "self-reported", "verified", "pathologist"}
 
 
 def test_tested_entries_get_rank_intervals_and_paper_rows_say_why_not(scored):
@@ -169,7 +171,7 @@ def test_best_entry_per_team(scored):
 def test_exports_hold_released_numbers_only(scored):
     rows = board_rows(build_board(scored.sessions))
     parsed = json.loads(to_json(rows))
-    assert len(parsed) == 17 + 5
+    assert len(parsed) == 17 + 5 + 5  # paper rows, submissions, pathologists
     first = parsed[0]
     for key in ("atnorm_br_ba_low", "sha256", "label_set_hash", "scorer_version", "scored_at"):
         assert key in first
@@ -181,7 +183,8 @@ def test_exports_hold_released_numbers_only(scored):
                 assert row[f"{split}_{metric}"] is None
             ba = row[f"{split}_ba"]
             assert ba is None or ba == round_hidden(ba)
-        assert row["amibr_test_brier"] is not None  # the public split keeps everything
+        if row["source"] != "pathologist":  # the public split keeps everything
+            assert row["amibr_test_brier"] is not None
     assert all(not isinstance(v, (list, dict, bytes)) for row in parsed for v in row.values())
     assert not any("decision" in key or "image" in key or "p_vs" in key for key in first)
     assert "\n=" not in to_csv(rows)
@@ -271,8 +274,33 @@ def test_the_hub_sync_writes_the_released_board(scored, tmp_path):
     sync = HubSync(tmp_path / "hub-sync", Scheduler())
     sync.write(build_board(scored.sessions))
     rows = json.loads((tmp_path / "hub-sync" / "board.json").read_text())
-    assert len(rows) == 22 and rows == json.loads(to_json(board_rows(build_board(scored.sessions))))
+    assert len(rows) == 27 and rows == json.loads(to_json(board_rows(build_board(scored.sessions))))
     assert all(r["atnorm_br_brier"] is None for r in rows)
     assert (tmp_path / "hub-sync" / "board.csv").read_text() == to_csv(
         board_rows(build_board(scored.sessions))
     )
+
+
+def test_pathologists_are_reference_rows_scored_against_the_other_experts(scored):
+    votes = LabelStore(scored.settings.labels_dir).reader_votes()
+    expected = reader_agreement(votes)
+    board = build_board(scored.sessions)
+    experts = [e for e in board if e.source == "pathologist"]
+    assert [e.model_name for e in experts] == [f"Pathologist {i} of 5" for i in range(1, 6)]
+    ranked = [e for e in board if e.rank is not None]
+    assert board.index(experts[0]) == len(ranked)  # after the ranked entries, unranked
+    for entry, agreement in zip(experts, expected, strict=True):
+        released = entry.scores["atnorm_md"]
+        assert released["ba"] == round_hidden(agreement.balanced_accuracy)
+        assert (released["n"], released["n_atypical"]) == (agreement.n, agreement.n_atypical)
+        assert set(entry.scores) == {"atnorm_md"} and entry.rank is None
+        assert "majority of the other four" in entry.comparison
+    Worker(scored.settings).upkeep.seed()  # the same label set: nothing rewritten
+    with scored.sessions() as session:
+        rows = session.scalars(select(Result).where(Result.scorer_version == "readers")).all()
+    assert len(rows) == 5 and all(r.current for r in rows)
+    table = display_table(board)
+    cells = table[table["model"] == "Pathologist 1 of 5"].iloc[0]
+    assert cells["rank range (95 %)"] == "reference (pathologist)"
+    assert cells["AtNorM-MD BA"].startswith(f"{experts[0].scores['atnorm_md']['ba']:.2f} [")
+    assert cells["hidden mean BA"] == "" and cells["rank"] == ""

@@ -240,7 +240,11 @@ def test_training_code_cannot_reach_test_data(real_release):
             "end_to_end",
             ("efficientnetv2_m", False, 5e-5, 1e-5, 15, "paper_end_to_end"),
         ),
-        ("swin_base", "end_to_end", ("swin_base", True, 5e-5, 1e-5, 15, "paper_end_to_end")),
+        (
+            "swin_base_patch4_window7_224",
+            "end_to_end",
+            ("swin_base_patch4_window7_224", True, 5e-5, 1e-5, 15, "paper_end_to_end"),
+        ),
         ("virchow2", "lora", ("virchow2_cls", True, 5e-5, 1e-5, 10, "paper_lora_virchow")),
         ("uni", "lora", ("uni", True, 5e-5, 1e-5, 10, "paper_lora_uni")),
         ("uni2_h", "lora", ("uni2_h", True, 5e-5, 1e-5, 10, "paper_none")),

@@ -1,0 +1,97 @@
+"""The entry card: one entry of the board, readable (Markdown).
+
+What it is and how it was compared, its released numbers per split with their intervals,
+its efficiency, what the submitter says about it and where the numbers come from. Every
+submitter-written text is escaped; links are shown as autolinks of validated URLs.
+"""
+
+from __future__ import annotations
+
+import re
+
+from evaluation.splits import TEST_SPLITS, get_split
+from leaderboard.export import board_rows
+from leaderboard.ranking import Entry
+from leaderboard.tables import SPLIT_TITLES, ba_cell, rank_range_cell, released_number
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+
+
+def _escape(text: str) -> str:
+    """Submitter-written text as literal Markdown (metadata validation already refuses HTML)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def _split_line(entry: Entry, row: dict, split: str) -> str:
+    released = entry.scores.get(split) or {}
+    title = SPLIT_TITLES[split] + (" (hidden)" if get_split(split).hidden else " (public)")
+    crops = ""
+    if released.get("n") is not None:
+        crops = f"{released['n']} ({released['n_atypical']})"
+    ba = ba_cell(row, split) or "—"
+    if get_split(split).hidden:
+        more = "only the rounded BA is released" if released else ""
+    elif released.get("sensitivity") is not None:
+        more = (
+            f"sensitivity {released['sensitivity']:.3f} · specificity "
+            f"{released['specificity']:.3f} · AUROC {released_number(released['auroc'])} "
+            f"[{released_number(released['auroc_low'])}, "
+            f"{released_number(released['auroc_high'])}] · AP "
+            f"{released['average_precision']:.3f} · Brier {released['brier']:.3f} · ECE "
+            f"{released['ece']:.3f}"
+        )
+    else:
+        more = f"AUROC {released_number(released.get('auroc'))}" if released.get("auroc") else ""
+    return f"| {title} | {crops or '—'} | {ba} | {more} |"
+
+
+def entry_card(entries: list[Entry], submission_id: int) -> str:
+    """One entry, readable: what it is, its numbers per split, efficiency, provenance."""
+    found = {e.submission_id: (e, r) for e, r in zip(entries, board_rows(entries), strict=True)}
+    if submission_id not in found:
+        raise ValueError(f"No entry with id {submission_id} on the board.")
+    entry, row = found[submission_id]
+    meta = entry.meta
+    table = [
+        "| set | crops (atypical) | balanced accuracy | more |",
+        "|---|---|---|---|",
+        *(
+            _split_line(entry, row, s.name)
+            for s in TEST_SPLITS
+            if s.name in entry.scores or get_split(s.name).hidden
+        ),
+    ]
+    blocks = [
+        f"### {_escape(meta.model_name)}" + (f" — {_escape(meta.team)}" if meta.team else ""),
+        f"*{entry.source}* · {meta.method_type} · rank {row['rank'] or '—'} · rank range "
+        f"{rank_range_cell(row)}",
+        entry.comparison,
+        "\n".join(table),
+    ]
+    if entry.parameters is not None:
+        speed = ""
+        if entry.ms_per_crop is not None:
+            speed = f" · {entry.ms_per_crop:.1f} ms per crop on {entry.measured_on}"
+        blocks.append(f"**Efficiency**: {entry.parameters / 1e6:.1f} M parameters{speed}")
+    about = [
+        ("backbone", _escape(meta.backbone)),
+        ("pretraining", _escape(meta.pretraining)),
+        ("training data", _escape(meta.training_data)),
+        ("trained on MIDOG++", "yes" if meta.uses_midog else ""),
+        # validated http(s) URLs without spaces, quotes or angle brackets: an autolink
+        ("paper", f"<{meta.paper_url}>" if meta.paper_url else ""),
+        ("code", f"<{meta.code_url}>" if meta.code_url else ""),
+    ]
+    described = " · ".join(f"{k}: {v}" for k, v in about if v)
+    if described:
+        blocks.append(f"**Entry**: {described}")
+    if meta.description:
+        blocks.append(f"> {_escape(meta.description)}")
+    if entry.provenance.get("scorer_version") and entry.source not in ("paper", "pathologist"):
+        p = entry.provenance
+        blocks.append(
+            f"**Provenance**: file sha256 `{entry.sha256 or '—'}` · scorer {p['scorer_version']}"
+            f" · label set `{(p['label_set_hash'] or '—')[:16]}` · scored {p['scored_at']} UTC"
+            f" · {p['versions']}"
+        )
+    return "\n\n".join(blocks)

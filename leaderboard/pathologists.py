@@ -1,0 +1,91 @@
+"""Pathologists on the board: AtNorM-MD's five experts as reference rows.
+
+Each expert's balanced accuracy against the majority of the other four
+(``evaluation.metrics.reader_agreement``; crops where those four split 2-2 left out), released
+like any hidden-split number: rounded to two decimals, with the conservative interval, the
+crops compared and how many of them are atypical. The worker passes the votes in (nothing here
+opens the label store) and the rows are rewritten whenever the label set changes. Five values
+of 101 each, once per label set: at most 5 log2(101) = 33 bits about the votes, ever.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.orm import sessionmaker
+
+from evaluation.disclosure import released_ba_interval, round_hidden
+from evaluation.metrics import reader_agreement
+from leaderboard.results import Result
+from submissions.metadata import EntryMetadata
+from submissions.tables import Submission
+
+KIND = "pathologist"
+SPLIT = "atnorm_md"
+
+
+def seed_pathologist_rows(
+    sessions: sessionmaker, votes: np.ndarray | None, label_set_hash: str
+) -> int:
+    """Write the experts' rows for this label set unless they are there; how many were written."""
+    if votes is None:
+        return 0
+    with sessions.begin() as session:
+        current = session.scalars(
+            select(Result)
+            .join(Submission, Submission.id == Result.submission_id)
+            .where(Submission.kind == KIND, Result.current.is_(True))
+        ).all()
+        if current and all(r.label_set_hash == label_set_hash for r in current):
+            return 0
+        session.execute(
+            update(Result).where(Result.id.in_([r.id for r in current])).values(current=False)
+        )
+        experts = {
+            s.meta["model_name"]: s
+            for s in session.scalars(select(Submission).where(Submission.kind == KIND))
+        }
+        agreements = reader_agreement(votes)
+        for agreement in agreements:
+            name = f"Pathologist {agreement.reader + 1} of {len(agreements)}"
+            submission = experts.get(name) or Submission(
+                sha256=None, kind=KIND, user="pathologists", meta=_meta(name, len(agreements))
+            )
+            session.add(submission)
+            session.flush()
+            ba = round_hidden(agreement.balanced_accuracy)
+            low, high = released_ba_interval(
+                ba, agreement.n_atypical, agreement.n - agreement.n_atypical
+            )
+            released = {
+                "ba": ba,
+                "ba_low": low,
+                "ba_high": high,
+                "n": agreement.n,
+                "n_atypical": agreement.n_atypical,
+            }
+            session.add(
+                Result(
+                    submission_id=submission.id,
+                    split=SPLIT,
+                    n=agreement.n,
+                    n_atypical=agreement.n_atypical,
+                    ba=agreement.balanced_accuracy,
+                    published=released,
+                    scorer_version="readers",
+                    label_set_hash=label_set_hash,
+                )
+            )
+        return len(agreements)
+
+
+def _meta(name: str, readers: int) -> dict:
+    return EntryMetadata(
+        model_name=name,
+        team="AtNorM-MD experts",
+        method_type="other",
+        description=(
+            f"One of the {readers} experts who labelled AtNorM-MD, scored against the majority "
+            f"of the other {readers - 1}; crops where they split evenly are left out."
+        ),
+    ).to_dict()
