@@ -67,6 +67,11 @@ def test_prediction_file_and_checkpoint_reach_the_board(backend, tmp_path):
             expected = round_hidden(scores[split].balanced_accuracy.estimate)
             assert released is None if entry.withheld else released["ba"] == expected
     assert sum(e.source == "paper" for e in board.values()) == 17
+    vit = board["tiny vit"]  # efficiency, measured by the worker that ran it
+    assert vit.parameters == Predictor(checkpoint).parameters and vit.ms_per_crop > 0
+    crops = min(32, len(bundle.manifest))  # the tiny release has fewer than 32 test crops
+    assert vit.measured_on.startswith("cpu") and vit.measured_on.endswith(f"batch {crops}")
+    assert board["random"].parameters is None  # a prediction file says nothing about its model
     offered = classify_models(backend.sessions, checkpoint, backend.settings.data_dir, "shipped")
     name = f"tiny vit (#{board['tiny vit'].submission_id})"
     assert list(offered)[0] == "shipped" and name in offered  # verified checkpoints: Classify

@@ -1,0 +1,147 @@
+"""The board's views as pure functions of entries: filters, sorting, columns, plot, card."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from leaderboard.cards import entry_card
+from leaderboard.paper import paper_parameters, paper_rows
+from leaderboard.ranking import Entry, rank_entries
+from leaderboard.standings import StandingView
+from leaderboard.tables import (
+    EXTRA_COLUMNS,
+    MAIN_COLUMNS,
+    NO_MATCH,
+    BoardFilter,
+    board_legend,
+    display_table,
+    domain_plot_frame,
+    filter_entries,
+    next_sort,
+    plot_limits,
+    sort_entries,
+)
+from models import create_model
+from models._registry import get_model_cfg, list_models
+from submissions.metadata import EntryMetadata
+
+
+def entry(i, name, source, br, md, test=0.8, method="end-to-end", parameters=None, **meta):
+    e = Entry(i, source, EntryMetadata(name, method_type=method, **meta), parameters=parameters)
+    hidden = {"n": 746, "n_atypical": 128}
+    e.scores = {
+        "atnorm_br": {"ba": br, "ba_low": br - 0.05, "ba_high": br + 0.05, **hidden},
+        "atnorm_md": {"ba": md, "ba_low": md - 0.04, "ba_high": md + 0.04, **hidden},
+        "amibr_test": {
+            "ba": test,
+            "ba_low": test - 0.03,
+            "ba_high": test + 0.03,
+            "sensitivity": 0.7,
+            "specificity": 0.9,
+            "auroc": 0.88,
+            "auroc_low": 0.85,
+            "auroc_high": 0.91,
+            "average_precision": 0.7,
+            "brier": 0.12,
+            "ece": 0.05,
+            "n": 826,
+            "n_atypical": 184,
+        },
+    }
+    return e
+
+
+@pytest.fixture
+def board():
+    entries = [
+        entry(1, "small cnn", "verified", 0.80, 0.76, parameters=2_200_000, team="A"),
+        entry(2, "big lora", "self-reported", 0.78, 0.74, method="LoRA", backbone="UNI"),
+        entry(3, "probe", "verified", 0.70, 0.66, method="linear probe", parameters=300_000_000),
+    ]
+    return rank_entries(entries, StandingView(0.03, frozenset({1, 2, 3}), 1000, None))
+
+
+def test_filters_apply_search_method_sources_and_tracks(board):
+    names = lambda f: [e.model_name for e in filter_entries(board, f)]  # noqa: E731
+    assert names(BoardFilter()) == ["small cnn", "big lora", "probe"]
+    assert names(BoardFilter(search="UNI")) == ["big lora"]  # the backbone is searched too
+    assert names(BoardFilter(method="linear probe")) == ["probe"]
+    assert names(BoardFilter(sources=("verified",))) == ["small cnn", "probe"]
+    assert names(BoardFilter(tracks=("no foundation model",))) == ["small cnn"]
+    assert names(BoardFilter(tracks=("≤ 30 M parameters",))) == ["small cnn"]  # unknown: out
+
+
+def test_the_table_shows_the_main_columns_first_and_extras_on_request(board):
+    table = display_table(board)
+    assert list(table.columns) == MAIN_COLUMNS and "id" not in table.columns
+    assert list(table.iloc[0][:5]) == ["1", "small cnn", "A", "end-to-end", "0.78"]
+    assert table.iloc[0]["rank range (95 %)"] == "1–2 of 3 · top group"
+    assert table.iloc[2]["rank range (95 %)"] == "3 of 3"
+    wide = display_table(board, extra_columns=["parameters (M)", "backbone"])
+    assert list(wide.columns) == MAIN_COLUMNS + ["backbone", "parameters (M)"]
+    assert list(wide["parameters (M)"]) == ["2.2", "", "300.0"]
+    assert set(EXTRA_COLUMNS).isdisjoint(MAIN_COLUMNS)
+    empty = display_table([])
+    assert len(empty) == 1 and empty.iloc[0]["model"] == NO_MATCH
+
+
+def test_a_header_click_sorts_one_column_and_a_third_click_restores_the_rank(board):
+    sort = next_sort(None, "AtNorM-MD BA")
+    assert sort == ("AtNorM-MD BA", True)  # scores: best first
+    assert [e.model_name for e in sort_entries(board, sort)] == ["small cnn", "big lora", "probe"]
+    sort = next_sort(sort, "AtNorM-MD BA")
+    assert [e.model_name for e in sort_entries(board, sort)] == ["probe", "big lora", "small cnn"]
+    assert next_sort(sort, "AtNorM-MD BA") is None
+    by_name = next_sort(None, "model")  # names: A to Z first
+    assert [e.model_name for e in sort_entries(board, by_name)] == [
+        "big lora",
+        "probe",
+        "small cnn",
+    ]
+    by_size = ("parameters (M)", False)  # unknown sizes last
+    assert [e.model_name for e in sort_entries(board, by_size)] == [
+        "small cnn",
+        "probe",
+        "big lora",
+    ]
+    assert next_sort(by_size, "not a column") == by_size
+
+
+def test_plot_frame_and_limits_hold_every_point(board):
+    frame = domain_plot_frame(board)
+    assert list(frame["model"]) == ["small cnn", "big lora", "probe"]
+    x_lim, y_lim = plot_limits(frame)
+    assert x_lim[0] <= frame["amibr_test_ba"].min() - 0.02 and x_lim[1] >= 0.82
+    assert y_lim == [0.65, 0.8]
+    assert domain_plot_frame([]).empty and plot_limits(domain_plot_frame([])) == (
+        [0.5, 1],
+        [0.5, 1],
+    )
+
+
+def test_the_entry_card_is_readable_and_escapes_what_submitters_write(board):
+    board[1].meta = EntryMetadata(
+        "big *lora* | x", method_type="LoRA", backbone="UNI", code_url="https://x.org/a_b"
+    )
+    card = entry_card(board, 2)
+    assert card.startswith("### big \\*lora\\* \\| x")
+    assert "| AtNorM-MD (hidden) | 746 (128) | 0.74 [0.70, 0.78] |" in card
+    assert "sensitivity 0.700 · specificity 0.900" in card  # the public split: everything
+    assert "code: <https://x.org/a_b>" in card and "{" not in card
+    with pytest.raises(ValueError, match="No entry with id 9"):
+        entry_card(board, 9)
+    assert "Now 3 entries are tested" in board_legend(board) and "0.03 + 0.01" in board_legend(
+        board
+    )
+
+
+def test_paper_parameter_counts_are_the_registry_s():
+    registered = [n for n in list_models() if get_model_cfg(n).hub_id and not n.endswith("_cls")]
+    by_hub = {f"hf-hub:{get_model_cfg(n).hub_id}": n for n in registered}
+    counts = paper_parameters()
+    assert set(counts) == set(paper_rows()["backbone"])
+    for backbone, expected in counts.items():
+        with torch.device("meta"):
+            model = create_model(by_hub.get(backbone, backbone))
+        assert sum(p.numel() for p in model.parameters()) == expected, backbone
