@@ -73,6 +73,20 @@ class SplitScore:
         return asdict(self)
 
 
+def as_prediction_file(table: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame | None:
+    """Answers named ``<image_id>.png`` as a prediction file, or None when any is not a test crop.
+
+    ``table`` has ``image,prob_atypical,label`` (what ``models.predict`` writes). The file
+    covers only the crops answered; the leaderboard needs all of them.
+    """
+    ids = table["image"].map(lambda name: Path(name).stem)
+    if table.empty or not ids.isin(manifest["image_id"]).all():
+        return None
+    return pd.DataFrame(
+        {"image_id": ids, "prob_atypical": table["prob_atypical"], "label": table["label"]}
+    )
+
+
 def _decode(data: bytes) -> str:
     for bom, name in _FOREIGN_BOMS.items():
         if data.startswith(bom):

@@ -24,6 +24,7 @@ from models.errors import ImageError
 from settings import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
 CROP = 128
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 MIN_SIDE = 16
 _NOT_IMAGES = (
     (b"PK\x03\x04", "a zip archive"),
@@ -154,3 +155,21 @@ def load_crop(source: ImageInput) -> np.ndarray:
     if side != CROP:
         image = image.resize((CROP, CROP), Image.Resampling.BILINEAR, reducing_gap=None)
     return np.asarray(image, dtype=np.uint8)
+
+
+def size_note(source: ImageInput) -> str:
+    """What the size policy did to an image that is not a 128x128 crop ('' when it is one)."""
+    image = source if isinstance(source, Image.Image) else _open(source)
+    width, height = image.size
+    if (width, height) == (CROP, CROP):
+        return ""
+    done = []
+    if width != height:
+        done.append(f"took its centre {min(width, height)}x{min(width, height)} square")
+    if min(width, height) != CROP:
+        done.append(f"resized it to {CROP}x{CROP}")
+    return (
+        f"This image is {width}x{height} px: the model {' and '.join(done)}. It expects a "
+        f"{CROP}x{CROP} px crop at about 0.25 µm per pixel (40x), centred on one mitotic "
+        "figure; other scales or several figures in view make the answer unreliable."
+    )

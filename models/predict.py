@@ -1,7 +1,11 @@
-"""``python -m models.predict [--checkpoint DIR] [--tta] IMAGE...``: CSV on standard output.
+"""``python -m models.predict [--checkpoint DIR] [--tta] [--format F] IMAGE|FOLDER...``: a CSV.
 
-Prints ``image,prob_atypical,label`` for every image, or nothing and an error naming the first
-image that cannot be read (exit status 2). The default checkpoint is the shipped model.
+Prints ``image,prob_atypical,label`` for every image (a folder stands for the PNG, JPEG, TIFF
+and WebP files in it, in name order), or nothing and an error naming the first image that
+cannot be read (exit status 2). ``--format submission`` prints ``image_id,prob_atypical,label``
+with each file's name without its extension as ``image_id``: run on the unzipped public test
+crops, that is a prediction file the leaderboard accepts. The default checkpoint is the
+shipped model.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import sys
 from pathlib import Path
 
 from models.errors import ModelError
+from models.imaging import IMAGE_SUFFIXES
 from models.predictor import Predictor, predictions_table
 from settings import Settings
 
@@ -23,7 +28,15 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("images", nargs="+", type=Path, help="PNG, JPEG, TIFF or WebP crops")
+    parser.add_argument(
+        "images", nargs="+", type=Path, help="PNG, JPEG, TIFF or WebP crops, or folders of them"
+    )
+    parser.add_argument(
+        "--format",
+        choices=["table", "submission"],
+        default="table",
+        help="table: image,prob_atypical,label; submission: image_id,prob_atypical,label",
+    )
     parser.add_argument(
         "--checkpoint",
         type=Path,
@@ -34,15 +47,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = parser.parse_args(argv)
+    images = [path for given in args.images for path in _expand(given)]
     try:
         predictor = Predictor(args.checkpoint, device=args.device, batch_size=args.batch_size)
-        predictions = predictor.predict(args.images, tta=args.tta)
+        predictions = predictor.predict(images, tta=args.tta)
     except (ModelError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    table = predictions_table([str(p) for p in args.images], predictions)
+    if args.format == "submission":
+        table = predictions_table([p.stem for p in images], predictions)
+        table = table.rename(columns={"image": "image_id"})
+    else:
+        table = predictions_table([str(p) for p in images], predictions)
     table.to_csv(sys.stdout, index=False, float_format="%.6f", lineterminator="\n")
     return 0
+
+
+def _expand(path: Path) -> list[Path]:
+    """A folder's image files in name order; any other path as given."""
+    if not path.is_dir():
+        return [path]
+    return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,25 @@ class Predictor:
         ]
 
 
+def answer_text(prob_atypical: float, threshold: float = 0.5) -> str:
+    """One answer in words: what the probability means, the call, and how sure it is.
+
+    Example:
+        >>> answer_text(0.93).split(". ")[1]
+        'Called **atypical**: at or above the cut-off of 0.5'
+    """
+    call = "atypical" if prob_atypical >= threshold else "normal"
+    side = "at or above" if call == "atypical" else "below"
+    distance = abs(prob_atypical - threshold)
+    sure = "clear" if distance >= 0.3 else "moderate" if distance >= 0.15 else "borderline"
+    return (
+        f"**P(atypical) = {prob_atypical:.2f}**: the model's probability that this mitotic "
+        f"figure is atypical. Called **{call}**: {side} the cut-off of {threshold}. "
+        f"A {sure} call ({distance:.2f} from the cut-off); borderline calls are where "
+        "pathologists disagree most. Research use only, not for diagnosis."
+    )
+
+
 def predictions_table(names: Sequence[str], predictions: Sequence[Prediction]) -> pd.DataFrame:
     """``image,prob_atypical,label``: what ``models.predict`` prints and the Space offers."""
     return pd.DataFrame(

@@ -1,4 +1,9 @@
-"""The Classify tab: one crop (or a gallery example) in; P(atypical), decision, Grad-CAM out."""
+"""The Classify tab: one crop (or a gallery example) in; P(atypical), decision, Grad-CAM out.
+
+``/classify`` keeps its three outputs; the answer in words and the note on the image's size
+follow in a second, private step. Many crops: each file gets its own row, a bad one its own
+message, and answers named by test-crop id also come as a prediction file.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,12 @@ from pathlib import Path
 
 import gradio as gr
 
+from evaluation.scoring import as_prediction_file
 from evaluation.supervisor import InteractiveSignal
 from models.batching import BATCHER
-from models.imaging import load_crop
-from models.predictor import Predictor, load_predictor, predictions_table
+from models.errors import ModelError
+from models.imaging import load_crop, size_note
+from models.predictor import Predictor, answer_text, load_predictor, predictions_table
 from ui.components import CropImage, discard_upload
 from ui.space import DEFAULT_MODEL, ZERO_GPU, Space, gpu, user_facing
 
@@ -59,15 +66,41 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
             raise gr.Error("Upload one or more crops first.")
         users_waiting.touch()
         predictor = load_predictor(space.model_path(model))
-        crops = [load_crop(file) for file in files]
-        if ZERO_GPU:
+        crops, names, refused = [], [], {}
+        for file in files:
+            try:
+                crops.append(load_crop(file))
+                names.append(Path(file).name)
+            except ModelError as e:  # this file alone: the others are still classified
+                refused[Path(file).name] = str(e)
+        if not crops:
+            predictions = []
+        elif ZERO_GPU:
             predictions = [predictor.answer(p) for p in predictor.predict_array(crops, tta=tta)]
         else:
             predictions = BATCHER.predict_many(predictor, crops, tta=tta)
-        table = predictions_table([Path(f).name for f in files], predictions)
+        table = predictions_table(names, predictions)
         out = space.download_path("predictions.csv")
         table.to_csv(out, index=False)
-        return table.round({"prob_atypical": 4}), str(out)
+        submission = as_prediction_file(table, space.submissions.bundle.manifest)
+        submission_path = None
+        if submission is not None:
+            submission_path = space.download_path("submission.csv")
+            submission.to_csv(submission_path, index=False)
+        shown = table.round({"prob_atypical": 4}).assign(note="")
+        for name, message in refused.items():
+            shown.loc[len(shown)] = [name, None, "not classified", message]
+        return shown, str(out), submission_path and str(submission_path)
+
+    def describe(image: str | None, prob: float | None) -> str:
+        """The answer in words, and what was done to an image that is not a 128x128 crop."""
+        if image is None or prob is None:
+            return ""
+        try:
+            note = size_note(image)
+        except ModelError:
+            note = ""
+        return answer_text(prob) + (f"\n\n⚠ {note}" if note else "")
 
     with gr.Tab("Classify"):
         with gr.Row():
@@ -82,9 +115,18 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
                 explain_switch = gr.Checkbox(value=True, label="Show where the model looked")
                 classify_button = gr.Button("Classify", variant="primary")
             with gr.Column():
-                prob_atypical = gr.Number(label="P(atypical)", elem_id="prob-atypical")
-                decision = gr.Textbox(label="Decision", elem_id="decision")
-                overlay = gr.Image(label="Where the model looked (Grad-CAM)")
+                prob_atypical = gr.Number(
+                    value=None, label="P(atypical), 0 to 1", elem_id="prob-atypical"
+                )
+                decision = gr.Textbox(label="Decision (atypical at P ≥ 0.5)", elem_id="decision")
+                answer = gr.Markdown("Upload a crop and press Classify.", elem_id="answer")
+                overlay = gr.Image(label="Where the model looked (Grad-CAM)", elem_id="overlay")
+                gr.Markdown(
+                    "Grad-CAM colours, relative within the crop: **red** = the regions that "
+                    "pushed the call most, through yellow and green, to **blue** = least. "
+                    "It shows where the network looked, not why.",
+                    elem_id="overlay-legend",
+                )
         if examples := space.examples():
             gr.Examples(examples, inputs=[crop_image], label="Public AMi-Br test crops")
         with gr.Accordion("Many crops", open=False):
@@ -93,7 +135,12 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
             )
             classify_many_button = gr.Button("Classify all")
             batch_table = gr.Dataframe(label="Answers", interactive=False, elem_id="batch-table")
-            batch_csv = gr.File(label="Answers as CSV", elem_id="batch-csv")
+            with gr.Row():
+                batch_csv = gr.File(label="Answers as CSV", elem_id="batch-csv")
+                batch_submission = gr.File(
+                    label="As a prediction file (crops named by test-crop id)",
+                    elem_id="batch-submission",
+                )
 
     demo.load(
         lambda: gr.Dropdown(choices=list(space.models())),
@@ -107,10 +154,17 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         [prob_atypical, decision, overlay],
         api_name="classify",
         concurrency_limit=CONCURRENT_CLASSIFY,  # the batcher shares forward passes among them
+        show_progress="hidden",  # a refusal is the toast's message, not a bare "Error" badge
+    ).success(describe, [crop_image, prob_atypical], answer, api_visibility="private")
+    crop_image.change(
+        lambda: (None, "", None, "Upload a crop and press Classify."),
+        None,
+        [prob_atypical, decision, overlay, answer],
+        api_visibility="private",
     )
     classify_many_button.click(
         classify_many,
         [crop_files, model_choice, tta_switch],
-        [batch_table, batch_csv],
+        [batch_table, batch_csv, batch_submission],
         api_visibility="private",
     )
