@@ -95,3 +95,34 @@ def entry_card(entries: list[Entry], submission_id: int) -> str:
             f" · {p['versions']}"
         )
     return "\n\n".join(blocks)
+
+
+def receipt_card(report: dict) -> str:
+    """One job (``leaderboard.results.job_report``), readable: its state and released scores."""
+    status = report["status"] + (f" ({report['progress']})" if report.get("progress") else "")
+    lines = [
+        f"**Job {report['job_id']}** · {_escape(report['model_name'])} · {report['source']} · "
+        f"**{status}**",
+    ]
+    if report.get("notice"):
+        lines.append(report["notice"])
+    if report["status"] == "queued" and report["queue_position"]:
+        lines.append(f"Position in the queue: {report['queue_position']}.")
+    if report["reason"]:
+        lines.append(f"Why: {_escape(report['reason'])}")
+    scores = report["scores"]
+    if scores:
+        cells = []
+        for split, title in SPLIT_TITLES.items():
+            released = scores.get(split)
+            value = "withheld" if split in scores and released is None else ""
+            if released:
+                value = (
+                    f"{released_number(released['ba'])} [{released_number(released['ba_low'])}, "
+                )
+                value += f"{released_number(released['ba_high'])}]"
+            cells.append(f"{title} BA: {value or '—'}")
+        lines.append(" · ".join(cells))
+    if report.get("disclosure") and report["disclosure"] != "released":
+        lines.append(_escape(report["disclosure"]))
+    return "\n\n".join(lines)

@@ -36,7 +36,7 @@ from submissions.errors import (
 )
 from submissions.metadata import EntryMetadata
 from submissions.queue import EvaluationQueue
-from submissions.quota import check_limits, lock_account
+from submissions.quota import check_limits, lock_account, remaining_scorings
 from submissions.storage import sha256, store_file, stored_path
 from submissions.tables import Job, JobStatus, Submission, utcnow
 
@@ -62,6 +62,8 @@ class JobView:
     ahead: list[dict]
     created_at: str
     disclosure: str
+    progress: str = ""  # a running checkpoint job: crops done, and the time left
+    notice: str = ""  # what this submission call did besides queueing (e.g. renamed)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready form."""
@@ -92,17 +94,16 @@ class Submissions:
         return self._bundle
 
     def submit_predictions(self, user: str, upload: Upload, meta: EntryMetadata) -> JobView:
-        """Validate and queue a prediction file (a self-reported entry)."""
-        meta = meta.validated()
+        """Validate and queue a prediction file (a self-reported entry); the file first."""
         upload = _present(upload)
         read_predictions(
             upload, self.bundle.manifest, max_bytes=self.settings.max_prediction_file_bytes
         )
+        meta = meta.validated()
         return self._record(user, upload, ".csv", "predictions", meta, lane="files")
 
     def submit_checkpoint(self, user: str, upload: Upload, meta: EntryMetadata) -> JobView:
         """Validate and queue a zipped checkpoint (a verified entry once the server ran it)."""
-        meta = meta.validated()
         upload = _present(upload)
         cap = self.settings.max_checkpoint_bytes
         size = source_size(upload)
@@ -119,6 +120,7 @@ class Submissions:
         ) as files:
             flops = inspect_checkpoint(files)["flops_per_crop"]
             files.verify()
+        meta = meta.validated()
         lane, estimated = workers.route(
             self.sessions,
             flops * len(self.bundle.manifest),
@@ -144,7 +146,15 @@ class Submissions:
                 if existing is not None and existing.user != user:
                     self._duplicate()
                 if existing and existing.jobs[-1].status not in RETRYABLE:
-                    return _view(session, existing.jobs[-1])
+                    notice = "This file was already submitted: its job is shown, not a new one."
+                    if existing.meta != meta.to_dict():
+                        existing.meta = meta.to_dict()
+                        notice = (
+                            "This file was already submitted, so it is not scored again; the "
+                            "entry's description was updated to the one given now."
+                        )
+                    session.flush()
+                    return _view(session, existing.jobs[-1], notice=notice)
                 check_limits(session, user, kind, self.settings)
                 submission = existing
                 if submission is None:
@@ -198,6 +208,11 @@ class Submissions:
             ).all()
             return [_view(session, job) for job in found]
 
+    def allowance(self, user: str) -> str:
+        """What ``user`` may still submit today, in words."""
+        with self.sessions() as session:
+            return remaining_scorings(session, user, self.settings)
+
     def cancel(self, user: str, job_id: int) -> JobView:
         """Cancel a queued job of ``user``; ``NotCancellable`` once it has started."""
         if not jobs.cancel(self.sessions, job_id, user):
@@ -232,7 +247,15 @@ def _waiting_note(session, job: Job) -> str:
     )
 
 
-def _view(session, job: Job) -> JobView:
+def _progress(job: Job) -> str:
+    row = jobs.public_row(job, own=True)
+    if job.status != JobStatus.RUNNING or not row["total"]:
+        return ""
+    eta = f", about {row['eta_s']} s left" if row["eta_s"] is not None else ""
+    return f"{row['done']} of {row['total']} crops{eta}"
+
+
+def _view(session, job: Job, *, notice: str = "") -> JobView:
     return JobView(
         job_id=job.id,
         model_name=job.submission.entry.model_name,
@@ -245,6 +268,8 @@ def _view(session, job: Job) -> JobView:
         ahead=jobs.ahead_of(session, job),
         created_at=_as_utc(job.created_at).isoformat(timespec="seconds"),
         disclosure=job.disclosure or "",
+        progress=_progress(job),
+        notice=notice,
     )
 
 

@@ -119,6 +119,16 @@ def compute_charged_since(session: Session, user: str, since: datetime) -> float
     )
 
 
+def remaining_scorings(session: Session, user: str, settings: Settings) -> str:
+    """How many hidden-split scorings ``user`` has left in the rolling 24 hours, in words."""
+    counted = hidden_jobs_since(session, user, utcnow() - timedelta(hours=24))
+    left = max(0, settings.hidden_quota - len(counted))
+    text = f"Hidden-split scorings left in the last 24 hours: {left} of {settings.hidden_quota}."
+    if counted:
+        text += f" The next one frees up at {_next_slot(counted[0])} UTC."
+    return text + " Invalid uploads and failed jobs do not count."
+
+
 def _next_slot(oldest: datetime) -> str:
     oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=utcnow().tzinfo)
     return f"{oldest + timedelta(hours=24):%Y-%m-%d %H:%M}"

@@ -92,15 +92,15 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
             shown.loc[len(shown)] = [name, None, "not classified", message]
         return shown, str(out), submission_path and str(submission_path)
 
-    def describe(image: str | None, prob: float | None) -> str:
+    def describe(image: str | None, prob: float | None):
         """The answer in words, and what was done to an image that is not a 128x128 crop."""
         if image is None or prob is None:
-            return ""
+            return "", gr.Number(visible=False)
         try:
             note = size_note(image)
         except ModelError:
             note = ""
-        return answer_text(prob) + (f"\n\n⚠ {note}" if note else "")
+        return answer_text(prob) + (f"\n\n⚠ {note}" if note else ""), gr.Number(visible=True)
 
     with gr.Tab("Classify"):
         with gr.Row():
@@ -115,8 +115,8 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
                 explain_switch = gr.Checkbox(value=True, label="Show where the model looked")
                 classify_button = gr.Button("Classify", variant="primary")
             with gr.Column():
-                prob_atypical = gr.Number(
-                    value=None, label="P(atypical), 0 to 1", elem_id="prob-atypical"
+                prob_atypical = gr.Number(  # shown with the first answer: no "0" before it
+                    label="P(atypical), 0 to 1", elem_id="prob-atypical", visible=False
                 )
                 decision = gr.Textbox(label="Decision (atypical at P ≥ 0.5)", elem_id="decision")
                 answer = gr.Markdown("Upload a crop and press Classify.", elem_id="answer")
@@ -155,9 +155,16 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         api_name="classify",
         concurrency_limit=CONCURRENT_CLASSIFY,  # the batcher shares forward passes among them
         show_progress="hidden",  # a refusal is the toast's message, not a bare "Error" badge
-    ).success(describe, [crop_image, prob_atypical], answer, api_visibility="private")
+    ).success(
+        describe, [crop_image, prob_atypical], [answer, prob_atypical], api_visibility="private"
+    )
     crop_image.change(
-        lambda: (None, "", None, "Upload a crop and press Classify."),
+        lambda: (
+            gr.Number(value=None, visible=False),
+            "",
+            None,
+            "Upload a crop and press Classify.",
+        ),
         None,
         [prob_atypical, decision, overlay, answer],
         api_visibility="private",

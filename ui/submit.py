@@ -8,6 +8,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from leaderboard.cards import receipt_card
 from leaderboard.results import job_report
 from leaderboard.tables import submissions_table
 from settings import Settings
@@ -77,39 +78,50 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
         return job_report(space.sessions, view)
 
     @user_facing
-    def my_submissions(profile: gr.OAuthProfile | None = None) -> pd.DataFrame:
-        if profile is None and space.on_space:
-            return pd.DataFrame()  # signed out: nothing to show, and no error every 3 s
-        views = space.submissions.my_submissions(space.user(profile))
-        return submissions_table([job_report(space.sessions, view) for view in views])
+    def my_submissions(profile: gr.OAuthProfile | None = None):
+        if profile is None and space.on_space:  # signed out: no error every 3 s
+            return submissions_table([]), "Sign in to see your submissions and allowance."
+        user = space.user(profile)
+        views = space.submissions.my_submissions(user)
+        table = submissions_table([job_report(space.sessions, view) for view in views])
+        return table, space.submissions.allowance(user)
+
+    def show_receipt(report: dict | None):
+        """The receipt in words, and its job id for the status and cancel buttons."""
+        if not report:
+            return "", None
+        return receipt_card(report), report["job_id"]
 
     with gr.Tab("Submit"):
         if space.on_space:
             gr.LoginButton()
         gr.Markdown(
-            "Submit a **prediction file** (`image_id,prob_atypical[,label]`, one row per crop "
-            "of the test manifest: *self-reported*) or a **checkpoint** zip (`config.json` + "
-            "`model.safetensors`, or a LoRA adapter: *verified*, the server runs it). "
-            f"Hidden-split scoring: {settings.hidden_quota} per user per 24 h; hidden-split "
-            "scores are released rounded, and only for improvements (see About)."
+            "Submit a **prediction file** (*self-reported*) or a **checkpoint** zip "
+            "(*verified*: the server runs it on the hidden crops). Fields marked * are "
+            f"required. Hidden-split scoring: {settings.hidden_quota} per user per 24 h; "
+            "hidden-split scores are released rounded, and only for improvements (see About)."
         )
+        allowance = gr.Markdown(elem_id="allowance")
+        with gr.Accordion("How to submit, step by step", open=False, elem_id="guide"):
+            gr.Markdown(SUBMISSION_GUIDE)
         with gr.Row():
             gr.DownloadButton("Test crops (zip)", value=_public(settings, "test_crops.zip"))
             gr.DownloadButton(
                 "Template predictions", value=_public(settings, "predictions_template.csv")
             )
-        form = _metadata_form()
         with gr.Row():
             predictions_file = UploadFile(
-                label="Prediction file (.csv)", file_types=[".csv"], elem_id="predictions-file"
+                label="Prediction file (.csv) *", file_types=[".csv"], elem_id="predictions-file"
             )
-            checkpoint_file = UploadFile(label="Checkpoint (.zip)", file_types=[".zip"])
+            checkpoint_file = UploadFile(label="Checkpoint (.zip) *", file_types=[".zip"])
+        form = _metadata_form()
         with gr.Row():
             submit_predictions_button = gr.Button("Submit predictions", variant="primary")
             submit_checkpoint_button = gr.Button("Submit checkpoint", variant="primary")
-        receipt = gr.JSON(label="Your submission", elem_id="receipt")
+        receipt_text = gr.Markdown(elem_id="receipt")
+        receipt = gr.JSON(visible="hidden", elem_id="receipt-json")  # the API's answer
         with gr.Row():
-            job_box = gr.Number(label="Job id", precision=0, elem_id="job-id")
+            job_box = gr.Number(label="Job id", precision=0, value=None, elem_id="job-id")
             status_button = gr.Button("Check status")
             cancel_button = gr.Button("Cancel (while queued)")
         mine = gr.Dataframe(label="My submissions", interactive=False, elem_id="mine")
@@ -123,15 +135,18 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
         )
         refresh = gr.Timer(3)
 
-    submit_predictions_button.click(
-        submit_predictions, [predictions_file, *form], receipt, api_name="submit_predictions"
-    )
-    submit_checkpoint_button.click(
-        submit_checkpoint, [checkpoint_file, *form], receipt, api_name="submit_checkpoint"
-    )
-    status_button.click(submission_status, job_box, receipt, api_name="submission_status")
-    cancel_button.click(cancel_submission, job_box, receipt, api_name="cancel_submission")
-    refresh.tick(my_submissions, None, mine, api_visibility="private")
+    for event in (
+        submit_predictions_button.click(
+            submit_predictions, [predictions_file, *form], receipt, api_name="submit_predictions"
+        ),
+        submit_checkpoint_button.click(
+            submit_checkpoint, [checkpoint_file, *form], receipt, api_name="submit_checkpoint"
+        ),
+        status_button.click(submission_status, job_box, receipt, api_name="submission_status"),
+        cancel_button.click(cancel_submission, job_box, receipt, api_name="cancel_submission"),
+    ):
+        event.success(show_receipt, receipt, [receipt_text, job_box], api_visibility="private")
+    refresh.tick(my_submissions, None, [mine, allowance], api_visibility="private")
 
     @user_facing
     def public_queue(profile: gr.OAuthProfile | None = None) -> pd.DataFrame:
@@ -147,11 +162,42 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
     )
 
 
+SUBMISSION_GUIDE = """
+**A prediction file** (self-reported)
+
+1. Download the test crops (the button below) and unzip them: 3,679 PNGs named by an opaque
+   test-crop id (`<image_id>.png`), the AMi-Br test crops and both hidden sets mixed.
+2. Run your model on every crop. With a checkpoint in this project's format, one command
+   writes the file: `python -m models.predict --checkpoint MY_MODEL --format submission
+   test_crops/ > predictions.csv` (or `python -m evaluation.checkpoint MY_MODEL
+   --predictions-out predictions.csv`). The *Many crops* box of the Classify tab also offers
+   its answers as a prediction file.
+3. The file is a CSV with the header `image_id,prob_atypical` (optionally `,label` with
+   `atypical`/`normal`; without it a crop is called atypical when `prob_atypical >= 0.5`),
+   one row per crop: the template below has every id.
+4. Check it locally: `python -m evaluation.score predictions.csv` scores the AMi-Br test
+   crops, whose labels are public, and reports any problem with the file.
+5. Fill in the form (the model name is required) and press *Submit predictions*.
+
+**A checkpoint** (verified)
+
+1. Save your model in the checkpoint format (`config.json` + `model.safetensors`, or a LoRA
+   adapter on a registered backbone; see the README) and zip the folder.
+2. Upload the zip and press *Submit checkpoint*: the server checks it at once, then runs it
+   on every test crop (progress shows in *My submissions* and in the queue).
+
+Hidden-split scores come back rounded to 0.01, and only when the hidden mean is at least 0.01
+above your best released one: repeated submissions cannot read the labels.
+"""
+
+
 def _metadata_form() -> list[gr.components.Component]:
-    """One input per field of ``EntryMetadata``, in its order."""
+    """One input per field of ``EntryMetadata``, in its order (* marks the required one)."""
     fields = {}
     with gr.Row():
-        fields["model_name"] = gr.Textbox(label=FIELD_LABELS["model_name"], elem_id="model-name")
+        fields["model_name"] = gr.Textbox(
+            label=FIELD_LABELS["model_name"] + " *", elem_id="model-name"
+        )
         fields["team"] = gr.Textbox(label=FIELD_LABELS["team"])
         fields["method_type"] = gr.Dropdown(
             list(METHOD_TYPES), value="end-to-end", label=FIELD_LABELS["method_type"]

@@ -1,10 +1,16 @@
-"""The Space in a real browser: Debian's Chromium driven by Playwright (never a downloaded one)."""
+"""The Space in a real browser: Debian's Chromium driven by Playwright (never a downloaded one).
+
+Every flow runs at a desktop width (1400 px) and a phone width (390 px), asserts what a user
+reads, and saves a screenshot per state under ``test-artifacts/`` (``<state>-<width>.png``).
+"""
 
 from __future__ import annotations
 
-import time
+import re
 
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
 from settings import REPO_ROOT
@@ -20,96 +26,185 @@ ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
+WIDTHS = (1400, 390)
+SERVER_PATH = re.compile(r"/tmp/|gradio/[0-9a-f]{20,}|/work/|\.venv")
 expect.set_options(timeout=30_000)  # a loaded 2-core machine: wait for the page, not 5 s
 
 
 @pytest.fixture(scope="module")
-def page(app):
-    ARTIFACTS.mkdir(exist_ok=True)
+def browser():
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1100})
-        tab.set_default_timeout(60_000)
-        tab.goto(app.url)
-        expect(tab.get_by_text("Research use only, not for diagnosis")).to_be_visible()
-        yield tab
-        browser.close()
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module", params=WIDTHS, ids=lambda w: f"{w}px")
+def page(request, browser, app):
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": request.param, "height": 1000})
+    tab = context.new_page()
+    tab.set_default_timeout(60_000)
+    tab.goto(app.url)
+    expect(tab.get_by_text("Research use only, not for diagnosis").first).to_be_visible()
+    tab.width = request.param
+    yield tab
+    context.close()
+
+
+def shot(page, state: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{state}-{page.width}.png"), full_page=True)
+
+
+def no_server_path(texts) -> None:
+    for text in texts:
+        assert not SERVER_PATH.search(text), text
 
 
 def test_classify_an_example_crop(page, app):
     page.get_by_role("tab", name="Classify").click()
+    expect(page.locator("#prob-atypical input")).to_have_count(0)  # no "0" before a run
+    expect(page.locator("#answer")).to_contain_text("Upload a crop")
     crop = next((app.backend.settings.public_dir / "test_crops").glob("*.png"))
     page.locator("#crop input[type=file]").set_input_files(str(crop))
     page.get_by_role("button", name="Classify", exact=True).click()
-    decision = page.locator("#decision textarea, #decision input").first
-    deadline = time.monotonic() + 60
-    while decision.input_value() not in ("atypical", "normal"):
-        assert time.monotonic() < deadline, "no answer"
-        time.sleep(0.2)
-    prob = float(page.locator("#prob-atypical input").input_value())
-    assert 0 <= prob <= 1
-    page.screenshot(path=str(ARTIFACTS / "classify.png"), full_page=True)
+    answer = page.locator("#answer")
+    expect(answer).to_contain_text("the model's probability that this mitotic figure")
+    expect(answer).to_contain_text("cut-off of 0.5")
+    decision = page.locator("#decision textarea, #decision input").first.input_value()
+    assert decision in ("atypical", "normal") and f"Called {decision}" in answer.inner_text()
+    assert 0 <= float(page.locator("#prob-atypical input").input_value()) <= 1
+    expect(page.locator("#overlay-legend")).to_contain_text("red")
+    shot(page, "classify")
 
 
-def test_submit_a_prediction_file_and_find_it_on_the_board(page, app):
-    path = app.backend.settings.data_dir / "browser.csv"
-    path.write_bytes(app.backend.predictions(21))
-    page.get_by_role("tab", name="Submit").click()
-    page.locator("#model-name textarea, #model-name input").first.fill("browser model")
-    page.locator("#predictions-file input[type=file]").set_input_files(str(path))
-    page.get_by_role("button", name="Submit predictions").click()
-    expect(page.locator("#receipt")).to_contain_text("job_id")
-    expect(page.locator("#workers")).to_contain_text("alive")  # the worker's health, refreshed
-    job = app.backend.service.my_submissions("local")[0]
-    app.backend.wait("local", job.job_id)
-    page.screenshot(path=str(ARTIFACTS / "submit.png"), full_page=True)
-    page.get_by_role("tab", name="Leaderboard").click()
-    search = page.locator("#search textarea, #search input").first
-    search.fill("browser model")
-    search.press("Enter")
-    expect(page.locator("#board")).to_contain_text("browser model")
-    expect(page.locator("#board")).not_to_contain_text("Swin-B")
-    page.screenshot(path=str(ARTIFACTS / "board-search.png"), full_page=True)
+def test_an_image_off_the_benchmark_scale_says_what_was_done(page, tmp_path):
+    big = tmp_path / "big.png"
+    Image.fromarray(np.full((1024, 768, 3), 180, np.uint8)).save(big)
+    page.get_by_role("tab", name="Classify").click()
+    page.locator("#crop input[type=file]").set_input_files(str(big))
+    page.get_by_role("button", name="Classify", exact=True).click()
+    note = page.locator("#answer")
+    expect(note).to_contain_text("This image is 768x1024 px")
+    expect(note).to_contain_text("0.25 µm per pixel")
+    shot(page, "classify-large-image")
 
 
-def test_filter_the_board(page):
-    page.get_by_role("tab", name="Leaderboard").click()
-    search = page.locator("#search textarea, #search input").first
-    search.fill("Swin")
-    search.press("Enter")
-    board = page.locator("#board")
-    expect(board).to_contain_text("Swin-B")
-    expect(board).not_to_contain_text("Virchow2")
-    expect(board).to_contain_text("not tested (paper row)")
-    legend = page.locator("#board-legend")
-    expect(legend).to_contain_text("rank range (95 %)")
-    expect(legend).to_contain_text("mean of 5 fold models")
-    page.screenshot(path=str(ARTIFACTS / "board-filter.png"), full_page=True)
+def test_a_file_that_is_not_an_image_gets_our_message(page, tmp_path):
+    fake = tmp_path / "fake.png"
+    fake.write_text("not an image\n")
+    page.get_by_role("tab", name="Classify").click()
+    page.locator("#crop input[type=file]").set_input_files(str(fake))
+    page.get_by_role("button", name="Classify", exact=True).click()
+    toast = page.locator(".toast-body").filter(has_text="fake.png")
+    expect(toast).to_contain_text("fake.png is not an image: it looks like text")
+    no_server_path(page.locator(".toast-body").all_inner_texts())
+    shot(page, "classify-not-an-image")
+    page.locator(".toast-body .toast-close, .toast-close").first.click()
 
 
-def test_many_crops_give_a_table_and_a_csv(page, app):
+def test_many_crops_give_a_row_each_and_a_prediction_file(page, app, tmp_path):
+    fake = tmp_path / "broken.png"
+    fake.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     page.get_by_role("tab", name="Classify").click()
     page.get_by_text("Many crops").click()
     crops = sorted((app.backend.settings.public_dir / "test_crops").glob("*.png"))[:3]
-    page.locator("#many-crops input[type=file]").set_input_files([str(c) for c in crops])
+    page.locator("#many-crops input[type=file]").set_input_files([*map(str, crops), str(fake)])
     page.get_by_role("button", name="Classify all").click()
     table = page.locator("#batch-table")
     for crop in crops:
         expect(table).to_contain_text(crop.name)
+    expect(table).to_contain_text("not classified")
+    expect(table).to_contain_text("broken.png")
+    no_server_path([table.inner_text()])
     expect(page.locator("#batch-csv")).to_contain_text("predictions")
-    page.screenshot(path=str(ARTIFACTS / "classify-many.png"), full_page=True)
+    expect(page.locator("#batch-submission")).to_contain_text("submission")
+    shot(page, "classify-many")
 
 
-def test_entry_details_and_exports(page):
+def test_submit_a_prediction_file_and_read_the_receipt(page, app):
+    path = app.backend.settings.data_dir / f"browser-{page.width}.csv"
+    path.write_bytes(app.backend.predictions(20 + page.width))
+    page.get_by_role("tab", name="Submit").click()
+    expect(page.locator("#guide")).to_contain_text("How to submit, step by step")
+    expect(page.get_by_text("Model name *")).to_be_visible()
+    expect(page.locator("#allowance")).to_contain_text("Hidden-split scorings left")
+    page.locator("#model-name textarea, #model-name input").first.fill(f"browser {page.width}")
+    page.locator("#predictions-file input[type=file]").set_input_files(str(path))
+    page.get_by_role("button", name="Submit predictions").click()
+    receipt = page.locator("#receipt")
+    expect(receipt).to_contain_text(f"browser {page.width}")
+    expect(receipt).to_contain_text("self-reported")
+    job = int(re.search(r"Job (\d+)", receipt.inner_text()).group(1))
+    expect(page.locator("#job-id input")).to_have_value(str(job))
+    assert "{" not in receipt.inner_text() and "job_id" not in receipt.inner_text()
+    app.backend.wait("local", job)
+    mine = page.locator("#mine")
+    expect(mine).to_contain_text(f"browser {page.width}")
+    expect(mine).to_contain_text("finished")
+    assert "{" not in mine.inner_text()
+    expect(page.locator("#workers")).to_contain_text("alive")
+    shot(page, "submit")
+
+
+def test_the_board_reads_at_a_glance(page):
+    page.get_by_role("tab", name="Leaderboard").click()
+    board = page.locator("#board")
+    expect(board).to_contain_text("Swin-B")
+    headers = [h.split("\n")[0].strip() for h in board.locator("thead th").all_inner_texts()]
+    assert headers[:5] == ["rank", "model", "team", "method", "hidden mean BA"]
+    assert "id" not in headers
+    expect(board).to_contain_text("not tested (paper row)")
+    expect(board).to_contain_text("reference (pathologist)")
+    legend = page.locator("#board-legend")
+    expect(legend).to_contain_text("How to read the board")
+    expect(legend).to_contain_text("mean of 5 fold models")
+    expect(page.locator("#board-updated")).to_contain_text("Last updated")
+    shot(page, "board")
+
+
+def test_a_header_click_sorts_and_filters_reach_the_plot_and_the_details(page):
+    page.get_by_role("tab", name="Leaderboard").click()
+    board = page.locator("#board")
+    board.locator("thead th").filter(has_text="AtNorM-Br BA").first.click()
+    expect(page.locator("#board-updated")).to_contain_text("Sorted by AtNorM-Br BA, high to low")
+    text = board.inner_text()  # ViT-L/16 has the best AtNorM-Br BA (0.7788), Swin-B is #1
+    assert text.index("ViT-L/16") < text.index("Swin-B (end-to-end)")
+    search = page.locator("#search textarea, #search input").first
+    search.fill("Swin")
+    search.press("Enter")
+    expect(board).not_to_contain_text("Virchow2")
+    page.locator("#entry-choice input").click()
+    options = page.get_by_role("option").all_inner_texts()
+    assert options and all("Swin" in option for option in options)
+    page.keyboard.press("Escape")
+    search.fill("no such model anywhere")
+    search.press("Enter")
+    expect(board).to_contain_text("No entry matches the search and filters.")
+    shot(page, "board-no-match")
+    search.fill("")
+    search.press("Enter")
+    expect(board).to_contain_text("Swin-B")
+
+
+def test_an_entry_card_is_readable_and_exports_take_one_click(page):
     page.get_by_role("tab", name="Leaderboard").click()
     page.locator("#entry-choice input").click()
     page.get_by_role("option").first.click()
-    details = page.locator("#entry-card")
-    expect(details).to_contain_text("balanced accuracy")
-    expect(details).to_contain_text("AtNorM-MD (hidden)")
-    with page.expect_download() as download:  # one click
+    card = page.locator("#entry-card")
+    expect(card).to_contain_text("balanced accuracy")
+    expect(card).to_contain_text("AtNorM-MD (hidden)")
+    assert "{" not in card.inner_text() and '"' not in card.inner_text()
+    shot(page, "board-entry")
+    with page.expect_download() as download:
         page.get_by_role("button", name="Download CSV").click()
     assert download.value.suggested_filename == "leaderboard.csv"
     header = open(download.value.path()).readline()
     assert header.startswith("rank,rank_low,rank_high") and "atnorm_md_ba" in header
-    page.screenshot(path=str(ARTIFACTS / "board-details.png"), full_page=True)
+
+
+def test_the_about_tab_links_paper_data_and_code(page):
+    page.get_by_role("tab", name="About").click()
+    for text in ("arXiv", "AMi-Br_Benchmark"):
+        expect(page.get_by_role("link", name=re.compile(text)).first).to_be_visible()
+    shot(page, "about")
