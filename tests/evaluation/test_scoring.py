@@ -12,7 +12,12 @@ from sklearn import metrics as skm
 
 from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.errors import InvalidPredictionFile, LabelsUnavailable
-from evaluation.scoring import load_labels, read_predictions, score_predictions
+from evaluation.scoring import (
+    as_prediction_file,
+    load_labels,
+    read_predictions,
+    score_predictions,
+)
 from settings import REPO_ROOT
 
 MANIFEST = pd.DataFrame(
@@ -247,3 +252,20 @@ def test_score_predictions_uses_the_label_column(real_release):
     score = score_predictions(predictions, labels)["atnorm_br"]
     assert score.balanced_accuracy.estimate == 1.0 and score.auroc.estimate == 0.5
     assert score.confusion.tp == 128 and score.confusion.tn == 618
+
+
+def test_answers_named_by_test_crop_id_become_a_prediction_file():
+    manifest = pd.DataFrame({"image_id": ["aa01", "bb02", "cc03"]})
+    table = pd.DataFrame(
+        {
+            "image": ["aa01.png", "bb02.png"],
+            "prob_atypical": [0.9, 0.1],
+            "label": ["atypical", "normal"],
+        }
+    )
+    frame = as_prediction_file(table, manifest)
+    assert list(frame.columns) == ["image_id", "prob_atypical", "label"]
+    assert list(frame["image_id"]) == ["aa01", "bb02"]
+    other = table.assign(image=["aa01.png", "holiday.jpg"])
+    assert as_prediction_file(other, manifest) is None
+    assert as_prediction_file(table.iloc[:0], manifest) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from leaderboard.cards import entry_card
+from leaderboard.cards import entry_card, receipt_card
 from leaderboard.paper import paper_parameters, paper_rows
 from leaderboard.ranking import Entry, rank_entries
 from leaderboard.standings import StandingView
@@ -21,6 +21,7 @@ from leaderboard.tables import (
     next_sort,
     plot_limits,
     sort_entries,
+    submissions_table,
 )
 from models import create_model
 from models._registry import get_model_cfg, list_models
@@ -145,3 +146,29 @@ def test_paper_parameter_counts_are_the_registry_s():
         with torch.device("meta"):
             model = create_model(by_hub.get(backbone, backbone))
         assert sum(p.numel() for p in model.parameters()) == expected, backbone
+
+
+def test_a_receipt_reads_as_words():
+    report = {
+        "job_id": 7,
+        "model_name": "my *model*",
+        "source": "self-reported",
+        "status": "finished",
+        "progress": "",
+        "notice": "This file was already submitted: its job is shown, not a new one.",
+        "queue_position": 0,
+        "reason": "",
+        "scores": {
+            "amibr_test": {"ba": 0.7871, "ba_low": 0.75, "ba_high": 0.82},
+            "atnorm_br": {"ba": 0.79, "ba_low": 0.74, "ba_high": 0.84},
+            "atnorm_md": None,
+        },
+        "disclosure": "hidden-split scores withheld: not above this account's best",
+    }
+    card = receipt_card(report)
+    assert card.startswith("**Job 7** · my \\*model\\* · self-reported · **finished**")
+    assert "AMi-Br test BA: 0.7871 [0.75, 0.82] · AtNorM-Br BA: 0.79 [0.74, 0.84]" in card
+    assert "AtNorM-MD BA: withheld" in card and "already submitted" in card
+    assert "{" not in card and "job_id" not in card
+    table = submissions_table([{**report, "created_at": "2026-11-27T12:00:00+00:00"}])
+    assert list(table.iloc[0][["job", "status", "AtNorM-MD BA"]]) == [7, "finished", "withheld"]

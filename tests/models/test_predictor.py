@@ -15,8 +15,8 @@ from torch import nn
 
 from models.errors import ImageError
 from models.explain import grad_cam
-from models.imaging import load_crop
-from models.predictor import Predictor
+from models.imaging import load_crop, size_note
+from models.predictor import Predictor, answer_text
 from settings import REPO_ROOT
 from tests.models.conftest import tiny_checkpoint
 
@@ -165,6 +165,32 @@ def test_predict_cli(resnet_checkpoint, crop, tmp_path):
     bad = run(tmp_path / "a.png", tmp_path / "c.png")
     assert bad.returncode == 2 and bad.stdout == ""
     assert "c.png is not an image" in bad.stderr and str(tmp_path) not in bad.stderr
+    crops = tmp_path / "test_crops"
+    crops.mkdir()
+    for name in ("00ab", "00aa"):
+        Image.fromarray(crop).save(crops / f"{name}.png")
+    (crops / "notes.txt").write_text("not a crop")
+    folder = run("--format", "submission", crops)  # a folder: its images, in name order
+    lines = folder.stdout.splitlines()
+    assert folder.returncode == 0 and lines[0] == "image_id,prob_atypical,label"
+    assert [line.split(",")[0] for line in lines[1:]] == ["00aa", "00ab"]
+    assert lines[1].split(",")[1:] == good.stdout.splitlines()[1].split(",")[1:]
+
+
+def test_size_notes_and_answers_in_words(tmp_path):
+    Image.new("RGB", (128, 128)).save(tmp_path / "native.png")
+    Image.new("RGB", (1024, 768)).save(tmp_path / "big.png")
+    Image.new("RGB", (128, 200)).save(tmp_path / "tall.png")
+    assert size_note(tmp_path / "native.png") == ""
+    assert size_note(tmp_path / "big.png").startswith(
+        "This image is 1024x768 px: the model took its centre 768x768 square and resized it "
+        "to 128x128."
+    )
+    assert "took its centre 128x128 square." in size_note(tmp_path / "tall.png")
+    assert "resized" not in size_note(tmp_path / "tall.png")
+    assert "Called **normal**: below the cut-off of 0.5. A clear call" in answer_text(0.1)
+    assert "A borderline call (0.02 from the cut-off)" in answer_text(0.52)
+    assert "moderate" in answer_text(0.3) and "at or above" in answer_text(0.5)
 
 
 class DarkSpotDetector(nn.Module):

@@ -141,7 +141,10 @@ def test_identical_resubmission_is_recognised(backend):
     data = backend.predictions(7)
     first = backend.service.submit_predictions("alice", data, META)
     again = backend.service.submit_predictions("alice", data, META)
-    assert again.job_id == first.job_id
+    assert again.job_id == first.job_id and "already submitted" in again.notice
+    renamed = backend.service.submit_predictions("alice", data, EntryMetadata("better name"))
+    assert renamed.job_id == first.job_id and renamed.model_name == "better name"
+    assert "description was updated" in renamed.notice
     with pytest.raises(DuplicateSubmission, match="already submitted by another user"):
         backend.service.submit_predictions("mallory", data, META)
     with backend.sessions() as session:
@@ -197,3 +200,17 @@ def test_a_failed_or_cancelled_file_can_be_submitted_again(backend):
     second = backend.service.submit_predictions("alice", data, META)
     assert second.job_id != first.job_id and second.status == "queued"
     assert backend.service.submit_predictions("alice", data, META).job_id == second.job_id
+
+
+def test_the_file_is_judged_before_the_form(backend):
+    with pytest.raises(InvalidPredictionFile, match="header"):
+        backend.service.submit_predictions("alice", b"not,a,csv\n1,2,3\n", EntryMetadata(""))
+
+
+def test_the_allowance_says_what_is_left(backend):
+    assert backend.service.allowance("carol").startswith(
+        "Hidden-split scorings left in the last 24 hours: 3 of 3."
+    )
+    backend.service.submit_predictions("carol", backend.predictions(11), META)
+    text = backend.service.allowance("carol")
+    assert "2 of 3" in text and "The next one frees up at" in text
