@@ -124,7 +124,10 @@ def release_split(split: str, metrics: Mapping[str, float | int | None]) -> dict
     the conservative interval computed from it, and its class counts.
     """
     if not get_split(split).hidden:
-        return {k: metrics[k] for k in PUBLIC_METRICS if metrics.get(k) is not None}
+        released = {k: metrics[k] for k in PUBLIC_METRICS if metrics.get(k) is not None}
+        if metrics.get("curves"):  # ROC and reliability: never for a hidden split
+            released["curves"] = metrics["curves"]
+        return released
     n, n_atypical = int(metrics["n"]), int(metrics["n_atypical"])
     ba = round_hidden(metrics["ba"])
     low, high = released_ba_interval(ba, n_atypical, n - n_atypical)

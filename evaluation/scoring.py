@@ -20,6 +20,7 @@ import pandas as pd
 
 from evaluation import metrics
 from evaluation.bundle import LabelStore, PublicBundle, SplitLabels
+from evaluation.curves import reliability_bins, roc_points
 from evaluation.errors import InvalidPredictionFile
 from evaluation.splits import AMIBR_TEST, ATYPICAL, LABELS, TEST_SPLITS, get_split
 from fileio import describe_sizes, read_bounded
@@ -67,6 +68,7 @@ class SplitScore:
     brier: float
     ece: float
     confusion: metrics.Confusion
+    curves: dict | None = None  # ROC and reliability: public splits only
 
     def to_dict(self) -> dict:
         """Plain JSON-ready form."""
@@ -294,6 +296,12 @@ def score_split(
         brier=metrics.brier_score(y_true, prob_atypical),
         ece=metrics.expected_calibration_error(y_true, prob_atypical),
         confusion=metrics.confusion_counts(y_true, predicted),
+        curves=None
+        if get_split(split).hidden
+        else {
+            "roc": roc_points(y_true, prob_atypical),
+            "reliability": reliability_bins(y_true, prob_atypical),
+        },
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
+
 from evaluation.splits import TEST_SPLITS, get_split
 from leaderboard.export import board_rows
 from leaderboard.ranking import Entry
@@ -126,3 +128,38 @@ def receipt_card(report: dict) -> str:
     if report.get("disclosure") and report["disclosure"] != "released":
         lines.append(_escape(report["disclosure"]))
     return "\n\n".join(lines)
+
+
+def entry_curves(entries: list[Entry], submission_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ROC and reliability points of one entry on AMi-Br test, whose labels are public.
+
+    With the chance line and the perfectly calibrated line; empty frames for an entry
+    without per-crop predictions (paper rows, pathologists). Never for a hidden split: its
+    curves are not released.
+    """
+    columns = ["x", "y", "curve"]
+    for entry in entries:
+        if entry.submission_id == submission_id:
+            curves = (entry.scores.get("amibr_test") or {}).get("curves")
+            break
+    else:
+        raise ValueError(f"No entry with id {submission_id} on the board.")
+    if not curves:
+        return pd.DataFrame(columns=columns), pd.DataFrame(columns=columns)
+    diagonal = pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0]})
+    roc = pd.concat(
+        [
+            pd.DataFrame({"x": curves["roc"]["fpr"], "y": curves["roc"]["tpr"], "curve": "model"}),
+            diagonal.assign(curve="chance"),
+        ]
+    )
+    bins = curves["reliability"]
+    reliability = pd.concat(
+        [
+            pd.DataFrame(
+                {"x": bins["mean_prob"], "y": bins["fraction_atypical"], "curve": "model"}
+            ),
+            diagonal.assign(curve="perfectly calibrated"),
+        ]
+    )
+    return roc[columns], reliability[columns]

@@ -93,4 +93,4 @@ def release_pending(sessions: sessionmaker) -> int:
 
 
 def _metrics(row: Result) -> dict:
-    return {k: getattr(row, k) for k in PUBLIC_METRICS}
+    return {**{k: getattr(row, k) for k in PUBLIC_METRICS}, "curves": row.curves}

@@ -59,6 +59,7 @@ class Result(Base):
     tn: Mapped[int | None] = mapped_column(Integer)
     fp: Mapped[int | None] = mapped_column(Integer)
     decisions: Mapped[bytes | None] = mapped_column(LargeBinary)  # packed bits, sorted-id order
+    curves: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))  # public splits only
     published: Mapped[dict | None] = mapped_column(
         JSON(none_as_null=True)
     )  # what anyone may read; None: withheld

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import gradio as gr
 
 from leaderboard.board import last_updated, shipped_model_status
-from leaderboard.cards import entry_card
+from leaderboard.cards import entry_card, entry_curves
 from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.tables import (
     EXTRA_COLUMNS,
@@ -87,10 +87,17 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
         return sort, *refresh(*filters, sort)
 
     @user_facing
-    def card(submission_id) -> str:
+    def card(submission_id):
         if submission_id is None:
-            return "Choose an entry to see its numbers, its description and where they come from."
-        return entry_card(space.board(), int(submission_id))
+            empty = gr.LinePlot(value=None)
+            return (
+                "Choose an entry to see its numbers, its description and where they come from.",
+                empty,
+                empty,
+            )
+        board = space.board()
+        roc, reliability = entry_curves(board, int(submission_id))
+        return entry_card(board, int(submission_id)), roc, reliability
 
     with gr.Tab("Leaderboard") as tab:
         notice = gr.Markdown(elem_id="board-notice")
@@ -133,6 +140,26 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
         entry_choice = gr.Dropdown(label="Details of one entry", elem_id="entry-choice")
         entry_view = gr.Markdown(elem_id="entry-card")
         with gr.Row():
+            plot_style = {"x": "x", "y": "y", "color": "curve", "x_lim": [0, 1], "y_lim": [0, 1]}
+            roc_plot = gr.LinePlot(
+                **plot_style,
+                x_title="false-positive rate",
+                y_title="true-positive rate",
+                title="ROC on AMi-Br test (public labels)",
+                elem_id="roc-plot",
+            )
+            reliability_plot = gr.LinePlot(
+                **plot_style,
+                x_title="mean P(atypical) in the bin",
+                y_title="fraction atypical",
+                title="Reliability on AMi-Br test (public labels)",
+                elem_id="reliability-plot",
+            )
+        gr.Markdown(
+            "Curves are drawn on AMi-Br test only: on a hidden set, a curve over a submitter's "
+            "own scores would give away the labels in score order."
+        )
+        with gr.Row():
             csv_button = gr.DownloadButton("Download CSV", elem_id="download-csv")
             json_button = gr.DownloadButton("Download JSON", elem_id="download-json")
 
@@ -167,7 +194,9 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
         [sort_state, *views],
         api_visibility="private",
     )
-    entry_choice.change(card, entry_choice, entry_view, api_visibility="private")
+    entry_choice.change(
+        card, entry_choice, [entry_view, roc_plot, reliability_plot], api_visibility="private"
+    )
 
 
 def leaderboard_api(space: Space) -> None:

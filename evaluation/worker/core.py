@@ -221,6 +221,7 @@ class Worker:
                     tn=c.tn,
                     fp=c.fp,
                     decisions=np.packbits(decided.astype(bool)).tobytes(),
+                    curves=s.curves,
                     scorer_version=SCORER_VERSION,
                     label_set_hash=label_hash,
                     versions=versions,

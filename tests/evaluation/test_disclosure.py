@@ -127,3 +127,9 @@ def test_one_scoring_reveals_at_most_20_bits():
     bits = bits_per_scoring(counts)
     print(f"\none scoring reveals at most {bits:.2f} bits about the hidden labels")
     assert bits == pytest.approx(math.log2(1 + 101 * 101 * 101)) and bits <= 20.0
+
+
+def test_curves_are_released_for_the_public_split_and_never_for_a_hidden_one():
+    curves = {"roc": {"fpr": [0, 1], "tpr": [0, 1]}}
+    assert release_split("amibr_test", {**METRICS, "curves": curves})["curves"] == curves
+    assert "curves" not in release_split("atnorm_br", {**METRICS, "curves": curves})

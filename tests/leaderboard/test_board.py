@@ -13,6 +13,7 @@ from evaluation.disclosure import rank_intervals, round_hidden
 from evaluation.metrics import reader_agreement
 from evaluation.worker import Worker
 from leaderboard.board import build_board
+from leaderboard.cards import entry_curves
 from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.hub import HubSync, HubSyncError, start_hub_sync
 from leaderboard.paper import paper_rows
@@ -205,6 +206,8 @@ def test_job_reports_hold_released_numbers_only(scored):
         "created_at",
         "scores",
         "disclosure",
+        "progress",
+        "notice",
     }
     second, perfect = views
     assert perfect["disclosure"] == "released"
@@ -304,3 +307,20 @@ def test_pathologists_are_reference_rows_scored_against_the_other_experts(scored
     assert cells["rank range (95 %)"] == "reference (pathologist)"
     assert cells["AtNorM-MD BA"].startswith(f"{experts[0].scores['atnorm_md']['ba']:.2f} [")
     assert cells["hidden mean BA"] == "" and cells["rank"] == ""
+
+
+def test_curves_are_released_for_the_public_split_only(scored):
+    board = build_board(scored.sessions)
+    perfect = next(e for e in board if e.model_name == "perfect")
+    assert set(perfect.scores["amibr_test"]["curves"]) == {"roc", "reliability"}
+    assert all("curves" not in perfect.scores[s] for s in ("atnorm_br", "atnorm_md"))
+    roc, reliability = entry_curves(board, perfect.submission_id)
+    model = roc[roc["curve"] == "model"]
+    assert (model["x"].iloc[0], model["y"].iloc[0], model["x"].iloc[-1]) == (0.0, 0.0, 1.0)
+    assert model["y"].max() == 1.0  # a perfect ranking
+    assert set(reliability["curve"]) == {"model", "perfectly calibrated"}
+    swin = next(e for e in board if e.model_name == "Swin-B (end-to-end)")
+    assert all(frame.empty for frame in entry_curves(board, swin.submission_id))
+    with scored.sessions() as session:  # nor are they computed for a hidden split
+        hidden = session.scalars(select(Result.curves).where(Result.split == "atnorm_br")).all()
+    assert not any(hidden)
