@@ -100,7 +100,7 @@ class Platform:
             if view.model_name == name:
                 for split, released in released_scores(self.worker.sessions, view.job_id).items():
                     for key, value in (released or {}).items():
-                        if split in HIDDEN:
+                        if split in HIDDEN and value is not None:
                             seen.setdefault(f"{split}_{key}", set()).add(float(value))
         return {"values": seen, "table": shown}
 
