@@ -1,7 +1,9 @@
-"""Benchmark: validate and score a full 3,679-row prediction file with bootstrap CIs.
+"""Benchmark: what one scoring costs the worker.
 
 ``python -m bench.scoring [--repeats N]`` prints JSON: per-run seconds (median, p95, min) of
-``read_predictions`` + ``score_predictions`` on all three test splits, 2,000 resamples each.
+``read_predictions`` + ``score_predictions`` on all three test splits, 2,000 resamples each;
+and the seconds of the rank standing's paired bootstrap (``simultaneous_margin``, 2,000
+resamples over both hidden splits) for boards of 10, 100 and 500 tested entries.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pandas as pd
 
 from bench.common import machine, release_settings
 from evaluation.bundle import PublicBundle
+from evaluation.metrics import simultaneous_margin
 from evaluation.scoring import load_labels, read_predictions, score_predictions
 from evaluation.splits import TEST_SPLITS
 
@@ -40,6 +43,15 @@ def main() -> None:
         score_predictions(predictions, labels, n_resamples=2000)
         timings.append(time.perf_counter() - start)
     timings = pd.Series(timings[1:])
+    hidden = [labels[s.name].y_true for s in TEST_SPLITS if s.hidden]
+    margin_seconds = {}
+    for entries in (10, 100, 500):
+        decisions = [
+            np.where(rng.random((entries, y.size)) < 0.8, y, 1 - y).astype(np.int8) for y in hidden
+        ]
+        start = time.perf_counter()
+        simultaneous_margin(hidden, decisions, n_resamples=2000)
+        margin_seconds[entries] = round(time.perf_counter() - start, 3)
     print(
         json.dumps(
             {
@@ -51,6 +63,7 @@ def main() -> None:
                 "seconds_p95": round(timings.quantile(0.95), 4),
                 "seconds_min": round(timings.min(), 4),
                 "target_seconds": 0.2,
+                "rank_margin_seconds_by_tested_entries": margin_seconds,
                 "machine": machine(),
             },
             indent=2,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import shutil
@@ -108,15 +109,15 @@ def cross_validate(
                 imagenet_dir=imagenet_dir,
             )
             cfg = get_model_cfg(recipe.model)
-            bf16 = recipe.precision == "bf16"
-            prob = predict_proba(
+            score = functools.partial(
+                predict_proba,
                 result.model,
-                images[val_idx],
                 size=_size(recipe),
                 mean=cfg.mean,
                 std=cfg.std,
-                bf16=bf16,
+                bf16=recipe.precision == "bf16",
             )
+            prob = score(images[val_idx])
             done[str(k)] = {
                 "val_ba": balanced_accuracy(trainset.y[val_idx], prob),
                 "best_epoch": result.best_epoch,
@@ -126,14 +127,7 @@ def cross_validate(
                 "images_per_second": result.images_per_second,
             }
             if originals is not None:  # the same validation crops, lossless
-                lossless = predict_proba(
-                    result.model,
-                    originals[val_idx],
-                    size=_size(recipe),
-                    mean=cfg.mean,
-                    std=cfg.std,
-                    bf16=bf16,
-                )
+                lossless = score(originals[val_idx])
                 done[str(k)]["val_ba_lossless"] = balanced_accuracy(trainset.y[val_idx], lossless)
                 done[str(k)]["val_prob_lossless"] = lossless.tolist()
             if save_folds:
