@@ -2,10 +2,11 @@
 
 Each expert's balanced accuracy against the majority of the other four
 (``evaluation.metrics.reader_agreement``; crops where those four split 2-2 left out), released
-like any hidden-split number: rounded to two decimals, with the conservative interval, the
-crops compared and how many of them are atypical. The worker passes the votes in (nothing here
-opens the label store) and the rows are rewritten whenever the label set changes. Five values
-of 101 each, once per label set: at most 5 log2(101) = 33 bits about the votes, ever.
+rounded to two decimals and nothing else: the number of crops compared and their class counts
+come from the votes, so they stay private, and no interval is derived from them. The worker
+passes the votes in (nothing here opens the label store) and the rows are rewritten whenever
+the label set changes: five values of 101 each per label set, at most 5 log2(101) = 33 bits
+about the votes per label set.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
-from evaluation.disclosure import released_ba_interval, round_hidden
+from evaluation.disclosure import round_hidden
 from evaluation.metrics import reader_agreement
 from leaderboard.results import Result
 from submissions.metadata import EntryMetadata
+from submissions.quota import lock_account
 from submissions.tables import Submission
 
 KIND = "pathologist"
+PATHOLOGISTS_LOCK = "(pathologists)"  # an account name no Hugging Face user can have
 SPLIT = "atnorm_md"
 
 
@@ -31,6 +34,7 @@ def seed_pathologist_rows(
     if votes is None:
         return 0
     with sessions.begin() as session:
+        lock_account(session, PATHOLOGISTS_LOCK)  # workers seed at the same moment
         current = session.scalars(
             select(Result)
             .join(Submission, Submission.id == Result.submission_id)
@@ -53,17 +57,7 @@ def seed_pathologist_rows(
             )
             session.add(submission)
             session.flush()
-            ba = round_hidden(agreement.balanced_accuracy)
-            low, high = released_ba_interval(
-                ba, agreement.n_atypical, agreement.n - agreement.n_atypical
-            )
-            released = {
-                "ba": ba,
-                "ba_low": low,
-                "ba_high": high,
-                "n": agreement.n,
-                "n_atypical": agreement.n_atypical,
-            }
+            released = {"ba": round_hidden(agreement.balanced_accuracy)}
             session.add(
                 Result(
                     submission_id=submission.id,

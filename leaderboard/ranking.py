@@ -177,9 +177,15 @@ def rank_entries(entries: list[Entry], standing: StandingView | None = None) -> 
 
 
 def best_per_team(entries: list[Entry]) -> list[Entry]:
-    """The best-ranked entry of each team (the user when no team is given)."""
+    """The best-ranked entry of each team (the user when no team is given).
+
+    The pathologists' reference rows are kept, all five: they are readers, not a team's entries.
+    """
     seen, best = set(), []
     for entry in entries:
+        if entry.source == "pathologist":
+            best.append(entry)
+            continue
         key = entry.team or entry.user
         if key not in seen:
             seen.add(key)

@@ -84,7 +84,11 @@ def update_standing(
         tested = _tested_results(session, label_set_hash)
         result_ids = sorted(row.id for rows in tested.values() for row in rows.values())
         newest = session.scalar(select(Standing).order_by(Standing.id.desc()).limit(1))
-        if newest is not None and newest.result_ids == result_ids:
+        if (
+            newest is not None
+            and newest.result_ids == result_ids
+            and newest.n_resamples == n_resamples
+        ):
             return latest_standing(session)
         if not tested:
             return None

@@ -157,6 +157,8 @@ class Submissions:
                     return _view(session, existing.jobs[-1], notice=notice)
                 check_limits(session, user, kind, self.settings)
                 submission = existing
+                if submission is not None:  # a failed or cancelled file, tried again
+                    submission.meta = meta.to_dict()
                 if submission is None:
                     created = store_file(uploads, upload, digest, suffix)
                     submission = Submission(

@@ -193,6 +193,14 @@ def test_reaper_requeues_expired_leases(backend):
     assert backend.service.status("alice", view.job_id).status == "queued"
 
 
+def test_a_cancelled_file_submitted_again_takes_the_new_description(backend):
+    data = backend.predictions(13)
+    first = backend.service.submit_predictions("alice", data, META)
+    backend.service.cancel("alice", first.job_id)
+    again = backend.service.submit_predictions("alice", data, EntryMetadata("renamed"))
+    assert again.job_id != first.job_id and again.model_name == "renamed"
+
+
 def test_a_failed_or_cancelled_file_can_be_submitted_again(backend):
     data = backend.predictions(8)
     first = backend.service.submit_predictions("alice", data, META)
