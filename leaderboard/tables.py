@@ -50,6 +50,9 @@ EXTRA_COLUMNS = [
 ]
 WITHHELD = "withheld"
 NO_MATCH = "No entry matches the search and filters."
+EMPTY_BOARD = (
+    "Nothing on the board yet: the evaluation worker adds the paper's rows when it starts."
+)
 
 
 @dataclass(frozen=True)
@@ -226,15 +229,15 @@ def sort_entries(entries: list[Entry], sort: tuple[str, bool] | None) -> list[En
     return [e for e, _ in present] + blank
 
 
-def display_table(entries: list[Entry], *, extra_columns=()) -> pd.DataFrame:
+def display_table(entries: list[Entry], *, extra_columns=(), empty=NO_MATCH) -> pd.DataFrame:
     """The entries as display strings: the main columns, then the chosen extra ones.
 
-    With no entry, one row says that nothing matches (not a bare header).
+    With no entry, one row says why (``empty``), never a bare header.
     """
     columns = MAIN_COLUMNS + [c for c in EXTRA_COLUMNS if c in extra_columns]
     rows = [[CELLS[c](row) for c in columns] for row in board_rows(entries)]
     if not rows:
-        rows = [["", NO_MATCH, *([""] * (len(columns) - 2))]]
+        rows = [["", empty, *([""] * (len(columns) - 2))]]
     return pd.DataFrame(rows, columns=columns)
 
 

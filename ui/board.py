@@ -15,7 +15,9 @@ from leaderboard.board import last_updated, shipped_model_status
 from leaderboard.cards import entry_card, entry_curves
 from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.tables import (
+    EMPTY_BOARD,
     EXTRA_COLUMNS,
+    NO_MATCH,
     SOURCE_COLOURS,
     SOURCES,
     TRACKS,
@@ -62,17 +64,13 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
         frame = domain_plot_frame(kept)
         x_lim, y_lim = plot_limits(frame)
         choices = [(f"#{e.rank or '–'} {e.model_name}", e.submission_id) for e in kept]
-        csv_path, json_path = (
-            space.download_path("leaderboard.csv"),
-            space.download_path("leaderboard.json"),
-        )
         rows = board_rows(board)
-        csv_path.write_text(to_csv(rows))
-        json_path.write_text(to_json(rows))
+        csv_path = space.shared_download("leaderboard.csv", to_csv(rows))
+        json_path = space.shared_download("leaderboard.json", to_json(rows))
         updated = last_updated(space.sessions)
         stamp = updated.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if updated else "never"
         return (
-            display_table(kept, extra_columns=extras),
+            display_table(kept, extra_columns=extras, empty=NO_MATCH if board else EMPTY_BOARD),
             gr.ScatterPlot(value=frame, x_lim=x_lim, y_lim=y_lim),
             gr.Dropdown(choices=choices, value=None),
             board_legend(board),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import tempfile
 import time
@@ -12,6 +13,7 @@ import gradio as gr
 
 from evaluation.bundle import PublicBundle
 from evaluation.errors import EvaluationError
+from fileio import atomic_write
 from leaderboard.board import build_board, classify_models
 from leaderboard.ranking import Entry
 from models.errors import ModelError
@@ -72,6 +74,18 @@ class Space:
         Gradio copies the file into its own cache, which ``delete_cache`` cleans hourly.
         """
         return Path(tempfile.mkdtemp(dir=self._downloads.name)) / name
+
+    def shared_download(self, name: str, text: str) -> Path:
+        """A download of ``text`` that every request for the same text shares.
+
+        The board's exports are offered on every refresh; keyed by their content, they take
+        one file per version of the board, not one per page view.
+        """
+        digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+        path = Path(self._downloads.name) / digest / name
+        if not path.is_file():
+            atomic_write(path, lambda tmp: tmp.write_text(text))
+        return path
 
     @property
     def submissions(self) -> Submissions:

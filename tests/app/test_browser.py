@@ -13,7 +13,9 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
+from leaderboard.board import build_board
 from settings import REPO_ROOT
+from tests.backend import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -42,6 +44,8 @@ def browser():
 @pytest.fixture(scope="module", params=WIDTHS, ids=lambda w: f"{w}px")
 def page(request, browser, app):
     ARTIFACTS.mkdir(exist_ok=True)
+    # the app's worker seeds the board when it starts: wait for it, not for a fixed time
+    wait_until(lambda: build_board(app.backend.sessions), 120, "the board was never seeded")
     context = browser.new_context(viewport={"width": request.param, "height": 1000})
     tab = context.new_page()
     tab.set_default_timeout(60_000)
@@ -189,6 +193,7 @@ def test_a_header_click_sorts_and_filters_reach_the_plot_and_the_details(page):
 
 def test_an_entry_card_is_readable_and_exports_take_one_click(page):
     page.get_by_role("tab", name="Leaderboard").click()
+    expect(page.locator("#board")).to_contain_text("Swin-B")  # the entry list came with it
     page.locator("#entry-choice input").click()
     page.get_by_role("option").first.click()
     card = page.locator("#entry-card")

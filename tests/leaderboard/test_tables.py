@@ -10,6 +10,7 @@ from leaderboard.paper import paper_parameters, paper_rows
 from leaderboard.ranking import Entry, rank_entries
 from leaderboard.standings import StandingView
 from leaderboard.tables import (
+    EMPTY_BOARD,
     EXTRA_COLUMNS,
     MAIN_COLUMNS,
     NO_MATCH,
@@ -85,6 +86,7 @@ def test_the_table_shows_the_main_columns_first_and_extras_on_request(board):
     assert set(EXTRA_COLUMNS).isdisjoint(MAIN_COLUMNS)
     empty = display_table([])
     assert len(empty) == 1 and empty.iloc[0]["model"] == NO_MATCH
+    assert display_table([], empty=EMPTY_BOARD).iloc[0]["model"].startswith("Nothing on the board")
 
 
 def test_a_header_click_sorts_one_column_and_a_third_click_restores_the_rank(board):
