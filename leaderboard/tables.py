@@ -305,14 +305,6 @@ def plot_limits(frame: pd.DataFrame, pad: float = 0.02) -> tuple[list[float], li
     return limits(frame["amibr_test_ba"]), limits(frame["hidden_mean_ba"])
 
 
-def entry_details(entries: list[Entry], submission_id: int) -> dict:
-    """Every released number and the provenance of one entry (its row of the exports)."""
-    for entry, row in zip(entries, board_rows(entries), strict=True):
-        if entry.submission_id == submission_id:
-            return {k: v for k, v in row.items() if v is not None and v != ""}
-    raise ValueError(f"No entry with id {submission_id} on the board.")
-
-
 def _released_ba(scores: dict, split: str) -> str:
     released = scores.get(split)
     if released is None:

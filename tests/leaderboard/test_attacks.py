@@ -19,6 +19,7 @@ import csv
 import io
 import itertools
 import json
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,15 +31,32 @@ from evaluation.disclosure import HIDDEN, bits_per_scoring, ladder_releases, rou
 from evaluation.worker import Worker
 from leaderboard import publication
 from leaderboard.board import build_board
+from leaderboard.cards import entry_card
 from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.publication import best_released_mean
 from leaderboard.results import released_scores
-from leaderboard.tables import display_table, entry_details
+from leaderboard.tables import display_table
 from settings import REPO_ROOT, Settings
 from submissions.intake import Submissions
 from submissions.metadata import EntryMetadata
 
 FORBIDDEN = ("sensitivity", "specificity", "auroc", "average_precision", "brier", "ece", "tp")
+
+
+CARD_LINE = re.compile(
+    r"^\| (AtNorM-Br|AtNorM-MD) \(hidden\) \| [^|]* \| ([0-9.]+)(?: \[([0-9.]+), ([0-9.]+)\])?",
+    re.MULTILINE,
+)
+
+
+def card_numbers(card: str) -> dict:
+    """The hidden-split numbers an entry card shows, keyed like the export's columns."""
+    name = card.splitlines()[0].removeprefix("### ").split(" — ")[0].replace("\\", "")
+    found = {"model_name": name}
+    for title, ba, low, high in CARD_LINE.findall(card):
+        split = title.lower().replace("-", "_")
+        found.update({f"{split}_ba": ba, f"{split}_ba_low": low, f"{split}_ba_high": high})
+    return found
 
 
 class Platform:
@@ -85,7 +103,6 @@ class Platform:
         surfaces = [
             *json.loads(to_json(rows)),  # the JSON export and the Hub sync
             *csv.DictReader(io.StringIO(to_csv(rows))),
-            *(entry_details(board, e.submission_id) for e in board),
         ]
         seen: dict[str, set] = {}
         for row in surfaces:
@@ -102,7 +119,11 @@ class Platform:
                     for key, value in (released or {}).items():
                         if split in HIDDEN and value is not None:
                             seen.setdefault(f"{split}_{key}", set()).add(float(value))
-        return {"values": seen, "table": shown}
+        (entry,) = [e for e in board if e.model_name == name]
+        card = card_numbers(
+            entry_card(board, entry.submission_id)
+        )  # display digits, like the table
+        return {"values": seen, "table": shown, "card": card}
 
 
 @dataclass
@@ -353,6 +374,10 @@ def test_every_surface_shows_the_released_numbers_only(platform):
             assert value == round_hidden(value)
     (br,) = values["atnorm_br_ba"]
     assert read["table"]["AtNorM-Br BA"].startswith(f"{br:.2f} [")
+    assert {"atnorm_br_ba", "atnorm_md_ba_high"} <= set(read["card"])
+    for key, shown in read["card"].items():  # the entry card shows the same numbers
+        if key != "model_name":
+            assert float(shown) == min(values[key]), key
     bound = bits_per_scoring(
         {s: (int(platform.truth[s].y_true.sum()), platform.truth[s].y_true.size) for s in HIDDEN}
     )
