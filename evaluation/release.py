@@ -3,7 +3,9 @@
 ``python -m evaluation.release [--source DIR | --download]`` reads a folder laid out like the
 public AMi-Br_Benchmark release, checks it against the documented counts, renames every test
 crop to an opaque id and writes both halves atomically (a failed build leaves the previous
-release untouched). The same source always gives the same ids and label-set hash.
+release untouched). The same source always gives the same ids and label-set hash. The public
+half is also written as a Hugging Face dataset folder (``<public>/hf_dataset``), which
+``--push-to-hub REPO`` publishes (with HF_TOKEN, online).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from evaluation import bundle
+from evaluation import bundle, hub_dataset
 from evaluation.errors import SourceError
 from evaluation.splits import AMIBR_TEST, ATNORM_MD, SPLITS, TEST_SPLITS, TRAIN_SPLIT
 from fileio import deterministic_zip, replace_folder, staged_folder
@@ -189,6 +191,7 @@ def build_release(
         staged_folder(labels_dir, 0o700) as labels_tmp,
     ):
         summary = _write_release(Path(source_dir), crops, public_tmp, labels_tmp, key)
+        hub_dataset.write_dataset(public_tmp, public_tmp / hub_dataset.DATASET_DIR)
         if kind == "secret":
             key_file = labels_tmp / ID_KEY_FILE
             key_file.write_text(key.hex() + "\n")
@@ -330,10 +333,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--public-dir", type=Path, default=settings.public_dir)
     parser.add_argument("--labels-dir", type=Path, default=settings.labels_dir)
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        default="",
+        help="then publish the dataset folder as the Hub dataset REPO (needs HF_TOKEN, online)",
+    )
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: private")
     args = parser.parse_args(argv)
     if args.if_missing and (args.public_dir / bundle.MANIFEST_CSV).is_file():
-        print(f"A release exists at {args.public_dir}; nothing to do.")
-        return 0
+        print(f"A release exists at {args.public_dir}; nothing to build.")
+        return _push(args, settings)
     try:
         source = args.source
         if args.download:
@@ -348,8 +358,26 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Public bundle: {args.public_dir}\nPrivate labels: {args.labels_dir}\n"
         f"Crops: {counts}\nLabel-set hash: {summary['label_set_hash']}\n"
-        f"Opaque ids: {summary['ids']} key"
+        f"Opaque ids: {summary['ids']} key\n"
+        f"Hugging Face dataset: {args.public_dir / hub_dataset.DATASET_DIR}"
     )
+    return _push(args, settings)
+
+
+def _push(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.push_to_hub:
+        return 0
+    try:
+        url = hub_dataset.push_to_hub(
+            args.public_dir / hub_dataset.DATASET_DIR,
+            args.push_to_hub,
+            settings.hf_token,
+            private=args.private,
+        )
+    except hub_dataset.HubPushError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"Published: {url}")
     return 0
 
 

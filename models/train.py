@@ -259,7 +259,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
         "--train",
         type=Path,
         default=settings.public_dir / "amibr_train",
-        help="training folder or packed .npz (default: the release's amibr_train)",
+        help="training folder, packed .npz, or the release's Hugging Face dataset folder (its "
+        "train split only; default: the release's amibr_train)",
     )
     p.add_argument("--protocol", choices=["fast", "paper"], default="fast")
     p.add_argument("--model", default=None, help=f"registry or timm name ({defaults.model})")

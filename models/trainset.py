@@ -9,12 +9,16 @@ Layout::
 
     labels.csv        image,slide,label      label in {atypical, normal}
     crops/<image>     128x128 RGB PNG
+
+The release's Hugging Face dataset folder (``evaluation.hub_dataset``) is read too: only its
+``data/train-*.parquet`` shards are opened, so its test split cannot reach training.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +29,8 @@ from PIL import Image
 LABELS_CSV = "labels.csv"
 CROPS_DIR = "crops"
 COLUMNS = ("image", "slide", "label")
+CLASS_NAMES = ("normal", "atypical")  # the dataset's ClassLabel: atypical = 1
+DATASET_TRAIN_GLOB = "data/train-*.parquet"
 
 
 @dataclass(frozen=True)
@@ -56,8 +62,8 @@ def read_train_labels(train_dir: Path) -> pd.DataFrame:
     path = Path(train_dir) / LABELS_CSV
     if not path.is_file():
         raise FileNotFoundError(
-            f"No training split at {train_dir} (no {LABELS_CSV}). Build the release with "
-            "`python -m evaluation.release`."
+            f"No training split at {train_dir} (no {LABELS_CSV}, and no {DATASET_TRAIN_GLOB} "
+            "of a dataset folder). Build the release with `python -m evaluation.release`."
         )
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in COLUMNS if c not in frame.columns]
@@ -66,12 +72,18 @@ def read_train_labels(train_dir: Path) -> pd.DataFrame:
     return frame
 
 
-def load_train_set(train_dir: Path, *, jpeg_quality: int | None = None) -> TrainSet:
-    """Decode every training crop into one uint8 array, from a folder or a packed ``.npz``.
+def is_dataset_folder(path: Path) -> bool:
+    """Whether ``path`` is a Hugging Face dataset folder with train shards."""
+    return Path(path).is_dir() and any(Path(path).glob(DATASET_TRAIN_GLOB))
 
-    With ``jpeg_quality`` (a folder only), the crops are trained on as JPEG copies of that
-    quality, the encoding a packed ``.npz`` carries to a GPU machine, and the lossless crops are
-    kept in ``originals``.
+
+def load_train_set(train_dir: Path, *, jpeg_quality: int | None = None) -> TrainSet:
+    """Decode every training crop into one uint8 array.
+
+    ``train_dir`` is a training folder, a packed ``.npz`` or the release's Hugging Face dataset
+    folder (its train split only). With ``jpeg_quality`` (not for a ``.npz``), the crops are
+    trained on as JPEG copies of that quality, the encoding a packed ``.npz`` carries to a GPU
+    machine, and the lossless crops are kept in ``originals``.
     """
     if Path(train_dir).suffix == ".npz":
         if jpeg_quality is not None:
@@ -79,11 +91,14 @@ def load_train_set(train_dir: Path, *, jpeg_quality: int | None = None) -> Train
                 "A packed .npz already holds JPEG crops; --train-jpeg-quality needs the folder."
             )
         return _load_packed(Path(train_dir))
-    frame = read_train_labels(train_dir)
-    crops = Path(train_dir) / CROPS_DIR
-    images = np.stack(
-        [np.asarray(Image.open(crops / name).convert("RGB")) for name in frame["image"]]
-    )
+    if is_dataset_folder(train_dir):
+        frame, images = _read_dataset_train(Path(train_dir))
+    else:
+        frame = read_train_labels(train_dir)
+        crops = Path(train_dir) / CROPS_DIR
+        images = np.stack(
+            [np.asarray(Image.open(crops / name).convert("RGB")) for name in frame["image"]]
+        )
     originals = None
     if jpeg_quality is not None:
         originals = images
@@ -95,6 +110,51 @@ def load_train_set(train_dir: Path, *, jpeg_quality: int | None = None) -> Train
         names=frame["image"].to_numpy(),
         originals=originals,
     )
+
+
+def _read_dataset_train(folder: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """Labels and decoded crops of a dataset folder's train shards (and nothing else)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for path in sorted(folder.glob(DATASET_TRAIN_GLOB)):
+        table = pq.read_table(path, columns=["image", "image_id", "slide", "label"])
+        names = _class_names(table.schema, path)
+        if names != CLASS_NAMES:
+            raise ValueError(
+                f"{path} labels its classes {names}; expected {CLASS_NAMES} (atypical = 1)."
+            )
+        tables.append(table)
+    table = pa.concat_tables(tables)
+    labels = table.column("label").to_pylist()
+    if None in labels:
+        raise ValueError(f"{folder}: some train rows have no label; rebuild the release.")
+    frame = pd.DataFrame(
+        {
+            "image": table.column("image_id").to_pylist(),
+            "slide": table.column("slide").to_pylist(),
+            "label": [CLASS_NAMES[i] for i in labels],
+        }
+    )
+    images = np.stack(
+        [
+            np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB"))
+            for cell in table.column("image").to_pylist()
+        ]
+    )
+    return frame, images
+
+
+def _class_names(schema, path: Path) -> tuple[str, ...]:
+    """The label column's ClassLabel names, from the features ``datasets`` stores in parquet."""
+    try:
+        features = json.loads(schema.metadata[b"huggingface"])["info"]["features"]
+        return tuple(features["label"]["names"])
+    except (TypeError, KeyError, ValueError) as e:
+        raise ValueError(
+            f"{path} is not a shard written by `datasets` (no ClassLabel on 'label')."
+        ) from e
 
 
 def _jpeg_bytes(image: Image.Image, quality: int) -> bytes:

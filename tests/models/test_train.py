@@ -150,13 +150,15 @@ def test_fast_protocol_end_to_end_resumes_and_is_deterministic(real_release, tmp
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("strategy", ["linear_probe", "lora"])
-def test_other_strategies_through_the_command(real_release, tmp_path, strategy):
+@pytest.mark.parametrize(
+    ("strategy", "train_dir"), [("linear_probe", "amibr_train"), ("lora", "hf_dataset")]
+)
+def test_other_strategies_through_the_command(real_release, tmp_path, strategy, train_dir):
     out = tmp_path / strategy
     assert (
         train(
             out,
-            real_release.public_dir / "amibr_train",
+            real_release.public_dir / train_dir,
             "--model",
             "vit_tiny_test",
             "--strategy",
