@@ -140,13 +140,20 @@ def deterministic_zip(
     out: Path | BinaryIO,
     compression: int = zipfile.ZIP_STORED,
 ) -> None:
-    """Write ``(name, file or bytes)`` entries in name order, all with one fixed timestamp."""
+    """Write ``(name, file or bytes)`` entries in name order, all with one fixed timestamp.
+
+    Files are copied in chunks, so a multi-gigabyte weights file never sits in memory.
+    """
     with zipfile.ZipFile(out, "w", compression) as archive:
         for name, content in sorted(entries, key=lambda entry: entry[0]):
             info = zipfile.ZipInfo(name, date_time=FIXED_ZIP_TIME)
             info.compress_type = compression
-            data = content if isinstance(content, bytes) else Path(content).read_bytes()
-            archive.writestr(info, data)
+            if isinstance(content, bytes):
+                archive.writestr(info, content)
+                continue
+            info.file_size = Path(content).stat().st_size  # decides zip64 as writestr would
+            with open(content, "rb") as source, archive.open(info, "w") as target:
+                shutil.copyfileobj(source, target, 2**20)
 
 
 def zip_folder(directory: Path) -> bytes:

@@ -96,6 +96,12 @@ def entry_card(entries: list[Entry], submission_id: int) -> str:
             f" · label set `{(p['label_set_hash'] or '—')[:16]}` · scored {p['scored_at']} UTC"
             f" · {p['versions']}"
         )
+    if entry.hub_ref:
+        repo_id, commit = entry.hub_ref.split("@", 1)
+        blocks.append(
+            f"**Hub model**: [{repo_id}](https://huggingface.co/{repo_id}/tree/{commit}) at "
+            f"commit `{commit[:12]}`"
+        )
     return "\n\n".join(blocks)
 
 
@@ -106,6 +112,9 @@ def receipt_card(report: dict) -> str:
         f"**Job {report['job_id']}** · {_escape(report['model_name'])} · {report['source']} · "
         f"**{status}**",
     ]
+    if report.get("hub_model"):
+        repo_id, commit = report["hub_model"].split("@", 1)
+        lines.append(f"Hub model {_escape(repo_id)} at commit `{commit[:12]}`.")
     if report.get("notice"):
         lines.append(report["notice"])
     if report["status"] == "queued" and report["queue_position"]:

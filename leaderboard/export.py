@@ -45,6 +45,7 @@ def board_rows(entries: list[Entry]) -> list[dict]:
                 "ms_per_crop": entry.ms_per_crop,
                 "measured_on": entry.measured_on,
                 "sha256": entry.sha256,
+                "hub_model": entry.hub_ref or None,
                 **entry.provenance,
                 "submission_id": entry.submission_id,
             }

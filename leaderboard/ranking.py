@@ -50,6 +50,7 @@ class Entry:
     meta: EntryMetadata
     user: str = ""
     sha256: str | None = None
+    hub_ref: str = ""  # owner/name@commit of a checkpoint submitted by Hub id
     scores: dict[str, dict] = field(default_factory=dict)
     withheld: bool = False
     disclosure: str = ""
@@ -122,6 +123,7 @@ def load_entries(session: Session) -> list[Entry]:
                 meta=EntryMetadata.from_dict(s.meta),
                 user=s.user,
                 sha256=s.sha256,
+                hub_ref=s.hub_ref or "",
                 parameters=s.parameters,
                 ms_per_crop=s.ms_per_crop,
                 measured_on=s.measured_on,

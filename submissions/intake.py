@@ -12,6 +12,7 @@ Identity is the Hugging Face username on a Space (OAuth) or the configured local
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from submissions.errors import (
     SubmissionError,
     UploadMissing,
 )
+from submissions.hub_models import HubClient, HubModel, fetch_checkpoint
 from submissions.metadata import EntryMetadata
 from submissions.queue import EvaluationQueue
 from submissions.quota import check_limits, lock_account, remaining_scorings
@@ -64,6 +66,7 @@ class JobView:
     disclosure: str
     progress: str = ""  # a running checkpoint job: crops done, and the time left
     notice: str = ""  # what this submission call did besides queueing (e.g. renamed)
+    hub_model: str = ""  # owner/name@commit when submitted by Hub id
 
     def to_dict(self) -> dict:
         """Plain JSON-ready form."""
@@ -102,8 +105,13 @@ class Submissions:
         meta = meta.validated()
         return self._record(user, upload, ".csv", "predictions", meta, lane="files")
 
-    def submit_checkpoint(self, user: str, upload: Upload, meta: EntryMetadata) -> JobView:
-        """Validate and queue a zipped checkpoint (a verified entry once the server ran it)."""
+    def submit_checkpoint(
+        self, user: str, upload: Upload, meta: EntryMetadata, *, hub: HubModel | None = None
+    ) -> JobView:
+        """Validate and queue a zipped checkpoint (a verified entry once the server ran it).
+
+        ``hub``: the Hub model the zip was fetched from (see :meth:`submit_hub_model`).
+        """
         upload = _present(upload)
         cap = self.settings.max_checkpoint_bytes
         size = source_size(upload)
@@ -128,10 +136,53 @@ class Submissions:
             default_gflops=self.settings.cpu_gflops,
         )
         return self._record(
-            user, upload, ".zip", "checkpoint", meta, lane=lane, flops=flops, estimated=estimated
+            user,
+            upload,
+            ".zip",
+            "checkpoint",
+            meta,
+            lane=lane,
+            flops=flops,
+            estimated=estimated,
+            hub_ref=hub.ref if hub else "",
         )
 
-    def _record(self, user, upload, suffix, kind, meta, *, lane, flops=0.0, estimated=0.0):
+    def submit_hub_model(
+        self,
+        user: str,
+        repo_id: str,
+        revision: str,
+        meta: EntryMetadata,
+        *,
+        token: str | None = None,
+        client: HubClient | None = None,
+    ) -> JobView:
+        """Fetch a Hub checkpoint (pinned to the commit ``revision`` resolves to) and queue it.
+
+        The form and the user's limits are checked first, so nothing is downloaded for a
+        submission that would be refused. ``token`` (gated or private repos) is used for the
+        fetch only and kept nowhere; the fetched zip then takes an upload's path exactly.
+        """
+        meta = meta.validated()
+        with self.sessions.begin() as session:  # checked again, under the lock, when recorded
+            check_limits(session, user, "checkpoint", self.settings)
+        incoming = self.settings.data_dir / "uploads" / ".incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=incoming) as scratch:
+            fetched = Path(scratch) / "checkpoint.zip"
+            model = fetch_checkpoint(
+                repo_id,
+                revision,
+                fetched,
+                max_bytes=self.settings.max_checkpoint_bytes,
+                token=token,
+                client=client,
+            )
+            return self.submit_checkpoint(user, fetched, meta, hub=model)
+
+    def _record(
+        self, user, upload, suffix, kind, meta, *, lane, flops=0.0, estimated=0.0, hub_ref=""
+    ):
         digest = sha256(upload)
         uploads = self.settings.data_dir / "uploads"
         created = False
@@ -145,6 +196,8 @@ class Submissions:
                 )
                 if existing is not None and existing.user != user:
                     self._duplicate()
+                if existing is not None and hub_ref and not existing.hub_ref:
+                    existing.hub_ref = hub_ref  # the same files, now also known by Hub id
                 if existing and existing.jobs[-1].status not in RETRYABLE:
                     notice = "This file was already submitted: its job is shown, not a new one."
                     if existing.meta != meta.to_dict():
@@ -170,6 +223,7 @@ class Submissions:
                         ),
                         size_bytes=source_size(upload),
                         meta=meta.to_dict(),
+                        hub_ref=hub_ref,
                     )
                 job = Job(
                     submission=submission,
@@ -272,6 +326,7 @@ def _view(session, job: Job, *, notice: str = "") -> JobView:
         disclosure=job.disclosure or "",
         progress=_progress(job),
         notice=notice,
+        hub_model=job.submission.hub_ref or "",
     )
 
 

@@ -55,6 +55,11 @@ def lock_account(session: Session, user: str) -> None:
 def check_limits(session: Session, user: str, kind: str, settings: Settings) -> None:
     """Raise ``QuotaExceeded`` if ``user`` may not submit a ``kind`` now (hold the lock)."""
     since = utcnow() - timedelta(hours=24)
+    if settings.hidden_quota == 0:
+        raise QuotaExceeded(
+            "This server scores no hidden splits (MITOSIS_HIDDEN_QUOTA is 0); score AMi-Br test "
+            "locally with `python -m evaluation.score`."
+        )
     counted = hidden_jobs_since(session, user, since)
     if len(counted) >= settings.hidden_quota:
         raise QuotaExceeded(

@@ -97,6 +97,8 @@ class Submission(Base):
     parameters: Mapped[int | None] = mapped_column(BigInteger)
     ms_per_crop: Mapped[float | None] = mapped_column(Float)
     measured_on: Mapped[str | None] = mapped_column(String(100))
+    # a checkpoint submitted by Hub id: owner/name@commit, the revision it resolved to
+    hub_ref: Mapped[str] = mapped_column(String(300), default="")
 
     jobs: Mapped[list[Job]] = relationship(back_populates="submission", order_by="Job.id")
 

@@ -62,6 +62,39 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
     )
 
     @user_facing
+    def submit_hub_model(
+        repo_id: str,
+        revision: str,
+        token: str,
+        model_name: str,
+        team: str,
+        method_type: str,
+        backbone: str,
+        pretraining: str,
+        training_data: str,
+        uses_midog: bool,
+        paper_url: str,
+        code_url: str,
+        description: str,
+        profile: gr.OAuthProfile | None = None,
+    ) -> dict:
+        """Fetch a checkpoint from the Hub by model id (pinned to a commit) and queue it.
+
+        ``token`` (gated or private repos) is used for the fetch only and kept nowhere.
+        """
+        values = {k: v for k, v in locals().items() if k in FIELD_LABELS}
+        if not (repo_id or "").strip():
+            raise gr.Error("Give the Hub model id, e.g. lab/mitosis-model.")
+        view = space.submissions.submit_hub_model(
+            space.user(profile),
+            repo_id,
+            revision,
+            EntryMetadata.from_dict(values),
+            token=(token or "").strip() or None,
+        )
+        return job_report(space.sessions, view)
+
+    @user_facing
     def submission_status(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:
         """Status and released scores of one of your jobs."""
         if job_id is None:
@@ -114,10 +147,28 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
                 label="Prediction file (.csv) *", file_types=[".csv"], elem_id="predictions-file"
             )
             checkpoint_file = UploadFile(label="Checkpoint (.zip) *", file_types=[".zip"])
+        with gr.Accordion("…or a checkpoint on the Hugging Face Hub", open=False, elem_id="hub"):
+            with gr.Row():
+                hub_repo = gr.Textbox(
+                    label="Model id", placeholder="lab/mitosis-model", elem_id="hub-repo"
+                )
+                hub_revision = gr.Textbox(
+                    label="Revision (branch, tag or commit)", value="main", elem_id="hub-revision"
+                )
+                hub_token = gr.Textbox(
+                    label="Read token (gated or private repos only; used once, never stored)",
+                    type="password",
+                    elem_id="hub-token",
+                )
+            gr.Markdown(
+                "The revision is pinned to the commit it points at now; only `config.json`, "
+                "`model.safetensors` (or the LoRA adapter files) and `README.md` are fetched."
+            )
         form = _metadata_form()
         with gr.Row():
             submit_predictions_button = gr.Button("Submit predictions", variant="primary")
             submit_checkpoint_button = gr.Button("Submit checkpoint", variant="primary")
+            submit_hub_button = gr.Button("Submit Hub model", variant="primary")
         receipt_text = gr.Markdown(elem_id="receipt")
         receipt = gr.JSON(visible="hidden", elem_id="receipt-json")  # the API's answer
         with gr.Row():
@@ -141,6 +192,12 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
         ),
         submit_checkpoint_button.click(
             submit_checkpoint, [checkpoint_file, *form], receipt, api_name="submit_checkpoint"
+        ),
+        submit_hub_button.click(
+            submit_hub_model,
+            [hub_repo, hub_revision, hub_token, *form],
+            receipt,
+            api_name="submit_hub_model",
         ),
         status_button.click(submission_status, job_box, receipt, api_name="submission_status"),
         cancel_button.click(cancel_submission, job_box, receipt, api_name="cancel_submission"),
@@ -185,6 +242,9 @@ SUBMISSION_GUIDE = """
    adapter on a registered backbone; see the README) and zip the folder.
 2. Upload the zip and press *Submit checkpoint*: the server checks it at once, then runs it
    on every test crop (progress shows in *My submissions* and in the queue).
+   Or, with the checkpoint in a Hub model repo, give its id and revision under *…or a
+   checkpoint on the Hugging Face Hub* and press *Submit Hub model*: the entry records the
+   commit the revision pointed at.
 
 Hidden-split scores come back rounded to 0.01, and only when the hidden mean is at least 0.01
 above your best released one: repeated submissions cannot read the labels.

@@ -52,6 +52,7 @@ def test_exactly_the_public_endpoints(client):
         "/leaderboard",
         "/submit_predictions",
         "/submit_checkpoint",
+        "/submit_hub_model",
         "/submission_status",
         "/cancel_submission",
     }
@@ -119,6 +120,15 @@ def test_submit_checkpoint(client, app, tmp_path):
         z.writestr("model.pt", b"\x80\x04K\x01.")
     with pytest.raises(AppError, match="pickle files .* are never loaded"):
         client.predict(handle_file(str(pickle)), *META, api_name="/submit_checkpoint")
+
+
+def test_a_hub_model_id_on_an_offline_server_is_refused_clearly(client):
+    with pytest.raises(AppError, match="offline \\(HF_HUB_OFFLINE is set\\).*Upload the"):
+        client.predict(
+            "lab/mitosis-model", "main", "", "hub vit", *META[1:], api_name="/submit_hub_model"
+        )
+    with pytest.raises(AppError, match="Give the Hub model id"):
+        client.predict("", "main", "", "hub vit", *META[1:], api_name="/submit_hub_model")
 
 
 def test_invalid_inputs_are_refused_in_the_handler(client, app, tmp_path):
