@@ -93,6 +93,11 @@ class Settings:
     space_id: str
 
     @property
+    def results_dataset_dir(self) -> Path:
+        """The results and requests as a dataset folder (``leaderboard.hub``), the Hub sync's."""
+        return self.data_dir / "hub-sync"
+
+    @property
     def public_dir(self) -> Path:
         """The public bundle: train crops, AMi-Br test labels, opaque test crops, manifest."""
         return self.data_dir / "public"

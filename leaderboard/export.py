@@ -2,6 +2,10 @@
 
 CSV cells that a spreadsheet would run as a formula (starting with =, +, -, @, tab or carriage
 return) are prefixed with an apostrophe.
+
+The requests (submissions and their latest job) as rows too, with only what the Space shows
+anyone: an entry's metadata and pinned Hub revision once it is on the board; before that, the
+public queue's anonymised view (lane, size, state, progress).
 """
 
 from __future__ import annotations
@@ -10,9 +14,15 @@ import csv
 import io
 import json
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
 from evaluation.disclosure import PUBLIC_METRICS
 from evaluation.splits import TEST_SPLITS
 from leaderboard.ranking import Entry
+from submissions.jobs import public_row
+from submissions.metadata import metadata_fields
+from submissions.tables import SCORED_KINDS, SOURCE_OF_KIND, JobStatus, Submission
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 METRICS = (*PUBLIC_METRICS, "ba_std")  # ba_std: the paper rows' spread over 5 fold models
@@ -50,6 +60,61 @@ def board_rows(entries: list[Entry]) -> list[dict]:
                 "submission_id": entry.submission_id,
             }
         )
+        rows.append(row)
+    return rows
+
+
+REQUEST_FIELDS = (
+    "submission_id",
+    "status",
+    "source",
+    *metadata_fields(),
+    "hub_model",
+    "submitted_at",
+    "lane",
+    "size",
+    "done",
+    "total",
+)
+OPEN = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+def request_rows(session: Session, entries: list[Entry]) -> list[dict]:
+    """One row per submitted file that is on the board or in the queue, by submission id.
+
+    Every row has every field of ``REQUEST_FIELDS`` (None where not shown): an entry on the
+    board shows its metadata and pinned Hub revision, as the board does; a submission still
+    queued or running shows the public queue's anonymised row only. Failed and cancelled
+    submissions, which the Space shows their owner alone, are not listed.
+    """
+    on_board = {e.submission_id for e in entries}
+    submissions = session.scalars(
+        select(Submission)
+        .options(selectinload(Submission.jobs))
+        .where(Submission.kind.in_(SCORED_KINDS))
+        .order_by(Submission.id)
+    ).all()
+    rows = []
+    for submission in submissions:
+        job = submission.jobs[-1] if submission.jobs else None
+        listed = submission.id in on_board
+        if job is None or not (listed or job.status in OPEN):
+            continue
+        queue = public_row(job, own=False)
+        row = dict.fromkeys(REQUEST_FIELDS)
+        row.update(
+            submission_id=submission.id,
+            status=queue["state"],
+            source=str(SOURCE_OF_KIND[submission.kind]),
+            lane=queue["lane"],
+            size=queue["size"],
+            done=queue["done"],
+            total=queue["total"],
+        )
+        if listed:
+            row.update(submission.entry.to_dict())
+            row["hub_model"] = submission.hub_ref or None
+            row["submitted_at"] = submission.created_at.isoformat(timespec="seconds")
         rows.append(row)
     return rows
 

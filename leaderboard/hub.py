@@ -1,16 +1,33 @@
-"""Optional sync of the board to a Hugging Face dataset repo (huggingface_hub CommitScheduler).
+"""The board and the requests as a Hugging Face dataset folder, synced to a Hub dataset repo.
 
-Enabled when MITOSIS_HUB_RESULTS_REPO and HF_TOKEN are set; the exported board.csv and
-board.json are committed every few minutes by a background thread.
+Layout (the usual leaderboard one: one JSON per result, one per request)::
+
+    README.md                      dataset card: the two configs and their column types
+    board.csv, board.json          the whole board (released numbers only)
+    results/<submission_id>.json   one entry: a row of ``export.board_rows``
+    requests/<submission_id>.json  one request: a row of ``export.request_rows``
+
+``datasets.load_dataset(FOLDER_OR_REPO, "results")`` gives the board back: the card declares
+each column's type, which the JSON loader cannot infer from a first file whose value is null
+(``load_dataset("json", data_files=..., features=...)`` with those types works too). The worker
+rewrites the folder after every job; when MITOSIS_HUB_RESULTS_REPO and HF_TOKEN are set, a
+``huggingface_hub.CommitScheduler`` commits it every few minutes from a background thread.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
+from fileio import atomic_write
 from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.ranking import Entry
 from settings import Settings
+
+SECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")  # isoformat(timespec="seconds")
+RESULTS_DIR = "results"
+REQUESTS_DIR = "requests"
 
 
 class HubSyncError(RuntimeError):
@@ -25,12 +42,90 @@ class HubSync:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.scheduler = scheduler
 
-    def write(self, entries: list[Entry]) -> None:
-        """Export the board (released numbers only) into the synced folder, under its lock."""
-        rows = board_rows(entries)
+    def write(self, entries: list[Entry], requests: list[dict]) -> None:
+        """Export the board and the requests into the synced folder, under its lock."""
         with self.scheduler.lock:
-            (self.folder / "board.csv").write_text(to_csv(rows))
-            (self.folder / "board.json").write_text(to_json(rows))
+            write_folder(self.folder, entries, requests)
+
+
+def write_folder(folder: Path, entries: list[Entry], requests: list[dict]) -> None:
+    """Write the results dataset folder: the board, one JSON per result and per request.
+
+    Files of entries or requests no longer listed are removed, so the folder is the board.
+    """
+    rows = board_rows(entries)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in (("board.csv", to_csv(rows)), ("board.json", to_json(rows))):
+        atomic_write(folder / name, lambda tmp, text=text: tmp.write_text(text))
+    card = results_card({RESULTS_DIR: rows, REQUESTS_DIR: requests})
+    atomic_write(folder / "README.md", lambda tmp: tmp.write_text(card))
+    for name, records in ((RESULTS_DIR, rows), (REQUESTS_DIR, requests)):
+        target = folder / name
+        target.mkdir(parents=True, exist_ok=True)
+        wanted = {f"{r['submission_id']}.json": r for r in records}
+        present = {p.name for p in target.glob("*.json") if not p.name.startswith(".")}
+        for stale in present - set(wanted):
+            (target / stale).unlink()
+        for file_name, record in wanted.items():
+            text = json.dumps(record, default=str) + "\n"  # one line: JSON Lines too
+            path = target / file_name
+            if not path.is_file() or path.read_text() != text:  # unchanged files: no commit
+                atomic_write(path, lambda tmp, text=text: tmp.write_text(text))
+
+
+def results_card(configs: dict[str, list[dict]]) -> str:
+    """The dataset card: one config per folder of JSON files, with every column's type."""
+    lines = ["---", "configs:"]
+    for name in configs:
+        lines += [
+            f"  - config_name: {name}",
+            *(["    default: true"] if name == RESULTS_DIR else []),
+            "    data_files:",
+            "      - split: train",
+            f'        path: "{name}/*.json"',
+        ]
+    lines.append("dataset_info:")
+    for name, records in configs.items():
+        lines += [f"  - config_name: {name}", "    features:"]
+        for column in records[0] if records else ():
+            dtype = _dtype([r[column] for r in records])
+            lines += [f"      - name: {column}", f'        dtype: "{dtype}"']
+    lines += [
+        "---",
+        "",
+        "# Leaderboard results and requests",
+        "",
+        "Written by the evaluation worker of the atypical-mitosis leaderboard after every job.",
+        "`results/`: one JSON per board entry, with released numbers only (hidden splits: the",
+        "balanced accuracy rounded to 0.01, no calibration numbers or curves). `requests/`: one",
+        "JSON per submission on the board or in the queue (queued ones anonymised).",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "",
+        'board = load_dataset("OWNER/RESULTS_REPO", "results", split="train")',
+        'requests = load_dataset("OWNER/RESULTS_REPO", "requests", split="train")',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _dtype(values: list) -> str:
+    """The ``datasets`` dtype of a column's JSON values (null where every value is null)."""
+    kinds = {type(v) for v in values if v is not None}
+    if not kinds:
+        return "null"
+    if kinds == {bool}:
+        return "bool"
+    if kinds == {int}:
+        return "int64"
+    if kinds <= {int, float}:
+        return "float64"
+    if kinds == {str} and all(SECONDS.fullmatch(v) for v in values if v is not None):
+        return "timestamp[s]"  # what the JSON reader makes of them anyway
+    return "string"
 
 
 def start_hub_sync(settings: Settings, *, every_minutes: float = 5) -> HubSync | None:
@@ -45,7 +140,7 @@ def start_hub_sync(settings: Settings, *, every_minutes: float = 5) -> HubSync |
             "HF_HUB_OFFLINE is set: the results cannot be synced to "
             f"{settings.hub_results_repo}. Unset it to sync."
         )
-    folder = Path(settings.data_dir) / "hub-sync"
+    folder = settings.results_dataset_dir
     folder.mkdir(parents=True, exist_ok=True)
     scheduler = CommitScheduler(
         repo_id=settings.hub_results_repo,

@@ -27,7 +27,8 @@ from evaluation.supervisor import InteractiveSignal
 from evaluation.worker.upkeep import Upkeep
 from fileio import atomic_write
 from leaderboard.board import build_board, shipped_model_status
-from leaderboard.hub import start_hub_sync
+from leaderboard.export import request_rows
+from leaderboard.hub import start_hub_sync, write_folder
 from leaderboard.publication import release
 from leaderboard.results import Result
 from leaderboard.standings import update_standing
@@ -110,8 +111,6 @@ class Worker:
             log.info("job %d %s", job_id, "finished" if written else "lost its lease: dropped")
             if written:
                 self.update_standing(truth, labels.label_set_hash)
-            if written and self.hub:
-                self.hub.write(build_board(self.sessions))
         except TimeLimitExceeded as e:
             jobs.fail(self.sessions, job_id, token, str(e), charged_s=self._charge(kind, started))
             log.info("job %d failed: %s", job_id, e)
@@ -124,6 +123,7 @@ class Worker:
         finally:
             stop.set()
             self._report(job_id, running=False)
+            self.export_results()
 
     @staticmethod
     def _charge(kind: str, started: float) -> float:
@@ -259,6 +259,22 @@ class Worker:
         except Exception:
             log.exception("rank standing")
 
+    def export_results(self) -> None:
+        """Rewrite the results dataset folder (``leaderboard.hub``), which the Hub sync commits.
+
+        Never fails a job: the next job or worker start writes the folder again.
+        """
+        try:
+            entries = build_board(self.sessions)
+            with self.sessions() as session:
+                requests = request_rows(session, entries)
+            if self.hub:
+                self.hub.write(entries, requests)
+            else:
+                write_folder(self.settings.results_dataset_dir, entries, requests)
+        except Exception:
+            log.exception("results dataset")
+
     def _beat_forever(self) -> None:
         while not self.stop.wait(workers.HEARTBEAT_S):
             try:
@@ -280,6 +296,7 @@ class Worker:
         self.upkeep.seed()
         self.upkeep.rescore_stale()
         self.update_standing()
+        self.export_results()
         threading.Thread(target=self._beat_forever, daemon=True).start()
         threading.Thread(target=self.upkeep.watch_labels, daemon=True).start()
         threading.Thread(

@@ -101,8 +101,12 @@ class Platform:
         board = build_board(self.worker.sessions)
         rows = board_rows(board)
         surfaces = [
-            *json.loads(to_json(rows)),  # the JSON export and the Hub sync
+            *json.loads(to_json(rows)),  # the JSON export
             *csv.DictReader(io.StringIO(to_csv(rows))),
+            *(  # the results dataset the worker wrote after this job (what the Hub sync commits)
+                json.loads(path.read_text())
+                for path in (self.settings.results_dataset_dir / "results").glob("*.json")
+            ),
         ]
         seen: dict[str, set] = {}
         for row in surfaces:

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
 import pytest
+from datasets import load_dataset
 from sqlalchemy import select, text, update
 
 from evaluation.bundle import LabelStore
@@ -14,7 +16,7 @@ from evaluation.metrics import reader_agreement
 from evaluation.worker import Worker
 from leaderboard.board import build_board
 from leaderboard.cards import entry_curves
-from leaderboard.export import board_rows, to_csv, to_json
+from leaderboard.export import board_rows, request_rows, to_csv, to_json
 from leaderboard.hub import HubSync, HubSyncError, start_hub_sync
 from leaderboard.paper import paper_rows
 from leaderboard.publication import release_pending
@@ -208,6 +210,7 @@ def test_job_reports_hold_released_numbers_only(scored):
         "disclosure",
         "progress",
         "notice",
+        "hub_model",
     }
     second, perfect = views
     assert perfect["disclosure"] == "released"
@@ -275,13 +278,62 @@ def test_the_hub_sync_writes_the_released_board(scored, tmp_path):
         lock = threading.Lock()
 
     sync = HubSync(tmp_path / "hub-sync", Scheduler())
-    sync.write(build_board(scored.sessions))
+    entries = build_board(scored.sessions)
+    with scored.sessions() as session:
+        sync.write(entries, request_rows(session, entries))
     rows = json.loads((tmp_path / "hub-sync" / "board.json").read_text())
-    assert len(rows) == 27 and rows == json.loads(to_json(board_rows(build_board(scored.sessions))))
+    assert len(rows) == 27 and rows == json.loads(to_json(board_rows(entries)))
     assert all(r["atnorm_br_brier"] is None for r in rows)
-    assert (tmp_path / "hub-sync" / "board.csv").read_text() == to_csv(
-        board_rows(build_board(scored.sessions))
+    assert (tmp_path / "hub-sync" / "board.csv").read_text() == to_csv(board_rows(entries))
+
+
+def by_id(rows):
+    """Rows in submission order, timestamps (typed by the card) as the export writes them."""
+
+    def plain(value):
+        return value.isoformat(timespec="seconds") if isinstance(value, datetime) else value
+
+    rows = [{k: plain(v) for k, v in row.items()} for row in rows]
+    return sorted(rows, key=lambda r: r["submission_id"])
+
+
+def test_results_and_requests_round_trip_through_datasets(scored, tmp_path):
+    view = scored.service.submit_predictions(
+        "dave", scored.predictions(7), EntryMetadata("still queued", team="D")
     )
+    folder = scored.settings.results_dataset_dir
+    scored.worker.export_results()  # what the worker does after every job
+    entries = build_board(scored.sessions)
+    results = load_dataset(str(folder), "results", cache_dir=str(tmp_path), split="train")
+    expected = by_id(json.loads(to_json(board_rows(entries))))
+    assert by_id(results.to_list()) == expected
+    as_json = load_dataset(  # the JSON loader, given the card's column types
+        "json",
+        data_files=str(folder / "results" / "*.json"),
+        features=results.features,
+        cache_dir=str(tmp_path),
+        split="train",
+    )
+    assert by_id(as_json.to_list()) == expected
+    requests = by_id(
+        load_dataset(str(folder), "requests", cache_dir=str(tmp_path), split="train").to_list()
+    )
+    with scored.sessions() as session:
+        assert requests == by_id(request_rows(session, entries))
+    queued = [r for r in requests if r["status"] == "queued"]
+    assert len(queued) == 1 and queued[0]["lane"] == "files"
+    # in the queue: the public queue's anonymised row, nothing of who or what
+    assert queued[0]["model_name"] is None and queued[0]["team"] is None
+    on_board = {e.submission_id: e for e in entries}
+    for request in requests:
+        entry = on_board.get(request["submission_id"])
+        if entry is not None:
+            assert request["model_name"] == entry.model_name and request["status"] == "finished"
+    scored.worker.run_job(view.job_id)
+    scored.worker.export_results()  # rewritten: the request now shows its entry
+    record = json.loads((folder / "requests" / f"{queued[0]['submission_id']}.json").read_text())
+    assert record["model_name"] == "still queued" and record["status"] == "finished"
+    assert (folder / "results" / f"{queued[0]['submission_id']}.json").is_file()
 
 
 def test_pathologists_are_reference_rows_scored_against_the_other_experts(scored):
