@@ -61,6 +61,9 @@ class Settings:
         lease_s: a running job whose worker sends no heartbeat for this long is re-run.
         start_worker: whether ``python app.py`` starts an evaluation worker process.
         hub_results_repo, hf_token: optional Hub dataset the results are synced to.
+        labels_repo: a private Hub dataset holding the label store, fetched once into
+            ``labels_dir`` when that is empty (with ``hf_token``); empty: the local folder only.
+        label_set_hash: when set, the label store must hash to it (checked when fetched).
         space_id: set by Hugging Face on a Space (then submitting requires signing in).
     """
 
@@ -90,6 +93,8 @@ class Settings:
     start_worker: bool
     hub_results_repo: str
     hf_token: str
+    labels_repo: str
+    label_set_hash: str
     space_id: str
 
     @property
@@ -150,6 +155,8 @@ class Settings:
             not in ("0", "false", "no"),
             hub_results_repo=env.get("MITOSIS_HUB_RESULTS_REPO", ""),
             hf_token=env.get("HF_TOKEN", ""),
+            labels_repo=env.get("MITOSIS_LABELS_REPO", "").strip(),
+            label_set_hash=env.get("MITOSIS_LABEL_SET_HASH", "").strip().lower(),
             space_id=env.get("SPACE_ID", ""),
         )
 

@@ -15,13 +15,16 @@ Private label store (``settings.labels_dir``)::
     labels.csv                 image_id,split,label,source_path   every test crop
     atnorm_md_votes.csv        image_id,expert_1..expert_5,majority
     release.json               label_set_hash and counts
+
+A deployment may keep the label store in a private Hub dataset (``MITOSIS_LABELS_REPO``): it is
+fetched once into the labels folder, verified against its label-set hash, and read from there.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +33,7 @@ import pandas as pd
 
 from evaluation.errors import LabelsUnavailable, ReleaseNotFound
 from evaluation.splits import ATYPICAL, TEST_SPLITS, get_split
+from fileio import replace_folder, staged_folder
 
 RELEASE_FORMAT = 1
 RELEASE_JSON = "release.json"
@@ -127,6 +131,10 @@ class LabelStore:
         except LabelsUnavailable:
             return None
 
+    def rows(self) -> list[tuple[str, str, str]]:
+        """``(image_id, split, label)`` of every test crop (what the label-set hash covers)."""
+        return list(self._labels[["image_id", "split", "label"]].itertuples(index=False))
+
     def reader_votes(self) -> np.ndarray | None:
         """AtNorM-MD's expert votes, (n_crops, 5) with 1 = atypical (None if not stored)."""
         path = self.root / ATNORM_MD_VOTES_CSV
@@ -147,3 +155,81 @@ class LabelStore:
     def all_labels(self) -> dict[str, SplitLabels]:
         """Ground truth of every test split."""
         return {s.name: self.split_labels(s.name) for s in TEST_SPLITS}
+
+
+LABEL_STORE_FILES = (PRIVATE_LABELS_CSV, ATNORM_MD_VOTES_CSV, RELEASE_JSON)
+
+
+def hub_download(repo_id: str, token: str, folder: Path) -> None:
+    """Fetch the label store's files from the private Hub dataset ``repo_id`` into ``folder``."""
+    from huggingface_hub import constants, snapshot_download
+
+    if constants.HF_HUB_OFFLINE:
+        raise LabelsUnavailable(
+            f"MITOSIS_LABELS_REPO is {repo_id}, but this machine is offline (HF_HUB_OFFLINE is "
+            "set) and has no label store yet. Unset MITOSIS_LABELS_REPO to use a local one, or "
+            "go online once."
+        )
+    try:
+        snapshot_download(
+            repo_id,
+            repo_type="dataset",
+            allow_patterns=list(LABEL_STORE_FILES),
+            local_dir=folder,
+            token=token or None,
+        )
+    except Exception as e:  # every Hub failure means the same here: no labels
+        raise LabelsUnavailable(
+            f"Could not fetch the label store from the Hub dataset {repo_id} "
+            f"({type(e).__name__}); check the repo id and that HF_TOKEN can read it."
+        ) from e
+
+
+def fetch_label_store(
+    repo_id: str,
+    labels_dir: Path,
+    *,
+    token: str = "",
+    expected_hash: str = "",
+    manifest: pd.DataFrame | None = None,
+    download: Callable[[str, str, Path], None] = hub_download,
+) -> str:
+    """The label store at ``labels_dir``, fetched from a private Hub dataset if not there yet.
+
+    The fetched copy is checked before it is swapped in: its labels must hash to the
+    label-set hash its ``release.json`` states (and to ``expected_hash`` when given), and, with
+    the public ``manifest``, label exactly its crops. Returns the label-set hash.
+    """
+    labels_dir = Path(labels_dir)
+    if (labels_dir / PRIVATE_LABELS_CSV).is_file():
+        return LabelStore(labels_dir).label_set_hash
+    with staged_folder(labels_dir, 0o700) as staged:  # readable by its owner only
+        download(repo_id, token, staged)
+        label_hash = _verified_hash(staged, repo_id, expected_hash, manifest)
+        replace_folder(staged, labels_dir)
+    return label_hash
+
+
+def _verified_hash(folder: Path, repo_id: str, expected: str, manifest) -> str:
+    missing = [name for name in (PRIVATE_LABELS_CSV, RELEASE_JSON) if not (folder / name).is_file()]
+    if missing:
+        raise LabelsUnavailable(
+            f"The Hub dataset {repo_id} lacks {', '.join(missing)}: upload the label store "
+            "folder that `python -m evaluation.release` wrote (--push-labels REPO)."
+        )
+    store = LabelStore(folder)
+    actual = label_set_hash(store.rows())
+    stated_by = ((store.label_set_hash, "its release.json"), (expected, "MITOSIS_LABEL_SET_HASH"))
+    for stated, where in stated_by:
+        if stated and actual != stated:
+            raise LabelsUnavailable(
+                f"The labels fetched from {repo_id} hash to {actual[:16]}…, not to the "
+                f"{stated[:16]}… that {where} states: refusing them. Upload the label store "
+                "again, unchanged."
+            )
+    if manifest is not None and {r[0] for r in store.rows()} != set(manifest["image_id"]):
+        raise LabelsUnavailable(
+            f"The labels fetched from {repo_id} are not for this release's test crops (their "
+            "ids differ from the public manifest). Upload the label store of this release."
+        )
+    return actual

@@ -223,8 +223,17 @@ def _yaml(value, indent: int = 0) -> str:
     return "".join(lines)
 
 
-def push_to_hub(folder: Path, repo_id: str, token: str, *, private: bool = False, api=None) -> str:
-    """Publish the dataset folder as the Hub dataset ``repo_id``; returns the commit URL.
+def push_to_hub(
+    folder: Path,
+    repo_id: str,
+    token: str,
+    *,
+    private: bool = False,
+    message: str = "AMi-Br benchmark: public release",
+    allow_patterns: list[str] | None = None,
+    api=None,
+) -> str:
+    """Publish a dataset folder as the Hub dataset ``repo_id``; returns the commit URL.
 
     ``api`` is an ``HfApi`` (the default builds one with ``token``). Offline, or without a token,
     it raises ``HubPushError`` before anything is sent.
@@ -238,8 +247,8 @@ def push_to_hub(folder: Path, repo_id: str, token: str, *, private: bool = False
         )
     if not token:
         raise HubPushError(f"Publishing to {repo_id} needs a write token: set HF_TOKEN.")
-    if not (Path(folder) / "README.md").is_file():
-        raise HubPushError(f"{folder} is not a dataset folder (no README.md); build the release.")
+    if not Path(folder).is_dir() or not any(Path(folder).iterdir()):
+        raise HubPushError(f"Nothing to publish at {folder}: build the release first.")
     if api is None:
         from huggingface_hub import HfApi
 
@@ -249,6 +258,38 @@ def push_to_hub(folder: Path, repo_id: str, token: str, *, private: bool = False
         repo_id=repo_id,
         repo_type="dataset",
         folder_path=str(folder),
-        commit_message="AMi-Br benchmark: public release",
+        commit_message=message,
+        allow_patterns=allow_patterns,
     )
     return str(getattr(commit, "commit_url", commit))
+
+
+def publish(
+    public_dir: Path,
+    labels_dir: Path,
+    token: str,
+    *,
+    dataset_repo: str = "",
+    labels_repo: str = "",
+    private: bool = False,
+):
+    """Upload the release's dataset folder and/or its label store; yields a line per upload.
+
+    The label store always goes to a private repo, and only its label files: a secret id key
+    stays on this machine.
+    """
+    uploads = [
+        (dataset_repo, Path(public_dir) / DATASET_DIR, private, "release", None),
+        (labels_repo, Path(labels_dir), True, "private label store", bundle.LABEL_STORE_FILES),
+    ]
+    for repo_id, folder, is_private, what, files in uploads:
+        if repo_id:
+            url = push_to_hub(
+                folder,
+                repo_id,
+                token,
+                private=is_private,
+                message=f"AMi-Br benchmark: {what}",
+                allow_patterns=list(files) if files else None,
+            )
+            yield f"Published the {what}: {url}"

@@ -340,6 +340,13 @@ def main(argv: list[str] | None = None) -> int:
         help="then publish the dataset folder as the Hub dataset REPO (needs HF_TOKEN, online)",
     )
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: private")
+    parser.add_argument(
+        "--push-labels",
+        metavar="REPO",
+        default="",
+        help="then upload the label store to the private Hub dataset REPO, where "
+        "MITOSIS_LABELS_REPO fetches it from (needs HF_TOKEN, online)",
+    )
     args = parser.parse_args(argv)
     if args.if_missing and (args.public_dir / bundle.MANIFEST_CSV).is_file():
         print(f"A release exists at {args.public_dir}; nothing to build.")
@@ -365,19 +372,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _push(args: argparse.Namespace, settings: Settings) -> int:
-    if not args.push_to_hub:
-        return 0
     try:
-        url = hub_dataset.push_to_hub(
-            args.public_dir / hub_dataset.DATASET_DIR,
-            args.push_to_hub,
+        for line in hub_dataset.publish(
+            args.public_dir,
+            args.labels_dir,
             settings.hf_token,
+            dataset_repo=args.push_to_hub,
+            labels_repo=args.push_labels,
             private=args.private,
-        )
+        ):
+            print(line)
     except hub_dataset.HubPushError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"Published: {url}")
     return 0
 
 

@@ -24,7 +24,7 @@ from evaluation.errors import EvaluationError, TimeLimitExceeded
 from evaluation.scoring import SCORER_VERSION, read_predictions, score_predictions
 from evaluation.splits import TEST_SPLITS
 from evaluation.supervisor import InteractiveSignal
-from evaluation.worker.upkeep import Upkeep
+from evaluation.worker.upkeep import Upkeep, fetch_labels
 from fileio import atomic_write
 from leaderboard.board import build_board, shipped_model_status
 from leaderboard.export import request_rows
@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     torch.set_num_threads(settings.worker_threads or (max(1, cores - 1) if beside_app else cores))
     lanes = tuple(args.lanes.split(",")) if args.lanes else None
+    fetch_labels(settings)
     worker = Worker(settings, lanes=lanes)
     if args.prepare:
         worker.upkeep.rescore_stale()

@@ -14,7 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
-from evaluation.bundle import LabelStore, PublicBundle
+from evaluation.bundle import LabelStore, PublicBundle, fetch_label_store
+from evaluation.errors import EvaluationError
 from fileio import zip_folder
 from leaderboard.paper import seed_paper_rows
 from leaderboard.pathologists import seed_pathologist_rows
@@ -189,3 +190,25 @@ class Upkeep:
                 log.info("the label set changed: re-scoring what was scored against the old one")
                 self.rescore_stale()
                 seen = now
+
+
+def fetch_labels(settings: Settings) -> None:
+    """Fetch the label store from MITOSIS_LABELS_REPO once, when configured and not here yet.
+
+    A failure is logged, not fatal: the worker still scores prediction files' public split
+    and fails hidden-split jobs with the label store's own message.
+    """
+    if not settings.labels_repo:
+        return
+    try:
+        public = PublicBundle(settings.public_dir) if settings.public_dir.is_dir() else None
+        label_hash = fetch_label_store(
+            settings.labels_repo,
+            settings.labels_dir,
+            token=settings.hf_token,
+            expected_hash=settings.label_set_hash,
+            manifest=public.manifest if public else None,
+        )
+        log.info("label store %s… (MITOSIS_LABELS_REPO %s)", label_hash[:16], settings.labels_repo)
+    except EvaluationError as e:
+        log.error("%s", e)

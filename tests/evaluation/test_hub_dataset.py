@@ -153,7 +153,7 @@ def test_push_to_hub_stops_at_the_network_boundary(tiny_release, monkeypatch):
         {"repo_type": "dataset", "private": True, "exist_ok": True},
     )
     assert api.calls[1][1]["folder_path"] == str(folder)
-    assert api.calls[1][1]["repo_type"] == "dataset"
+    assert api.calls[1][1]["repo_type"] == "dataset" and api.calls[1][1]["allow_patterns"] is None
 
 
 def test_release_command_refuses_to_push_offline(tiny_release, capsys):
