@@ -114,6 +114,29 @@ def as_predictions(frame: pd.DataFrame) -> Predictions:
     )
 
 
+def log_reading(log: Path, checkpoints: list[Path], reason: str, label_hash: str, summary) -> None:
+    """Append one reading of the test sets to ``log`` (a JSON list; a model card counts them)."""
+    readings = json.loads(log.read_text()) if log.is_file() else []
+    weights = [
+        hashlib.sha256((Path(p) / "model.safetensors").read_bytes()).hexdigest()
+        if (Path(p) / "model.safetensors").is_file()
+        else None
+        for p in checkpoints
+    ]
+    readings.append(
+        {
+            "reading": len(readings) + 1,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "reason": reason.strip(),
+            "checkpoints": [str(p) for p in checkpoints],
+            "weights_sha256": weights,
+            "label_set_hash": label_hash,
+            "ba": summary,
+        }
+    )
+    atomic_write(log, lambda tmp: tmp.write_text(json.dumps(readings, indent=1) + "\n"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     settings = Settings.from_env()
@@ -130,9 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--log-reading",
+        type=Path,
+        help="append this reading of the test sets (when, why, what, the BAs) to a JSON log, "
+        "e.g. models/default-evidence/test_readings.json",
+    )
+    parser.add_argument("--reason", default="", help="why the test sets are read (with --log)")
     args = parser.parse_args(argv)
     if args.predictions_out and len(args.checkpoints) > 1:
         parser.error("--predictions-out takes one checkpoint")
+    if args.log_reading and not args.reason.strip():
+        parser.error("--log-reading needs --reason: every reading of the test sets says why")
     try:
         splits = args.split or default_splits(settings.labels_dir)
         bundle = PublicBundle(settings.public_dir)
@@ -161,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             s: [r[s].balanced_accuracy.estimate for r in report.values()] for s in splits
         }.items()
     }
+    if args.log_reading:
+        log_reading(args.log_reading, args.checkpoints, args.reason, label_hash, summary)
     if args.json:
         print(
             json.dumps(

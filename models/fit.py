@@ -51,6 +51,8 @@ class Recipe:
     schedule: str = "cosine"  # warm-up then cosine per step, or "plateau" (see _Plateau)
     precision: str = "bf16"  # autocast on CUDA; "fp32" trains (and validates) in full precision
     partial_batch: bool = False  # True: ceil(N / batch) steps an epoch, the last one short
+    distill_weight: float = 0.0  # > 0: a teacher's probabilities weigh this much in the loss
+    teacher: str = ""  # what the teacher was (a candidate's name), for the record
 
     @classmethod
     def from_dict(cls, data: dict) -> Recipe:
@@ -192,6 +194,29 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+class Teacher:
+    """A trained model whose probabilities on each augmented batch a student learns from.
+
+    It sees exactly the student's augmented crops (resized and normalised its own way), so
+    the soft target always describes the image the student is shown.
+    """
+
+    def __init__(self, model: nn.Module, *, size: int, mean, std) -> None:
+        self.model = model.eval()
+        self.size, self.mean, self.std = size, mean, std
+
+    @torch.no_grad()
+    def probabilities(self, x: torch.Tensor, bf16: bool) -> torch.Tensor:
+        """P(atypical) of a float batch in [0, 1] (N, 3, H, W), any size."""
+        if x.shape[-1] != self.size:
+            x = F.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+            )
+        x = normalise(x, self.mean, self.std).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", torch.bfloat16, enabled=bf16):
+            return torch.sigmoid(self.model(x).float().squeeze(1))
+
+
 @dataclass
 class FitResult:
     """A trained model and what happened on the way."""
@@ -210,11 +235,16 @@ def fit(
     val: tuple[torch.Tensor, np.ndarray] | None = None,
     progress: bool = True,
     imagenet_dir: Path | None = None,
+    teacher: Teacher | None = None,
 ) -> FitResult:
     """Train one model on uint8 images (N, 3, H, W) and labels already on the target device.
 
-    ``imagenet_dir`` holds safetensors copies of the offline ImageNet weights, if any.
+    ``imagenet_dir`` holds safetensors copies of the offline ImageNet weights, if any. With a
+    ``teacher`` (distillation), the loss is ``(1 - w) BCE(label) + w BCE(teacher's probability)``
+    with ``w = recipe.distill_weight``.
     """
+    if recipe.distill_weight and teacher is None:
+        raise ValueError("The recipe distils (distill_weight > 0) but no teacher was given.")
     generator = seed_everything(recipe.seed)
     device = images.device
     cfg = get_model_cfg(recipe.model)
@@ -245,11 +275,18 @@ def fit(
         order = _sampler(y, recipe.balanced, generator).to(device)
         for step in range(steps_per_epoch):
             batch = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-            x = augment(prepare(images[batch], size), recipe.augment, aug_generator)
-            x = normalise(x, cfg.mean, cfg.std).contiguous(memory_format=torch.channels_last)
+            seen_crops = augment(prepare(images[batch], size), recipe.augment, aug_generator)
+            x = normalise(seen_crops, cfg.mean, cfg.std).contiguous(
+                memory_format=torch.channels_last
+            )
             with torch.autocast("cuda", torch.bfloat16, enabled=bf16):
                 logits = model(x).float().squeeze(1)
             loss = F.binary_cross_entropy_with_logits(logits, y[batch].float())
+            if recipe.distill_weight:
+                soft = teacher.probabilities(seen_crops, bf16)
+                loss = (1 - recipe.distill_weight) * loss + recipe.distill_weight * (
+                    F.binary_cross_entropy_with_logits(logits, soft)
+                )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

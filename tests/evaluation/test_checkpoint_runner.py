@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -84,3 +85,24 @@ def test_checkpoint_command_scores_several_checkpoints(tiny_release, tmp_path):
         json.loads(scored.stdout)["splits"]["atnorm_br"]["balanced_accuracy"]["estimate"]
         == report["checkpoints"][str(a)]["atnorm_br"]["balanced_accuracy"]["estimate"]
     )
+
+
+def test_every_reading_of_the_test_sets_is_logged_with_its_reason(tiny_release, tmp_path):
+    a = tiny_checkpoint(tmp_path / "a")
+    env = {**os.environ, "MITOSIS_DATA_DIR": str(tiny_release)}
+    log = tmp_path / "readings.json"
+    command = [sys.executable, "-m", "evaluation.checkpoint", str(a), "--log-reading", str(log)]
+    refused = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "needs --reason" in refused.stderr and not log.exists()
+    for reason in ("final model, recipe chosen by CV", "second reading"):
+        subprocess.run(
+            [*command, "--reason", reason], cwd=REPO_ROOT, env=env, check=True, capture_output=True
+        )
+    readings = json.loads(log.read_text())
+    assert [r["reading"] for r in readings] == [1, 2]
+    assert readings[0]["reason"] == "final model, recipe chosen by CV"
+    assert (
+        readings[0]["weights_sha256"][0]
+        == hashlib.sha256((a / "model.safetensors").read_bytes()).hexdigest()
+    )
+    assert set(readings[1]["ba"]) == {"amibr_test", "atnorm_br", "atnorm_md"}

@@ -8,7 +8,7 @@ from models import create_model, get_model_cfg, is_model, list_models, register_
 from models._registry import ModelCfg
 from models.errors import ModelError
 from models.factory import build_backbone
-from models.pretrained import PACKAGE_FILES
+from models.pretrained import PACKAGE_FILES, export_imagenet_offline
 
 PAPER_AND_FOUNDATION = [
     "efficientnetv2_m",
@@ -86,6 +86,13 @@ def test_offline_imagenet_weights_are_copied_by_position(tmp_path):
     assert torch.equal(model.conv_stem.weight, tensors["0.features.0.weight"])
     assert torch.equal(model.bn2.running_var, list(tensors.values())[-3])
     assert model.classifier.weight.shape == (1, 1280)
+    half = tmp_path / "half"  # what is carried to a GPU machine: half the bytes
+    half.mkdir()
+    cfg = get_model_cfg("mobilenetv2_100.imagenet_offline")
+    export_imagenet_offline(cfg, half / "mobilenetv2_100.safetensors", torch.float16, tmp_path)
+    small = create_model("mobilenetv2_100.imagenet_offline", pretrained=True, imagenet_dir=half)
+    assert torch.equal(small.conv_stem.weight, tensors["0.features.0.weight"].half().float())
+    assert small.conv_stem.weight.dtype == torch.float32
 
 
 def test_missing_weight_package_says_how_to_install(monkeypatch):
