@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,20 +206,35 @@ def fetch_label_store(
         return LabelStore(labels_dir).label_set_hash
     with staged_folder(labels_dir, 0o700) as staged:  # readable by its owner only
         download(repo_id, token, staged)
-        label_hash = _verified_hash(staged, repo_id, expected_hash, manifest)
-        replace_folder(staged, labels_dir)
-    return label_hash
+        shutil.rmtree(staged / ".cache", ignore_errors=True)  # the Hub client's bookkeeping
+        _verify_store(staged, repo_id, expected_hash, manifest)
+        for kept in labels_dir.iterdir() if labels_dir.is_dir() else ():
+            if not (staged / kept.name).exists():  # e.g. a secret id key: it stays
+                shutil.move(str(kept), staged / kept.name)
+        try:
+            replace_folder(staged, labels_dir)
+        except OSError:  # another worker swapped its copy in first
+            if not (labels_dir / PRIVATE_LABELS_CSV).is_file():
+                raise
+    return LabelStore(labels_dir).label_set_hash  # what is in place (verified either way)
 
 
-def _verified_hash(folder: Path, repo_id: str, expected: str, manifest) -> str:
+def _verify_store(folder: Path, repo_id: str, expected: str, manifest) -> None:
+    """Raise ``LabelsUnavailable`` unless a fetched store is complete, intact and this release's."""
     missing = [name for name in (PRIVATE_LABELS_CSV, RELEASE_JSON) if not (folder / name).is_file()]
     if missing:
         raise LabelsUnavailable(
             f"The Hub dataset {repo_id} lacks {', '.join(missing)}: upload the label store "
             "folder that `python -m evaluation.release` wrote (--push-labels REPO)."
         )
-    store = LabelStore(folder)
-    actual = label_set_hash(store.rows())
+    try:
+        store = LabelStore(folder)
+        actual = label_set_hash(store.rows())
+    except (ValueError, KeyError, TypeError, pd.errors.ParserError) as e:
+        raise LabelsUnavailable(
+            f"The label store fetched from {repo_id} cannot be read ({type(e).__name__}: {e}). "
+            "Upload the label store folder again, unchanged."
+        ) from e
     stated_by = ((store.label_set_hash, "its release.json"), (expected, "MITOSIS_LABEL_SET_HASH"))
     for stated, where in stated_by:
         if stated and actual != stated:
@@ -232,4 +248,3 @@ def _verified_hash(folder: Path, repo_id: str, expected: str, manifest) -> str:
             f"The labels fetched from {repo_id} are not for this release's test crops (their "
             "ids differ from the public manifest). Upload the label store of this release."
         )
-    return actual

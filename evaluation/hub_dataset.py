@@ -32,6 +32,7 @@ TRAIN_FILE = "data/train-00000-of-00001.parquet"  # read back by models.trainset
 TEST_FILE = "data/test-00000-of-00001.parquet"
 TEST_LABELS_CONFIG = "amibr_test_labels"
 TEST_LABELS_FILE = f"{TEST_LABELS_CONFIG}/test-00000-of-00001.parquet"
+LABEL_FILES = bundle.LABEL_STORE_FILES
 
 
 class HubPushError(RuntimeError):
@@ -231,6 +232,7 @@ def push_to_hub(
     private: bool = False,
     message: str = "AMi-Br benchmark: public release",
     allow_patterns: list[str] | None = None,
+    delete_patterns: list[str] | None = None,
     api=None,
 ) -> str:
     """Publish a dataset folder as the Hub dataset ``repo_id``; returns the commit URL.
@@ -254,12 +256,19 @@ def push_to_hub(
 
         api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    # an existing repo keeps its visibility whatever create_repo was asked: check it
+    if private and not api.repo_info(repo_id, repo_type="dataset").private:
+        raise HubPushError(
+            f"{repo_id} exists and is public; this upload goes only to a private repo. Make it "
+            "private on the Hub, or name a new repo."
+        )
     commit = api.upload_folder(
         repo_id=repo_id,
         repo_type="dataset",
         folder_path=str(folder),
         commit_message=message,
         allow_patterns=allow_patterns,
+        delete_patterns=delete_patterns,
     )
     return str(getattr(commit, "commit_url", commit))
 
@@ -278,11 +287,15 @@ def publish(
     The label store always goes to a private repo, and only its label files: a secret id key
     stays on this machine.
     """
-    uploads = [
-        (dataset_repo, Path(public_dir) / DATASET_DIR, private, "release", None),
-        (labels_repo, Path(labels_dir), True, "private label store", bundle.LABEL_STORE_FILES),
+    if labels_repo and labels_repo == dataset_repo:
+        raise HubPushError(
+            f"The label store and the public dataset cannot share the repo {labels_repo}."
+        )
+    uploads = [  # the release replaces its shards: older ones would be read with the new
+        (dataset_repo, Path(public_dir) / DATASET_DIR, private, "release", None, ["*.parquet"]),
+        (labels_repo, Path(labels_dir), True, "private label store", LABEL_FILES, None),
     ]
-    for repo_id, folder, is_private, what, files in uploads:
+    for repo_id, folder, is_private, what, files, stale in uploads:
         if repo_id:
             url = push_to_hub(
                 folder,
@@ -291,5 +304,6 @@ def publish(
                 private=is_private,
                 message=f"AMi-Br benchmark: {what}",
                 allow_patterns=list(files) if files else None,
+                delete_patterns=stale,
             )
             yield f"Published the {what}: {url}"

@@ -349,7 +349,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.if_missing and (args.public_dir / bundle.MANIFEST_CSV).is_file():
-        print(f"A release exists at {args.public_dir}; nothing to build.")
+        dataset = args.public_dir / hub_dataset.DATASET_DIR
+        if not dataset.is_dir():  # a release built before the dataset folder existed
+            with staged_folder(dataset) as staged:
+                hub_dataset.write_dataset(args.public_dir, staged)
+                replace_folder(staged, dataset)
+            print(f"Hugging Face dataset written: {dataset}")
+        print(f"A release exists at {args.public_dir}; nothing else to build.")
         return _push(args, settings)
     try:
         source = args.source

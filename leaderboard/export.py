@@ -5,7 +5,8 @@ return) are prefixed with an apostrophe.
 
 The requests (submissions and their latest job) as rows too, with only what the Space shows
 anyone: an entry's metadata and pinned Hub revision once it is on the board; before that, the
-public queue's anonymised view (lane, size, state, progress).
+public queue's anonymised view (lane, size, state, progress), without even its submission id,
+which would tie the queued job to its later entry or reveal that it failed.
 """
 
 from __future__ import annotations
@@ -83,9 +84,9 @@ def request_rows(session: Session, entries: list[Entry]) -> list[dict]:
     """One row per submitted file that is on the board or in the queue, by submission id.
 
     Every row has every field of ``REQUEST_FIELDS`` (None where not shown): an entry on the
-    board shows its metadata and pinned Hub revision, as the board does; a submission still
-    queued or running shows the public queue's anonymised row only. Failed and cancelled
-    submissions, which the Space shows their owner alone, are not listed.
+    board shows its id, metadata and pinned Hub revision, as the board does; a submission still
+    queued or running shows the public queue's anonymised row only (no id). Failed and
+    cancelled submissions, which the Space shows their owner alone, are not listed.
     """
     on_board = {e.submission_id for e in entries}
     submissions = session.scalars(
@@ -103,7 +104,6 @@ def request_rows(session: Session, entries: list[Entry]) -> list[dict]:
         queue = public_row(job, own=False)
         row = dict.fromkeys(REQUEST_FIELDS)
         row.update(
-            submission_id=submission.id,
             status=queue["state"],
             source=str(SOURCE_OF_KIND[submission.kind]),
             lane=queue["lane"],
@@ -112,6 +112,7 @@ def request_rows(session: Session, entries: list[Entry]) -> list[dict]:
             total=queue["total"],
         )
         if listed:
+            row["submission_id"] = submission.id
             row.update(submission.entry.to_dict())
             row["hub_model"] = submission.hub_ref or None
             row["submitted_at"] = submission.created_at.isoformat(timespec="seconds")

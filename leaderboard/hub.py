@@ -5,7 +5,8 @@ Layout (the usual leaderboard one: one JSON per result, one per request)::
     README.md                      dataset card: the two configs and their column types
     board.csv, board.json          the whole board (released numbers only)
     results/<submission_id>.json   one entry: a row of ``export.board_rows``
-    requests/<submission_id>.json  one request: a row of ``export.request_rows``
+    requests/<submission_id>.json  one request on the board: a row of ``export.request_rows``
+    requests/queue-<n>.json        one queued or running request, anonymised, in queue order
 
 ``datasets.load_dataset(FOLDER_OR_REPO, "results")`` gives the board back: the card declares
 each column's type, which the JSON loader cannot infer from a first file whose value is null
@@ -63,7 +64,11 @@ def write_folder(folder: Path, entries: list[Entry], requests: list[dict]) -> No
     for name, records in ((RESULTS_DIR, rows), (REQUESTS_DIR, requests)):
         target = folder / name
         target.mkdir(parents=True, exist_ok=True)
-        wanted = {f"{r['submission_id']}.json": r for r in records}
+        queued = (f"queue-{n}.json" for n in range(1, len(records) + 1))
+        wanted = {
+            f"{r['submission_id']}.json" if r["submission_id"] is not None else next(queued): r
+            for r in records
+        }
         present = {p.name for p in target.glob("*.json") if not p.name.startswith(".")}
         for stale in present - set(wanted):
             (target / stale).unlink()

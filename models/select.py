@@ -43,6 +43,7 @@ from settings import REPO_ROOT, Settings
 
 log = logging.getLogger("models.select")
 LATENCY_BATCH = 16
+DEFAULT_STATE = Path("models/default-evidence/cv.json")
 
 
 def forward_ms(model: torch.nn.Module, size: int, repeats: int = 5) -> float:
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("command", choices=["pack", "run", "table", "final"])
     p.add_argument("--grid", type=Path, default=Path("models/default-evidence/grid.json"))
-    p.add_argument("--state", type=Path, default=Path("models/default-evidence/cv.json"))
+    p.add_argument("--state", type=Path, default=DEFAULT_STATE)
     p.add_argument("--train", type=Path, default=settings.public_dir / "amibr_train")
     p.add_argument("--only", nargs="*", help="run only these candidates (and in this order)")
     p.add_argument("--budget-s", type=float, default=float("inf"), help="stop between folds")
@@ -250,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quality", type=int, default=92, help="pack: JPEG quality of the crops")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if (args.limit or args.epochs) and args.state == DEFAULT_STATE and args.command != "pack":
+        p.error("--limit and --epochs make smoke runs: give them their own --state")
     grid, _ = read_grid(args.grid)
     if args.command == "pack":
         if not args.out:

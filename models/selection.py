@@ -22,6 +22,7 @@ Grid file::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -93,6 +94,25 @@ def read_grid(path: Path) -> tuple[dict[str, Candidate], str]:
     return grid, baseline
 
 
+def fingerprint(grid: dict[str, Candidate], name: str) -> str:
+    """What decides a candidate's fold results: its recipe, members and teacher, recursively."""
+    candidate = grid[name]
+    described = {
+        "recipe": dataclasses.asdict(candidate.recipe),
+        "members": candidate.members,
+        "teacher": fingerprint(grid, candidate.teacher) if candidate.teacher else "",
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def data_fingerprint(trainset: TrainSet) -> str:
+    """The training crops' identity: pixels (so JPEG copies differ from PNGs), labels, names."""
+    digest = hashlib.sha256(trainset.images.tobytes())
+    digest.update(trainset.y.tobytes())
+    digest.update("\n".join(map(str, trainset.names)).encode())
+    return digest.hexdigest()[:16]
+
+
 def _write(path: Path, data: dict) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True)))
 
@@ -139,13 +159,14 @@ def run_grid(
     is left of the budget. Returns the state.
     """
     state = json.loads(Path(state_path).read_text()) if Path(state_path).is_file() else {}
-    crops = int(len(trainset.y))
-    if state.get("train_crops", crops) != crops:
+    crops, data = int(len(trainset.y)), data_fingerprint(trainset)
+    if state.get("data", data) != data:
         raise ValueError(
-            f"{state_path} holds folds of {state['train_crops']} training crops, not {crops}: "
-            "finish it with the same data (and --limit), or start another state file."
+            f"{state_path} holds folds of other training crops ({state.get('train_crops')} "
+            f"crops, data {state['data']}; these are {crops}, data {data}): finish it with the "
+            "same data (encoding and --limit included), or start another state file."
         )
-    state["train_crops"] = crops
+    state.update(train_crops=crops, data=data)
     results = state.setdefault("candidates", {})
     images = torch.from_numpy(trainset.images).permute(0, 3, 1, 2).contiguous().to(device)
     y = torch.from_numpy(trainset.y.astype(np.int64)).to(device)
@@ -153,7 +174,11 @@ def run_grid(
     for name in only or list(grid):
         candidate = grid[name]
         record = results.setdefault(name, {})
+        if record.get("fingerprint") not in (None, fingerprint(grid, name)):
+            log.info("%s: its recipe changed since its folds ran; they run again", name)
+            record["folds"] = {}
         record.update(
+            fingerprint=fingerprint(grid, name),
             recipe=dataclasses.asdict(candidate.recipe),
             members=candidate.members,
             teacher=candidate.teacher,
@@ -213,7 +238,9 @@ def summarise(
     splits = folds(trainset, n_splits)
     rows = []
     for name, candidate in grid.items():
-        done = state.get("candidates", {}).get(name, {}).get("folds", {})
+        record = state.get("candidates", {}).get(name, {})
+        current = record.get("fingerprint") == fingerprint(grid, name)
+        done = record.get("folds", {}) if current else {}  # folds of an older recipe: not its
         if len(done) < n_splits:
             rows.append({"name": name, "folds_done": len(done)})
             continue

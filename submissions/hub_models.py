@@ -6,6 +6,8 @@ file list is checked (the checkpoint format's files at its root, sizes within th
 anything is downloaded; then only those files are fetched and zipped into the project's
 storage, where the worker reads them like any uploaded zip. A token (gated or private repos) is
 passed to the Hub for these two calls only: it is never written to disk, the database or a log.
+Without one, the calls are anonymous (``token=False``): never the server's own ``HF_TOKEN``,
+which would let anyone have the maintainers' private or gated models fetched.
 
 :class:`HubClient` is the network boundary (``huggingface_hub``); tests stand a local folder in
 for the Hub's snapshot.
@@ -61,8 +63,11 @@ class HubModel:
 class HubClient:
     """The Hub, through ``huggingface_hub`` (the one place that talks to it for submissions)."""
 
-    def listing(self, repo_id: str, revision: str, token: str | None) -> tuple[str, dict]:
-        """The commit ``revision`` resolves to, and every file of the repo there with its size."""
+    def listing(self, repo_id: str, revision: str, token: str | bool) -> tuple[str, dict]:
+        """The commit ``revision`` resolves to, and every file of the repo there with its size.
+
+        ``token``: the submitter's, or False (anonymous; None would mean the server's own).
+        """
         from huggingface_hub import HfApi, constants
         from huggingface_hub.errors import (
             GatedRepoError,
@@ -92,14 +97,17 @@ class HubClient:
             raise HubModelError(
                 f"The Hub did not answer for {repo_id} ({type(e).__name__}); try again."
             ) from e
+        except Exception as e:  # the network boundary: transport errors of any kind
+            raise HubModelError(
+                f"The Hub could not be reached for {repo_id} ({type(e).__name__}); try again."
+            ) from e
         return info.sha, {f.rfilename: f.size for f in info.siblings or ()}
 
     def download(
-        self, repo_id: str, commit: str, names: list[str], folder: Path, token: str | None
+        self, repo_id: str, commit: str, names: list[str], folder: Path, token: str | bool
     ) -> Path:
         """Fetch ``names`` of ``repo_id`` at ``commit`` into ``folder``; returns the folder."""
         from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HfHubHTTPError
 
         try:
             return Path(
@@ -111,7 +119,7 @@ class HubClient:
                     token=token,
                 )
             )
-        except (HfHubHTTPError, OSError) as e:
+        except Exception as e:  # the network boundary: whatever broke, the files are not here
             raise HubModelError(
                 f"Fetching {repo_id}@{commit[:10]} failed ({type(e).__name__}); try again."
             ) from e
@@ -119,8 +127,15 @@ class HubClient:
 
 def check_reference(repo_id: str, revision: str) -> tuple[str, str]:
     """The repo id and revision, stripped, or ``HubModelError`` saying what a valid one is."""
+    from huggingface_hub.utils import validate_repo_id
+
     repo_id, revision = (repo_id or "").strip(), (revision or "").strip() or "main"
-    if not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
+    try:
+        validate_repo_id(repo_id)
+        valid = bool(REPO_ID.fullmatch(repo_id))
+    except ValueError:
+        valid = False
+    if not valid:
         raise HubModelError(
             f"'{repo_id}' is not a Hub model id; write it as owner/name, e.g. lab/mitosis-model."
         )
@@ -156,30 +171,37 @@ def checkpoint_files(repo_id: str, listing: dict[str, int | None], max_bytes: in
     return chosen
 
 
-def fetch_checkpoint(
+def resolve_model(
     repo_id: str,
     revision: str,
-    out_zip: Path,
     *,
     max_bytes: int,
     token: str | None = None,
     client: HubClient | None = None,
 ) -> HubModel:
-    """Resolve, check and fetch a Hub checkpoint into ``out_zip`` (the format's files only).
+    """The commit ``revision`` points at and the format's files there, checked; no download."""
+    repo_id, revision = check_reference(repo_id, revision)
+    client = client or HubClient()
+    commit, listing = client.listing(repo_id, revision, token or False)
+    if not COMMIT.fullmatch(commit or ""):
+        raise HubModelError(f"The Hub gave no commit for {repo_id}@{revision}; try again.")
+    return HubModel(repo_id, commit, checkpoint_files(repo_id, listing, max_bytes))
+
+
+def fetch_checkpoint(
+    model: HubModel, out_zip: Path, *, token: str | None = None, client: HubClient | None = None
+) -> None:
+    """Fetch a resolved model's files into ``out_zip`` (the format's files only).
 
     The files are fetched at the resolved commit, so a branch that moves meanwhile does not
     change what is scored; each fetched file must have the size the listing gave.
     """
-    repo_id, revision = check_reference(repo_id, revision)
     client = client or HubClient()
-    commit, listing = client.listing(repo_id, revision, token or None)
-    if not COMMIT.fullmatch(commit or ""):
-        raise HubModelError(f"The Hub gave no commit for {repo_id}@{revision}; try again.")
-    files = checkpoint_files(repo_id, listing, max_bytes)
+    repo_id, commit, files = model.repo_id, model.commit, model.files
     out_zip = Path(out_zip)
     out_zip.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_zip.parent, prefix=".hub-") as scratch:
-        folder = client.download(repo_id, commit, sorted(files), Path(scratch), token or None)
+        folder = client.download(repo_id, commit, sorted(files), Path(scratch), token or False)
         for name, size in files.items():
             path = folder / name
             if not path.is_file() or path.is_symlink() or path.stat().st_size != size:
@@ -187,4 +209,3 @@ def fetch_checkpoint(
                     f"{repo_id}@{commit[:10]}: {name} did not arrive as listed; try again."
                 )
         deterministic_zip(((name, folder / name) for name in files), out_zip)
-    return HubModel(repo_id, commit, files)

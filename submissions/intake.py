@@ -35,7 +35,7 @@ from submissions.errors import (
     SubmissionError,
     UploadMissing,
 )
-from submissions.hub_models import HubClient, HubModel, fetch_checkpoint
+from submissions.hub_models import HubClient, HubModel, fetch_checkpoint, resolve_model
 from submissions.metadata import EntryMetadata
 from submissions.queue import EvaluationQueue
 from submissions.quota import check_limits, lock_account, remaining_scorings
@@ -166,18 +166,23 @@ class Submissions:
         meta = meta.validated()
         with self.sessions.begin() as session:  # checked again, under the lock, when recorded
             check_limits(session, user, "checkpoint", self.settings)
+        model = resolve_model(
+            repo_id,
+            revision,
+            max_bytes=self.settings.max_checkpoint_bytes,
+            token=token,
+            client=client,
+        )
+        with self.sessions() as session:  # fetched before: its stored copy, not a new download
+            known = session.scalar(select(Submission).where(Submission.hub_ref == model.ref))
+            stored = self.settings.data_dir / known.path if known is not None else None
+        if stored is not None and stored.is_file():
+            return self.submit_checkpoint(user, stored, meta, hub=model)
         incoming = self.settings.data_dir / "uploads" / ".incoming"
         incoming.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=incoming) as scratch:
             fetched = Path(scratch) / "checkpoint.zip"
-            model = fetch_checkpoint(
-                repo_id,
-                revision,
-                fetched,
-                max_bytes=self.settings.max_checkpoint_bytes,
-                token=token,
-                client=client,
-            )
+            fetch_checkpoint(model, fetched, token=token, client=client)
             return self.submit_checkpoint(user, fetched, meta, hub=model)
 
     def _record(

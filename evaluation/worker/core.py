@@ -63,6 +63,7 @@ class Worker:
         self.upkeep = Upkeep(settings, self.sessions, self.queue, self.stop)
         self._running: list[int] = []  # jobs running now, one per lane at most
         self._state = threading.Lock()
+        self._exporting = threading.Lock()
 
     def _report(self, job_id: int, running: bool) -> None:
         """Tell the store which job this worker runs now (the latest started of its lanes)."""
@@ -265,13 +266,14 @@ class Worker:
         Never fails a job: the next job or worker start writes the folder again.
         """
         try:
-            entries = build_board(self.sessions)
-            with self.sessions() as session:
-                requests = request_rows(session, entries)
-            if self.hub:
-                self.hub.write(entries, requests)
-            else:
-                write_folder(self.settings.results_dataset_dir, entries, requests)
+            with self._exporting:  # the lanes' threads finish jobs concurrently
+                entries = build_board(self.sessions)
+                with self.sessions() as session:
+                    requests = request_rows(session, entries)
+                if self.hub:
+                    self.hub.write(entries, requests)
+                else:
+                    write_folder(self.settings.results_dataset_dir, entries, requests)
         except Exception:
             log.exception("results dataset")
 

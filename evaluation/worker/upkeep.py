@@ -210,5 +210,5 @@ def fetch_labels(settings: Settings) -> None:
             manifest=public.manifest if public else None,
         )
         log.info("label store %s… (MITOSIS_LABELS_REPO %s)", label_hash[:16], settings.labels_repo)
-    except EvaluationError as e:
+    except (EvaluationError, OSError) as e:
         log.error("%s", e)

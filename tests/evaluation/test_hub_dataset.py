@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -135,10 +138,14 @@ def test_push_to_hub_stops_at_the_network_boundary(tiny_release, monkeypatch):
         hub_dataset.push_to_hub(folder, "lab/ami-br", "")
 
     class RecordingApi:  # what HfApi would be asked to do
-        calls: list = []
+        def __init__(self, public: bool = False):
+            self.calls, self.public = [], public
 
         def create_repo(self, repo_id, **kwargs):
             self.calls.append(("create_repo", repo_id, kwargs))
+
+        def repo_info(self, repo_id, **kwargs):
+            return SimpleNamespace(private=not self.public)
 
         def upload_folder(self, **kwargs):
             self.calls.append(("upload_folder", kwargs))
@@ -153,7 +160,22 @@ def test_push_to_hub_stops_at_the_network_boundary(tiny_release, monkeypatch):
         {"repo_type": "dataset", "private": True, "exist_ok": True},
     )
     assert api.calls[1][1]["folder_path"] == str(folder)
-    assert api.calls[1][1]["repo_type"] == "dataset" and api.calls[1][1]["allow_patterns"] is None
+    assert api.calls[1][1]["repo_type"] == "dataset"
+    # an existing public repo stays public whatever create_repo is asked: nothing private goes
+    public = RecordingApi(public=True)
+    with pytest.raises(hub_dataset.HubPushError, match="exists and is public"):
+        hub_dataset.push_to_hub(folder, "lab/open", "hf_token", private=True, api=public)
+    assert [c[0] for c in public.calls] == ["create_repo"]
+    with pytest.raises(hub_dataset.HubPushError, match="cannot share the repo lab/ami-br"):
+        list(
+            hub_dataset.publish(
+                tiny_release / "public",
+                tiny_release / "private",
+                "hf_token",
+                dataset_repo="lab/ami-br",
+                labels_repo="lab/ami-br",
+            )
+        )
 
 
 def test_release_command_refuses_to_push_offline(tiny_release, capsys):
@@ -170,3 +192,11 @@ def test_release_command_refuses_to_push_offline(tiny_release, capsys):
     )
     assert code == 2
     assert "HF_HUB_OFFLINE is set" in capsys.readouterr().err
+
+
+def test_an_older_release_gets_its_dataset_folder(tiny_release):
+    folder = tiny_release / "public" / hub_dataset.DATASET_DIR
+    shutil.rmtree(folder)  # built before the dataset folder existed
+    args = ["--if-missing", "--public-dir", str(tiny_release / "public")]
+    assert release.main([*args, "--labels-dir", str(tiny_release / "private")]) == 0
+    assert load_train_set(folder).images.shape == (6, 128, 128, 3)

@@ -96,6 +96,44 @@ def test_the_pinned_hash_and_the_release_s_ids_are_checked(built, tiny_source, t
         )
 
 
+def test_the_hub_client_fetches_the_label_files_only(built, monkeypatch):
+    root, hub_copy, manifest, label_hash = built
+    asked = {}
+
+    def snapshot_download(repo_id, repo_type, allow_patterns, local_dir, token):
+        asked.update(repo_id=repo_id, repo_type=repo_type, files=allow_patterns, token=token)
+        (local_dir / ".cache" / "huggingface").mkdir(parents=True)  # what the client writes
+        for name in allow_patterns:
+            shutil.copy(hub_copy / name, local_dir / name)
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    labels_dir = root / "deployment" / "labels"
+    labels_dir.mkdir(parents=True)
+    (labels_dir / "id_key").write_text("00ff\n")  # a secret id key already there stays
+    assert fetch_label_store("lab/l", labels_dir, token="hf_read", manifest=manifest) == label_hash
+    assert asked == {
+        "repo_id": "lab/l",
+        "repo_type": "dataset",
+        "files": list(bundle.LABEL_STORE_FILES),
+        "token": "hf_read",
+    }
+    assert sorted(p.name for p in labels_dir.iterdir()) == sorted(
+        [*bundle.LABEL_STORE_FILES, "id_key"]
+    )
+
+
+def test_an_unreadable_store_is_refused_not_a_crash(built):
+    root, hub_copy, *_ = built
+    (hub_copy / bundle.RELEASE_JSON).write_text("{not json")
+    with pytest.raises(LabelsUnavailable, match="cannot be read \\(JSONDecodeError"):
+        fetch_label_store("lab/l", root / "x", download=from_folder(hub_copy, []))
+    (hub_copy / bundle.RELEASE_JSON).write_text('{"label_set_hash": "0"}')
+    (hub_copy / bundle.PRIVATE_LABELS_CSV).write_text("image_id,label\na,normal\n")  # no split
+    with pytest.raises(LabelsUnavailable, match="cannot be read \\(KeyError"):
+        fetch_label_store("lab/l", root / "x", download=from_folder(hub_copy, []))
+
+
 def test_offline_the_hub_is_not_asked_and_the_worker_says_why(built, caplog):
     root, *_ = built
     with pytest.raises(LabelsUnavailable, match="offline \\(HF_HUB_OFFLINE is set\\)"):

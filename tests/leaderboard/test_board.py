@@ -294,7 +294,7 @@ def by_id(rows):
         return value.isoformat(timespec="seconds") if isinstance(value, datetime) else value
 
     rows = [{k: plain(v) for k, v in row.items()} for row in rows]
-    return sorted(rows, key=lambda r: r["submission_id"])
+    return sorted(rows, key=lambda r: (r["submission_id"] is None, r["submission_id"] or 0))
 
 
 def test_results_and_requests_round_trip_through_datasets(scored, tmp_path):
@@ -324,6 +324,8 @@ def test_results_and_requests_round_trip_through_datasets(scored, tmp_path):
     assert len(queued) == 1 and queued[0]["lane"] == "files"
     # in the queue: the public queue's anonymised row, nothing of who or what
     assert queued[0]["model_name"] is None and queued[0]["team"] is None
+    assert queued[0]["submission_id"] is None  # would tie it to its later entry
+    assert (folder / "requests" / "queue-1.json").is_file()
     on_board = {e.submission_id: e for e in entries}
     for request in requests:
         entry = on_board.get(request["submission_id"])
@@ -331,9 +333,12 @@ def test_results_and_requests_round_trip_through_datasets(scored, tmp_path):
             assert request["model_name"] == entry.model_name and request["status"] == "finished"
     scored.worker.run_job(view.job_id)
     scored.worker.export_results()  # rewritten: the request now shows its entry
-    record = json.loads((folder / "requests" / f"{queued[0]['submission_id']}.json").read_text())
+    with scored.sessions() as session:
+        submission_id = session.get(Job, view.job_id).submission_id
+    record = json.loads((folder / "requests" / f"{submission_id}.json").read_text())
     assert record["model_name"] == "still queued" and record["status"] == "finished"
-    assert (folder / "results" / f"{queued[0]['submission_id']}.json").is_file()
+    assert (folder / "results" / f"{submission_id}.json").is_file()
+    assert not (folder / "requests" / "queue-1.json").exists()  # the queue is empty now
 
 
 def test_pathologists_are_reference_rows_scored_against_the_other_experts(scored):

@@ -97,8 +97,31 @@ def test_cross_validation_resumes_after_the_last_finished_fold(grid, tmp_path, m
     again = run_grid(grid, trainset, state_path, torch.device("cpu"), only=["a"])
     assert calls == [3, 4]  # only the missing folds, with their own seeds
     assert again["candidates"]["a"]["folds"]["2"] == fold
-    with pytest.raises(ValueError, match="holds folds of 40 training crops, not 30"):
+    with pytest.raises(ValueError, match="holds folds of other training crops \\(40 crops"):
         run_grid(grid, tiny_trainset(30), state_path, torch.device("cpu"))
+    jpeg_like = tiny_trainset()
+    jpeg_like.images[0, 0, 0] ^= 1  # the same crops in another encoding: other pixels
+    with pytest.raises(ValueError, match="encoding and --limit included"):
+        run_grid(grid, jpeg_like, state_path, torch.device("cpu"))
+
+
+def test_a_changed_recipe_runs_its_folds_again(grid, tmp_path, monkeypatch):
+    trainset, state_path = tiny_trainset(), tmp_path / "cv.json"
+    run_grid(grid, trainset, state_path, torch.device("cpu"), only=["a"])
+    edited = write_grid(tmp_path / "edited.json", [{"name": "a", "recipe": {**SMALL, "lr": 0.1}}])
+    assert summarise(edited, json.loads(state_path.read_text()), trainset)[0]["folds_done"] == 0
+    calls = []
+    real_fit = select.run_grid.__globals__["fit"]
+    monkeypatch.setattr(
+        "models.selection.fit", lambda *a, **k: calls.append(a[0].lr) or real_fit(*a, **k)
+    )
+    state = run_grid(edited, trainset, state_path, torch.device("cpu"))
+    assert calls == [0.1] * 5 and "cv_ba_mean" in summarise(edited, state, trainset)[0]
+
+
+def test_smoke_runs_cannot_touch_the_committed_evidence():
+    with pytest.raises(SystemExit):
+        select.main(["run", "--limit", "40"])
 
 
 def test_a_budget_stops_between_folds(grid, tmp_path):

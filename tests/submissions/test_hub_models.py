@@ -140,6 +140,10 @@ def test_one_submission_per_checkpoint_whatever_the_revision_name(backend, repo,
     backend.service.cancel("carol", first.job_id)
     again = backend.service.submit_hub_model("carol", "lab/tiny-vit", COMMIT, meta("renamed"))
     assert again.job_id != first.job_id and again.hub_model == first.hub_model
+    assert len(hub.downloads) == 1  # the commit was fetched before: its stored copy serves
+    # no token given: anonymous calls, never the server's own HF_TOKEN (token=None would be)
+    assert {c["token"] for c in hub.listings} == {False}
+    assert hub.downloads[0]["token"] is False
     with backend.sessions() as session:  # the same files: the same submission, tried again
         assert len(session.scalars(select(Submission)).all()) == 1
 
@@ -164,8 +168,9 @@ def test_refused_before_anything_is_downloaded(tmp_path, repo, monkeypatch):
             backend.service.submit_hub_model("carol", "lab/tiny-vit", "main", meta())
         with pytest.raises(HubModelError, match="No model repo lab/other"):
             backend.service.submit_hub_model("carol", "lab/other", "main", meta())
-        with pytest.raises(HubModelError, match="is not a Hub model id"):
-            backend.service.submit_hub_model("carol", "../etc", "main", meta())
+        for bad_id in ("../etc", "a--b/c", "x/y.git"):
+            with pytest.raises(HubModelError, match="is not a Hub model id"):
+                backend.service.submit_hub_model("carol", bad_id, "main", meta())
         with pytest.raises(HubModelError, match="is not a revision"):
             backend.service.submit_hub_model("carol", "lab/tiny-vit", "main;rm", meta())
         assert hub.downloads == []
@@ -202,6 +207,27 @@ def test_a_file_that_arrives_unlike_its_listing_is_refused(backend, repo, monkey
     with pytest.raises(HubModelError, match="model.safetensors did not arrive as listed"):
         backend.service.submit_hub_model("carol", "lab/tiny-vit", "main", meta())
     assert not list((backend.settings.data_dir / "uploads").rglob("*.zip"))
+
+
+def test_a_transport_failure_is_a_clear_error(backend, repo, monkeypatch):
+    LocalHub(repo, monkeypatch)
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionAbortedError("the connection broke") from RuntimeError("transport")
+
+    class TransportError(Exception):  # what httpx raises: neither OSError nor an HTTP error
+        pass
+
+    def transport(*args, **kwargs):
+        raise TransportError("connect failed")
+
+    monkeypatch.setattr("huggingface_hub.HfApi.model_info", staticmethod(transport))
+    with pytest.raises(HubModelError, match="could not be reached for lab/tiny-vit"):
+        backend.service.submit_hub_model("carol", "lab/tiny-vit", "main", meta())
+    LocalHub(repo, monkeypatch)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", unreachable)
+    with pytest.raises(HubModelError, match="Fetching lab/tiny-vit@0123456789 failed"):
+        backend.service.submit_hub_model("carol", "lab/tiny-vit", "main", meta())
 
 
 def test_offline_the_hub_path_says_so_at_intake(backend):
