@@ -6,6 +6,8 @@
     run    cross-validate the grid's candidates (resumable; --budget-s stops between folds)
     table  candidates with every fold done: CV BA, out-of-fold threshold, size and CPU speed
            next to the shipped model's, measured side by side in this run
+    folds  train and save a candidate's five cross-validation models (--name, --out), to score
+           their mean ± std on the test sets, the quantity the paper's rows are
     final  train a candidate on all of AMi-Br train (its members, its teacher first) and save
            the checkpoint, with the out-of-fold threshold when it is not 0.5; without --name,
            the best CV BA among those within 1.2x the shipped model's CPU time and 60 MB
@@ -36,7 +38,7 @@ from models.factory import Ensemble, create_model
 from models.inference import resolve_device
 from models.pretrained import export_imagenet_offline
 from models.runs import git_sha, save_run_model
-from models.selection import Candidate, read_grid, run_grid, summarise
+from models.selection import Candidate, fold_models, read_grid, run_grid, summarise
 from models.train import train_members
 from models.trainset import load_train_set, pack_train_set
 from settings import REPO_ROOT, Settings
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("command", choices=["pack", "run", "table", "final"])
+    p.add_argument("command", choices=["pack", "run", "table", "folds", "final"])
     p.add_argument("--grid", type=Path, default=Path("models/default-evidence/grid.json"))
     p.add_argument("--state", type=Path, default=DEFAULT_STATE)
     p.add_argument("--train", type=Path, default=settings.public_dir / "amibr_train")
@@ -271,6 +273,14 @@ def main(argv: list[str] | None = None) -> int:
         keep = np.sort(np.random.default_rng(0).permutation(len(trainset.y))[: args.limit])
         trainset = trainset.subset(keep)
     device = resolve_device(args.device)
+    if args.command == "folds":
+        if not (args.name and args.out):
+            p.error("folds needs --name and --out")
+        paths = fold_models(
+            grid, args.name, trainset, device, args.out, imagenet_dir=args.imagenet_dir
+        )
+        print("\n".join(map(str, paths)))
+        return 0
     state = json.loads(args.state.read_text()) if args.state.is_file() else {}
     if args.command == "run":
         state = run_grid(

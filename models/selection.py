@@ -38,6 +38,7 @@ from models._registry import get_model_cfg
 from models.augment import AugmentConfig
 from models.factory import Ensemble
 from models.fit import Recipe, Teacher, balanced_accuracy, fit, folds, predict_proba
+from models.runs import save_run_model
 from models.trainset import TrainSet
 
 log = logging.getLogger("models.select")
@@ -117,14 +118,18 @@ def _write(path: Path, data: dict) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True)))
 
 
-def _members(
+def train_candidate(
     candidate: Candidate, images, y, device, fold: int, imagenet_dir, grid, progress
 ) -> list[torch.nn.Module]:
-    """Train the candidate's members on ``images`` (a fold's training part)."""
+    """Train the candidate's members on ``images`` (a fold's training part, or all of them).
+
+    A student's teacher is trained first on the same images. Member ``m`` of fold ``k`` uses
+    seed ``recipe.seed + k + 100 m``, in cross-validation and in ``fold_models`` alike.
+    """
     teacher = None
     if candidate.teacher:
         parent = grid[candidate.teacher]
-        nets = _members(parent, images, y, device, fold, imagenet_dir, grid, progress)
+        nets = train_candidate(parent, images, y, device, fold, imagenet_dir, grid, progress)
         cfg = get_model_cfg(parent.recipe.model)
         model = nets[0] if len(nets) == 1 else Ensemble(nets)
         teacher = Teacher(model, size=parent.size, mean=cfg.mean, std=cfg.std)
@@ -195,7 +200,7 @@ def run_grid(
                 _write(state_path, state)
                 return state
             t0 = time.monotonic()
-            nets = _members(
+            nets = train_candidate(
                 candidate, images[train_idx], y[train_idx], device, k, imagenet_dir, grid, progress
             )
             cfg = get_model_cfg(candidate.recipe.model)
@@ -269,3 +274,36 @@ def summarise(
             }
         )
     return rows
+
+
+def fold_models(
+    grid: dict[str, Candidate],
+    name: str,
+    trainset: TrainSet,
+    device: torch.device,
+    out: Path,
+    *,
+    n_splits: int = 5,
+    imagenet_dir: Path | None = None,
+) -> list[Path]:
+    """The candidate's cross-validation models, saved as ``out/fold<k>`` (resumable).
+
+    Trained as in ``run_grid`` (same folds, seeds and teacher), so scoring them on the test
+    sets gives the mean ± std over fold models that the paper's rows are.
+    """
+    candidate = grid[name]
+    images = torch.from_numpy(trainset.images).permute(0, 3, 1, 2).contiguous().to(device)
+    y = torch.from_numpy(trainset.y.astype(np.int64)).to(device)
+    paths = []
+    for k, (train_idx, _) in enumerate(folds(trainset, n_splits)):
+        path = Path(out) / f"fold{k}"
+        if not (path / "config.json").is_file():
+            nets = train_candidate(
+                candidate, images[train_idx], y[train_idx], device, k, imagenet_dir, grid, False
+            )
+            model = nets[0] if len(nets) == 1 else Ensemble(nets)
+            recipe = dataclasses.replace(candidate.recipe, teacher=candidate.teacher)
+            save_run_model(model, recipe, path, {"selected": name, "fold": k})
+            log.info("%s fold %d model saved", name, k)
+        paths.append(path)
+    return paths

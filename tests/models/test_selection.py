@@ -15,8 +15,9 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from models import select
 from models.augment import hed_jitter
-from models.fit import Recipe, Teacher, fit, folds
-from models.selection import read_grid, recipe_from, run_grid, summarise
+from models.checkpoint import load_checkpoint
+from models.fit import Recipe, Teacher, fit, folds, predict_proba
+from models.selection import fold_models, read_grid, recipe_from, run_grid, summarise
 from models.trainset import TrainSet
 from settings import REPO_ROOT
 
@@ -279,3 +280,25 @@ def test_the_selection_script_runs_start_to_finish(real_release, tmp_path):
     assert reading["reason"].startswith("the selected recipe's final model")
     scores = json.loads((evidence / "test_scores.json").read_text())
     assert scores["summary"]["atnorm_md"]["ba_mean"] == reading["ba"]["atnorm_md"]["ba_mean"]
+
+
+def test_fold_models_are_the_cross_validation_s_own(grid, tmp_path):
+    trainset, state_path = tiny_trainset(), tmp_path / "cv.json"
+    state = run_grid(grid, trainset, state_path, torch.device("cpu"), only=["b"])
+    paths = fold_models(grid, "b", trainset, torch.device("cpu"), tmp_path / "folds")
+    assert [p.name for p in paths] == [f"fold{k}" for k in range(5)]
+    images = torch.from_numpy(trainset.images).permute(0, 3, 1, 2).contiguous()
+    for k, (_, val_idx) in enumerate(folds(trainset)):
+        loaded = load_checkpoint(paths[k])
+        assert loaded.config["mitosis"]["ensemble_size"] == 2
+        pretrained = loaded.config["pretrained_cfg"]
+        prob = predict_proba(
+            loaded.model,
+            images[val_idx],
+            size=32,
+            mean=pretrained["mean"],
+            std=pretrained["std"],
+            bf16=False,
+        )
+        expected = state["candidates"]["b"]["folds"][str(k)]["val_prob"]
+        assert np.allclose(prob, expected, atol=1e-4)  # the same seeds, data and recipe
