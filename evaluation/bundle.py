@@ -203,11 +203,11 @@ def fetch_label_store(
     """
     labels_dir = Path(labels_dir)
     if (labels_dir / PRIVATE_LABELS_CSV).is_file():
-        return LabelStore(labels_dir).label_set_hash
+        return LabelStore.current_hash(labels_dir)
     with staged_folder(labels_dir, 0o700) as staged:  # readable by its owner only
         download(repo_id, token, staged)
         shutil.rmtree(staged / ".cache", ignore_errors=True)  # the Hub client's bookkeeping
-        _verify_store(staged, repo_id, expected_hash, manifest)
+        label_hash = _verify_store(staged, repo_id, expected_hash, manifest)
         for kept in labels_dir.iterdir() if labels_dir.is_dir() else ():
             if not (staged / kept.name).exists():  # e.g. a secret id key: it stays
                 shutil.move(str(kept), staged / kept.name)
@@ -216,11 +216,14 @@ def fetch_label_store(
         except OSError:  # another worker swapped its copy in first
             if not (labels_dir / PRIVATE_LABELS_CSV).is_file():
                 raise
-    return LabelStore(labels_dir).label_set_hash  # what is in place (verified either way)
+    return label_hash
 
 
-def _verify_store(folder: Path, repo_id: str, expected: str, manifest) -> None:
-    """Raise ``LabelsUnavailable`` unless a fetched store is complete, intact and this release's."""
+def _verify_store(folder: Path, repo_id: str, expected: str, manifest) -> str:
+    """The label-set hash of a fetched store that is complete, intact and this release's.
+
+    Raises ``LabelsUnavailable`` otherwise.
+    """
     missing = [name for name in (PRIVATE_LABELS_CSV, RELEASE_JSON) if not (folder / name).is_file()]
     if missing:
         raise LabelsUnavailable(
@@ -248,3 +251,4 @@ def _verify_store(folder: Path, repo_id: str, expected: str, manifest) -> None:
             f"The labels fetched from {repo_id} are not for this release's test crops (their "
             "ids differ from the public manifest). Upload the label store of this release."
         )
+    return actual

@@ -17,10 +17,10 @@ and gives the crops' PNG bytes unchanged.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from evaluation import bundle
 from evaluation.splits import AMIBR_TEST, TEST_SPLITS, TRAIN_SPLIT
@@ -158,10 +158,9 @@ def dataset_card(counts: dict) -> str:
         f"| {TRAIN_SPLIT.title} | train | {counts['train']:,} | "
         f"`label` ({counts['train_atypical']:,} atypical), `slide` for grouped CV |"
     )
-    return f"""---
-{_yaml(front)}---
-
-# {front["pretty_name"]}
+    return card(
+        front,
+        f"""# {front["pretty_name"]}
 
 128×128 RGB crops of mitotic figures, each **atypical** or **normal**, from the benchmark of
 Banerjee et al., *Benchmarking Deep Learning and Vision Foundation Models for Atypical vs.
@@ -201,27 +200,13 @@ public = load_dataset("FOLDER_OR_REPO", "{TEST_LABELS_CONFIG}", split="test")  #
   year    = {{2025}}
 }}
 ```
-"""
+""",
+    )
 
 
-def _yaml(value, indent: int = 0) -> str:
-    """Block YAML of plain dicts, lists and scalars (JSON-quoted strings are valid YAML)."""
-    pad = " " * indent
-    lines = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, dict | list):
-                lines.append(f"{pad}{key}:\n{_yaml(item, indent + 2)}")
-            else:
-                lines.append(f"{pad}{key}: {json.dumps(item)}\n")
-    else:
-        for item in value:
-            if isinstance(item, dict):
-                first, *rest = _yaml(item, indent + 2).splitlines(keepends=True)
-                lines.append(f"{pad}- {first.lstrip()}" + "".join(rest))
-            else:
-                lines.append(f"{pad}- {json.dumps(item)}\n")
-    return "".join(lines)
+def card(front_matter: dict, body: str) -> str:
+    """A dataset card: YAML front matter (what the Hub and ``datasets`` read), then Markdown."""
+    return f"---\n{yaml.safe_dump(front_matter, sort_keys=False)}---\n\n{body}"
 
 
 def push_to_hub(

@@ -21,6 +21,7 @@ import json
 import re
 from pathlib import Path
 
+from evaluation.hub_dataset import card
 from fileio import atomic_write
 from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.ranking import Entry
@@ -79,42 +80,45 @@ def write_folder(folder: Path, entries: list[Entry], requests: list[dict]) -> No
                 atomic_write(path, lambda tmp, text=text: tmp.write_text(text))
 
 
+RESULTS_CARD_BODY = """# Leaderboard results and requests
+
+Written by the evaluation worker of the atypical-mitosis leaderboard after every job.
+`results/`: one JSON per board entry, with released numbers only (hidden splits: the
+balanced accuracy rounded to 0.01, no calibration numbers or curves). `requests/`: one
+JSON per submission on the board, and one per queued or running job, anonymised.
+
+```python
+from datasets import load_dataset
+
+board = load_dataset("OWNER/RESULTS_REPO", "results", split="train")
+requests = load_dataset("OWNER/RESULTS_REPO", "requests", split="train")
+```
+"""
+
+
 def results_card(configs: dict[str, list[dict]]) -> str:
     """The dataset card: one config per folder of JSON files, with every column's type."""
-    lines = ["---", "configs:"]
-    for name in configs:
-        lines += [
-            f"  - config_name: {name}",
-            *(["    default: true"] if name == RESULTS_DIR else []),
-            "    data_files:",
-            "      - split: train",
-            f'        path: "{name}/*.json"',
-        ]
-    lines.append("dataset_info:")
-    for name, records in configs.items():
-        lines += [f"  - config_name: {name}", "    features:"]
-        for column in records[0] if records else ():
-            dtype = _dtype([r[column] for r in records])
-            lines += [f"      - name: {column}", f'        dtype: "{dtype}"']
-    lines += [
-        "---",
-        "",
-        "# Leaderboard results and requests",
-        "",
-        "Written by the evaluation worker of the atypical-mitosis leaderboard after every job.",
-        "`results/`: one JSON per board entry, with released numbers only (hidden splits: the",
-        "balanced accuracy rounded to 0.01, no calibration numbers or curves). `requests/`: one",
-        "JSON per submission on the board or in the queue (queued ones anonymised).",
-        "",
-        "```python",
-        "from datasets import load_dataset",
-        "",
-        'board = load_dataset("OWNER/RESULTS_REPO", "results", split="train")',
-        'requests = load_dataset("OWNER/RESULTS_REPO", "requests", split="train")',
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+    front = {
+        "configs": [
+            {
+                "config_name": name,
+                **({"default": True} if name == RESULTS_DIR else {}),
+                "data_files": [{"split": "train", "path": f"{name}/*.json"}],
+            }
+            for name in configs
+        ],
+        "dataset_info": [
+            {
+                "config_name": name,
+                "features": [
+                    {"name": column, "dtype": _dtype([r[column] for r in records])}
+                    for column in (records[0] if records else ())
+                ],
+            }
+            for name, records in configs.items()
+        ],
+    }
+    return card(front, RESULTS_CARD_BODY)
 
 
 def _dtype(values: list) -> str:

@@ -24,6 +24,11 @@ class Ensemble(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(members)
 
+    @classmethod
+    def of(cls, members: list[nn.Module]) -> nn.Module:
+        """The one member itself, or the ensemble of several."""
+        return members[0] if len(members) == 1 else cls(members)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logit of the mean of the members' sigmoid probabilities, shape (N, 1)."""
         prob = torch.stack([torch.sigmoid(m(x).float()) for m in self.members]).mean(0)

@@ -62,6 +62,12 @@ class Recipe:
         return cls(**data)
 
 
+def on_device(trainset: TrainSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 crops (N, 3, H, W) and int64 labels on ``device``, as ``fit`` takes them."""
+    images = torch.from_numpy(trainset.images).permute(0, 3, 1, 2).contiguous().to(device)
+    return images, torch.from_numpy(trainset.y.astype(np.int64)).to(device)
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch and return a generator for sampling and augmentation."""
     torch.manual_seed(seed)

@@ -47,7 +47,7 @@ def load_teacher(checkpoint_dirs: list[Path], device: torch.device) -> Teacher:
     nets = [c.model.to(device) for c in loaded]
     pretrained = loaded[0].config["pretrained_cfg"]
     return Teacher(
-        nets[0] if len(nets) == 1 else Ensemble(nets),
+        Ensemble.of(nets),
         size=int(pretrained["input_size"][-1]),
         mean=tuple(pretrained["mean"]),
         std=tuple(pretrained["std"]),

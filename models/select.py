@@ -64,11 +64,14 @@ def forward_ms(model: torch.nn.Module, size: int, repeats: int = 5) -> float:
 
 def network(candidate: Candidate) -> torch.nn.Module:
     """The candidate's deployed network (its members; a student alone), randomly initialised."""
-    nets = [
-        create_model(candidate.recipe.model, strategy=candidate.recipe.strategy, pretrained=False)
-        for _ in range(candidate.members)
-    ]
-    return nets[0] if len(nets) == 1 else Ensemble(nets)
+    return Ensemble.of(
+        [
+            create_model(
+                candidate.recipe.model, strategy=candidate.recipe.strategy, pretrained=False
+            )
+            for _ in range(candidate.members)
+        ]
+    )
 
 
 def efficiency(candidates: list[Candidate], shipped: Path) -> dict[str, dict]:
@@ -151,14 +154,16 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def final(grid, name: str, state: dict, trainset, device, out: Path, args) -> Path:
-    """Train candidate ``name`` on all of AMi-Br train and save it (threshold from OOF)."""
+def final(grid, row: dict, trainset, device, out: Path, imagenet_dir: Path | None) -> Path:
+    """Train a candidate (its ``table`` row) on all of AMi-Br train and save it.
+
+    The checkpoint's threshold is the candidate's out-of-fold one.
+    """
+    name = row["name"]
+    if "cv_ba_mean" not in row:
+        raise ValueError(f"'{name}' has {row['folds_done']} of 5 folds: finish them first.")
     candidate = grid[name]
-    rows = {r["name"]: r for r in summarise(grid, state, trainset)}
-    if "cv_ba_mean" not in rows[name]:
-        raise ValueError(f"'{name}' has {rows[name]['folds_done']} of 5 folds: finish them first.")
-    row = rows[name]
-    common = {"progress": False, "imagenet_dir": args.imagenet_dir}
+    common = {"progress": False, "imagenet_dir": imagenet_dir}
     teacher_dirs = []
     if candidate.teacher:
         parent = grid[candidate.teacher]
@@ -175,8 +180,7 @@ def final(grid, name: str, state: dict, trainset, device, out: Path, args) -> Pa
         teacher_dirs=teacher_dirs,
         **common,
     )
-    nets = [load_checkpoint(d).model for d in member_dirs]
-    model = nets[0] if len(nets) == 1 else Ensemble(nets)
+    model = Ensemble.of([load_checkpoint(d).model for d in member_dirs])
     extra = {"selected": name, "cv": {k: v for k, v in row.items() if k != "name"}}
     return save_run_model(model, student, out / "model", extra, threshold=row["oof_threshold"])
 
@@ -201,11 +205,10 @@ def pack(grid, names: list[str], train: Path, out: Path, quality: int, weights: 
     else:
         pack_train_set(train, packed, quality=quality)
     (out / "weights").mkdir(exist_ok=True)
-    needed = {grid[n].recipe.model for n in names}
-    needed |= {grid[grid[n].teacher].recipe.model for n in names if grid[n].teacher}
-    for name in sorted(needed):
+    chosen = [grid[n] for n in names] + [grid[grid[n].teacher] for n in names if grid[n].teacher]
+    for name in sorted({c.recipe.model for c in chosen if c.recipe.pretrained}):
         cfg = get_model_cfg(name)
-        if cfg.weights == "imagenet_offline" and grid_pretrained(grid, names, name):
+        if cfg.weights == "imagenet_offline":
             path = out / "weights" / f"{cfg.architecture}.safetensors"
             export_imagenet_offline(cfg, path, torch.float16, weights)
     carried = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -218,12 +221,6 @@ def pack(grid, names: list[str], train: Path, out: Path, quality: int, weights: 
             "or a lower --quality."
         )
     return report
-
-
-def grid_pretrained(grid, names: list[str], model: str) -> bool:
-    """Whether any of ``names`` (or their teachers) starts ``model`` from ImageNet weights."""
-    chosen = [grid[n] for n in names] + [grid[grid[n].teacher] for n in names if grid[n].teacher]
-    return any(c.recipe.model == model and c.recipe.pretrained for c in chosen)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"chosen": chosen}))
     if chosen["fast"] is None:
         raise SystemExit("No candidate with every fold done is fast and small enough.")
-    print(final(grid, chosen["fast"], state, trainset, device, args.out, args))
+    row = next(r for r in report["candidates"] if r["name"] == chosen["fast"])
+    print(final(grid, row, trainset, device, args.out, args.imagenet_dir))
     return 0
 
 

@@ -37,8 +37,8 @@ from fileio import atomic_write
 from models._registry import get_model_cfg
 from models.augment import AugmentConfig
 from models.factory import Ensemble
-from models.fit import Recipe, Teacher, balanced_accuracy, fit, folds, predict_proba
-from models.runs import save_run_model
+from models.fit import Recipe, Teacher, balanced_accuracy, fit, folds, on_device, predict_proba
+from models.runs import run_input_size, save_run_model
 from models.trainset import TrainSet
 
 log = logging.getLogger("models.select")
@@ -57,7 +57,7 @@ class Candidate:
     @property
     def size(self) -> int:
         """The input size its networks see."""
-        return self.recipe.input_size or get_model_cfg(self.recipe.model).input_size
+        return run_input_size(self.recipe)
 
 
 def recipe_from(overrides: dict) -> Recipe:
@@ -131,8 +131,7 @@ def train_candidate(
         parent = grid[candidate.teacher]
         nets = train_candidate(parent, images, y, device, fold, imagenet_dir, grid, progress)
         cfg = get_model_cfg(parent.recipe.model)
-        model = nets[0] if len(nets) == 1 else Ensemble(nets)
-        teacher = Teacher(model, size=parent.size, mean=cfg.mean, std=cfg.std)
+        teacher = Teacher(Ensemble.of(nets), size=parent.size, mean=cfg.mean, std=cfg.std)
     nets = []
     for m in range(candidate.members):
         recipe = dataclasses.replace(
@@ -173,8 +172,7 @@ def run_grid(
         )
     state.update(train_crops=crops, data=data)
     results = state.setdefault("candidates", {})
-    images = torch.from_numpy(trainset.images).permute(0, 3, 1, 2).contiguous().to(device)
-    y = torch.from_numpy(trainset.y.astype(np.int64)).to(device)
+    images, y = on_device(trainset, device)
     started = time.monotonic()
     for name in only or list(grid):
         candidate = grid[name]
@@ -292,8 +290,7 @@ def fold_models(
     sets gives the mean ± std over fold models that the paper's rows are.
     """
     candidate = grid[name]
-    images = torch.from_numpy(trainset.images).permute(0, 3, 1, 2).contiguous().to(device)
-    y = torch.from_numpy(trainset.y.astype(np.int64)).to(device)
+    images, y = on_device(trainset, device)
     paths = []
     for k, (train_idx, _) in enumerate(folds(trainset, n_splits)):
         path = Path(out) / f"fold{k}"
@@ -301,9 +298,8 @@ def fold_models(
             nets = train_candidate(
                 candidate, images[train_idx], y[train_idx], device, k, imagenet_dir, grid, False
             )
-            model = nets[0] if len(nets) == 1 else Ensemble(nets)
             recipe = dataclasses.replace(candidate.recipe, teacher=candidate.teacher)
-            save_run_model(model, recipe, path, {"selected": name, "fold": k})
+            save_run_model(Ensemble.of(nets), recipe, path, {"selected": name, "fold": k})
             log.info("%s fold %d model saved", name, k)
         paths.append(path)
     return paths

@@ -36,6 +36,7 @@ from models.fit import (
     balanced_accuracy,
     fit,
     folds,
+    on_device,
     predict_proba,
 )
 from models.inference import resolve_device
@@ -45,11 +46,6 @@ from models.trainset import TrainSet, load_train_set
 from settings import Settings
 
 log = logging.getLogger("models.train")
-
-
-def _on_device(trainset: TrainSet, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    images = torch.from_numpy(trainset.images).permute(0, 3, 1, 2).contiguous().to(device)
-    return images, torch.from_numpy(trainset.y.astype(np.int64)).to(device)
 
 
 def _read_json(path: Path, default):
@@ -72,7 +68,7 @@ def cross_validate(
     imagenet_dir: Path | None = None,
 ) -> dict:
     """Train on each slide-grouped fold, score its validation fold; resumable per fold."""
-    images, y = _on_device(trainset, device)
+    images, y = on_device(trainset, device)
     originals = None
     if trainset.originals is not None:
         originals = torch.from_numpy(trainset.originals).permute(0, 3, 1, 2).to(device)
@@ -180,7 +176,7 @@ def train_members(
     """
     if recipe.strategy == "lora" and members > 1:
         raise ValueError("Ensembles of LoRA models are not supported; use --members 1.")
-    images, y = _on_device(trainset, device)
+    images, y = on_device(trainset, device)
     teacher = load_teacher(teacher_dirs, device) if teacher_dirs else None
     paths = []
     for m in range(members):

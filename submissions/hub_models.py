@@ -54,11 +54,6 @@ class HubModel:
         """``owner/name@commit``: what the entry records."""
         return f"{self.repo_id}@{self.commit}"
 
-    @property
-    def url(self) -> str:
-        """The pinned revision's page on the Hub."""
-        return f"https://huggingface.co/{self.repo_id}/tree/{self.commit}"
-
 
 class HubClient:
     """The Hub, through ``huggingface_hub`` (the one place that talks to it for submissions)."""

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from datasets import load_dataset
 from PIL import Image
 
@@ -74,7 +75,9 @@ def test_no_hidden_label_and_no_source_name_in_any_shard(tiny_release):
         raw = path.read_bytes()
         assert b"Atypical/" not in raw and b"Normal/" not in raw  # no source paths
     card = (folder / "README.md").read_text()
-    assert 'license: "mit"' in card and 'config_name: "amibr_test_labels"' in card
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["license"] == "mit"
+    assert [c["config_name"] for c in front["configs"]] == ["default", "amibr_test_labels"]
 
 
 def test_train_split_feeds_training_like_the_folder(tiny_release):
