@@ -65,6 +65,11 @@ class Settings:
             ``labels_dir`` when that is empty (with ``hf_token``); empty: the local folder only.
         label_set_hash: when set, the label store must hash to it (checked when fetched).
         space_id: set by Hugging Face on a Space (then submitting requires signing in).
+        release_floor: a hidden-split scoring whose released hidden mean is below this is
+            never released (except for maintainer-run accounts).
+        publish_allowance: withheld scorings a user may publish per rolling 30 days.
+        maintainer_accounts: accounts whose every scoring is released (the benchmark's
+            maintainers, e.g. running a paper's backbones); shown as such on the board.
     """
 
     source_dir: Path
@@ -96,6 +101,9 @@ class Settings:
     labels_repo: str
     label_set_hash: str
     space_id: str
+    release_floor: float
+    publish_allowance: int
+    maintainer_accounts: frozenset[str]
 
     @property
     def results_dataset_dir(self) -> Path:
@@ -158,6 +166,13 @@ class Settings:
             labels_repo=env.get("MITOSIS_LABELS_REPO", "").strip(),
             label_set_hash=env.get("MITOSIS_LABEL_SET_HASH", "").strip().lower(),
             space_id=env.get("SPACE_ID", ""),
+            release_floor=_fraction(env, "MITOSIS_RELEASE_FLOOR", 0.6),
+            publish_allowance=_int(env, "MITOSIS_PUBLISH_ALLOWANCE", 2, minimum=0),
+            maintainer_accounts=frozenset(
+                name.strip()
+                for name in env.get("MITOSIS_MAINTAINER_ACCOUNTS", "").split(",")
+                if name.strip()
+            ),
         )
 
 
@@ -178,4 +193,17 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
         ) from e
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}; found {value}.")
+    return value
+
+
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as e:
+        raise SettingsError(f"{name} must be a number from 0.5 to 1; found {raw!r}.") from e
+    if not 0.5 <= value <= 1:
+        raise SettingsError(f"{name} must be a number from 0.5 to 1; found {value}.")
     return value

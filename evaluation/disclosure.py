@@ -13,13 +13,25 @@ The policy, derived from the arithmetic (see the README, "What one scoring can r
    on AtNorM-Br moves BA by 1/256, so two decimals hide the exact count), the number of crops
    and of atypical crops (fixed facts of the label set). Never sensitivity, specificity, AUROC,
    AP, Brier, ECE, confusion counts, curves, p-values or anything per crop.
-3. **The Ladder** (Blum & Hardt, ICML 2015): a scoring's hidden numbers are released only when
-   its full-precision hidden mean BA is at least ``LADDER_MARGIN`` above the best released
-   hidden mean of the same account (chance, 0.5, before its first release). Otherwise they are
-   withheld, and all anyone learns is "not above the account's best by the margin". An attacker
-   who flips chosen crops against a baseline therefore learns nothing from a change smaller
-   than the margin (1/256 per crop on AtNorM-Br), and an account can be released at most
-   ``(1 - 0.5) / LADDER_MARGIN`` = 50 times.
+   Before rounding, each hidden BA gets a **keyed offset**, uniform in ``±RELEASE_NOISE``,
+   fixed by a server secret, the split and the file's decisions on it (:func:`release_noise`):
+   the same decisions always get the same offset, changed ones a new one. Rounding alone lets
+   an attacker who knows a baseline's exact counts place a rounding boundary between "all k
+   flipped crops are normal" and "one is atypical" and read k labels from one scoring; the
+   offset makes where the boundary lies unknown to them.
+3. **The Ladder** (Blum & Hardt, ICML 2015), on released values: a scoring's hidden numbers
+   are released only when its released hidden mean is at least ``LADDER_MARGIN`` above the
+   account's *bar*, and at least the release floor (``MITOSIS_RELEASE_FLOOR``, default
+   ``RELEASE_FLOOR``). The bar is the best hidden mean the account has had released, stored
+   with the account; it only rises (withdrawing, cancelling, failing or re-scoring never
+   lowers it), and each submission's decision is stored and replayed when it is re-scored.
+   Otherwise the numbers are withheld, and all anyone learns is "below the bar". The bar is
+   a released value, so the Submit tab can show it. An account can be released by the
+   Ladder at most ``(1 - floor) / LADDER_MARGIN`` = 40 times, plus the scorings its owner
+   publishes from the allowance (``MITOSIS_PUBLISH_ALLOWANCE`` per 30 days). The floor keeps
+   scorings near chance off the board: a file with no information about the labels (the
+   boosting attack's raw material) is never released. Maintainer-run accounts
+   (``MITOSIS_MAINTAINER_ACCOUNTS``) have every scoring released, rounded and offset alike.
 4. **The rank margin.** Entries with per-crop decisions are compared by one paired bootstrap
    over the hidden crops (``evaluation.metrics.simultaneous_margin``): the one number it
    yields, the gap in hidden mean BA that tells two entries apart for all pairs at once, is
@@ -37,6 +49,8 @@ released margins (101): see :func:`bits_per_scoring`.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 from collections.abc import Mapping
 
@@ -48,6 +62,8 @@ HIDDEN_DECIMALS = 2
 MARGIN_DECIMALS = 2
 MARGIN_VALUES = 10**MARGIN_DECIMALS + 1  # 0.00, 0.01, ..., 1.00
 LADDER_MARGIN = 0.01
+RELEASE_NOISE = 0.01  # half-width of the keyed offset added before rounding
+RELEASE_FLOOR = 0.6  # the default of MITOSIS_RELEASE_FLOOR
 CHANCE = 0.5
 Z95 = 1.959963984540054
 PUBLIC_METRICS = (
@@ -106,10 +122,11 @@ def ba_standard_error(ba: float, n_atypical: int, n_normal: int) -> float:
 def released_ba_interval(ba: float, n_atypical: int, n_normal: int) -> tuple[float, float]:
     """A conservative 95 % interval around a released (rounded) hidden-split BA.
 
-    The true value lies within half a rounding step of ``ba``; the interval adds 1.96 times the
-    largest standard error over that range, and is rounded outwards to ``HIDDEN_DECIMALS``.
+    The true value lies within half a rounding step plus the release offset of ``ba``; the
+    interval adds 1.96 times the largest standard error over that range, and is rounded
+    outwards to ``HIDDEN_DECIMALS``.
     """
-    step = 0.5 * 10**-HIDDEN_DECIMALS
+    step = 0.5 * 10**-HIDDEN_DECIMALS + RELEASE_NOISE
     se = max(ba_standard_error(b, n_atypical, n_normal) for b in (ba - step, ba, ba + step))
     scale = 10**HIDDEN_DECIMALS
     low = math.floor((ba - step - Z95 * se) * scale + 1e-9) / scale
@@ -117,11 +134,30 @@ def released_ba_interval(ba: float, n_atypical: int, n_normal: int) -> tuple[flo
     return max(0.0, low), min(1.0, high)
 
 
-def release_split(split: str, metrics: Mapping[str, float | int | None]) -> dict:
+def release_noise(key: bytes, decisions_digest: str, split: str) -> float:
+    """The keyed offset of a BA on one split: uniform in ``±RELEASE_NOISE``.
+
+    HMAC-SHA256 of the digest of the split's per-crop decisions under the server's secret
+    ``key``, so it is the same whenever those decisions are scored and unpredictable without
+    the key.
+
+    Example:
+        >>> abs(release_noise(b"k", "ab12", "atnorm_br")) <= RELEASE_NOISE
+        True
+    """
+    digest = hmac.new(key, f"{decisions_digest}:{split}".encode(), hashlib.sha256).digest()
+    uniform = int.from_bytes(digest[:8], "big") / 2**64
+    return (2 * uniform - 1) * RELEASE_NOISE
+
+
+def release_split(
+    split: str, metrics: Mapping[str, float | int | None], *, noise: float = 0.0
+) -> dict:
     """The numbers of one split that anyone may read, from its full-precision metrics.
 
-    ``metrics`` holds at least ``PUBLIC_METRICS``; a hidden split keeps only its rounded BA,
-    the conservative interval computed from it, and its class counts.
+    ``metrics`` holds at least ``PUBLIC_METRICS``; a hidden split keeps only its BA plus the
+    keyed offset ``noise``, rounded, the conservative interval computed from it, and its class
+    counts.
     """
     if not get_split(split).hidden:
         released = {k: metrics[k] for k in PUBLIC_METRICS if metrics.get(k) is not None}
@@ -129,7 +165,7 @@ def release_split(split: str, metrics: Mapping[str, float | int | None]) -> dict
             released["curves"] = metrics["curves"]
         return released
     n, n_atypical = int(metrics["n"]), int(metrics["n_atypical"])
-    ba = round_hidden(metrics["ba"])
+    ba = round_hidden(min(1.0, max(0.0, metrics["ba"] + noise)))
     low, high = released_ba_interval(ba, n_atypical, n - n_atypical)
     return {"ba": ba, "ba_low": low, "ba_high": high, "n": n, "n_atypical": n_atypical}
 
@@ -157,16 +193,17 @@ def rank_intervals(means: Mapping, margin: float) -> dict:
     """Simultaneous 95 % rank intervals of the tested entries, from released values only.
 
     ``means`` maps each tested entry to its released hidden mean BA; ``margin`` is the released
-    simultaneous margin. Each released mean is within half a rounding step of the true one, so
-    two entries are told apart only when their released means differ by more than
-    ``margin + 10**-HIDDEN_DECIMALS``. Entry i's interval is [1 + a_i, K - b_i], with a_i and
-    b_i the entries told apart above and below it; the top group is those with 1 in theirs.
+    simultaneous margin. Each released mean is within half a rounding step plus the release
+    offset of the true one, so two entries are told apart only when their released means
+    differ by more than ``margin + 10**-HIDDEN_DECIMALS + 2 * RELEASE_NOISE``. Entry i's
+    interval is [1 + a_i, K - b_i], with a_i and b_i the entries told apart above and below
+    it; the top group is those with 1 in theirs.
 
     Example:
-        >>> rank_intervals({"a": 0.80, "b": 0.78, "c": 0.70, "d": 0.69}, 0.03)
-        {'a': (1, 2), 'b': (1, 2), 'c': (3, 4), 'd': (3, 4)}
+        >>> rank_intervals({"a": 0.80, "b": 0.76, "c": 0.70, "d": 0.69}, 0.03)
+        {'a': (1, 2), 'b': (1, 3), 'c': (2, 4), 'd': (3, 4)}
     """
-    gap = margin + 10**-HIDDEN_DECIMALS + 1e-9
+    gap = margin + 10**-HIDDEN_DECIMALS + 2 * RELEASE_NOISE + 1e-9
     values = np.array(list(means.values()), dtype=np.float64)
     above = (values[None, :] - values[:, None] > gap).sum(axis=1)
     below = (values[:, None] - values[None, :] > gap).sum(axis=1)
@@ -176,30 +213,50 @@ def rank_intervals(means: Mapping, margin: float) -> dict:
     }
 
 
-def ladder_releases(mean: float, best_released: float | None) -> bool:
-    """The Ladder's decision: release when ``mean`` beats the account's best by the margin.
+def release_bar(best_released: float | None, *, floor: float = CHANCE) -> float:
+    """What a scoring's released hidden mean must reach to be released by the Ladder.
+
+    The account's best released hidden mean plus ``LADDER_MARGIN`` (chance before the first),
+    and never below ``floor``.
+
+    Example:
+        >>> release_bar(None), release_bar(0.775), release_bar(None, floor=0.6)
+        (0.51, 0.785, 0.6)
+    """
+    bar = (best_released if best_released is not None else CHANCE) + LADDER_MARGIN
+    return round(max(floor, bar), HIDDEN_DECIMALS + 2)
+
+
+def ladder_releases(
+    released_mean: float, best_released: float | None, *, floor: float = CHANCE
+) -> bool:
+    """The Ladder's decision on a scoring's released hidden mean.
 
     Example:
         >>> ladder_releases(0.515, None), ladder_releases(0.505, None)
         (True, False)
-        >>> ladder_releases(0.775, 0.77), ladder_releases(0.781, 0.77)
+        >>> ladder_releases(0.78, 0.775), ladder_releases(0.785, 0.775)
         (False, True)
+        >>> ladder_releases(0.59, None, floor=0.6)
+        False
     """
-    bar = max(CHANCE, best_released if best_released is not None else CHANCE)
-    return mean >= bar + LADDER_MARGIN - 1e-12
+    return released_mean >= release_bar(best_released, floor=floor) - 1e-9
 
 
-def withheld_note(best_released: float | None) -> str:
-    """What the submitter and everyone else learn about a withheld scoring.
-
-    The bar is not quoted: which of the account's entries is its best is decided at full
-    precision, so naming it would say more than "withheld".
-    """
-    bar = "chance (0.5)" if best_released is None else "this account's best released one"
+def withheld_note(best_released: float | None, *, floor: float = CHANCE) -> str:
+    """What the submitter and everyone else learn about a withheld scoring: below the bar."""
+    bar = release_bar(best_released, floor=floor)
+    best = (
+        "no hidden mean released yet"
+        if best_released is None
+        else f"best released hidden mean {best_released:.3f}"
+    )
     return (
-        f"hidden-split scores withheld: the hidden mean BA is not at least {LADDER_MARGIN} above "
-        f"{bar}. Scores are released only for such improvements, so repeated submissions cannot "
-        "read the hidden labels (the Ladder; see the README's release policy)."
+        f"hidden-split scores withheld: the released hidden mean BA would be below {bar:.3f} "
+        f"(this account's {best}; a release needs {LADDER_MARGIN} more, and at least "
+        f"{floor:.2f}). Scores are released only for such improvements, so repeated "
+        "submissions cannot read the hidden labels (the release policy, see About). You can "
+        "publish a withheld scoring from your allowance on the Submit tab."
     )
 
 

@@ -45,6 +45,7 @@ def board_rows(entries: list[Entry]) -> list[dict]:
             **entry.meta.to_dict(),
             "hidden_mean_ba": entry.hidden_mean_ba,
             "hidden_withheld": entry.withheld,
+            "maintainer_run": entry.maintainer_run,
         }
         for split in TEST_SPLITS:
             released = entry.scores.get(split.name) or {}

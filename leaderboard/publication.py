@@ -1,80 +1,198 @@
 """What the board may show of a job's results: the release policy applied with the Ladder.
 
 ``evaluation.disclosure`` says what a split may release and when a scoring is released; this
-module applies it to the store. The decision reads the account's earlier released entries at
-full precision, so it runs inside the transaction that writes the results, under the
-submitter's account lock (concurrent workers decide one at a time per account). The labels are
-never read here: only scores the worker wrote.
+module applies it to the store. Every decision runs under the submitter's account lock, in the
+transaction that writes what it decides, so concurrent workers decide one at a time per account.
+
+The Ladder's bar is stored with the account (``Account.ladder_bar``) and only rises: it is the
+best hidden mean ever released for the account, whatever was submitted, cancelled, failed,
+retried, withdrawn or re-scored since. Each submission's decision is stored
+(``Submission.release``) and replayed when it is scored again. The labels are never read here:
+only scores the worker wrote.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from sqlalchemy import select
+import hashlib
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from evaluation.disclosure import (
     HIDDEN,
     PUBLIC_METRICS,
+    hidden_mean,
     ladder_releases,
+    release_bar,
+    release_noise,
     release_split,
     withheld_note,
 )
 from evaluation.splits import get_split
 from leaderboard.results import Result
+from settings import Settings
+from submissions.errors import NotPublishable
 from submissions.quota import lock_account
-from submissions.tables import Job, JobStatus, Submission
+from submissions.tables import (
+    PUBLIC_ONLY,
+    SHIPPED_MODEL_USER,
+    Account,
+    Job,
+    JobStatus,
+    Secret,
+    Submission,
+    utcnow,
+)
+
+NOISE_KEY = "release-noise-key"
+RELEASED, WITHHELD, PUBLISHED, MAINTAINER = "released", "withheld", "published", "maintainer"
+PUBLISH_WINDOW = timedelta(days=30)
+MAINTAINER_NOTE = "maintainer-run account: every scoring is released (rounded, as for everyone)"
 
 
-def release(session: Session, job: Job, rows: list[Result]) -> None:
+def is_maintainer(user: str, settings: Settings) -> bool:
+    """Whether ``user``'s scorings are always released (the shipped model's account is)."""
+    return user == SHIPPED_MODEL_USER or user in settings.maintainer_accounts
+
+
+def release(session: Session, job: Job, rows: list[Result], settings: Settings) -> None:
     """Set what anyone may read of a job's results: the policy, with the Ladder's decision.
 
-    Runs inside the transaction that writes the results; the submitter's account lock makes
-    concurrent decisions for one account happen one at a time.
+    Runs inside the transaction that writes the results.
     """
     for row in rows:
         if not get_split(row.split).hidden:
             row.published = release_split(row.split, _metrics(row))
     hidden = [row for row in rows if get_split(row.split).hidden]
     if not hidden:
+        job.disclosure = (
+            "public split only: no hidden split scored" if (job.scope == PUBLIC_ONLY) else ""
+        )
         return
-    user = job.submission.user
-    lock_account(session, user)
-    best = best_released_mean(session, user, before_submission=job.submission_id)
-    if ladder_releases(float(np.mean([row.ba for row in hidden])), best):
+    submission = job.submission
+    lock_account(session, submission.user)
+    candidate = _candidate(session, submission, hidden)
+    bar = account_bar(session, submission.user)
+    maintainer = is_maintainer(submission.user, settings)
+    decision = submission.release or ""
+    if maintainer:
+        released = True
+    elif decision:  # re-scoring replays the stored decision
+        released = decision in (RELEASED, PUBLISHED, MAINTAINER)
+    else:
+        released = ladder_releases(hidden_mean(candidate), bar, floor=settings.release_floor)
+    if released:
         for row in hidden:
-            row.published = release_split(row.split, _metrics(row))
-        job.disclosure = "released"
+            row.published = candidate[row.split]
+        _raise_bar(session, submission.user, hidden_mean(candidate))
+        submission.release = MAINTAINER if maintainer else (decision or RELEASED)
+        job.disclosure = MAINTAINER_NOTE if maintainer else "released"
     else:
         for row in hidden:
             row.published = None
-        job.disclosure = withheld_note(best)
+        submission.release = WITHHELD
+        job.disclosure = withheld_note(bar, floor=settings.release_floor)
 
 
-def best_released_mean(session: Session, user: str, *, before_submission: int) -> float | None:
-    """The best full-precision hidden mean BA of ``user``'s released entries submitted earlier.
+def account_bar(session: Session, user: str) -> float | None:
+    """The best hidden mean ever released for ``user`` (None before the first release).
 
-    Only earlier entries count, so re-scoring replays the Ladder's original decisions.
+    The stored bar, or (for a store written before the bar was stored) the best released mean
+    among the account's results, whichever is higher; it never falls.
     """
+    stored = session.scalar(select(Account.ladder_bar).where(Account.user == user))
     rows = session.execute(
-        select(Result.submission_id, Result.ba)
+        select(Result.submission_id, Result.split, Result.published)
         .join(Submission, Submission.id == Result.submission_id)
         .where(
             Submission.user == user,
-            Result.current.is_(True),
             Result.split.in_(HIDDEN),
             Result.published.is_not(None),
-            Result.submission_id < before_submission,
+            Result.job_id.is_not(None),
         )
     ).all()
-    by_submission: dict[int, list[float]] = {}
-    for submission_id, ba in rows:
-        by_submission.setdefault(submission_id, []).append(ba)
-    means = [float(np.mean(v)) for v in by_submission.values() if len(v) == len(HIDDEN)]
-    return max(means) if means else None
+    released: dict[int, dict] = {}
+    for submission_id, split, published in rows:
+        released.setdefault(submission_id, {})[split] = published
+    means = [m for m in map(hidden_mean, released.values()) if m is not None]
+    known = [v for v in (stored, max(means, default=None)) if v is not None]
+    return max(known) if known else None
 
 
-def release_pending(sessions: sessionmaker) -> int:
+def release_status(sessions: sessionmaker, settings: Settings, user: str) -> str:
+    """What ``user``'s next hidden scoring must reach to be released, in words."""
+    with sessions() as session:
+        if is_maintainer(user, settings):
+            return f"This is a {MAINTAINER_NOTE}."
+        bar = account_bar(session, user)
+        left = settings.publish_allowance - _published_since(session, user)
+    best = (
+        "You have no released hidden mean BA yet"
+        if bar is None
+        else f"Your best released hidden mean BA is {bar:.3f}"
+    )
+    need = release_bar(bar, floor=settings.release_floor)
+    return (
+        f"{best}: a new scoring is released when its hidden mean BA, as released, is at least "
+        f"{need:.3f} (otherwise it is withheld and shown as such). Withheld scorings you may "
+        f"still publish: {max(0, left)} of {settings.publish_allowance} in 30 days."
+    )
+
+
+def publish(sessions: sessionmaker, settings: Settings, user: str, job_id: int) -> str:
+    """Release a withheld scoring of ``user`` from the publish allowance; returns a note.
+
+    Raises:
+        NotPublishable: the job is not ``user``'s finished, withheld scoring; its released
+            hidden mean would be below the release floor; or the allowance is used up.
+    """
+    with sessions.begin() as session:
+        lock_account(session, user)
+        job = session.get(Job, job_id)
+        if job is None or job.submission.user != user:
+            raise NotPublishable(f"You have no job {job_id}; see My submissions for your jobs.")
+        submission = job.submission
+        rows = session.scalars(
+            select(Result).where(
+                Result.submission_id == submission.id,
+                Result.current.is_(True),
+                Result.split.in_(HIDDEN),
+            )
+        ).all()
+        if job.status != JobStatus.FINISHED or submission.release != WITHHELD or not rows:
+            raise NotPublishable(
+                f"Job {job_id} has no withheld hidden scores to publish: only a finished "
+                "scoring that the release policy withheld can be published."
+            )
+        used = _published_since(session, user)
+        if used >= settings.publish_allowance:
+            raise NotPublishable(
+                f"You have published {used} withheld scorings in the last 30 days; the "
+                f"allowance is {settings.publish_allowance}. A scoring that beats your bar is "
+                "released without it."
+            )
+        candidate = _candidate(session, submission, list(rows))
+        mean = hidden_mean(candidate)
+        if mean < settings.release_floor - 1e-9:
+            raise NotPublishable(
+                f"This scoring's hidden mean BA is below the release floor "
+                f"({settings.release_floor:.2f}), so it cannot be published."
+            )
+        for row in rows:
+            row.published = candidate[row.split]
+        _raise_bar(session, user, mean)
+        submission.release = PUBLISHED
+        submission.published_at = utcnow()
+        for each in submission.jobs:
+            if each.status == JobStatus.FINISHED:
+                each.disclosure = "published from the allowance"
+    return f"Job {job_id} is published: its hidden mean BA, as released, is {mean:.3f}."
+
+
+def release_pending(sessions: sessionmaker, settings: Settings) -> int:
     """Apply the release policy to finished jobs written before it existed, oldest first."""
     with sessions.begin() as session:
         pending = session.scalars(
@@ -87,9 +205,62 @@ def release_pending(sessions: sessionmaker) -> int:
         ).all()
         for job in pending:
             rows = session.scalars(select(Result).where(Result.job_id == job.id)).all()
-            release(session, job, list(rows))
+            release(session, job, list(rows), settings)
             session.flush()
     return len(pending)
+
+
+def noise_key(session: Session) -> bytes:
+    """The server's secret for the release offsets, created on first use (in the store)."""
+    value = session.scalar(select(Secret.value).where(Secret.name == NOISE_KEY))
+    if value is None:
+        try:
+            with session.begin_nested():
+                session.add(Secret(name=NOISE_KEY, value=secrets.token_hex(32)))
+        except IntegrityError:  # another process created it first: use theirs
+            pass
+        value = session.scalar(select(Secret.value).where(Secret.name == NOISE_KEY))
+    return bytes.fromhex(value)
+
+
+def _candidate(session: Session, submission: Submission, hidden: list[Result]) -> dict:
+    """What each hidden split would release: its BA with the keyed offset, rounded.
+
+    The offset is keyed by the split's per-crop decisions (which alone set the BA), so equal
+    decisions always show equal numbers, whoever submits them and however often.
+    """
+    key = noise_key(session)
+    return {
+        row.split: release_split(
+            row.split,
+            _metrics(row),
+            noise=release_noise(key, _decisions_digest(row, submission), row.split),
+        )
+        for row in hidden
+    }
+
+
+def _decisions_digest(row: Result, submission: Submission) -> str:
+    if row.decisions is None:
+        return submission.sha256 or f"submission-{submission.id}"
+    return hashlib.sha256(row.decisions).hexdigest()
+
+
+def _raise_bar(session: Session, user: str, mean: float) -> None:
+    account = session.get(Account, user)
+    current = account_bar(session, user)
+    account.ladder_bar = max(mean, current) if current is not None else mean
+
+
+def _published_since(session: Session, user: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count(Submission.id)).where(
+                Submission.user == user,
+                Submission.published_at >= utcnow() - PUBLISH_WINDOW,
+            )
+        )
+    )
 
 
 def _metrics(row: Result) -> dict:

@@ -53,6 +53,7 @@ class Entry:
     hub_ref: str = ""  # owner/name@commit of a checkpoint submitted by Hub id
     scores: dict[str, dict] = field(default_factory=dict)
     withheld: bool = False
+    maintainer_run: bool = False  # released under a maintainer-run account (every scoring)
     disclosure: str = ""
     provenance: dict = field(default_factory=dict)
     rank: int | None = None
@@ -117,6 +118,8 @@ def load_entries(session: Session) -> list[Entry]:
         entry = entries.get(result.submission_id)
         if entry is None:
             s = submissions[result.submission_id]
+            if s.withdrawn_at is not None:  # taken off the board by its submitter
+                continue
             entry = entries[s.id] = Entry(
                 submission_id=s.id,
                 source=str(SOURCE_OF_KIND[s.kind]),
@@ -124,6 +127,7 @@ def load_entries(session: Session) -> list[Entry]:
                 user=s.user,
                 sha256=s.sha256,
                 hub_ref=s.hub_ref or "",
+                maintainer_run=s.release == "maintainer",
                 parameters=s.parameters,
                 ms_per_crop=s.ms_per_crop,
                 measured_on=s.measured_on,

@@ -139,7 +139,7 @@ CELLS = {
     "AtNorM-MD BA": lambda r: ba_cell(r, "atnorm_md"),
     "AMi-Br test BA": lambda r: ba_cell(r, "amibr_test"),
     "rank range (95 %)": rank_range_cell,
-    "source": lambda r: r["source"],
+    "source": lambda r: r["source"] + (" · maintainer-run" if r.get("maintainer_run") else ""),
     "backbone": lambda r: r["backbone"],
     "pretraining": lambda r: r["pretraining"],
     "parameters (M)": _parameters,

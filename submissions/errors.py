@@ -29,3 +29,11 @@ class UploadMissing(SubmissionError):
 
 class NotCancellable(SubmissionError):
     """The job has started (or ended), so it can no longer be cancelled."""
+
+
+class NotPublishable(SubmissionError):
+    """A scoring cannot be published: not withheld, below the floor, or no allowance left."""
+
+
+class NotWithdrawable(SubmissionError):
+    """The entry is not the user's, or already withdrawn."""

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload, sessionmaker
 
@@ -32,6 +32,8 @@ from submissions import jobs, workers
 from submissions.errors import (
     DuplicateSubmission,
     NotCancellable,
+    NotWithdrawable,
+    QuotaExceeded,
     SubmissionError,
     UploadMissing,
 )
@@ -40,7 +42,7 @@ from submissions.metadata import EntryMetadata
 from submissions.queue import EvaluationQueue
 from submissions.quota import check_limits, lock_account, remaining_scorings
 from submissions.storage import sha256, store_file, stored_path
-from submissions.tables import Job, JobStatus, Submission, utcnow
+from submissions.tables import ALL_SPLITS, PUBLIC_ONLY, Job, JobStatus, Submission, utcnow
 
 RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
 Upload = Path | str | bytes
@@ -67,6 +69,8 @@ class JobView:
     progress: str = ""  # a running checkpoint job: crops done, and the time left
     notice: str = ""  # what this submission call did besides queueing (e.g. renamed)
     hub_model: str = ""  # owner/name@commit when submitted by Hub id
+    scope: str = ALL_SPLITS  # or PUBLIC_ONLY: AMi-Br test only, no hidden scoring spent
+    withdrawn: bool = False  # taken off the public board by its submitter
 
     def to_dict(self) -> dict:
         """Plain JSON-ready form."""
@@ -96,14 +100,21 @@ class Submissions:
             self._bundle = PublicBundle(self.settings.public_dir)
         return self._bundle
 
-    def submit_predictions(self, user: str, upload: Upload, meta: EntryMetadata) -> JobView:
-        """Validate and queue a prediction file (a self-reported entry); the file first."""
+    def submit_predictions(
+        self, user: str, upload: Upload, meta: EntryMetadata, *, public_only: bool = False
+    ) -> JobView:
+        """Validate and queue a prediction file (a self-reported entry); the file first.
+
+        ``public_only`` scores AMi-Br test alone (its labels are public): no hidden scoring is
+        spent and nothing goes on the board, for checking a file or an ablation.
+        """
         upload = _present(upload)
         read_predictions(
             upload, self.bundle.manifest, max_bytes=self.settings.max_prediction_file_bytes
         )
         meta = meta.validated()
-        return self._record(user, upload, ".csv", "predictions", meta, lane="files")
+        scope = PUBLIC_ONLY if public_only else ALL_SPLITS
+        return self._record(user, upload, ".csv", "predictions", meta, lane="files", scope=scope)
 
     def submit_checkpoint(
         self, user: str, upload: Upload, meta: EntryMetadata, *, hub: HubModel | None = None
@@ -186,7 +197,18 @@ class Submissions:
             return self.submit_checkpoint(user, fetched, meta, hub=model)
 
     def _record(
-        self, user, upload, suffix, kind, meta, *, lane, flops=0.0, estimated=0.0, hub_ref=""
+        self,
+        user,
+        upload,
+        suffix,
+        kind,
+        meta,
+        *,
+        lane,
+        flops=0.0,
+        estimated=0.0,
+        hub_ref="",
+        scope=ALL_SPLITS,
     ):
         digest = sha256(upload)
         uploads = self.settings.data_dir / "uploads"
@@ -203,7 +225,7 @@ class Submissions:
                     self._duplicate()
                 if existing is not None and hub_ref and not existing.hub_ref:
                     existing.hub_ref = hub_ref  # the same files, now also known by Hub id
-                if existing and existing.jobs[-1].status not in RETRYABLE:
+                if existing and not _needs_a_job(existing.jobs, scope):
                     notice = "This file was already submitted: its job is shown, not a new one."
                     if existing.meta != meta.to_dict():
                         existing.meta = meta.to_dict()
@@ -213,7 +235,10 @@ class Submissions:
                         )
                     session.flush()
                     return _view(session, existing.jobs[-1], notice=notice)
-                check_limits(session, user, kind, self.settings)
+                if scope == PUBLIC_ONLY:
+                    _check_public_only(session, user)
+                else:
+                    check_limits(session, user, kind, self.settings)
                 submission = existing
                 if submission is not None:  # a failed or cancelled file, tried again
                     submission.meta = meta.to_dict()
@@ -233,6 +258,8 @@ class Submissions:
                 job = Job(
                     submission=submission,
                     status=JobStatus.QUEUED,
+                    counts_toward_quota=scope != PUBLIC_ONLY,
+                    scope=scope,
                     lane=lane,
                     flops_per_crop=flops,
                     estimated_s=estimated,
@@ -283,6 +310,48 @@ class Submissions:
             )
         return self.status(user, job_id)
 
+    def withdraw(self, user: str, job_id: int) -> JobView:
+        """Take the entry of one of ``user``'s jobs off the public board (every surface).
+
+        What was released stays counted: the account's bar and the allowances do not change.
+        """
+        with self.sessions.begin() as session:
+            job = jobs.user_job(session, job_id, user)  # JobNotFound for other users' jobs
+            if job.submission.withdrawn_at is not None:
+                raise NotWithdrawable(f"The entry of job {job_id} is already withdrawn.")
+            job.submission.withdrawn_at = utcnow()
+        return self.status(user, job_id)
+
+
+def _needs_a_job(existing: list[Job], scope: str) -> bool:
+    """Whether a file submitted before gets a new job.
+
+    It does when its last job failed or was cancelled, or when it was checked on the public
+    split only and is now submitted for every split.
+    """
+    last = existing[-1]
+    if last.status in RETRYABLE:
+        return True
+    return scope == ALL_SPLITS and all(job.scope == PUBLIC_ONLY for job in existing)
+
+
+def _check_public_only(session, user: str) -> None:
+    """One public-split check per user at a time (they spend no hidden scoring)."""
+    open_checks = session.scalar(
+        select(func.count(Job.id))
+        .join(Submission)
+        .where(
+            Submission.user == user,
+            Job.scope == PUBLIC_ONLY,
+            Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
+        )
+    )
+    if open_checks:
+        raise QuotaExceeded(
+            "You already have a public-split check queued or running; submit the next one "
+            "when it has ended (they take seconds)."
+        )
+
 
 def _present(upload: Upload) -> Upload:
     """The upload, or ``UploadMissing`` when its file is gone (an expired cache entry)."""
@@ -332,6 +401,8 @@ def _view(session, job: Job, *, notice: str = "") -> JobView:
         progress=_progress(job),
         notice=notice,
         hub_model=job.submission.hub_ref or "",
+        scope=job.scope or ALL_SPLITS,
+        withdrawn=job.submission.withdrawn_at is not None,
     )
 
 

@@ -76,7 +76,7 @@ def finish(
                 status=JobStatus.FINISHED,
                 finished_at=utcnow(),
                 lease_expires_at=None,
-                charged_s=charged_s,
+                charged_s=Job.charged_s + charged_s,
             )
         ).rowcount
         if done:
@@ -102,7 +102,7 @@ def fail(
                     reason=reason,
                     finished_at=utcnow(),
                     lease_expires_at=None,
-                    charged_s=charged_s,
+                    charged_s=Job.charged_s + charged_s,
                 )
             ).rowcount
         )
@@ -132,18 +132,21 @@ def reap(
 ) -> list[tuple[int, str]]:
     """Jobs to enqueue again, with their lanes.
 
-    Running jobs whose lease expired go back to queued (or fail after ``max_attempts``). Queued
+    Running jobs whose lease expired go back to queued (or fail after ``max_attempts``); a
+    model-lane attempt ended this way (a killed or out-of-memory worker) is charged to the
+    submitter's compute allowance, from its start to its last heartbeat's lease. Queued
     jobs older than ``stale_after_s`` in ``stale_lanes`` are returned too: the caller names the
     lanes whose queue holds no message, where a lost message is the only way a job can wait.
     """
     now = utcnow()
     with sessions.begin() as session:
         expired = session.execute(
-            select(Job.id, Job.attempts, Job.lane).where(
+            select(Job.id, Job.attempts, Job.lane, Job.started_at, Job.lease_expires_at).where(
                 Job.status == JobStatus.RUNNING, Job.lease_expires_at < now
             )
         ).all()
-        for job_id, attempts, _ in expired:
+        for job_id, attempts, lane, started, lease_end in expired:
+            spent = (_aware(lease_end) - _aware(started)).total_seconds() if started else 0.0
             values = (
                 {
                     "status": JobStatus.FAILED,
@@ -158,7 +161,12 @@ def reap(
                 .where(
                     Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_expires_at < now
                 )
-                .values(claim_token="", lease_expires_at=None, **values)
+                .values(
+                    claim_token="",
+                    lease_expires_at=None,
+                    charged_s=Job.charged_s + (spent if lane != "files" else 0.0),
+                    **values,
+                )
             )
         stale = session.execute(
             select(Job.id, Job.lane).where(
@@ -167,7 +175,7 @@ def reap(
                 Job.created_at < now - timedelta(seconds=stale_after_s),
             )
         ).all()
-    again = {(j, lane) for j, a, lane in expired if a < max_attempts}
+    again = {(j, lane) for j, a, lane, *_ in expired if a < max_attempts}
     return sorted(again | {(j, lane) for j, lane in stale})
 
 

@@ -10,7 +10,8 @@ registered when it runs and brings a database written by an earlier version up t
   (``meta``: the fields of ``EntryMetadata``, the one definition of them);
 - ``jobs``: one evaluation of a submission: state, lease, attempts, what the Ladder released;
 - ``accounts``: one row per submitting user; locking it serialises that user's quota check and
-  insert, and the release decision, across processes and hosts;
+  insert, and the release decision, across processes and hosts; it holds the Ladder's bar;
+- ``secrets``: server secrets shared by every process (the release policy's offset key);
 - ``workers``: every evaluation worker's heartbeat, device and current job.
 """
 
@@ -68,6 +69,7 @@ SOURCE_OF_KIND = {
     "pathologist": EntrySource.PATHOLOGIST,
 }
 SCORED_KINDS = ("predictions", "checkpoint")  # the kinds the worker scores
+ALL_SPLITS, PUBLIC_ONLY = "all", "public"  # a job's scope: every test split, or AMi-Br test
 
 
 class JobStatus(enum.StrEnum):
@@ -99,6 +101,12 @@ class Submission(Base):
     measured_on: Mapped[str | None] = mapped_column(String(100))
     # a checkpoint submitted by Hub id: owner/name@commit, the revision it resolved to
     hub_ref: Mapped[str] = mapped_column(String(300), default="")
+    # the release policy's decision on its hidden scores, replayed when it is re-scored:
+    # "" (not decided yet), "released", "withheld", "published" (from the allowance) or
+    # "maintainer" (a maintainer-run account: always released)
+    release: Mapped[str | None] = mapped_column(String(16), default="")
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     jobs: Mapped[list[Job]] = relationship(back_populates="submission", order_by="Job.id")
 
@@ -122,6 +130,7 @@ class Job(Base):
     submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), index=True)
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False), index=True)
     counts_toward_quota: Mapped[bool] = mapped_column(Boolean, default=True)  # user-submitted
+    scope: Mapped[str | None] = mapped_column(String(8), default=ALL_SPLITS)  # or PUBLIC_ONLY
     lane: Mapped[str] = mapped_column(String(8), default="files")  # see submissions.queue
     flops_per_crop: Mapped[float] = mapped_column(Float, default=0.0)  # a checkpoint's cost
     estimated_s: Mapped[float] = mapped_column(Float, default=0.0)  # on a CPU worker
@@ -150,6 +159,17 @@ class Account(Base):
 
     user: Mapped[str] = mapped_column(String(100), primary_key=True)
     touched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the best hidden mean BA ever released for this account: the Ladder's bar, only rises
+    ladder_bar: Mapped[float | None] = mapped_column(Float)
+
+
+class Secret(Base):
+    """A server secret kept in the database, shared by every app and worker (never shown)."""
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
 
 
 class WorkerRecord(Base):

@@ -9,6 +9,7 @@ import gradio as gr
 import pandas as pd
 
 from leaderboard.cards import receipt_card
+from leaderboard.publication import publish, release_status
 from leaderboard.results import job_report
 from leaderboard.tables import submissions_table
 from settings import Settings
@@ -39,6 +40,7 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
             paper_url: str,
             code_url: str,
             description: str,
+            public_only: bool = False,
             profile: gr.OAuthProfile | None = None,
         ) -> dict:
             values = {k: v for k, v in locals().items() if k in FIELD_LABELS}
@@ -46,7 +48,8 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
                 raise gr.Error(f"Upload a {what} first.")
             try:
                 meta = EntryMetadata.from_dict(values)
-                view = upload()(space.user(profile), Path(file), meta)
+                scope = {"public_only": True} if public_only else {}
+                view = upload()(space.user(profile), Path(file), meta, **scope)
                 return job_report(space.sessions, view)
             finally:
                 discard_upload(file)  # stored by hash when accepted; gone when refused
@@ -111,13 +114,31 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
         return job_report(space.sessions, view)
 
     @user_facing
+    def withdraw_submission(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:
+        """Take the entry of one of your jobs off the public board; returns its status."""
+        if job_id is None:
+            raise gr.Error("Give the job id of the entry to withdraw.")
+        view = space.submissions.withdraw(space.user(profile), int(job_id))
+        return job_report(space.sessions, view)
+
+    @user_facing
+    def publish_submission(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:
+        """Publish one of your withheld scorings from the allowance; returns its status."""
+        if job_id is None:
+            raise gr.Error("Give the job id of the withheld scoring to publish.")
+        user = space.user(profile)
+        publish(space.sessions, settings, user, int(job_id))
+        return job_report(space.sessions, space.submissions.status(user, int(job_id)))
+
+    @user_facing
     def my_submissions(profile: gr.OAuthProfile | None = None):
         if profile is None and space.on_space:  # signed out: no error every 3 s
             return submissions_table([]), "Sign in to see your submissions and allowance."
         user = space.user(profile)
         views = space.submissions.my_submissions(user)
         table = submissions_table([job_report(space.sessions, view) for view in views])
-        return table, space.submissions.allowance(user)
+        bar = release_status(space.sessions, settings, user)
+        return table, f"{space.submissions.allowance(user)}\n\n{bar}"
 
     def show_receipt(report: dict | None):
         """The receipt in words, and its job id for the status and cancel buttons."""
@@ -133,6 +154,12 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
             "(*verified*: the server runs it on the hidden crops). Fields marked * are "
             f"required. Hidden-split scoring: {settings.hidden_quota} per user per 24 h; "
             "hidden-split scores are released rounded, and only for improvements (see About)."
+        )
+        gr.Markdown(
+            "Before you spend a hidden scoring, the line below says what it must reach to be "
+            "released. A withheld scoring can be published from a small allowance, any entry "
+            "can be withdrawn, and **Public split only** checks a file on AMi-Br test without "
+            "spending a hidden scoring."
         )
         allowance = gr.Markdown(elem_id="allowance")
         with gr.Accordion("How to submit, step by step", open=False, elem_id="guide"):
@@ -165,6 +192,11 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
                 "`model.safetensors` (or the LoRA adapter files) and `README.md` are fetched."
             )
         form = _metadata_form()
+        public_only = gr.Checkbox(
+            label="Public split only: score AMi-Br test alone (no hidden scoring spent, "
+            "not on the board); prediction files",
+            elem_id="public-only",
+        )
         with gr.Row():
             submit_predictions_button = gr.Button("Submit predictions", variant="primary")
             submit_checkpoint_button = gr.Button("Submit checkpoint", variant="primary")
@@ -175,6 +207,8 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
             job_box = gr.Number(label="Job id", precision=0, value=None, elem_id="job-id")
             status_button = gr.Button("Check status")
             cancel_button = gr.Button("Cancel (while queued)")
+            withdraw_button = gr.Button("Withdraw from the board", elem_id="withdraw")
+            publish_button = gr.Button("Publish (withheld; from allowance)", elem_id="publish")
         mine = gr.Dataframe(label="My submissions", interactive=False, elem_id="mine")
         queue = gr.Dataframe(
             label="The queue (everyone's jobs; others' without their ids)",
@@ -188,7 +222,10 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
 
     for event in (
         submit_predictions_button.click(
-            submit_predictions, [predictions_file, *form], receipt, api_name="submit_predictions"
+            submit_predictions,
+            [predictions_file, *form, public_only],
+            receipt,
+            api_name="submit_predictions",
         ),
         submit_checkpoint_button.click(
             submit_checkpoint, [checkpoint_file, *form], receipt, api_name="submit_checkpoint"
@@ -201,6 +238,10 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
         ),
         status_button.click(submission_status, job_box, receipt, api_name="submission_status"),
         cancel_button.click(cancel_submission, job_box, receipt, api_name="cancel_submission"),
+        withdraw_button.click(
+            withdraw_submission, job_box, receipt, api_name="withdraw_submission"
+        ),
+        publish_button.click(publish_submission, job_box, receipt, api_name="publish_submission"),
     ):
         event.success(show_receipt, receipt, [receipt_text, job_box], api_visibility="private")
     refresh.tick(my_submissions, None, [mine, allowance], api_visibility="private")

@@ -22,7 +22,7 @@ from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.checkpoint import as_predictions, predict_splits
 from evaluation.errors import EvaluationError, TimeLimitExceeded
 from evaluation.scoring import SCORER_VERSION, read_predictions, score_predictions
-from evaluation.splits import TEST_SPLITS
+from evaluation.splits import TEST_SPLITS, get_split
 from evaluation.supervisor import InteractiveSignal
 from evaluation.worker.upkeep import Upkeep, fetch_labels
 from fileio import atomic_write
@@ -41,7 +41,7 @@ from settings import Settings
 from submissions import jobs, workers
 from submissions.errors import SubmissionError
 from submissions.queue import LANES, EvaluationQueue
-from submissions.tables import Job, Submission, open_store
+from submissions.tables import PUBLIC_ONLY, Job, Submission, open_store
 
 log = logging.getLogger("evaluation.worker")
 EFFICIENCY_CROPS = 32
@@ -90,13 +90,16 @@ class Worker:
         kind = ""
         try:
             with self.sessions() as session:
-                submission = session.get(Job, job_id).submission
+                job = session.get(Job, job_id)
+                submission, scope = job.submission, job.scope
             kind = submission.kind
             # read for every job: a rebuilt release or label store takes effect at once
             bundle = PublicBundle(self.settings.public_dir)
             labels = LabelStore(self.settings.labels_dir)
             predictions = self._predictions(submission, bundle, job_id, token)
             truth = labels.all_labels()
+            if scope == PUBLIC_ONLY:  # spends no hidden scoring: the hidden labels stay unread
+                truth = {s: t for s, t in truth.items() if not get_split(s).hidden}
             scores = score_predictions(
                 predictions, truth, n_resamples=self.settings.bootstrap_resamples
             )
@@ -118,9 +121,15 @@ class Worker:
         except (EvaluationError, ModelError, SubmissionError) as e:
             jobs.fail(self.sessions, job_id, token, str(e))
             log.info("job %d failed: %s", job_id, e)
-        except Exception:
+        except Exception:  # out of memory included: the attempt's time is charged
             log.exception("job %d: internal error", job_id)
-            jobs.fail(self.sessions, job_id, token, "internal error")
+            jobs.fail(
+                self.sessions,
+                job_id,
+                token,
+                "internal error",
+                charged_s=self._charge(kind, started),
+            )
         finally:
             stop.set()
             self._report(job_id, running=False)
@@ -236,7 +245,7 @@ class Worker:
                     versions=versions,
                 )
             )
-        release(session, job, rows)
+        release(session, job, rows, self.settings)
         session.add_all(rows)
 
     def update_standing(self, truth=None, label_set_hash: str | None = None) -> None:

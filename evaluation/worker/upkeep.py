@@ -52,7 +52,7 @@ class Upkeep:
         """
         seed_paper_rows(self.sessions)
         self.seed_pathologists()
-        release_pending(self.sessions)
+        release_pending(self.sessions, self.settings)
         data = zip_folder(self.settings.default_checkpoint)
         digest = sha256(data)
         try:

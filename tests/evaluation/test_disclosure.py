@@ -10,12 +10,15 @@ from evaluation.disclosure import (
     LADDER_MARGIN,
     MARGIN_VALUES,
     PUBLIC_METRICS,
+    RELEASE_NOISE,
     Z95,
     ba_standard_error,
     bits_per_scoring,
     ladder_releases,
     rank_intervals,
+    release_bar,
     release_margin,
+    release_noise,
     release_split,
     released_ba_interval,
     released_values,
@@ -73,39 +76,57 @@ def test_the_standard_error_is_the_largest_over_every_sensitivity_and_specificit
 
 
 def test_the_released_interval_covers_the_estimate_s_own_interval():
-    """Whatever the confusion matrix behind a released BA, its Wald interval lies inside."""
+    """Whatever the confusion matrix and the offset behind a released BA, its Wald interval
+    lies inside the released one."""
     p, n = ATNORM_BR.n_atypical, ATNORM_BR.n_normal
     for tp in range(0, p + 1, 3):
         for tn in range(0, n + 1, 11):
             sens, spec = tp / p, tn / n
             ba = (sens + spec) / 2
             se = math.sqrt(sens * (1 - sens) / p + spec * (1 - spec) / n) / 2
-            low, high = released_ba_interval(round_hidden(ba), p, n)
-            assert low <= max(0.0, ba - Z95 * se) + 1e-12
-            assert high >= min(1.0, ba + Z95 * se) - 1e-12
+            for noise in (-RELEASE_NOISE, 0.0, RELEASE_NOISE):
+                shown = round_hidden(min(1.0, max(0.0, ba + noise)))
+                low, high = released_ba_interval(shown, p, n)
+                assert low <= max(0.0, ba - Z95 * se) + 1e-12
+                assert high >= min(1.0, ba + Z95 * se) - 1e-12
 
 
-def test_the_ladder_releases_only_improvements_over_the_account_s_best():
+def test_the_offset_is_keyed_bounded_uniform_and_fixed_per_file_and_split():
+    offsets = np.array([release_noise(b"key", f"{i:064x}", "atnorm_br") for i in range(4000)])
+    assert np.abs(offsets).max() <= RELEASE_NOISE
+    assert abs(offsets.mean()) < 0.0005 and offsets.std() == pytest.approx(
+        RELEASE_NOISE / math.sqrt(3), rel=0.05
+    )  # uniform on [-w, w]
+    assert release_noise(b"key", "ab", "atnorm_br") == release_noise(b"key", "ab", "atnorm_br")
+    assert release_noise(b"key", "ab", "atnorm_br") != release_noise(b"key", "ab", "atnorm_md")
+    assert release_noise(b"key", "ab", "atnorm_br") != release_noise(b"other", "ab", "atnorm_br")
+    hidden = release_split("atnorm_br", METRICS, noise=0.009)
+    assert hidden["ba"] == round_hidden(METRICS["ba"] + 0.009) == 0.80
+
+
+def test_the_ladder_releases_only_improvements_over_the_bar_and_above_the_floor():
     assert not ladder_releases(0.505, None)  # chance is the first bar
     assert ladder_releases(0.5 + LADDER_MARGIN, None)
-    assert not ladder_releases(0.7799, 0.77) and ladder_releases(0.7801, 0.77)
+    assert not ladder_releases(0.78, 0.775) and ladder_releases(0.785, 0.775)
     assert not ladder_releases(0.9, 0.95)
+    assert not ladder_releases(0.595, None, floor=0.6) and ladder_releases(0.6, None, floor=0.6)
+    assert not ladder_releases(0.6, 0.595, floor=0.6)  # the floor does not lower the step
+    assert release_bar(0.775, floor=0.6) == 0.785 and release_bar(None, floor=0.6) == 0.6
 
 
 def test_rank_intervals_by_hand():
-    # released means 0.80, 0.78, 0.70, 0.69 and margin 0.03: a pair is told apart when its
-    # released means differ by more than 0.03 + 0.01 (rounding slack) = 0.04, so a-b and c-d
-    # are not, every other pair is: a and b share ranks 1-2, c and d ranks 3-4
-    means = {"a": 0.80, "b": 0.78, "c": 0.70, "d": 0.69}
-    assert rank_intervals(means, 0.03) == {"a": (1, 2), "b": (1, 2), "c": (3, 4), "d": (3, 4)}
-    # exactly at the bar is not apart: 0.80 - 0.76 = 0.04
-    assert rank_intervals({"a": 0.80, "b": 0.76}, 0.03) == {"a": (1, 2), "b": (1, 2)}
-    assert rank_intervals({"a": 0.80, "b": 0.7599}, 0.03) == {"a": (1, 1), "b": (2, 2)}
+    # released means 0.80, 0.76, 0.70, 0.69 and margin 0.03: a pair is told apart when its
+    # released means differ by more than 0.03 + 0.01 (rounding) + 0.02 (offsets) = 0.06
+    means = {"a": 0.80, "b": 0.76, "c": 0.70, "d": 0.69}
+    assert rank_intervals(means, 0.03) == {"a": (1, 2), "b": (1, 3), "c": (2, 4), "d": (3, 4)}
+    # exactly at the bar is not apart: 0.80 - 0.74 = 0.06
+    assert rank_intervals({"a": 0.80, "b": 0.74}, 0.03) == {"a": (1, 2), "b": (1, 2)}
+    assert rank_intervals({"a": 0.80, "b": 0.7399}, 0.03) == {"a": (1, 1), "b": (2, 2)}
     # a chain: b is not apart from a or c, but a and c are
-    chain = rank_intervals({"a": 0.80, "b": 0.77, "c": 0.74}, 0.02)
+    chain = rank_intervals({"a": 0.80, "b": 0.76, "c": 0.72}, 0.02)
     assert chain == {"a": (1, 2), "b": (1, 3), "c": (2, 3)}
-    # margin 0: only the rounding slack separates
-    assert rank_intervals({"a": 0.80, "b": 0.795, "c": 0.78}, 0.0)["c"] == (3, 3)
+    # margin 0: only the rounding and offset slack separates
+    assert rank_intervals({"a": 0.80, "b": 0.78, "c": 0.74}, 0.0)["c"] == (3, 3)
     assert rank_intervals({}, 0.05) == {}
 
 

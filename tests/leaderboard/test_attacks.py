@@ -16,6 +16,7 @@ the board published before the policy) to show that it is a real attack and the 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -27,13 +28,22 @@ import pandas as pd
 import pytest
 
 from evaluation.bundle import LabelStore
-from evaluation.disclosure import HIDDEN, bits_per_scoring, ladder_releases, round_hidden
+from evaluation.disclosure import (
+    HIDDEN,
+    RELEASE_NOISE,
+    bits_per_scoring,
+    ladder_releases,
+    release_bar,
+    release_noise,
+    round_hidden,
+)
+from evaluation.metrics import balanced_accuracy_score
 from evaluation.worker import Worker
 from leaderboard import publication
 from leaderboard.board import build_board
 from leaderboard.cards import entry_card
 from leaderboard.export import board_rows, to_csv, to_json
-from leaderboard.publication import best_released_mean
+from leaderboard.publication import account_bar
 from leaderboard.results import released_scores
 from leaderboard.tables import display_table
 from settings import REPO_ROOT, Settings
@@ -67,8 +77,6 @@ class Platform:
 
     def __init__(self, release: Settings, tmp_path, protected: bool = True) -> None:
         self.protected = protected
-        self.round = round_hidden if protected else (lambda ba: ba)
-        self.ladder = ladder_releases if protected else (lambda mean, best: True)
         self.settings = Settings.from_env(
             {
                 "MITOSIS_DATA_DIR": str(release.data_dir),
@@ -85,16 +93,23 @@ class Platform:
         self.truth = {s: store.split_labels(s) for s in HIDDEN}
         self.counter = itertools.count()
 
-    def score(self, user: str, prob: pd.Series) -> dict:
-        """Submit a file of ``prob`` (indexed by image id) and return what anyone can read."""
+    def file(self, prob: pd.Series) -> bytes:
         frame = self.manifest[["image_id"]].assign(
             prob_atypical=prob.reindex(self.manifest["image_id"]).to_numpy()
         )
-        data = frame.to_csv(index=False, float_format="%.17g").encode()
-        name = f"probe {next(self.counter)}"
-        view = self.service.submit_predictions(user, data, EntryMetadata(name))
+        return frame.to_csv(index=False, float_format="%.17g").encode()
+
+    def score(self, user: str, prob: pd.Series, name: str | None = None) -> dict:
+        """Submit a file of ``prob`` (indexed by image id) and return what anyone can read."""
+        name = name or f"probe {next(self.counter)}"
+        view = self.service.submit_predictions(user, self.file(prob), EntryMetadata(name))
         self.worker.run_job(view.job_id)
         return self.readable(user, name)
+
+    def need(self, user: str) -> float:
+        """What the account's next scoring must reach: the bar the Submit tab shows."""
+        with self.worker.sessions() as session:
+            return release_bar(account_bar(session, user), floor=self.settings.release_floor)
 
     def readable(self, user: str, name: str) -> dict:
         """Every value about the hidden splits of entry ``name`` on every surface, by key."""
@@ -154,17 +169,35 @@ def outcome(values: dict) -> tuple | str:
     return tuple(min(values[f"{s}_ba"]) for s in HIDDEN)
 
 
+def consistent(platform: Platform, full: dict[str, float], observed, need: float) -> bool:
+    """Whether exact hidden BAs ``full`` could have given ``observed`` under the policy.
+
+    Under the policy each released BA is the exact one plus an unknown offset in
+    ``±RELEASE_NOISE``, rounded; the Ladder releases when the released mean reaches ``need``
+    (which the attacker knows: the Submit tab shows it).
+    """
+    if not platform.protected:
+        return observed != "withheld" and np.allclose(
+            [full[s] for s in HIDDEN], observed, rtol=0, atol=1e-9
+        )
+    if observed == "withheld":  # possible unless even the lowest offsets reach the bar
+        lowest = np.mean([round_hidden(max(0.0, full[s] - RELEASE_NOISE)) for s in HIDDEN])
+        return not ladder_releases(float(lowest), None, floor=need)
+    window = 0.005 + RELEASE_NOISE + 1e-9
+    return all(abs(full[s] - o) <= window for s, o in zip(HIDDEN, observed, strict=True))
+
+
 def certain_labels(
-    platform: Platform, probes: list[Probe], others: dict[str, float], observed, best
+    platform: Platform, probes: list[Probe], others: dict[str, float], observed, need
 ) -> dict:
     """Labels of the probed crops that the released outcome pins down (exact inference).
 
     The attacker enumerates every count of atypical crops per probe, applies the release
-    policy (rounding and the Ladder, with the account's best known exactly) to each, and keeps
-    the counts that give what was observed; ``others`` holds the exact BA of unprobed splits.
-    A probe's crops are all known when every consistent count is 0 or all of them.
+    policy (:func:`consistent`) to each, and keeps the counts that could give what was
+    observed; ``others`` holds the exact BA of unprobed splits. A probe's crops are all known
+    when every consistent count is 0 or all of them.
     """
-    consistent = []
+    possible = []
     for counts in itertools.product(*(range(len(p.crops) + 1) for p in probes)):
         full = dict(others)
         for probe, a in zip(probes, counts, strict=True):
@@ -173,18 +206,12 @@ def certain_labels(
             tp = probe.tp0 + probe.tp_slope * a
             tn = probe.tn0 + probe.tn_slope * a
             full[probe.split] = (tp / n_pos + tn / (truth.size - n_pos)) / 2
-        mean = float(np.mean([full[s] for s in HIDDEN]))
-        if not platform.ladder(mean, best):
-            if observed == "withheld":
-                consistent.append(counts)
-        elif observed != "withheld" and np.allclose(
-            [platform.round(full[s]) for s in HIDDEN], observed, rtol=0, atol=1e-9
-        ):
-            consistent.append(counts)
-    assert consistent, "the true counts must be consistent with what was released"
+        if consistent(platform, full, observed, need):
+            possible.append(counts)
+    assert possible, "the true counts must be consistent with what was released"
     known = {}
     for k, probe in enumerate(probes):
-        values = {c[k] for c in consistent}
+        values = {c[k] for c in possible}
         if values in ({0}, {len(probe.crops)}):
             known.update({i: int(values != {0}) for i in probe.crops})
     return known
@@ -220,8 +247,10 @@ def counts(platform: Platform, split: str, called: np.ndarray) -> tuple[int, int
 def platform(request, real_release, tmp_path, monkeypatch):
     protected = request.param == "released"
     if not protected:
-        monkeypatch.setattr(publication, "release_split", lambda split, metrics: dict(metrics))
-        monkeypatch.setattr(publication, "ladder_releases", lambda mean, best: True)
+        monkeypatch.setattr(
+            publication, "release_split", lambda split, metrics, noise=0.0: dict(metrics)
+        )
+        monkeypatch.setattr(publication, "ladder_releases", lambda mean, best, floor=0.5: True)
     return Platform(real_release, tmp_path, protected)
 
 
@@ -241,6 +270,7 @@ def test_brier_bits_attack(platform):
     for split in HIDDEN:
         chosen[split] = rng.choice(platform.truth[split].image_ids, 42, replace=False)
         prob[chosen[split]] = 0.5 - 2.0 ** -(np.arange(42) + 2)
+    need = platform.need("mallory")
     seen = platform.score("mallory", prob)["values"]
     known = {}
     for split in HIDDEN:  # n * Brier - sum(p^2) - 0.25 (n - 42) = sum_j y_j 2^-(j+1)
@@ -258,7 +288,7 @@ def test_brier_bits_attack(platform):
     probes = [
         Probe(s, chosen[s], counts(platform, s, np.ones(1, bool))[2], -1, 42, -1) for s in HIDDEN
     ]
-    known.update(certain_labels(platform, probes, {}, outcome(seen), best=None))
+    known.update(certain_labels(platform, probes, {}, outcome(seen), need))
     recovered = check(platform, known)
     report(platform, "Brier-bits attack", [recovered])
     assert platform.protected == (not any(key.endswith(FORBIDDEN) for key in seen))
@@ -287,9 +317,10 @@ def test_ba_count_attack_from_a_blank_baseline(platform):
             crops = rng.choice(platform.truth[split].image_ids, s, replace=False)
             prob = blank.copy()
             prob[crops] = 0.9
+            need = platform.need("eve")
             seen = platform.score("eve", prob)["values"]
             probe = Probe(split, crops, 0, 1, negatives - s, 1)  # TP = a, TN = N - s + a
-            known = certain_labels(platform, [probe], other, outcome(seen), best=None)
+            known = certain_labels(platform, [probe], other, outcome(seen), need)
             per_scoring.append(check(platform, known))
     report(platform, "BA-count attack, blank baseline", per_scoring)
     expect(platform, per_scoring, unprotected_at_least=2.5)
@@ -319,8 +350,7 @@ def test_ba_count_attack_from_a_strong_baseline(platform):
                 crops = probs[probs >= 0.5].sort_values().index[:s].to_numpy()
             flipped = base.copy()
             flipped[crops] = 0.9 if up else 0.1
-            with platform.worker.sessions() as session:
-                best = best_released_mean(session, "trudy", before_submission=2**62)
+            need = platform.need("trudy")
             seen = platform.score("trudy", flipped)["values"]
             tp, tn = exact[split]
             probe = (
@@ -329,7 +359,7 @@ def test_ba_count_attack_from_a_strong_baseline(platform):
                 else Probe(split, crops, tp, -1, tn + s, -1)  # TP = TP_b - a, TN = TN_b + s - a
             )
             others = {x: bas[x] for x in HIDDEN if x != split}
-            known = certain_labels(platform, [probe], others, outcome(seen), best=best)
+            known = certain_labels(platform, [probe], others, outcome(seen), need)
             per_scoring.append(check(platform, known))
     report(platform, "BA-count attack, strong baseline", per_scoring)
     expect(platform, per_scoring, unprotected_at_least=2.5)
@@ -342,6 +372,7 @@ def test_auroc_ordering_attack(platform):
     chosen = rng.choice(platform.truth[split].image_ids, 12, replace=False)
     prob = pd.Series(0.3, index=platform.manifest["image_id"])
     prob[chosen] = 0.99 - 0.01 * np.arange(12)
+    need = platform.need("oscar")
     seen = platform.score("oscar", prob)["values"]
     _, _, n_pos, n_neg = counts(platform, split, np.zeros(1, bool))
     known = {}
@@ -357,7 +388,7 @@ def test_auroc_ordering_attack(platform):
             if match.size and (match[:, j] == match[0, j]).all():
                 known[image_id] = int(match[0, j])
     probe = Probe(split, chosen, 0, 1, n_neg - 12, 1)  # the 12 called atypical, the rest normal
-    known.update(certain_labels(platform, [probe], {"atnorm_md": 0.5}, outcome(seen), None))
+    known.update(certain_labels(platform, [probe], {"atnorm_md": 0.5}, outcome(seen), need))
     recovered = check(platform, known)
     report(platform, "AUROC-ordering attack", [recovered])
     expect(platform, [recovered], unprotected_at_least=5)
@@ -390,3 +421,196 @@ def test_every_surface_shows_the_released_numbers_only(platform):
     rows = [r for r in board_rows(build_board(platform.worker.sessions)) if r["rank_low"]]
     margins = {r["rank_margin"] for r in rows}
     assert len(margins) == 1 and all(round(m * 100) == pytest.approx(m * 100) for m in margins)
+
+
+def shipped_baseline() -> pd.Series:
+    """The public shipped model's P(atypical) per test crop (its card publishes its counts)."""
+    model = pd.read_csv(REPO_ROOT / "tests" / "data" / "default_model_predictions.csv")
+    return pd.Series(model["prob_atypical"].to_numpy(), index=model["image_id"].astype(str))
+
+
+def crops_that_matter(base: pd.Series, platform: Platform) -> set:
+    """Hidden crops whose labels would raise a score: the baseline gets them wrong or calls
+    them within 0.3 of the cut-off (issue 19's measure)."""
+    found = set()
+    for split in HIDDEN:
+        truth = platform.truth[split]
+        p = base[truth.image_ids].to_numpy()
+        wrong = (p >= 0.5) != truth.y_true.astype(bool)
+        found.update(truth.image_ids[wrong | (np.abs(p - 0.5) < 0.3)])
+    return found
+
+
+def flip_probe(platform, base, split, up, k, exact):
+    """``k`` doubtful calls of ``split`` flipped (normal to atypical when ``up``)."""
+    probs = base[platform.truth[split].image_ids]
+    if up:  # the normal calls closest to the threshold, called atypical
+        crops = probs[probs < 0.5].sort_values(ascending=False).index[:k].to_numpy()
+    else:  # the atypical calls closest to the threshold, called normal
+        crops = probs[probs >= 0.5].sort_values().index[:k].to_numpy()
+    flipped = base.copy()
+    flipped[crops] = 0.9 if up else 0.1
+    tp, tn = exact[split]
+    probe = Probe(split, crops, tp, 1, tn - k, 1) if up else Probe(split, crops, tp, -1, tn + k, -1)
+    return flipped, probe
+
+
+def baseline_counts(platform, base):
+    exact, bas = {}, {}
+    for s in HIDDEN:
+        tp, tn, n_pos, n_neg = counts(platform, s, base[platform.truth[s].image_ids].values >= 0.5)
+        exact[s], bas[s] = (tp, tn), (tp / n_pos + tn / n_neg) / 2
+    return exact, bas
+
+
+FIRST_PROBES = [(s, up, k) for s in HIDDEN for up in (True, False) for k in (2, 6, 12)]
+
+
+def test_first_scoring_probes_from_fresh_accounts(platform):
+    """Every account's first scoring faces the floor, not an earned bar: flip-k probes of the
+    shipped model's doubtful calls, each from a new account, plus the 22 AtNorM-MD crops the
+    model is surest are normal (the probe that read 22 labels under rounding alone)."""
+    base = shipped_baseline()
+    exact, bas = baseline_counts(platform, base)
+    matter = crops_that_matter(base, platform)
+    per_scoring, mattering = [], []
+    for i, (split, up, k) in enumerate(FIRST_PROBES):
+        flipped, probe = flip_probe(platform, base, split, up, k, exact)
+        need = platform.need(f"fresh {i}")
+        seen = platform.score(f"fresh {i}", flipped)["values"]
+        others = {x: bas[x] for x in HIDDEN if x != split}
+        known = certain_labels(platform, [probe], others, outcome(seen), need)
+        per_scoring.append(check(platform, known))
+        mattering.append(len(set(known) & matter))
+    md = base[platform.truth["atnorm_md"].image_ids]
+    surest = md.sort_values().index[:22].to_numpy()
+    flipped = base.copy()
+    flipped[surest] = 0.9
+    tp, tn = exact["atnorm_md"]
+    probe = Probe("atnorm_md", surest, tp, 1, tn - 22, 1)
+    need = platform.need("fresh surest")
+    seen = platform.score("fresh surest", flipped)["values"]
+    known = certain_labels(platform, [probe], {"atnorm_br": bas["atnorm_br"]}, outcome(seen), need)
+    per_scoring.append(check(platform, known))
+    mattering.append(len(set(known) & matter))
+    report(platform, "First-scoring probes, fresh accounts (all labels)", per_scoring)
+    report(platform, "First-scoring probes, fresh accounts (labels that matter)", mattering)
+    if platform.protected:
+        assert np.mean(mattering) <= 1 and np.mean(per_scoring) <= 2
+    else:
+        assert np.mean(mattering) >= 1.5
+
+
+def test_cancel_and_retry_order_faces_the_bar_of_its_moment(platform):
+    """Queue flip probes, cancel each, get the baseline released, retry the probes newest
+    first (the order that read 223 labels in 45 scorings before the bar was stored)."""
+    base = shipped_baseline()
+    exact, bas = baseline_counts(platform, base)
+    matter = crops_that_matter(base, platform)
+    probes = [flip_probe(platform, base, s, up, k, exact) for s, up, k in FIRST_PROBES[:6]]
+    queued = []
+    for i, (flipped, _) in enumerate(probes):
+        view = platform.service.submit_predictions(
+            "rita", platform.file(flipped), EntryMetadata(f"retry {i}")
+        )
+        platform.service.cancel("rita", view.job_id)
+        queued.append(view.job_id)
+    assert outcome(platform.score("rita", base, "baseline")["values"]) != "withheld"
+    per_scoring, mattering = [], []
+    for i in reversed(range(len(probes))):
+        flipped, probe = probes[i]
+        need = platform.need("rita")
+        seen = platform.score("rita", flipped, f"retry {i}")["values"]
+        others = {x: bas[x] for x in HIDDEN if x != probe.split}
+        known = certain_labels(platform, [probe], others, outcome(seen), need)
+        per_scoring.append(check(platform, known))
+        mattering.append(len(set(known) & matter))
+    report(platform, "Cancel-and-retry order (labels that matter)", mattering)
+    report(platform, "Cancel-and-retry order (all labels)", per_scoring)
+    if platform.protected:  # each retry judged against the bar when it ran
+        assert np.mean(mattering) <= 1 and np.mean(per_scoring) <= 2
+
+
+class LadderSimulation:
+    """The release policy's own functions over simulated hidden labels, for many scorings.
+
+    Hidden labels are coin flips with the real class counts; an attacker knows a fraction
+    ``known`` of them, so every file it can build has the true hidden mean BA
+    ``0.5 + known / 2`` on new crops, and anything released above it is overfitting.
+    """
+
+    def __init__(self, seed: int, known: float, floor: float = 0.6) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.key = self.rng.bytes(32)
+        self.floor, self.true = floor, 0.5 + known / 2
+        self.y, self.known = {}, {}
+        for split, (p, n) in {"atnorm_br": (128, 746), "atnorm_md": (219, 2107)}.items():
+            self.y[split] = self.rng.permutation(np.r_[np.ones(p, bool), np.zeros(n - p, bool)])
+            self.known[split] = self.rng.random(n) < known
+        self.bars: dict[str, float | None] = {}
+
+    def probe(self) -> dict:
+        """Right where the attacker knows the label, a coin flip elsewhere."""
+        return {
+            s: np.where(self.known[s], self.y[s], self.rng.random(self.y[s].size) < 0.5)
+            for s in self.y
+        }
+
+    def score(self, account: str, decisions: dict) -> float | None:
+        """The released hidden mean, or None when withheld (the worker's decision)."""
+        released = []
+        for s, called in decisions.items():
+            ba = balanced_accuracy_fast(self.y[s], called)
+            digest = hashlib.sha256(np.packbits(called).tobytes()).hexdigest()
+            released.append(round_hidden(ba + release_noise(self.key, digest, s)))
+        mean = float(np.mean(released))
+        if not ladder_releases(mean, self.bars.get(account), floor=self.floor):
+            return None
+        self.bars[account] = max(mean, self.bars.get(account) or 0.0)
+        return mean
+
+
+def balanced_accuracy_fast(y: np.ndarray, called: np.ndarray) -> float:
+    return ((called & y).sum() / y.sum() + (~called & ~y).sum() / (~y).sum()) / 2
+
+
+def boosting_attack(sim: LadderSimulation, accounts: int, scorings: int) -> float:
+    """Blum & Hardt's boosting attack: probes from every account, then the majority vote of
+    the released ones from each account; the most the board shows above the true value."""
+    shown, kept = [], []
+    for a in range(accounts):
+        for _ in range(scorings - 1):
+            decisions = sim.probe()
+            if (mean := sim.score(f"acct {a}", decisions)) is not None:
+                shown.append(mean)
+                kept.append(decisions)
+    if kept:
+        vote = {s: np.mean([d[s] for d in kept], axis=0) > 0.5 for s in sim.y}
+        for a in range(accounts):
+            if (mean := sim.score(f"acct {a}", vote)) is not None:
+                shown.append(mean)
+    return max(shown, default=sim.true) - sim.true
+
+
+def test_the_simulated_scorer_is_the_real_one():
+    sim = LadderSimulation(0, known=0.4)
+    decisions = sim.probe()["atnorm_br"]
+    assert balanced_accuracy_fast(sim.y["atnorm_br"], decisions) == pytest.approx(
+        balanced_accuracy_score(sim.y["atnorm_br"], decisions)
+    )
+
+
+@pytest.mark.parametrize("known", [0.0, 0.4])
+def test_boosting_attack_inflation(known):
+    """90 scorings (30 days at the quota) from one account, and from 10 accounts."""
+    one = [boosting_attack(LadderSimulation(seed, known), 1, 90) for seed in range(3)]
+    ten = [boosting_attack(LadderSimulation(seed, known), 10, 90) for seed in range(2)]
+    base = "random labels" if known == 0 else f"a baseline knowing {known:.0%} of the labels"
+    print(
+        f"\nBoosting attack ({base}): released above the true value by {np.mean(one):.3f} "
+        f"(1 account x 90 scorings), {np.mean(ten):.3f} (10 accounts x 90)"
+    )
+    if known == 0:  # the floor: a file with no information is never released
+        assert max(one + ten) == 0.0
+    else:  # the Ladder's own overfitting, which the goal of 0.01 does not meet (README)
+        assert max(one) <= 0.05 and max(ten) <= 0.08

@@ -11,7 +11,7 @@ from datasets import load_dataset
 from sqlalchemy import select, text, update
 
 from evaluation.bundle import LabelStore
-from evaluation.disclosure import rank_intervals, round_hidden
+from evaluation.disclosure import RELEASE_NOISE, rank_intervals, round_hidden
 from evaluation.metrics import reader_agreement
 from evaluation.worker import Worker
 from leaderboard.board import build_board
@@ -67,8 +67,8 @@ def test_board_ranks_by_released_hidden_mean(scored):
     ranked = [e for e in board if e.rank is not None]
     means = [e.hidden_mean_ba for e in ranked]
     assert means == sorted(means, reverse=True)
-    assert by_name["perfect"].rank == by_name["twin"].rank == 1  # equal released values
-    assert by_name["perfect"].scores["atnorm_br"]["ba"] == 1.0
+    assert by_name["perfect"].rank == by_name["twin"].rank == 1  # equal decisions, equal values
+    assert by_name["perfect"].scores["atnorm_br"]["ba"] in (0.99, 1.0)  # 1 with its offset
     swin = by_name["Swin-B (end-to-end)"]
     assert swin.scores["atnorm_md"] == {"ba": 0.7723, "ba_std": 0.0142, "auroc": 0.8806}
     assert {e.source for e in board} == {"paper", "self-reported", "verified", "pathologist"}
@@ -84,21 +84,21 @@ def test_tested_entries_get_rank_intervals_and_paper_rows_say_why_not(scored):
     perfect, twin, dave = by_name["perfect"], by_name["twin"], by_name["dave's"]
     # three tested entries: two perfect ones (the same decisions) and dave's, 0.165 behind:
     # more than the margin (0.09 on this tiny release) and the rounding slack
-    assert dave.hidden_mean_ba == 0.835
+    assert abs(dave.hidden_mean_ba - 0.835) <= RELEASE_NOISE + 0.005
     assert perfect.rank_range == twin.rank_range == (1, 2)
     assert perfect.top_group and twin.top_group
     assert dave.rank_range == (3, 3) and dave.top_group is False
-    assert {perfect.ranked_among, dave.ranked_among} == {3}
+    assert {perfect.ranked_among, dave.ranked_among} == {4}  # and the shipped model
     margin = dave.rank_margin
     assert 0 < margin < 0.155 and round(margin * 100) == pytest.approx(margin * 100)
-    assert "Rank 3-3 of 3 tested entries" in dave.comparison
+    assert "Rank 3-3 of 4 tested entries" in dave.comparison
     swin = by_name["Swin-B (end-to-end)"]
     assert swin.rank >= 4 and swin.rank_range is None and swin.top_group is None
     assert "mean of 5 fold models" in swin.comparison
     assert "no confidence interval" in swin.comparison
     table = display_table(board)
     cells = dict(zip(table["model"], table["rank range (95 %)"], strict=True))
-    assert cells["perfect"] == "1–2 of 3 · top group" and cells["dave's"] == "3 of 3"
+    assert cells["perfect"] == "1–2 of 4 · top group" and cells["dave's"] == "3 of 4"
     assert cells["Swin-B (end-to-end)"] == "not tested (paper row)"
     assert cells["inverted"] == "withheld"
 
@@ -211,11 +211,13 @@ def test_job_reports_hold_released_numbers_only(scored):
         "progress",
         "notice",
         "hub_model",
+        "scope",
+        "withdrawn",
     }
     second, perfect = views
     assert perfect["disclosure"] == "released"
     assert perfect["scores"]["atnorm_md"] == {
-        "ba": 1.0,
+        "ba": pytest.approx(perfect["scores"]["atnorm_md"]["ba"]),
         "ba_low": pytest.approx(perfect["scores"]["atnorm_md"]["ba_low"]),
         "ba_high": 1.0,
         "n": 7,
@@ -229,9 +231,9 @@ def test_results_written_before_the_policy_are_released_at_start(scored):
     with scored.sessions.begin() as session:
         session.execute(update(Result).values(published=None).where(Result.job_id.is_not(None)))
         session.execute(update(Job).values(disclosure=""))
-    assert release_pending(scored.sessions) == 5
+    assert release_pending(scored.sessions, scored.settings) == 5
     by_name = {e.model_name: e for e in build_board(scored.sessions)}
-    assert by_name["perfect"].scores["atnorm_br"]["ba"] == 1.0
+    assert by_name["perfect"].scores["atnorm_br"]["ba"] in (0.99, 1.0)
     assert by_name["alice's second"].withheld and by_name["inverted"].withheld
 
 

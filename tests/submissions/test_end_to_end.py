@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.checkpoint import as_predictions, predict_splits
-from evaluation.disclosure import HIDDEN, ladder_releases, round_hidden
+from evaluation.disclosure import HIDDEN, RELEASE_NOISE, round_hidden
 from evaluation.scoring import read_predictions, score_predictions
 from leaderboard.board import build_board, classify_models
 from leaderboard.results import Result
@@ -61,11 +61,16 @@ def test_prediction_file_and_checkpoint_reach_the_board(backend, tmp_path):
         assert public["ba"] == pytest.approx(scores["amibr_test"].balanced_accuracy.estimate)
         assert public["auroc"] == pytest.approx(scores["amibr_test"].auroc.estimate, abs=1e-6)
         mean = np.mean([scores[s].balanced_accuracy.estimate for s in HIDDEN])
-        assert entry.withheld == (not ladder_releases(mean, None))
+        if mean < backend.settings.release_floor - RELEASE_NOISE - 0.005:
+            assert entry.withheld  # below the floor, whatever its offset
         for split in HIDDEN:
             released = entry.scores.get(split)
-            expected = round_hidden(scores[split].balanced_accuracy.estimate)
-            assert released is None if entry.withheld else released["ba"] == expected
+            exact = scores[split].balanced_accuracy.estimate
+            if entry.withheld:
+                assert released is None
+            else:  # rounded, within the offset of the exact value
+                assert released["ba"] == round_hidden(released["ba"])
+                assert abs(released["ba"] - exact) <= RELEASE_NOISE + 0.005
     assert sum(e.source == "paper" for e in board.values()) == 17
     vit = board["tiny vit"]  # efficiency, measured by the worker that ran it
     assert vit.parameters == Predictor(checkpoint).parameters and vit.ms_per_crop > 0
