@@ -48,6 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = parser.parse_args(argv)
     images = [path for given in args.images for path in _expand(given)]
+    if not images:
+        folders = ", ".join(str(p) for p in args.images)
+        print(
+            f"error: no image files (.png, .jpg, .tif, .webp) in {folders}. If you unzipped "
+            "test_crops.zip into a folder of its own, the crops are in its test_crops/ "
+            "subfolder.",
+            file=sys.stderr,
+        )
+        return 2
     try:
         predictor = Predictor(args.checkpoint, device=args.device, batch_size=args.batch_size)
         predictions = predictor.predict(images, tta=args.tta)

@@ -55,6 +55,8 @@ def test_exactly_the_public_endpoints(client):
         "/submit_hub_model",
         "/submission_status",
         "/cancel_submission",
+        "/withdraw_submission",
+        "/publish_submission",
     }
 
 

@@ -175,6 +175,11 @@ def test_predict_cli(resnet_checkpoint, crop, tmp_path):
     assert folder.returncode == 0 and lines[0] == "image_id,prob_atypical,label"
     assert [line.split(",")[0] for line in lines[1:]] == ["00aa", "00ab"]
     assert lines[1].split(",")[1:] == good.stdout.splitlines()[1].split(",")[1:]
+    unzipped = tmp_path / "unzipped"  # test_crops.zip unzipped into a folder of its own
+    (unzipped / "test_crops").mkdir(parents=True)
+    empty = run("--format", "submission", unzipped)
+    assert empty.returncode == 2 and empty.stdout == ""
+    assert "no image files" in empty.stderr and "test_crops/ subfolder" in empty.stderr
 
 
 def test_size_notes_and_answers_in_words(tmp_path):
