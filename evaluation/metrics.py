@@ -330,18 +330,24 @@ class ReaderAgreement:
     balanced_accuracy: float
     n: int  # crops compared (the others did not split evenly)
     n_atypical: int  # of them, atypical by the others' majority
+    tied: int = 0  # crops where the others split evenly (left out, or counted per ``ties``)
 
 
-def reader_agreement(votes) -> list[ReaderAgreement]:
+TIE_RULES = ("left out", "normal", "atypical")
+
+
+def reader_agreement(votes, *, ties: str = "left out") -> list[ReaderAgreement]:
     """Each reader's balanced accuracy against the majority vote of the other readers.
 
     ``votes`` is an (n_crops, R) 0/1 array (1 = atypical), one column a reader. Reader r's
     reference on a crop is atypical when more than half of the other R - 1 readers say so and
     normal when fewer than half do; crops where they split evenly (possible when R - 1 is even)
-    are left out for that reader. BA = (TPR + TNR) / 2 against that reference.
+    are left out for that reader, or counted as ``ties`` ("normal" or "atypical"). BA =
+    (TPR + TNR) / 2 against that reference.
 
     Raises:
-        ValueError: fewer than 3 readers, votes not 0/1, or a reference with one class.
+        ValueError: fewer than 3 readers, votes not 0/1, an unknown tie rule, or a reference
+            with one class.
 
     Example:
         >>> votes = [[1, 1, 1], [0, 0, 0], [1, 1, 0], [0, 0, 1]]
@@ -355,18 +361,24 @@ def reader_agreement(votes) -> list[ReaderAgreement]:
         )
     if not np.isin(matrix, (0, 1)).all():
         raise ValueError("votes must hold only 0 (normal) and 1 (atypical).")
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties must be one of {', '.join(TIE_RULES)}; found {ties!r}.")
     agreements = []
     for r in range(matrix.shape[1]):
         others = np.delete(matrix, r, axis=1)
         atypical_votes = others.sum(axis=1) * 2
-        decided = atypical_votes != others.shape[1]
-        reference = (atypical_votes > others.shape[1])[decided].astype(np.int8)
+        tied = atypical_votes == others.shape[1]
+        reference = (atypical_votes > others.shape[1]) | (tied & (ties == "atypical"))
+        kept = ~tied if ties == "left out" else np.ones(len(matrix), bool)
         agreements.append(
             ReaderAgreement(
                 reader=r,
-                balanced_accuracy=balanced_accuracy_score(reference, matrix[decided, r]),
-                n=int(decided.sum()),
-                n_atypical=int(reference.sum()),
+                balanced_accuracy=balanced_accuracy_score(
+                    reference[kept].astype(np.int8), matrix[kept, r]
+                ),
+                n=int(kept.sum()),
+                n_atypical=int(reference[kept].sum()),
+                tied=int(tied.sum()),
             )
         )
     return agreements

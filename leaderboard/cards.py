@@ -136,6 +136,8 @@ def receipt_card(report: dict) -> str:
         lines.append(" · ".join(cells))
     if report.get("disclosure") and report["disclosure"] != "released":
         lines.append(_escape(report["disclosure"]))
+    if report.get("withdrawn"):
+        lines.append("Withdrawn from the public board by its submitter.")
     return "\n\n".join(lines)
 
 

@@ -2,11 +2,13 @@
 
 Each expert's balanced accuracy against the majority of the other four
 (``evaluation.metrics.reader_agreement``; crops where those four split 2-2 left out), released
-rounded to two decimals and nothing else: the number of crops compared and their class counts
-come from the votes, so they stay private, and no interval is derived from them. The worker
-passes the votes in (nothing here opens the label store) and the rows are rewritten whenever
-the label set changes: five values of 101 each per label set, at most 5 log2(101) = 33 bits
-about the votes per label set.
+rounded to two decimals, with the same BA when the crops the other four split 2-2 on (the
+hardest ones, left out for the expert but not for the models) count as normal and as atypical,
+and the share of such crops in whole percent; nothing else: the number of crops compared and
+their class counts come from the votes, so they stay private, and no interval is derived from
+them. The worker passes the votes in (nothing here opens the label store) and the rows are
+rewritten whenever the label set changes: 20 values of at most 101 each per label set, at most
+20 log2(101) = 133 bits about the votes per label set.
 """
 
 from __future__ import annotations
@@ -50,14 +52,21 @@ def seed_pathologist_rows(
             for s in session.scalars(select(Submission).where(Submission.kind == KIND))
         }
         agreements = reader_agreement(votes)
-        for agreement in agreements:
+        as_normal = reader_agreement(votes, ties="normal")
+        as_atypical = reader_agreement(votes, ties="atypical")
+        for agreement, normal, atypical in zip(agreements, as_normal, as_atypical, strict=True):
             name = f"Pathologist {agreement.reader + 1} of {len(agreements)}"
             submission = experts.get(name) or Submission(
                 sha256=None, kind=KIND, user="pathologists", meta=_meta(name, len(agreements))
             )
             session.add(submission)
             session.flush()
-            released = {"ba": round_hidden(agreement.balanced_accuracy)}
+            released = {
+                "ba": round_hidden(agreement.balanced_accuracy),
+                "ba_ties_normal": round_hidden(normal.balanced_accuracy),
+                "ba_ties_atypical": round_hidden(atypical.balanced_accuracy),
+                "tied_percent": round(100 * agreement.tied / len(votes)),
+            }
             session.add(
                 Result(
                     submission_id=submission.id,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from evaluation.disclosure import HIDDEN, hidden_mean, rank_intervals
+from evaluation.disclosure import HIDDEN, hidden_mean, rank_intervals, round_hidden
 from leaderboard.results import Result
 from leaderboard.standings import StandingView
 from submissions.metadata import EntryMetadata
@@ -35,10 +35,22 @@ PAPER_NOTE = (
 
 
 PATHOLOGIST_NOTE = (
-    "Reference: one AtNorM-MD expert scored against the majority of the other four experts "
-    "(crops where they split 2-2 left out). The models are scored against the majority of all "
-    "five on every crop, so the references differ. Not ranked."
+    "Reference: one AtNorM-MD expert scored against the majority of the other four experts. "
+    "Crops where those four split 2-2 (the hardest ones) are left out for the expert but not "
+    "for the models, which are scored against the majority of all five on every crop, so the "
+    "references differ. Not ranked."
 )
+
+
+def pathologist_note(released: dict) -> str:
+    """The reference note with how the expert's BA moves when the ties count either way."""
+    if "ba_ties_normal" not in released:  # rows written before the tie rules were released
+        return PATHOLOGIST_NOTE
+    return (
+        f"{PATHOLOGIST_NOTE} Left out for this expert: {released['tied_percent']} % of the "
+        f"crops; counted as normal, its BA is {released['ba_ties_normal']:.2f}; as atypical, "
+        f"{released['ba_ties_atypical']:.2f}."
+    )
 
 
 @dataclass
@@ -71,7 +83,7 @@ class Entry:
         if self.source == "paper":
             return PAPER_NOTE
         if self.source == "pathologist":
-            return PATHOLOGIST_NOTE
+            return pathologist_note(self.scores.get("atnorm_md") or {})
         if self.withheld:
             return "Hidden-split scores withheld by the release policy: not ranked."
         if self.rank_range is None:
@@ -95,8 +107,14 @@ class Entry:
 
     @property
     def hidden_mean_ba(self) -> float | None:
-        """Mean of the released BAs of AtNorM-Br and AtNorM-MD (None when not released)."""
-        return hidden_mean(self.scores)
+        """Mean of the released BAs of AtNorM-Br and AtNorM-MD (None when not released).
+
+        Each at the released precision (0.01), paper rows' four-decimal values too, so every
+        row is ranked at one precision.
+        """
+        return hidden_mean(
+            {s: {"ba": round_hidden(v["ba"])} for s, v in self.scores.items() if v and "ba" in v}
+        )
 
 
 def load_entries(session: Session) -> list[Entry]:

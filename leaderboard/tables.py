@@ -98,6 +98,8 @@ def ba_cell(row: dict, split: str) -> str:
         return WITHHELD if row["hidden_withheld"] and split != "amibr_test" else ""
     if low is not None:
         return f"{released_number(ba)} [{released_number(low)}, {released_number(high)}]"
+    if std is not None and split != "amibr_test":  # a paper row, at the board's precision
+        return f"{ba:.2f} ± {std:.2f}"
     if std is not None:
         return f"{released_number(ba)} ± {released_number(std)}"
     return released_number(ba)
@@ -247,7 +249,8 @@ def board_legend(entries: list[Entry]) -> str:
     if tested:
         now = (
             f"Now {len(tested)} entries are tested; two are told apart when their hidden means "
-            f"differ by more than {tested[0].rank_margin:.2f} + 0.01."
+            f"differ by more than {tested[0].rank_margin + 0.03:.2f} (the comparison's margin, "
+            f"{tested[0].rank_margin:.2f}, plus 0.03 for rounding and release offsets)."
         )
     else:
         now = "No entry has been tested yet."
@@ -264,15 +267,32 @@ def board_legend(entries: list[Entry]) -> str:
 - **0.77 ± 0.01**, *paper* rows: {PAPER_NOTE} Their sensitivity and specificity were not
   published.
 - *pathologist* rows: each of AtNorM-MD's five experts scored against the majority of the
-  other four (crops where those four split 2–2 left out). The models are scored against the
-  majority of all five on every crop, so the references differ; they place a model among
-  human readers, not on the same scale exactly.
-- **withheld**: hidden-split scores that the release policy did not release (they were not
-  0.01 above the same account's best); see the About tab.
+  other four. Crops where those four split 2–2 (the hardest ones) are left out for the experts
+  but not for the models, which are scored against the majority of all five on every crop, so
+  the references differ; they place a model among human readers, not on the same scale
+  exactly.{_tie_ranges(entries)}
+- **withheld**: hidden-split scores that the release policy did not release (not 0.01 above
+  the same account's best released hidden mean, or below 0.60); see the About tab.
+- **maintainer-run**: an entry of the benchmark's maintainers, every scoring released.
 - **verified**: a checkpoint the server ran itself; **self-reported**: a prediction file.
 - **ms / crop**: a verified model's forward pass on the evaluation worker that scored it
   (batch of 32; the device is in the entry card).
 """
+
+
+def _tie_ranges(entries: list[Entry]) -> str:
+    """How the experts' BAs move when the ties count as normal or atypical (released values)."""
+    rows = [(e.scores.get("atnorm_md") or {}) for e in entries if e.source == "pathologist"]
+    rows = [r for r in rows if "ba_ties_normal" in r]
+    if not rows:
+        return ""
+    span = lambda key: f"{min(r[key] for r in rows):.2f}–{max(r[key] for r in rows):.2f}"  # noqa: E731
+    shares = sorted(r["tied_percent"] for r in rows)
+    return (
+        f" The experts' ties are {shares[0]}–{shares[-1]} % of the crops; counting them as "
+        f"normal gives {span('ba_ties_normal')}, as atypical {span('ba_ties_atypical')} "
+        f"(left out: {span('ba')})."
+    )
 
 
 def domain_plot_frame(entries: list[Entry]) -> pd.DataFrame:

@@ -49,7 +49,9 @@ class Recipe:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optimiser: str = "adamw"  # or "adam": weight decay as an L2 term, the authors' choice
     schedule: str = "cosine"  # warm-up then cosine per step, or "plateau" (see _Plateau)
-    precision: str = "bf16"  # autocast on CUDA; "fp32" trains (and validates) in full precision
+    # autocast on CUDA; "fp32" trains (and validates) in full precision; "fp16": a linear
+    # probe's features are extracted under fp16 autocast (its head trains in fp32)
+    precision: str = "bf16"
     partial_batch: bool = False  # True: ceil(N / batch) steps an epoch, the last one short
     distill_weight: float = 0.0  # > 0: a teacher's probabilities weigh this much in the loss
     teacher: str = ""  # what the teacher was (a candidate's name), for the record
@@ -104,7 +106,14 @@ def predict_proba(
 
 
 def embed(
-    model: nn.Module, images: torch.Tensor, *, size: int, mean, std, bf16: bool = True
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    size: int,
+    mean,
+    std,
+    bf16: bool = True,
+    fp16: bool = False,
 ) -> torch.Tensor:
     """The frozen backbone's embeddings (what a linear probe's head sees), on the CPU."""
     model.eval()
@@ -116,6 +125,7 @@ def embed(
         std=std,
         device=images.device,
         bf16=bf16,
+        fp16=fp16,
     )
 
 
@@ -345,12 +355,13 @@ def _fit_linear_probe(
     cfg = get_model_cfg(recipe.model)
     generator = torch.Generator().manual_seed(recipe.seed)
     bf16 = images.device.type == "cuda" and recipe.precision == "bf16"
+    half = {"bf16": bf16, "fp16": images.device.type == "cuda" and recipe.precision == "fp16"}
     start = time.perf_counter()
-    features = embed(model, images, size=size, mean=cfg.mean, std=cfg.std, bf16=bf16)
+    features = embed(model, images, size=size, mean=cfg.mean, std=cfg.std, **half)
     features = features.float().to(images.device)
     val_features = None
     if val is not None:
-        val_features = embed(model, val[0], size=size, mean=cfg.mean, std=cfg.std, bf16=bf16)
+        val_features = embed(model, val[0], size=size, mean=cfg.mean, std=cfg.std, **half)
         val_features = val_features.float().to(images.device)
     head = model.get_classifier()
     steps_per_epoch = _steps_per_epoch(len(y), recipe)

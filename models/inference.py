@@ -35,17 +35,20 @@ def run_batches(
     device: torch.device,
     batch_size: int = 256,
     bf16: bool = True,
+    fp16: bool = False,
 ) -> torch.Tensor:
     """``forward`` of normalised crops, batch by batch; uint8 ``images`` (N, 3, H, W) in.
 
-    On CUDA the forward runs under bf16 autocast unless ``bf16`` is False.
+    On CUDA the forward runs under bf16 autocast unless ``bf16`` is False, or under fp16
+    autocast when ``fp16`` (the authors' linear-probe feature extraction).
     """
+    dtype = torch.float16 if fp16 else torch.bfloat16
     out = []
     for start in range(0, len(images), batch_size):
         x = normalise(prepare(images[start : start + batch_size].to(device), size), mean, std)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", torch.bfloat16, enabled=bf16 and device.type == "cuda"):
+        with torch.autocast("cuda", dtype, enabled=(bf16 or fp16) and device.type == "cuda"):
             out.append(forward(x).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 

@@ -4,8 +4,9 @@ Source: DeepMicroscopy/AMi-Br_Benchmark at commit 3acf4da (the README's protocol
 the script and line of every setting). One template serves all 17 scripts: 5-fold
 ``StratifiedGroupKFold`` by slide, the held-out fold as validation, class-balanced sampling,
 BCE on one logit, batch 8, Adam (lr 5e-5, L2 weight decay 1e-5), ``ReduceLROnPlateau`` on
-validation BA, up to 100 epochs, early stopping on validation BA, fp32, full-size PNG crops
-resized to 224. What differs per family is collected in :func:`paper_recipe`.
+validation BA, up to 100 epochs, early stopping on validation BA, fp32 (linear probes: features
+under fp16 autocast, except GigaPath's), full-size PNG crops resized to 224. What differs per
+family is collected in :func:`paper_recipe`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def paper_recipe(model: str = "efficientnetv2_m", strategy: str = "end_to_end") 
         >>> r.model, r.batch_size, r.lr, r.patience, r.augment.preset
         ('virchow2_cls', 8, 5e-05, 10, 'paper_lora_virchow')
     """
-    lr, weight_decay, patience = 5e-5, 1e-5, 15
+    lr, weight_decay, patience, precision = 5e-5, 1e-5, 15, "fp32"
     if strategy == "end_to_end":
         preset = "paper_end_to_end"
     elif strategy == "lora":
@@ -50,6 +51,8 @@ def paper_recipe(model: str = "efficientnetv2_m", strategy: str = "end_to_end") 
         preset = "paper_none"
         if model == "prov_gigapath":
             lr, weight_decay = 1e-3, 1e-4  # prov-gigapath.py line 119
+        else:  # features under fp16 autocast in 6 of the 7 scripts (e.g. virchow2.py line 66)
+            precision = "fp16"
     else:
         raise ValueError(f"Unknown strategy {strategy!r}; use end_to_end, linear_probe or lora.")
     return Recipe(
@@ -67,6 +70,6 @@ def paper_recipe(model: str = "efficientnetv2_m", strategy: str = "end_to_end") 
         augment=dataclasses.replace(_NO_OWN_AUGMENTATION, preset=preset),
         optimiser="adam",
         schedule="plateau",
-        precision="fp32",
+        precision=precision,
         partial_batch=True,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
@@ -213,3 +214,70 @@ def test_the_about_tab_links_paper_data_and_code(page):
     for text in ("arXiv", "AMi-Br_Benchmark"):
         expect(page.get_by_role("link", name=re.compile(text)).first).to_be_visible()
     shot(page, "about")
+
+
+def labelled_file(app, page) -> str:
+    """Every crop called right, with probabilities that differ per width (a different file,
+    the same decisions: the same released numbers)."""
+    truth = app.backend.manifest[["image_id"]].merge(
+        pd.read_csv(app.backend.settings.labels_dir / "labels.csv"),
+        on="image_id",
+    )
+    high = 0.9 if page.width == WIDTHS[0] else 0.8
+    prob = np.where(truth["label"] == "atypical", high, 0.1)
+    path = app.backend.settings.data_dir / f"labelled-{page.width}.csv"
+    truth[["image_id"]].assign(prob_atypical=prob).to_csv(path, index=False)
+    return str(path)
+
+
+def submit_file(page, app, path: str, name: str) -> int:
+    page.locator("#model-name textarea, #model-name input").first.fill(name)
+    page.locator("#predictions-file input[type=file]").set_input_files(path)
+    page.get_by_role("button", name="Submit predictions").click()
+    receipt = page.locator("#receipt")
+    expect(receipt).to_contain_text(name)
+    job = int(re.search(r"Job (\d+)", receipt.inner_text()).group(1))
+    app.backend.wait("local", job)
+    page.get_by_role("button", name="Check status").click()
+    expect(receipt).to_contain_text("finished")
+    return job
+
+
+def test_a_research_group_sees_its_bar_checks_publishes_and_withdraws(page, app):
+    """The bar before a hidden scoring is spent; a public-split-only check; a withheld scoring
+    published from the allowance (the second width's copy of the first width's decisions
+    cannot beat the bar they set); an entry withdrawn from the board."""
+    page.get_by_role("tab", name="Submit").click()
+    allowance = page.locator("#allowance")
+    expect(allowance).to_contain_text("as released, is at least")
+    expect(allowance).to_contain_text("Withheld scorings you may still publish")
+    page.locator("#public-only input[type=checkbox]").check()
+    check = submit_file(page, app, labelled_file(app, page), f"check {page.width}")
+    receipt = page.locator("#receipt")
+    expect(receipt).to_contain_text("public split only: no hidden split scored")
+    page.locator("#public-only input[type=checkbox]").uncheck()
+    job = submit_file(page, app, labelled_file(app, page), f"labelled {page.width}")
+    assert job != check  # the same file, now for every split: a new job
+    page.get_by_role("button", name="Publish (withheld; from allowance)").click()
+    if page.width == WIDTHS[0]:  # released: nothing to publish
+        toast = page.locator(".toast-body").filter(has_text="no withheld hidden scores")
+        expect(toast).to_be_visible()
+        page.locator(".toast-close").first.click()
+    else:
+        expect(receipt).to_contain_text("published from the allowance")
+    shot(page, "submit-publish")
+    page.get_by_role("button", name="Withdraw from the board").click()
+    expect(receipt).to_contain_text("Withdrawn from the public board")
+    expect(allowance).to_contain_text("Your best released hidden mean BA is")
+    page.get_by_role("tab", name="Leaderboard").click()
+    board = page.locator("#board")
+    expect(board).to_contain_text("Swin-B")
+    expect(board).not_to_contain_text(f"labelled {page.width}")
+    expect(board).not_to_contain_text(f"check {page.width}")
+    shot(page, "board-after-withdraw")
+
+
+def test_the_about_tab_says_what_hidden_means_and_the_policy(page):
+    page.get_by_role("tab", name="About").click()
+    expect(page.get_by_text('What "hidden" means in this release').first).to_be_visible()
+    expect(page.get_by_text("The release policy, in plain words").first).to_be_visible()

@@ -157,5 +157,13 @@ def test_reader_agreement_by_hand():
         keep = others != 2
         expected = skm.balanced_accuracy_score(others[keep] > 2, votes[keep, agreement.reader])
         assert agreement.balanced_accuracy == pytest.approx(expected)
+    # the tie (crop 1) counted: reader 0 said atypical, right as atypical, wrong as normal
+    as_atypical = metrics.reader_agreement(votes, ties="atypical")[0]
+    assert (as_atypical.n, as_atypical.n_atypical, as_atypical.tied) == (6, 3, 1)
+    assert as_atypical.balanced_accuracy == pytest.approx((2 / 3 + 2 / 3) / 2)
+    as_normal = metrics.reader_agreement(votes, ties="normal")[0]
+    assert as_normal.balanced_accuracy == pytest.approx((1 / 2 + 2 / 4) / 2)
+    with pytest.raises(ValueError, match="ties must be one of"):
+        metrics.reader_agreement(votes, ties="split")
     with pytest.raises(ValueError, match="3 readers or more"):
         metrics.reader_agreement(votes[:, :2])

@@ -23,7 +23,7 @@ from leaderboard.publication import release_pending
 from leaderboard.ranking import Entry, rank_entries
 from leaderboard.results import Result, job_report
 from leaderboard.standings import Standing
-from leaderboard.tables import display_table
+from leaderboard.tables import board_legend, display_table
 from settings import Settings
 from submissions.metadata import EntryMetadata
 from submissions.tables import Job
@@ -71,6 +71,11 @@ def test_board_ranks_by_released_hidden_mean(scored):
     assert by_name["perfect"].scores["atnorm_br"]["ba"] in (0.99, 1.0)  # 1 with its offset
     swin = by_name["Swin-B (end-to-end)"]
     assert swin.scores["atnorm_md"] == {"ba": 0.7723, "ba_std": 0.0142, "auroc": 0.8806}
+    # ranked and shown at the released precision, dated with the paper, not with today
+    assert swin.hidden_mean_ba == (0.78 + 0.77) / 2
+    row = display_table(board).set_index("model").loc["Swin-B (end-to-end)"]
+    assert row["AtNorM-MD BA"] == "0.77 ± 0.01" and row["AMi-Br test BA"] == "0.8052 ± 0.0124"
+    assert swin.provenance["scored_at"].startswith("2026-03-12")
     assert {e.source for e in board} == {"paper", "self-reported", "verified", "pathologist"}
 
 
@@ -346,16 +351,27 @@ def test_results_and_requests_round_trip_through_datasets(scored, tmp_path):
 def test_pathologists_are_reference_rows_scored_against_the_other_experts(scored):
     votes = LabelStore(scored.settings.labels_dir).reader_votes()
     expected = reader_agreement(votes)
+    as_normal = reader_agreement(votes, ties="normal")
+    as_atypical = reader_agreement(votes, ties="atypical")
     board = build_board(scored.sessions)
     experts = [e for e in board if e.source == "pathologist"]
     assert [e.model_name for e in experts] == [f"Pathologist {i} of 5" for i in range(1, 6)]
     ranked = [e for e in board if e.rank is not None]
     assert board.index(experts[0]) == len(ranked)  # after the ranked entries, unranked
-    for entry, agreement in zip(experts, expected, strict=True):
-        # the rounded BA alone: the crops compared and their classes come from the votes
-        assert entry.scores["atnorm_md"] == {"ba": round_hidden(agreement.balanced_accuracy)}
+    for entry, agreement, normal, atypical in zip(
+        experts, expected, as_normal, as_atypical, strict=True
+    ):
+        # rounded BAs and the tie share alone: the crops compared and their classes stay private
+        assert entry.scores["atnorm_md"] == {
+            "ba": round_hidden(agreement.balanced_accuracy),
+            "ba_ties_normal": round_hidden(normal.balanced_accuracy),
+            "ba_ties_atypical": round_hidden(atypical.balanced_accuracy),
+            "tied_percent": round(100 * agreement.tied / len(votes)),
+        }
         assert set(entry.scores) == {"atnorm_md"} and entry.rank is None
         assert "majority of the other four" in entry.comparison
+        assert f"as atypical, {round_hidden(atypical.balanced_accuracy):.2f}" in entry.comparison
+    assert "counting them as normal gives" in board_legend(board)
     Worker(scored.settings).upkeep.seed()  # the same label set: nothing rewritten
     with scored.sessions() as session:
         rows = session.scalars(select(Result).where(Result.scorer_version == "readers")).all()

@@ -8,6 +8,7 @@ import pytest
 
 from evaluation.bundle import PublicBundle
 from evaluation.checkpoint import load_split_crops
+from evaluation.model_card import generated_card
 from evaluation.scoring import load_labels, read_predictions, score_predictions
 from models import load_checkpoint
 from models.predictor import Predictor
@@ -59,6 +60,14 @@ def test_model_card_numbers_are_reproduced_by_the_scorer(real_release):
             auc.high,
         ]
         assert table[split] == pytest.approx(measured, abs=5e-5)
+
+
+def test_the_card_is_what_the_generator_gives(real_release):
+    """Its numbers come from the scorer, its evidence table from the files on disk."""
+    card = DEFAULT / "README.md"
+    assert generated_card(real_release, card) == card.read_text()
+    no_cv = "| how the recipe was chosen (CV table) | `models/default-evidence/cv.json` | **no**"
+    assert no_cv in card.read_text()  # until a GPU session commits it (issue 22)
 
 
 def test_the_model_still_makes_those_predictions(real_release):
