@@ -15,8 +15,10 @@ the Space answers users (:class:`InteractiveSignal`), so classify stays instant 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -120,3 +122,22 @@ class InteractiveSignal:
         while self.recent() and time.monotonic() - start < at_most_s:
             time.sleep(0.05)
         return time.monotonic() - start
+
+
+def follow_parent(parent: int) -> None:
+    """Die with the app that started this worker, however the app ends.
+
+    On Linux the kernel sends SIGKILL when the parent goes (``PR_SET_PDEATHSIG``); a thread
+    that watches the parent pid covers the moment before that call and other systems.
+    """
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    log.warning("the app that started this worker (pid %d) is gone: exiting", parent)
+    os._exit(0)

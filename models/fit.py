@@ -105,17 +105,11 @@ def predict_proba(
     ).numpy()
 
 
-def embed(
-    model: nn.Module,
-    images: torch.Tensor,
-    *,
-    size: int,
-    mean,
-    std,
-    bf16: bool = True,
-    fp16: bool = False,
-) -> torch.Tensor:
-    """The frozen backbone's embeddings (what a linear probe's head sees), on the CPU."""
+def embed(model: nn.Module, images: torch.Tensor, *, size: int, mean, std, **half) -> torch.Tensor:
+    """The frozen backbone's embeddings (what a linear probe's head sees), on the CPU.
+
+    ``half``: ``bf16`` or ``fp16`` autocast on CUDA, as :func:`models.inference.run_batches`.
+    """
     model.eval()
     return run_batches(
         lambda x: model.forward_head(model.forward_features(x), pre_logits=True),
@@ -124,8 +118,7 @@ def embed(
         mean=mean,
         std=std,
         device=images.device,
-        bf16=bf16,
-        fp16=fp16,
+        **half,
     )
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload, sessionmaker
 
@@ -33,14 +33,13 @@ from submissions.errors import (
     DuplicateSubmission,
     NotCancellable,
     NotWithdrawable,
-    QuotaExceeded,
     SubmissionError,
     UploadMissing,
 )
 from submissions.hub_models import HubClient, HubModel, fetch_checkpoint, resolve_model
 from submissions.metadata import EntryMetadata
 from submissions.queue import EvaluationQueue
-from submissions.quota import check_limits, lock_account, remaining_scorings
+from submissions.quota import check_limits, check_public_only, lock_account, remaining_scorings
 from submissions.storage import sha256, store_file, stored_path
 from submissions.tables import ALL_SPLITS, PUBLIC_ONLY, Job, JobStatus, Submission, utcnow
 
@@ -236,7 +235,7 @@ class Submissions:
                     session.flush()
                     return _view(session, existing.jobs[-1], notice=notice)
                 if scope == PUBLIC_ONLY:
-                    _check_public_only(session, user)
+                    check_public_only(session, user)
                 else:
                     check_limits(session, user, kind, self.settings)
                 submission = existing
@@ -333,24 +332,6 @@ def _needs_a_job(existing: list[Job], scope: str) -> bool:
     if last.status in RETRYABLE:
         return True
     return scope == ALL_SPLITS and all(job.scope == PUBLIC_ONLY for job in existing)
-
-
-def _check_public_only(session, user: str) -> None:
-    """One public-split check per user at a time (they spend no hidden scoring)."""
-    open_checks = session.scalar(
-        select(func.count(Job.id))
-        .join(Submission)
-        .where(
-            Submission.user == user,
-            Job.scope == PUBLIC_ONLY,
-            Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
-        )
-    )
-    if open_checks:
-        raise QuotaExceeded(
-            "You already have a public-split check queued or running; submit the next one "
-            "when it has ended (they take seconds)."
-        )
 
 
 def _present(upload: Upload) -> Upload:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from settings import Settings
 from submissions.errors import QuotaExceeded
-from submissions.tables import Account, Job, JobStatus, Submission, utcnow
+from submissions.tables import PUBLIC_ONLY, Account, Job, JobStatus, Submission, utcnow
 
 COUNTED = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FINISHED)
 OPEN = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -90,6 +90,24 @@ def check_limits(session: Session, user: str, kind: str, settings: Settings) -> 
             f"Your checkpoints used {charged:.0f} s of evaluation time in the last 24 hours; "
             f"the allowance is {settings.compute_allowance_s} s (time-limit failures count). "
             "Submit a faster model later, or a prediction file now."
+        )
+
+
+def check_public_only(session: Session, user: str) -> None:
+    """One public-split check per user at a time (they spend no hidden scoring)."""
+    open_checks = session.scalar(
+        select(func.count(Job.id))
+        .join(Submission)
+        .where(
+            Submission.user == user,
+            Job.scope == PUBLIC_ONLY,
+            Job.status.in_(OPEN),
+        )
+    )
+    if open_checks:
+        raise QuotaExceeded(
+            "You already have a public-split check queued or running; submit the next one "
+            "when it has ended (they take seconds)."
         )
 
 

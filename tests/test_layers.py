@@ -28,6 +28,7 @@ LABEL_READERS = {
     "evaluation/worker/upkeep.py",  # reads only the label-set hash
     "evaluation/score.py",  # the scorer's command line, through the scorer
     "evaluation/checkpoint.py",  # the same for checkpoints
+    "evaluation/model_card.py",  # the shipped model's card, through the scorer
 }
 LABEL_NAMES = {"LabelStore", "load_labels", "PRIVATE_LABELS_CSV", "split_labels", "all_labels"}
 

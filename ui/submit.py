@@ -220,16 +220,21 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
         )
         refresh = gr.Timer(3)
 
+    predictions_sent = submit_predictions_button.click(
+        submit_predictions,
+        [predictions_file, *form, public_only],
+        receipt,
+        api_name="submit_predictions",
+    )
+    checkpoint_sent = submit_checkpoint_button.click(
+        submit_checkpoint, [checkpoint_file, *form], receipt, api_name="submit_checkpoint"
+    )
+    for sent, box in ((predictions_sent, predictions_file), (checkpoint_sent, checkpoint_file)):
+        # the upload is stored by hash (or gone): an empty box, ready for the next file
+        sent.success(lambda: None, None, box, api_visibility="private")
     for event in (
-        submit_predictions_button.click(
-            submit_predictions,
-            [predictions_file, *form, public_only],
-            receipt,
-            api_name="submit_predictions",
-        ),
-        submit_checkpoint_button.click(
-            submit_checkpoint, [checkpoint_file, *form], receipt, api_name="submit_checkpoint"
-        ),
+        predictions_sent,
+        checkpoint_sent,
         submit_hub_button.click(
             submit_hub_model,
             [hub_repo, hub_revision, hub_token, *form],

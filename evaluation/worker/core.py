@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -23,7 +21,7 @@ from evaluation.checkpoint import as_predictions, predict_splits
 from evaluation.errors import EvaluationError, TimeLimitExceeded
 from evaluation.scoring import SCORER_VERSION, read_predictions, score_predictions
 from evaluation.splits import TEST_SPLITS, get_split
-from evaluation.supervisor import InteractiveSignal
+from evaluation.supervisor import InteractiveSignal, follow_parent
 from evaluation.worker.upkeep import Upkeep, fetch_labels
 from fileio import atomic_write
 from leaderboard.board import build_board, shipped_model_status
@@ -337,25 +335,6 @@ def _device() -> str:
     if torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(0)})"
     return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def follow_parent(parent: int) -> None:
-    """Die with the app that started this worker, however the app ends.
-
-    On Linux the kernel sends SIGKILL when the parent goes (``PR_SET_PDEATHSIG``); a thread
-    that watches the parent pid covers the moment before that call and other systems.
-    """
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-
-
-def _exit_with_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    log.warning("the app that started this worker (pid %d) is gone: exiting", parent)
-    os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -233,6 +233,7 @@ def labelled_file(app, page) -> str:
 def submit_file(page, app, path: str, name: str) -> int:
     page.locator("#model-name textarea, #model-name input").first.fill(name)
     page.locator("#predictions-file input[type=file]").set_input_files(path)
+    expect(page.locator("#predictions-file")).to_contain_text(path.rsplit("/", 1)[-1])  # uploaded
     page.get_by_role("button", name="Submit predictions").click()
     receipt = page.locator("#receipt")
     expect(receipt).to_contain_text(name)

@@ -121,7 +121,7 @@ def test_equal_entries_are_separated_at_most_at_the_nominal_rate():
 
 def test_a_clearly_better_entry_is_told_apart():
     rng = np.random.default_rng(5)
-    ys, preds = crops_and_entries(rng, n_entries=5, accuracy_gap=0.12)
+    ys, preds = crops_and_entries(rng, n_entries=5, accuracy_gap=0.16)
     released = np.mean([round_hidden(m) for m in hidden_means(ys, preds)], axis=0)
     margin = release_margin(simultaneous_margin(ys, preds))
     intervals = rank_intervals(dict(enumerate(released)), margin)
