@@ -3,9 +3,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from evaluation.errors import InvalidPredictionFile
 from models.errors import CheckpointError, UnsafeCheckpoint
@@ -18,7 +19,8 @@ from submissions.errors import (
     QuotaExceeded,
 )
 from submissions.metadata import EntryMetadata
-from submissions.tables import Job, Submission
+from submissions.quota import compute_charged_since
+from submissions.tables import Job, Submission, utcnow
 from tests.backend import Backend
 from tests.hostile import Payload, zip_of
 from tests.models.conftest import tiny_checkpoint
@@ -191,6 +193,36 @@ def test_reaper_requeues_expired_leases(backend):
     assert jobs.claim(backend.sessions, view.job_id, "dead", lease_s=-1)
     assert (view.job_id, "files") in jobs.reap(backend.sessions, stale_after_s=3600)
     assert backend.service.status("alice", view.job_id).status == "queued"
+
+
+def test_an_attempt_ended_by_a_dead_worker_is_charged_to_the_compute_allowance(backend):
+    """A killed or out-of-memory worker: its model-lane attempt costs what it ran, and a
+    retried attempt adds to it (files-lane attempts cost nothing)."""
+    model_job = backend.service.submit_predictions("alice", backend.predictions(31), META)
+    file_job = backend.service.submit_predictions("alice", backend.predictions(32), META)
+    now = utcnow()
+    for job_id, lane in ((model_job.job_id, "models"), (file_job.job_id, "files")):
+        assert jobs.claim(backend.sessions, job_id, "dead", lease_s=60)
+        with backend.sessions.begin() as session:  # ran 100 s, then its heartbeats stopped
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(
+                    lane=lane,
+                    started_at=now - timedelta(seconds=101),
+                    lease_expires_at=now - timedelta(seconds=1),
+                )
+            )
+    jobs.reap(backend.sessions, stale_after_s=3600)
+    with backend.sessions() as session:
+        assert session.get(Job, model_job.job_id).charged_s == pytest.approx(100, abs=0.01)
+        assert session.get(Job, file_job.job_id).charged_s == 0
+        charged = compute_charged_since(session, "alice", now - timedelta(hours=24))
+    assert charged == pytest.approx(100, abs=0.01)
+    token = jobs.claim(backend.sessions, model_job.job_id, "alive", lease_s=60)
+    assert jobs.fail(backend.sessions, model_job.job_id, token, "out of memory", charged_s=5.0)
+    with backend.sessions() as session:
+        assert session.get(Job, model_job.job_id).charged_s == pytest.approx(105, abs=0.01)
 
 
 def test_a_cancelled_file_submitted_again_takes_the_new_description(backend):
