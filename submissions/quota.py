@@ -69,15 +69,8 @@ def check_limits(session: Session, user: str, kind: str, settings: Settings) -> 
         )
     if kind != "checkpoint":
         return
-    open_jobs = session.scalar(
-        select(func.count(Job.id))
-        .join(Submission)
-        .where(
-            Submission.user == user,
-            Submission.kind == kind,
-            Job.counts_toward_quota.is_(True),
-            Job.status.in_(OPEN),
-        )
+    open_jobs = _open_jobs(
+        session, user, Submission.kind == kind, Job.counts_toward_quota.is_(True)
     )
     if open_jobs >= settings.max_open_checkpoints:
         raise QuotaExceeded(
@@ -95,20 +88,20 @@ def check_limits(session: Session, user: str, kind: str, settings: Settings) -> 
 
 def check_public_only(session: Session, user: str) -> None:
     """One public-split check per user at a time (they spend no hidden scoring)."""
-    open_checks = session.scalar(
-        select(func.count(Job.id))
-        .join(Submission)
-        .where(
-            Submission.user == user,
-            Job.scope == PUBLIC_ONLY,
-            Job.status.in_(OPEN),
-        )
-    )
-    if open_checks:
+    if _open_jobs(session, user, Job.scope == PUBLIC_ONLY):
         raise QuotaExceeded(
             "You already have a public-split check queued or running; submit the next one "
             "when it has ended (they take seconds)."
         )
+
+
+def _open_jobs(session: Session, user: str, *conditions) -> int:
+    """How many of ``user``'s jobs meeting ``conditions`` are queued or running."""
+    return session.scalar(
+        select(func.count(Job.id))
+        .join(Submission)
+        .where(Submission.user == user, Job.status.in_(OPEN), *conditions)
+    )
 
 
 def hidden_jobs_since(session: Session, user: str, since: datetime) -> list[datetime]:

@@ -328,13 +328,9 @@ def test_ba_count_attack_from_a_blank_baseline(platform):
 
 def test_ba_count_attack_from_a_strong_baseline(platform):
     """An account with a good model (the shipped one's predictions) flips its doubtful calls."""
-    model = pd.read_csv(REPO_ROOT / "tests" / "data" / "default_model_predictions.csv")
-    base = pd.Series(model["prob_atypical"].to_numpy(), index=model["image_id"].astype(str))
+    base = shipped_baseline()
     assert outcome(platform.score("trudy", base)["values"]) != "withheld"
-    exact, bas = {}, {}
-    for s in HIDDEN:
-        tp, tn, n_pos, n_neg = counts(platform, s, base[platform.truth[s].image_ids].values >= 0.5)
-        exact[s], bas[s] = (tp, tn), (tp / n_pos + tn / n_neg) / 2
+    exact, bas = baseline_counts(platform, base)
     per_scoring = []
     for split, up, sizes in (
         ("atnorm_br", True, (1, 2, 3, 5, 6)),
@@ -342,22 +338,10 @@ def test_ba_count_attack_from_a_strong_baseline(platform):
         ("atnorm_br", False, (5, 25, 30)),
         ("atnorm_md", False, (20, 80)),
     ):
-        probs = base[platform.truth[split].image_ids]
-        for s in sizes:
-            if up:  # the normal calls closest to the threshold, called atypical
-                crops = probs[probs < 0.5].sort_values(ascending=False).index[:s].to_numpy()
-            else:  # the atypical calls closest to the threshold, called normal
-                crops = probs[probs >= 0.5].sort_values().index[:s].to_numpy()
-            flipped = base.copy()
-            flipped[crops] = 0.9 if up else 0.1
+        for k in sizes:
+            flipped, probe = flip_probe(platform, base, split, up, k, exact)
             need = platform.need("trudy")
             seen = platform.score("trudy", flipped)["values"]
-            tp, tn = exact[split]
-            probe = (
-                Probe(split, crops, tp, 1, tn - s, 1)  # TP = TP_b + a, TN = TN_b - (s - a)
-                if up
-                else Probe(split, crops, tp, -1, tn + s, -1)  # TP = TP_b - a, TN = TN_b + s - a
-            )
             others = {x: bas[x] for x in HIDDEN if x != split}
             known = certain_labels(platform, [probe], others, outcome(seen), need)
             per_scoring.append(check(platform, known))
