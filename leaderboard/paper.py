@@ -16,7 +16,7 @@ from sqlalchemy.orm import sessionmaker
 from evaluation.splits import TEST_SPLITS
 from leaderboard.results import Result
 from submissions.metadata import EntryMetadata
-from submissions.tables import Submission
+from submissions.tables import PAPER_USER, Submission
 
 PAPER_CSV = Path(__file__).parent / "data" / "paper_results.csv"
 # parameters of each backbone with a one-logit head, counted from the model registry (a test
@@ -62,7 +62,7 @@ def seed_paper_rows(sessions: sessionmaker) -> int:
             submission = Submission(
                 sha256=None,
                 kind="paper",
-                user="paper",
+                user=PAPER_USER,
                 meta=meta.to_dict(),
                 parameters=parameters[row.backbone],
             )

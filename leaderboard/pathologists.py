@@ -22,7 +22,7 @@ from evaluation.metrics import reader_agreement
 from leaderboard.results import Result
 from submissions.metadata import EntryMetadata
 from submissions.quota import lock_account
-from submissions.tables import Submission
+from submissions.tables import PATHOLOGISTS_USER, Submission
 
 KIND = "pathologist"
 PATHOLOGISTS_LOCK = "(pathologists)"  # an account name no Hugging Face user can have
@@ -57,7 +57,7 @@ def seed_pathologist_rows(
         for agreement, normal, atypical in zip(agreements, as_normal, as_atypical, strict=True):
             name = f"Pathologist {agreement.reader + 1} of {len(agreements)}"
             submission = experts.get(name) or Submission(
-                sha256=None, kind=KIND, user="pathologists", meta=_meta(name, len(agreements))
+                sha256=None, kind=KIND, user=PATHOLOGISTS_USER, meta=_meta(name, len(agreements))
             )
             session.add(submission)
             session.flush()

@@ -37,3 +37,7 @@ class NotPublishable(SubmissionError):
 
 class NotWithdrawable(SubmissionError):
     """The entry is not the user's, or already withdrawn."""
+
+
+class ReservedAccount(SubmissionError):
+    """The signed-in name is one the server uses for its own entries."""

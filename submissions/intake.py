@@ -41,7 +41,14 @@ from submissions.metadata import EntryMetadata
 from submissions.queue import EvaluationQueue
 from submissions.quota import check_limits, check_public_only, lock_account, remaining_scorings
 from submissions.storage import sha256, store_file, stored_path
-from submissions.tables import ALL_SPLITS, PUBLIC_ONLY, Job, JobStatus, Submission, utcnow
+from submissions.tables import (
+    ALL_SPLITS,
+    PUBLIC_ONLY,
+    Job,
+    JobStatus,
+    Submission,
+    utcnow,
+)
 
 RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
 Upload = Path | str | bytes
@@ -74,11 +81,6 @@ class JobView:
     def to_dict(self) -> dict:
         """Plain JSON-ready form."""
         return asdict(self)
-
-
-def resolve_user(oauth_username: str | None, settings: Settings) -> str:
-    """The Hugging Face username when signed in, else the configured local identity."""
-    return oauth_username or settings.local_user
 
 
 class Submissions:
@@ -387,4 +389,4 @@ def _view(session, job: Job, *, notice: str = "") -> JobView:
     )
 
 
-__all__ = ["JobView", "SubmissionError", "Submissions", "resolve_user"]
+__all__ = ["JobView", "SubmissionError", "Submissions"]

@@ -62,6 +62,8 @@ class EntrySource(enum.StrEnum):
 
 
 SHIPPED_MODEL_USER = "maintainers"  # who the shipped model's entry belongs to
+PAPER_USER, PATHOLOGISTS_USER = "paper", "pathologists"  # the server's own reference rows
+RESERVED_USERS = frozenset({SHIPPED_MODEL_USER, PAPER_USER, PATHOLOGISTS_USER})
 SOURCE_OF_KIND = {
     "checkpoint": EntrySource.VERIFIED,
     "predictions": EntrySource.SELF_REPORTED,

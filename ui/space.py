@@ -19,7 +19,8 @@ from leaderboard.ranking import Entry
 from models.errors import ModelError
 from settings import Settings
 from submissions.errors import SubmissionError
-from submissions.intake import Submissions, resolve_user
+from submissions.identity import resolve_user
+from submissions.intake import Submissions
 from submissions.tables import open_store
 
 try:  # ZeroGPU hardware on a Space: the decorator attaches a GPU for each call

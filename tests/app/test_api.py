@@ -12,7 +12,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from settings import Settings
-from submissions.errors import InvalidMetadata
+from submissions.errors import InvalidMetadata, ReservedAccount
 from tests.backend import zip_dir
 from tests.models.conftest import tiny_checkpoint
 from ui.space import Space, user_facing
@@ -163,6 +163,12 @@ def test_signed_in_identity_on_a_space(tmp_path):
         {"preferred_username": "bob", "name": "Bob", "picture": "", "profile": ""}
     )
     assert space.user(profile) == "bob"
+    for reserved in ("maintainers", "paper", "pathologists"):  # the server's own accounts
+        impostor = gr.OAuthProfile(
+            {"preferred_username": reserved, "name": "", "picture": "", "profile": ""}
+        )
+        with pytest.raises(ReservedAccount, match=f"'{reserved}' is reserved"):
+            space.user(impostor)
     local = Space(Settings.from_env({"MITOSIS_DATA_DIR": str(tmp_path)}))
     assert local.user(None) == "local"
 
