@@ -22,11 +22,16 @@ def build_board(sessions: sessionmaker, *, per_team: bool = False) -> list[Entry
 
 
 def last_updated(sessions: sessionmaker) -> datetime | None:
-    """When the board last changed: the newest result or standing (None before any)."""
+    """When the board last changed (None before any change).
+
+    The newest result, standing, withdrawal or publication.
+    """
     with sessions() as session:
         moments = [
             session.scalar(select(func.max(Result.created_at))),
             session.scalar(select(func.max(Standing.created_at))),
+            session.scalar(select(func.max(Submission.withdrawn_at))),
+            session.scalar(select(func.max(Submission.published_at))),
         ]
     known = [m if m.tzinfo else m.replace(tzinfo=UTC) for m in moments if m is not None]
     return max(known) if known else None

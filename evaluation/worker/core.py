@@ -24,7 +24,7 @@ from evaluation.splits import TEST_SPLITS, get_split
 from evaluation.supervisor import InteractiveSignal, follow_parent
 from evaluation.worker.upkeep import Upkeep, fetch_labels
 from fileio import atomic_write
-from leaderboard.board import build_board, shipped_model_status
+from leaderboard.board import build_board, last_updated, shipped_model_status
 from leaderboard.export import request_rows
 from leaderboard.hub import start_hub_sync, write_folder
 from leaderboard.publication import release
@@ -62,6 +62,7 @@ class Worker:
         self._running: list[int] = []  # jobs running now, one per lane at most
         self._state = threading.Lock()
         self._exporting = threading.Lock()
+        self._exported_version = None  # the board's last_updated when the folder was written
 
     def _report(self, job_id: int, running: bool) -> None:
         """Tell the store which job this worker runs now (the latest started of its lanes)."""
@@ -274,6 +275,7 @@ class Worker:
         """
         try:
             with self._exporting:  # the lanes' threads finish jobs concurrently
+                self._exported_version = last_updated(self.sessions)
                 entries = build_board(self.sessions)
                 with self.sessions() as session:
                     requests = request_rows(session, entries)
@@ -284,10 +286,18 @@ class Worker:
         except Exception:
             log.exception("results dataset")
 
+    def export_if_changed(self) -> bool:
+        """Rewrite the results folder if the board changed without a job (a withdrawal...)."""
+        if last_updated(self.sessions) == self._exported_version:
+            return False
+        self.export_results()
+        return True
+
     def _beat_forever(self) -> None:
         while not self.stop.wait(workers.HEARTBEAT_S):
             try:
                 workers.beat(self.sessions, self.name)
+                self.export_if_changed()
             except Exception:
                 log.exception("worker heartbeat")
 

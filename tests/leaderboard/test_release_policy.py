@@ -4,6 +4,8 @@ the worker's own code (in this process)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -90,6 +92,11 @@ def test_the_bar_survives_withdrawal_and_re_scoring_replays_each_decision(platfo
     with pytest.raises(NotWithdrawable, match="already withdrawn"):
         platform.service.withdraw("alice", good)
     assert bar(platform, "alice") == high  # withdrawing never lowers the bar
+    folder = platform.settings.results_dataset_dir / "results"
+    assert platform.worker.export_if_changed()  # the worker's heartbeat rewrites the Hub folder
+    synced = {json.loads(p.read_text())["model_name"] for p in folder.glob("*.json")}
+    assert "good" not in synced and "worse" in synced
+    assert not platform.worker.export_if_changed()  # nothing changed since
     assert platform.worker.upkeep.rescore_all() >= 2
     with platform.sessions() as session:
         queued = session.scalars(select(Job.id).where(Job.status == "queued")).all()
