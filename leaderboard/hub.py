@@ -12,13 +12,17 @@ Layout (the usual leaderboard one: one JSON per result, one per request)::
 each column's type, which the JSON loader cannot infer from a first file whose value is null
 (``load_dataset("json", data_files=..., features=...)`` with those types works too). The worker
 rewrites the folder after every job; when MITOSIS_HUB_RESULTS_REPO and HF_TOKEN are set, a
-``huggingface_hub.CommitScheduler`` commits it every few minutes from a background thread.
+``huggingface_hub.CommitScheduler`` commits it every few minutes from a background thread. The
+scheduler only adds and updates files, so files removed from the folder (a withdrawn entry) are
+deleted from the repo by a commit of their own.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import threading
 from pathlib import Path
 
 from evaluation.hub_dataset import card
@@ -27,6 +31,7 @@ from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.ranking import Entry
 from settings import Settings
 
+log = logging.getLogger(__name__)
 SECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")  # isoformat(timespec="seconds")
 RESULTS_DIR = "results"
 REQUESTS_DIR = "requests"
@@ -43,17 +48,45 @@ class HubSync:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.scheduler = scheduler
+        self.deleting: threading.Thread | None = None
 
     def write(self, entries: list[Entry], requests: list[dict]) -> None:
-        """Export the board and the requests into the synced folder, under its lock."""
+        """Export the board and the requests into the synced folder, under its lock.
+
+        Files it removed are deleted from the repo in the background.
+        """
         with self.scheduler.lock:
-            write_folder(self.folder, entries, requests)
+            removed = write_folder(self.folder, entries, requests)
+        if removed:
+            self.deleting = threading.Thread(target=self._delete, args=(removed,), daemon=True)
+            self.deleting.start()
+
+    def _delete(self, removed: list[str]) -> None:
+        """One commit deleting those of ``removed`` that the repo holds (a failure is logged)."""
+        from huggingface_hub import CommitOperationDelete
+
+        s = self.scheduler
+        prefix = f"{s.path_in_repo}/" if s.path_in_repo else ""
+        try:
+            present = set(s.api.list_repo_files(s.repo_id, repo_type=s.repo_type))
+            gone = [prefix + p for p in removed if prefix + p in present]
+            if gone:
+                s.api.create_commit(
+                    repo_id=s.repo_id,
+                    repo_type=s.repo_type,
+                    revision=s.revision,
+                    operations=[CommitOperationDelete(path_in_repo=p) for p in gone],
+                    commit_message=f"Remove {len(gone)} file(s) no longer on the board",
+                )
+        except Exception:
+            log.exception("deleting %d file(s) from %s", len(removed), s.repo_id)
 
 
-def write_folder(folder: Path, entries: list[Entry], requests: list[dict]) -> None:
+def write_folder(folder: Path, entries: list[Entry], requests: list[dict]) -> list[str]:
     """Write the results dataset folder: the board, one JSON per result and per request.
 
-    Files of entries or requests no longer listed are removed, so the folder is the board.
+    Files of entries or requests no longer listed are removed, so the folder is the board;
+    returns their paths, relative to the folder.
     """
     rows = board_rows(entries)
     folder = Path(folder)
@@ -62,6 +95,7 @@ def write_folder(folder: Path, entries: list[Entry], requests: list[dict]) -> No
         atomic_write(folder / name, lambda tmp, text=text: tmp.write_text(text))
     card = results_card({RESULTS_DIR: rows, REQUESTS_DIR: requests})
     atomic_write(folder / "README.md", lambda tmp: tmp.write_text(card))
+    removed = []
     for name, records in ((RESULTS_DIR, rows), (REQUESTS_DIR, requests)):
         target = folder / name
         target.mkdir(parents=True, exist_ok=True)
@@ -71,13 +105,15 @@ def write_folder(folder: Path, entries: list[Entry], requests: list[dict]) -> No
             for r in records
         }
         present = {p.name for p in target.glob("*.json") if not p.name.startswith(".")}
-        for stale in present - set(wanted):
+        for stale in sorted(present - set(wanted)):
             (target / stale).unlink()
+            removed.append(f"{name}/{stale}")
         for file_name, record in wanted.items():
             text = json.dumps(record, default=str) + "\n"  # one line: JSON Lines too
             path = target / file_name
             if not path.is_file() or path.read_text() != text:  # unchanged files: no commit
                 atomic_write(path, lambda tmp, text=text: tmp.write_text(text))
+    return removed
 
 
 RESULTS_CARD_BODY = """# Leaderboard results and requests

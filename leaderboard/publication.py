@@ -74,10 +74,11 @@ def release(session: Session, job: Job, rows: list[Result], settings: Settings) 
         return
     submission = job.submission
     lock_account(session, submission.user)
+    session.refresh(submission)  # a publication may have been decided while this job ran
     candidate = _candidate(session, submission, hidden)
     bar = account_bar(session, submission.user)
     maintainer = is_maintainer(submission.user, settings)
-    decision = submission.release or ""
+    decision = stored_decision(session, submission)
     if maintainer:
         released = True
     elif decision:  # re-scoring replays the stored decision
@@ -95,6 +96,26 @@ def release(session: Session, job: Job, rows: list[Result], settings: Settings) 
             row.published = None
         submission.release = WITHHELD
         job.disclosure = withheld_note(bar, floor=settings.release_floor)
+
+
+def stored_decision(session: Session, submission: Submission) -> str:
+    """The submission's stored decision ("" before the first).
+
+    A store written before decisions were stored has none: then its earlier results say
+    what was decided (released if any hidden split was, withheld if they were scored).
+    """
+    if submission.release:
+        return submission.release
+    earlier = session.scalars(
+        select(Result.published).where(
+            Result.submission_id == submission.id,
+            Result.split.in_(HIDDEN),
+            Result.job_id.is_not(None),
+        )
+    ).all()
+    if not earlier:
+        return ""
+    return RELEASED if any(p is not None for p in earlier) else WITHHELD
 
 
 def account_bar(session: Session, user: str) -> float | None:
@@ -162,7 +183,8 @@ def publish(sessions: sessionmaker, settings: Settings, user: str, job_id: int) 
                 Result.split.in_(HIDDEN),
             )
         ).all()
-        if job.status != JobStatus.FINISHED or submission.release != WITHHELD or not rows:
+        decided = stored_decision(session, submission)
+        if job.status != JobStatus.FINISHED or decided != WITHHELD or not rows:
             raise NotPublishable(
                 f"Job {job_id} has no withheld hidden scores to publish: only a finished "
                 "scoring that the release policy withheld can be published."

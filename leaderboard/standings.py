@@ -132,6 +132,7 @@ def _tested_results(session: Session, label_set_hash: str) -> dict[int, dict[str
         .join(Submission, Submission.id == Result.submission_id)
         .where(
             Submission.kind.in_(SCORED_KINDS),
+            Submission.withdrawn_at.is_(None),  # off the board: not compared
             Result.current.is_(True),
             Result.split.in_(HIDDEN),
             Result.published.is_not(None),

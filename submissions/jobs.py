@@ -76,7 +76,7 @@ def finish(
                 status=JobStatus.FINISHED,
                 finished_at=utcnow(),
                 lease_expires_at=None,
-                charged_s=Job.charged_s + charged_s,
+                charged_s=func.coalesce(Job.charged_s, 0.0) + charged_s,
             )
         ).rowcount
         if done:
@@ -102,7 +102,7 @@ def fail(
                     reason=reason,
                     finished_at=utcnow(),
                     lease_expires_at=None,
-                    charged_s=Job.charged_s + charged_s,
+                    charged_s=func.coalesce(Job.charged_s, 0.0) + charged_s,
                 )
             ).rowcount
         )
@@ -133,20 +133,26 @@ def reap(
     """Jobs to enqueue again, with their lanes.
 
     Running jobs whose lease expired go back to queued (or fail after ``max_attempts``); a
-    model-lane attempt ended this way (a killed or out-of-memory worker) is charged to the
-    submitter's compute allowance, from its start to its last heartbeat's lease. Queued
+    submitted model-lane attempt ended this way (a killed or out-of-memory worker) is charged
+    to the submitter's compute allowance, from its start to its last heartbeat's lease. Queued
     jobs older than ``stale_after_s`` in ``stale_lanes`` are returned too: the caller names the
     lanes whose queue holds no message, where a lost message is the only way a job can wait.
     """
     now = utcnow()
     with sessions.begin() as session:
         expired = session.execute(
-            select(Job.id, Job.attempts, Job.lane, Job.started_at, Job.lease_expires_at).where(
-                Job.status == JobStatus.RUNNING, Job.lease_expires_at < now
-            )
+            select(
+                Job.id,
+                Job.attempts,
+                Job.lane,
+                Job.started_at,
+                Job.lease_expires_at,
+                Job.counts_toward_quota,
+            ).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
         ).all()
-        for job_id, attempts, lane, started, lease_end in expired:
-            spent = (_aware(lease_end) - _aware(started)).total_seconds() if started else 0.0
+        for job_id, attempts, lane, started, lease_end, counted in expired:
+            charged = started is not None and counted and lane != "files"
+            spent = (_aware(lease_end) - _aware(started)).total_seconds() if charged else 0.0
             values = (
                 {
                     "status": JobStatus.FAILED,
@@ -164,7 +170,7 @@ def reap(
                 .values(
                     claim_token="",
                     lease_expires_at=None,
-                    charged_s=Job.charged_s + (spent if lane != "files" else 0.0),
+                    charged_s=func.coalesce(Job.charged_s, 0.0) + spent,
                     **values,
                 )
             )

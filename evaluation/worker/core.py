@@ -39,6 +39,7 @@ from settings import Settings
 from submissions import jobs, workers
 from submissions.errors import SubmissionError
 from submissions.queue import LANES, EvaluationQueue
+from submissions.quota import lock_account
 from submissions.tables import PUBLIC_ONLY, Job, Submission, open_store
 
 log = logging.getLogger("evaluation.worker")
@@ -90,8 +91,8 @@ class Worker:
         try:
             with self.sessions() as session:
                 job = session.get(Job, job_id)
-                submission, scope = job.submission, job.scope
-            kind = submission.kind
+                submission, scope, counted = job.submission, job.scope, job.counts_toward_quota
+            kind = submission.kind if counted else ""  # re-scorings cost their submitter nothing
             # read for every job: a rebuilt release or label store takes effect at once
             bundle = PublicBundle(self.settings.public_dir)
             labels = LabelStore(self.settings.labels_dir)
@@ -112,7 +113,7 @@ class Worker:
                 charged_s=self._charge(kind, started),
             )
             log.info("job %d %s", job_id, "finished" if written else "lost its lease: dropped")
-            if written:
+            if written and scope != PUBLIC_ONLY:  # a public-split check leaves the standing
                 self.update_standing(truth, labels.label_set_hash)
         except TimeLimitExceeded as e:
             jobs.fail(self.sessions, job_id, token, str(e), charged_s=self._charge(kind, started))
@@ -122,13 +123,8 @@ class Worker:
             log.info("job %d failed: %s", job_id, e)
         except Exception:  # out of memory included: the attempt's time is charged
             log.exception("job %d: internal error", job_id)
-            jobs.fail(
-                self.sessions,
-                job_id,
-                token,
-                "internal error",
-                charged_s=self._charge(kind, started),
-            )
+            charged = self._charge(kind, started)
+            jobs.fail(self.sessions, job_id, token, "internal error", charged_s=charged)
         finally:
             stop.set()
             self._report(job_id, running=False)
@@ -202,9 +198,14 @@ class Worker:
 
     def _write_results(self, session, job, predictions, scores, truth, label_hash) -> None:
         """The new current results of the job's submission (older ones stay, not current)."""
+        lock_account(session, job.submission.user)  # first: the order every decision takes
         session.execute(
             update(Result)
-            .where(Result.submission_id == job.submission_id, Result.current.is_(True))
+            .where(
+                Result.submission_id == job.submission_id,
+                Result.current.is_(True),
+                Result.split.in_(list(scores)),  # a public-split check keeps hidden results
+            )
             .values(current=False)
         )
         position = pd.Index(predictions.image_ids)
@@ -290,6 +291,7 @@ class Worker:
         """Rewrite the results folder if the board changed without a job (a withdrawal...)."""
         if last_updated(self.sessions) == self._exported_version:
             return False
+        self.update_standing()  # the tested entries may have changed
         self.export_results()
         return True
 

@@ -29,7 +29,15 @@ from submissions.metadata import checkpoint_entry
 from submissions.queue import EvaluationQueue
 from submissions.quota import lock_account
 from submissions.storage import sha256, store_file, stored_path
-from submissions.tables import SCORED_KINDS, SHIPPED_MODEL_USER, Job, JobStatus, Submission
+from submissions.tables import (
+    ALL_SPLITS,
+    PUBLIC_ONLY,
+    SCORED_KINDS,
+    SHIPPED_MODEL_USER,
+    Job,
+    JobStatus,
+    Submission,
+)
 
 log = logging.getLogger("evaluation.worker")
 RESCORE_LOCK = "(re-scoring)"  # an account name no Hugging Face user can have
@@ -79,10 +87,13 @@ class Upkeep:
             lane, flops, estimated = last.lane, last.flops_per_crop, last.estimated_s
         elif submission.kind == "checkpoint":
             lane, flops, estimated = self._route(self.settings.data_dir / submission.path)
+        finished = [j for j in submission.jobs if j.status == JobStatus.FINISHED]
+        public_only = finished and all(j.scope == PUBLIC_ONLY for j in finished)
         return Job(
             submission=submission,
             status=JobStatus.QUEUED,
             counts_toward_quota=False,
+            scope=PUBLIC_ONLY if public_only else ALL_SPLITS,  # a check stays a check
             lane=lane,
             flops_per_crop=flops,
             estimated_s=estimated,

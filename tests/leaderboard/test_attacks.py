@@ -513,6 +513,8 @@ def test_cancel_and_retry_order_faces_the_bar_of_its_moment(platform):
     report(platform, "Cancel-and-retry order (all labels)", per_scoring)
     if platform.protected:  # each retry judged against the bar when it ran
         assert np.mean(mattering) <= 1 and np.mean(per_scoring) <= 2
+    else:  # the same order reads labels when every scoring is released
+        assert sum(per_scoring) >= 1
 
 
 class LadderSimulation:
@@ -596,5 +598,5 @@ def test_boosting_attack_inflation(known):
     )
     if known == 0:  # the floor: a file with no information is never released
         assert max(one + ten) == 0.0
-    else:  # the Ladder's own overfitting, which the goal of 0.01 does not meet (README)
-        assert max(one) <= 0.05 and max(ten) <= 0.08
+    else:  # the Ladder's own selection effect, above the goal of 0.01 (README: why)
+        assert np.mean(one) <= 0.03 and np.mean(ten) <= 0.075

@@ -294,6 +294,42 @@ def test_the_hub_sync_writes_the_released_board(scored, tmp_path):
     assert (tmp_path / "hub-sync" / "board.csv").read_text() == to_csv(board_rows(entries))
 
 
+def test_a_withdrawn_entry_is_deleted_from_the_hub_repo(scored, tmp_path):
+    """The scheduler only adds files; the sync deletes what left the board, in one commit."""
+
+    class Api:  # HfApi up to the network: what the repo holds, and the commits made
+        commits, pushed = [], []
+
+        def list_repo_files(self, repo_id, repo_type):
+            return self.pushed
+
+        def create_commit(self, **kwargs):
+            self.commits.append(kwargs)
+
+    class Scheduler:
+        lock = threading.Lock()
+        api, repo_id, repo_type, revision, path_in_repo = Api(), "org/results", "dataset", None, ""
+
+    folder = tmp_path / "hub-sync"
+    sync = HubSync(folder, Scheduler())
+    entries = build_board(scored.sessions)
+    with scored.sessions() as session:
+        sync.write(entries, request_rows(session, entries))
+    assert sync.deleting is None  # nothing removed yet
+    Api.pushed = [p.relative_to(folder).as_posix() for p in folder.rglob("*.json")]  # the push
+    (entry,) = [e for e in build_board(scored.sessions) if e.model_name == "twin"]
+    job = scored.service.my_submissions("bob")[0].job_id
+    scored.service.withdraw("bob", job)
+    entries = build_board(scored.sessions)
+    with scored.sessions() as session:
+        sync.write(entries, request_rows(session, entries))
+    sync.deleting.join(10)
+    (commit,) = Api.commits
+    deleted = sorted(op.path_in_repo for op in commit["operations"])
+    assert deleted == [f"{kind}/{entry.submission_id}.json" for kind in ("requests", "results")]
+    assert commit["repo_id"] == "org/results" and not (folder / deleted[1]).exists()
+
+
 def by_id(rows):
     """Rows in submission order, timestamps (typed by the card) as the export writes them."""
 

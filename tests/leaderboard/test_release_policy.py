@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from evaluation.worker import Worker
 from leaderboard.board import build_board
@@ -17,7 +17,7 @@ from leaderboard.publication import account_bar, publish, release_status
 from leaderboard.results import released_scores
 from submissions.errors import NotPublishable, NotWithdrawable, QuotaExceeded
 from submissions.metadata import EntryMetadata
-from submissions.tables import Job, Submission
+from submissions.tables import Account, Job, Submission
 from tests.backend import Backend
 
 
@@ -35,6 +35,9 @@ def platform(tmp_path):
     backend.ids = truth["image_id"]
     backend.hidden = truth["split"].isin(["atnorm_br", "atnorm_md"]).to_numpy()
     return backend
+
+
+PUBLIC = {"public_only": True}
 
 
 def file_with(backend, wrong: np.ndarray, high: float = 0.9) -> bytes:
@@ -171,3 +174,46 @@ def test_maintainer_run_accounts_have_every_scoring_released_and_marked(platform
     board = {e.model_name: e for e in build_board(platform.sessions)}
     assert all(board[f"m{k}"].maintainer_run for k in (0, 3, 5))
     assert "maintainer-run" in release_status(platform.sessions, platform.settings, "paper-authors")
+
+
+def run_queued(backend) -> None:
+    with backend.sessions() as session:
+        queued = session.scalars(select(Job.id).where(Job.status == "queued")).all()
+    for job_id in queued:
+        backend.worker.run_job(job_id)
+
+
+def test_re_scoring_keeps_a_check_a_check_and_a_late_check_keeps_hidden_results(platform):
+    check = scored(platform, "dora", file_with(platform, wrong_on(platform, 1)), "check", **PUBLIC)
+    assert platform.worker.upkeep.rescore_all() >= 1
+    run_queued(platform)
+    with platform.sessions() as session:
+        jobs = session.get(Job, check).submission.jobs
+        assert [j.scope for j in jobs] == ["public", "public"]  # no hidden scoring spent
+    assert set(released_scores(platform.sessions, jobs[-1].id)) == {"amibr_test"}
+    assert "check" not in {e.model_name for e in build_board(platform.sessions)}
+    # a check queued before the full scoring of the same file, run after it
+    data = file_with(platform, wrong_on(platform, 2))
+    early = platform.service.submit_predictions("dora", data, EntryMetadata("both"), **PUBLIC)
+    full = scored(platform, "dora", data, "both")
+    platform.worker.run_job(early.job_id)
+    board = {e.model_name: e for e in build_board(platform.sessions)}
+    assert board["both"].hidden_mean_ba is not None  # the check did not demote them
+    assert released_scores(platform.sessions, full)["atnorm_br"] is not None
+
+
+def test_a_store_written_before_decisions_were_stored_replays_them(platform):
+    """An upgraded database: no stored decision or bar; its results say what was decided."""
+    good = scored(platform, "erin", file_with(platform, np.zeros_like(platform.y)), "good")
+    worse = scored(platform, "erin", file_with(platform, wrong_on(platform, 4)), "worse")
+    with platform.sessions.begin() as session:
+        session.execute(update(Submission).values(release=None))
+        session.execute(update(Account).values(ladder_bar=None))
+    assert platform.worker.upkeep.rescore_all() >= 2
+    run_queued(platform)
+    board = {e.model_name: e for e in build_board(platform.sessions)}
+    assert not board["good"].withheld and board["worse"].withheld
+    with platform.sessions() as session:
+        latest = session.get(Job, worse).submission.jobs[-1].id
+    assert publish(platform.sessions, platform.settings, "erin", latest).startswith("Job")
+    assert released_scores(platform.sessions, good)["atnorm_md"] is not None
