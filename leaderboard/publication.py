@@ -78,7 +78,7 @@ def release(session: Session, job: Job, rows: list[Result], settings: Settings) 
     candidate = _candidate(session, submission, hidden)
     bar = account_bar(session, submission.user)
     maintainer = is_maintainer(submission.user, settings)
-    decision = stored_decision(session, submission)
+    decision = stored_decision(session, submission, other_than=job.id)
     if maintainer:
         released = True
     elif decision:  # re-scoring replays the stored decision
@@ -98,11 +98,12 @@ def release(session: Session, job: Job, rows: list[Result], settings: Settings) 
         job.disclosure = withheld_note(bar, floor=settings.release_floor)
 
 
-def stored_decision(session: Session, submission: Submission) -> str:
+def stored_decision(session: Session, submission: Submission, *, other_than: int = 0) -> str:
     """The submission's stored decision ("" before the first).
 
-    A store written before decisions were stored has none: then its earlier results say
-    what was decided (released if any hidden split was, withheld if they were scored).
+    A store written before decisions were stored has none: then its results of jobs other
+    than ``other_than`` (the one being decided) say what was decided: released if any hidden
+    split was, withheld if they were scored.
     """
     if submission.release:
         return submission.release
@@ -111,6 +112,7 @@ def stored_decision(session: Session, submission: Submission) -> str:
             Result.submission_id == submission.id,
             Result.split.in_(HIDDEN),
             Result.job_id.is_not(None),
+            Result.job_id != other_than,
         )
     ).all()
     if not earlier:
