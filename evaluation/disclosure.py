@@ -6,7 +6,7 @@ the worker stores two things for every result: the full-precision metrics (priva
 the maintainers, never shown) and the numbers this module *releases*, and every reader (board,
 entry details, exports, the submission status API, the Hub sync) shows only the released ones.
 
-The policy, derived from the arithmetic (see the README, "What one scoring can reveal"):
+The policy, derived from the arithmetic (see docs/release-policy.md):
 
 1. **Public split** (AMi-Br test, whose labels are public): every metric, as computed.
 2. **Hidden splits**: the balanced accuracy rounded to ``HIDDEN_DECIMALS`` (one true positive
