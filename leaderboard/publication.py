@@ -88,7 +88,7 @@ def release(session: Session, job: Job, rows: list[Result], settings: Settings) 
     if released:
         for row in hidden:
             row.published = candidate[row.split]
-        _raise_bar(session, submission.user, hidden_mean(candidate))
+        _raise_bar(session, submission.user, hidden_mean(candidate), bar)
         submission.release = MAINTAINER if maintainer else (decision or RELEASED)
         job.disclosure = MAINTAINER_NOTE if maintainer else "released"
     else:
@@ -207,7 +207,7 @@ def publish(sessions: sessionmaker, settings: Settings, user: str, job_id: int) 
             )
         for row in rows:
             row.published = candidate[row.split]
-        _raise_bar(session, user, mean)
+        _raise_bar(session, user, mean, account_bar(session, user))
         submission.release = PUBLISHED
         submission.published_at = utcnow()
         for each in submission.jobs:
@@ -270,9 +270,8 @@ def _decisions_digest(row: Result, submission: Submission) -> str:
     return hashlib.sha256(row.decisions).hexdigest()
 
 
-def _raise_bar(session: Session, user: str, mean: float) -> None:
+def _raise_bar(session: Session, user: str, mean: float, current: float | None) -> None:
     account = session.get(Account, user)
-    current = account_bar(session, user)
     account.ladder_bar = max(mean, current) if current is not None else mean
 
 
