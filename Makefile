@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: app test lint release bench
+.PHONY: app test test-fast lint release bench system-packages
 
 $(INSTALLED): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ release: $(INSTALLED)
 # The shipped model is evaluated before serving (once per checkpoint and label set), so the
 # board shows it from the first page view.
 app: release
-	$(BIN)/python -m evaluation.worker --prepare
+	$(BIN)/python -m worker --prepare
 	$(BIN)/python app.py
 
 lint: $(INSTALLED)
@@ -27,9 +27,15 @@ lint: $(INSTALLED)
 
 # Debian's chromium (browser tests), postgresql and redis-server (the tests start their own
 # servers on loopback, in temporary folders; never the system services).
-test: lint
+system-packages:
 	@command -v chromium >/dev/null && command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium postgresql redis-server; }
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# The whole suite; `test-fast` leaves out the tests marked slow (see docs/development.md).
+test: lint system-packages
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest --durations=25
+
+test-fast: lint system-packages
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest --durations=25 -m "not slow"
 
 bench: release
 	$(BIN)/python -m bench.scoring

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import gradio as gr
 
-from evaluation.supervisor import WorkerSupervisor
 from models.batching import BATCHER
 from settings import Settings
+from store.engine import open_store
 from submissions import jobs
 from submissions.intake import Submissions
-from submissions.tables import open_store
-from ui.board import leaderboard_api, leaderboard_tab
-from ui.classify import classify_tab
+from ui.classify_tab import classify_tab
+from ui.leaderboard_tab import leaderboard_api, leaderboard_tab
 from ui.space import Space
-from ui.submit import submit_tab
+from ui.submit_tab import submit_tab
+from worker.supervisor import WorkerSupervisor
 
 NOTICE = (
     "**Research use only, not for diagnosis.** Atypical vs normal mitotic figure "

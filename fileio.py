@@ -7,13 +7,16 @@ their limit are read, so a 300 MB "CSV" or a 2 GB "image" costs a ``stat`` call,
 Writes: readers (other processes, other workers on a shared folder) see a whole file or folder
 or none: files go through a unique temporary file beside the target, folders are built beside
 theirs and swapped in; zips are written with sorted names and one fixed timestamp, so the same
-content always gives the same bytes.
+content always gives the same bytes. Text meant for spreadsheets is defused
+(:func:`spreadsheet_safe`), and submitter-written text shown as Markdown is escaped
+(:func:`markdown_literal`).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -22,6 +25,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 FIXED_ZIP_TIME = (2026, 1, 1, 0, 0, 0)
+# a cell starting with one of these is run as a formula by spreadsheets (CSV injection)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
 
 Source = Path | str | bytes
 
@@ -161,3 +167,15 @@ def zip_folder(directory: Path) -> bytes:
     buffer = io.BytesIO()
     deterministic_zip(((p.name, p) for p in Path(directory).iterdir()), buffer)
     return buffer.getvalue()
+
+
+def spreadsheet_safe(value):
+    """``value``, with a leading quote when it is text a spreadsheet would run as a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def markdown_literal(text: str) -> str:
+    """Submitter-written text as literal Markdown (metadata validation already refuses HTML)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)

@@ -23,16 +23,16 @@ from sqlalchemy import select
 
 from bench.common import machine, release_settings
 from evaluation.bundle import PublicBundle
-from evaluation.checkpoint import predict_splits
 from evaluation.disclosure import release_split
+from evaluation.run_checkpoint import predict_splits
 from evaluation.splits import HIDDEN_SPLITS
 from leaderboard.board import build_board
-from leaderboard.results import Result
 from models.predictor import Predictor
 from settings import REPO_ROOT, Settings
+from store.engine import open_store
+from store.entry import EntryMetadata
+from store.schema import Job, JobStatus, Result, Submission
 from submissions.intake import Submissions
-from submissions.metadata import EntryMetadata
-from submissions.tables import Job, JobStatus, Submission, open_store
 
 
 def _wait(sessions, job_id: int, timeout: float = 600) -> float:

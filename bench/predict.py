@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from bench.common import machine
-from models.fit import Recipe, fit
 from models.predictor import Predictor
-from models.trainset import load_train_set
 from settings import Settings
+from training.fit import Recipe, fit
+from training.trainset import load_train_set
 
 
 def _latency(predictor: Predictor, crops: np.ndarray, *, tta: bool, repeats: int) -> dict:

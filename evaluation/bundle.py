@@ -8,7 +8,7 @@ Public bundle (``settings.public_dir``)::
     test_crops/<image_id>.png  every test crop (AMi-Br test, AtNorM-Br, AtNorM-MD)
     test_crops.zip             test_crops/ + manifest.csv, the download for participants
     predictions_template.csv   image_id,prob_atypical    a valid file to start from
-    amibr_train/               the training split (see ``models.trainset``)
+    amibr_train/               the training split (see ``training.trainset``)
 
 Private label store (``settings.labels_dir``)::
 

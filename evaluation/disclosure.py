@@ -280,3 +280,14 @@ def bits_per_scoring(counts: Mapping[str, tuple[int, int]]) -> float:
     for n_atypical, n in counts.values():
         outcomes *= released_values(n_atypical, n).size
     return math.log2(1 + outcomes)
+
+
+WITHHELD = "withheld"  # what a reader sees in place of a number the policy did not release
+
+
+def released_number(value) -> str:
+    """A released number with the digits it was released with (at least two, at most four)."""
+    if value is None:
+        return ""
+    text = f"{value:.4f}".rstrip("0")
+    return text + "0" * max(0, 2 - len(text.split(".")[1]))

@@ -24,11 +24,11 @@ import yaml
 
 from evaluation import bundle
 from evaluation.splits import AMIBR_TEST, TEST_SPLITS, TRAIN_SPLIT
-from models import trainset
 from settings import PUBLIC_RELEASE_COMMIT, PUBLIC_RELEASE_URL
+from training import trainset
 
 DATASET_DIR = "hf_dataset"
-TRAIN_FILE = "data/train-00000-of-00001.parquet"  # read back by models.trainset's glob
+TRAIN_FILE = "data/train-00000-of-00001.parquet"  # read back by training.trainset's glob
 TEST_FILE = "data/test-00000-of-00001.parquet"
 TEST_LABELS_CONFIG = "amibr_test_labels"
 TEST_LABELS_FILE = f"{TEST_LABELS_CONFIG}/test-00000-of-00001.parquet"

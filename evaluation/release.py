@@ -32,8 +32,8 @@ from evaluation import bundle, hub_dataset
 from evaluation.errors import SourceError
 from evaluation.splits import AMIBR_TEST, ATNORM_MD, SPLITS, TEST_SPLITS, TRAIN_SPLIT
 from fileio import deterministic_zip, replace_folder, staged_folder
-from models import trainset
 from settings import PUBLIC_RELEASE_COMMIT, PUBLIC_RELEASE_URL, Settings
+from training import trainset
 
 TRAIN_CSV = "amibr_train_split.csv"
 MD_VOTES_CSV = "AtNorM-MD_expert_votes.csv"

@@ -43,6 +43,7 @@ TRAIN_SPLIT = AMIBR_TRAIN
 TEST_SPLITS = (AMIBR_TEST, ATNORM_BR, ATNORM_MD)
 HIDDEN_SPLITS = tuple(s for s in TEST_SPLITS if s.hidden)
 SPLITS = {s.name: s for s in (TRAIN_SPLIT, *TEST_SPLITS)}
+SPLIT_TITLES = {s.name: s.title for s in TEST_SPLITS}  # the board's order
 
 
 def get_split(name: str) -> Split:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
 from leaderboard.ranking import Entry, best_per_team, load_entries, rank_entries
-from leaderboard.results import Result
-from leaderboard.standings import Standing, latest_standing
-from submissions.tables import SHIPPED_MODEL_USER, Job, JobStatus, Submission
+from leaderboard.standings import latest_standing
+from store.schema import SHIPPED_MODEL_USER, Job, JobStatus, Result, Standing, Submission, as_utc
 
 
 def build_board(sessions: sessionmaker, *, per_team: bool = False) -> list[Entry]:
@@ -33,7 +32,7 @@ def last_updated(sessions: sessionmaker) -> datetime | None:
             session.scalar(select(func.max(Submission.withdrawn_at))),
             session.scalar(select(func.max(Submission.published_at))),
         ]
-    known = [m if m.tzinfo else m.replace(tzinfo=UTC) for m in moments if m is not None]
+    known = [as_utc(m) for m in moments if m is not None]
     return max(known) if known else None
 
 

@@ -7,21 +7,14 @@ submitter-written text is escaped; links are shown as autolinks of validated URL
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 
-from evaluation.splits import TEST_SPLITS, get_split
+from evaluation.disclosure import released_number
+from evaluation.splits import SPLIT_TITLES, TEST_SPLITS, get_split
+from fileio import markdown_literal
+from leaderboard.columns import ba_cell, rank_range_cell
 from leaderboard.export import board_rows
 from leaderboard.ranking import Entry
-from leaderboard.tables import SPLIT_TITLES, ba_cell, rank_range_cell, released_number
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
-
-
-def _escape(text: str) -> str:
-    """Submitter-written text as literal Markdown (metadata validation already refuses HTML)."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def _split_line(entry: Entry, row: dict, split: str) -> str:
@@ -64,7 +57,8 @@ def entry_card(entries: list[Entry], submission_id: int) -> str:
         ),
     ]
     blocks = [
-        f"### {_escape(meta.model_name)}" + (f" — {_escape(meta.team)}" if meta.team else ""),
+        f"### {markdown_literal(meta.model_name)}"
+        + (f" — {markdown_literal(meta.team)}" if meta.team else ""),
         f"*{entry.source}* · {meta.method_type} · rank {row['rank'] or '—'} · rank range "
         f"{rank_range_cell(row)}",
         entry.comparison,
@@ -76,9 +70,9 @@ def entry_card(entries: list[Entry], submission_id: int) -> str:
             speed = f" · {entry.ms_per_crop:.1f} ms per crop on {entry.measured_on}"
         blocks.append(f"**Efficiency**: {entry.parameters / 1e6:.1f} M parameters{speed}")
     about = [
-        ("backbone", _escape(meta.backbone)),
-        ("pretraining", _escape(meta.pretraining)),
-        ("training data", _escape(meta.training_data)),
+        ("backbone", markdown_literal(meta.backbone)),
+        ("pretraining", markdown_literal(meta.pretraining)),
+        ("training data", markdown_literal(meta.training_data)),
         ("trained on MIDOG++", "yes" if meta.uses_midog else ""),
         # validated http(s) URLs without spaces, quotes or angle brackets: an autolink
         ("paper", f"<{meta.paper_url}>" if meta.paper_url else ""),
@@ -88,7 +82,7 @@ def entry_card(entries: list[Entry], submission_id: int) -> str:
     if described:
         blocks.append(f"**Entry**: {described}")
     if meta.description:
-        blocks.append(f"> {_escape(meta.description)}")
+        blocks.append(f"> {markdown_literal(meta.description)}")
     if entry.provenance.get("scorer_version") and entry.source not in ("paper", "pathologist"):
         p = entry.provenance
         blocks.append(
@@ -103,42 +97,6 @@ def entry_card(entries: list[Entry], submission_id: int) -> str:
             f"commit `{commit[:12]}`"
         )
     return "\n\n".join(blocks)
-
-
-def receipt_card(report: dict) -> str:
-    """One job (``leaderboard.results.job_report``), readable: its state and released scores."""
-    status = report["status"] + (f" ({report['progress']})" if report.get("progress") else "")
-    lines = [
-        f"**Job {report['job_id']}** · {_escape(report['model_name'])} · {report['source']} · "
-        f"**{status}**",
-    ]
-    if report.get("hub_model"):
-        repo_id, commit = report["hub_model"].split("@", 1)
-        lines.append(f"Hub model {_escape(repo_id)} at commit `{commit[:12]}`.")
-    if report.get("notice"):
-        lines.append(report["notice"])
-    if report["status"] == "queued" and report["queue_position"]:
-        lines.append(f"Position in the queue: {report['queue_position']}.")
-    if report["reason"]:
-        lines.append(f"Why: {_escape(report['reason'])}")
-    scores = report["scores"]
-    if scores:
-        cells = []
-        for split, title in SPLIT_TITLES.items():
-            released = scores.get(split)
-            value = "withheld" if split in scores and released is None else ""
-            if released:
-                value = (
-                    f"{released_number(released['ba'])} [{released_number(released['ba_low'])}, "
-                )
-                value += f"{released_number(released['ba_high'])}]"
-            cells.append(f"{title} BA: {value or '—'}")
-        lines.append(" · ".join(cells))
-    if report.get("disclosure") and report["disclosure"] != "released":
-        lines.append(_escape(report["disclosure"]))
-    if report.get("withdrawn"):
-        lines.append("Withdrawn from the public board by its submitter.")
-    return "\n\n".join(lines)
 
 
 def entry_curves(entries: list[Entry], submission_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:

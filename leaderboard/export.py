@@ -15,17 +15,11 @@ import csv
 import io
 import json
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
-
 from evaluation.disclosure import PUBLIC_METRICS
 from evaluation.splits import TEST_SPLITS
+from fileio import spreadsheet_safe
 from leaderboard.ranking import Entry
-from submissions.jobs import public_row
-from submissions.metadata import metadata_fields
-from submissions.tables import SCORED_KINDS, SOURCE_OF_KIND, JobStatus, Submission
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 METRICS = (*PUBLIC_METRICS, "ba_std")  # ba_std: the paper rows' spread over 5 fold models
 
 
@@ -66,67 +60,6 @@ def board_rows(entries: list[Entry]) -> list[dict]:
     return rows
 
 
-REQUEST_FIELDS = (
-    "submission_id",
-    "status",
-    "source",
-    *metadata_fields(),
-    "hub_model",
-    "submitted_at",
-    "lane",
-    "size",
-    "done",
-    "total",
-)
-OPEN = (JobStatus.QUEUED, JobStatus.RUNNING)
-
-
-def request_rows(session: Session, entries: list[Entry]) -> list[dict]:
-    """One row per submitted file that is on the board or in the queue, by submission id.
-
-    Every row has every field of ``REQUEST_FIELDS`` (None where not shown): an entry on the
-    board shows its id, metadata and pinned Hub revision, as the board does; a submission still
-    queued or running shows the public queue's anonymised row only (no id). Failed and
-    cancelled submissions, which the Space shows their owner alone, are not listed.
-    """
-    on_board = {e.submission_id for e in entries}
-    submissions = session.scalars(
-        select(Submission)
-        .options(selectinload(Submission.jobs))
-        .where(Submission.kind.in_(SCORED_KINDS))
-        .order_by(Submission.id)
-    ).all()
-    rows = []
-    for submission in submissions:
-        job = submission.jobs[-1] if submission.jobs else None
-        listed = submission.id in on_board
-        if job is None or not (listed or job.status in OPEN):
-            continue
-        queue = public_row(job, own=False)
-        row = dict.fromkeys(REQUEST_FIELDS)
-        row.update(
-            status=queue["state"],
-            source=str(SOURCE_OF_KIND[submission.kind]),
-            lane=queue["lane"],
-            size=queue["size"],
-            done=queue["done"],
-            total=queue["total"],
-        )
-        if listed:
-            row["submission_id"] = submission.id
-            row.update(submission.entry.to_dict())
-            row["hub_model"] = submission.hub_ref or None
-            row["submitted_at"] = submission.created_at.isoformat(timespec="seconds")
-        rows.append(row)
-    return rows
-
-
-def _safe(value):
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
-
-
 def to_csv(rows: list[dict]) -> str:
     """CSV text, safe to open in a spreadsheet."""
     if not rows:
@@ -134,7 +67,7 @@ def to_csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: _safe(v) for k, v in row.items()} for row in rows)
+    writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
 
 

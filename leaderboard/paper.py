@@ -14,9 +14,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
 from evaluation.splits import TEST_SPLITS
-from leaderboard.results import Result
-from submissions.metadata import EntryMetadata
-from submissions.tables import PAPER_USER, Submission
+from store.entry import EntryMetadata
+from store.schema import PAPER_USER, Result, Submission
 
 PAPER_CSV = Path(__file__).parent / "data" / "paper_results.csv"
 # parameters of each backbone with a one-logit head, counted from the model registry (a test

@@ -19,13 +19,11 @@ from sqlalchemy.orm import sessionmaker
 
 from evaluation.disclosure import round_hidden
 from evaluation.metrics import reader_agreement
-from leaderboard.results import Result
-from submissions.metadata import EntryMetadata
-from submissions.quota import lock_account
-from submissions.tables import PATHOLOGISTS_USER, Submission
+from store.entry import EntryMetadata
+from store.locks import PATHOLOGIST_ROWS, hold_lock
+from store.schema import PATHOLOGISTS_USER, Result, Submission
 
 KIND = "pathologist"
-PATHOLOGISTS_LOCK = "(pathologists)"  # an account name no Hugging Face user can have
 SPLIT = "atnorm_md"
 
 
@@ -36,7 +34,7 @@ def seed_pathologist_rows(
     if votes is None:
         return 0
     with sessions.begin() as session:
-        lock_account(session, PATHOLOGISTS_LOCK)  # workers seed at the same moment
+        hold_lock(session, PATHOLOGIST_ROWS)  # workers seed at the same moment
         current = session.scalars(
             select(Result)
             .join(Submission, Submission.id == Result.submission_id)

@@ -32,16 +32,16 @@ from evaluation.disclosure import (
     withheld_note,
 )
 from evaluation.splits import get_split
-from leaderboard.results import Result
+from leaderboard.errors import NotPublishable
 from settings import Settings
-from submissions.errors import NotPublishable
-from submissions.quota import lock_account
-from submissions.tables import (
+from store.locks import lock_account
+from store.schema import (
     PUBLIC_ONLY,
     SHIPPED_MODEL_USER,
     Account,
     Job,
     JobStatus,
+    Result,
     Secret,
     Submission,
     utcnow,

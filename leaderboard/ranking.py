@@ -21,10 +21,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from evaluation.disclosure import HIDDEN, hidden_mean, rank_intervals, round_hidden
-from leaderboard.results import Result
 from leaderboard.standings import StandingView
-from submissions.metadata import EntryMetadata
-from submissions.tables import SOURCE_OF_KIND, Job, Submission
+from store.entry import EntryMetadata
+from store.schema import SOURCE_OF_KIND, Job, Result, Submission, utc_text
 
 PAPER_NOTE = (
     "Paper row: the mean of 5 fold models, each trained on 80 % of AMi-Br train; ± is the "
@@ -154,7 +153,7 @@ def load_entries(session: Session) -> list[Entry]:
                     "scorer_version": result.scorer_version,
                     "label_set_hash": result.label_set_hash,
                     "versions": result.versions,
-                    "scored_at": result.created_at.isoformat(timespec="seconds"),
+                    "scored_at": utc_text(result.created_at),
                 },
             )
         if result.published is None:

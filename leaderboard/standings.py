@@ -19,33 +19,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import JSON, DateTime, Float, Integer, String, select
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from evaluation.bundle import SplitLabels
 from evaluation.disclosure import HIDDEN, release_margin
 from evaluation.metrics import simultaneous_margin
-from leaderboard.results import Result
-from submissions.quota import lock_account
-from submissions.tables import SCORED_KINDS, Base, Submission, utcnow
+from store.locks import STANDINGS, hold_lock
+from store.schema import SCORED_KINDS, Result, Standing, Submission
 
-STANDINGS_LOCK = "(standings)"  # an account name no Hugging Face user can have
 CONFIDENCE = 0.95
 SEED = 0
-
-
-class Standing(Base):
-    """One computation of the rank margin over the tested entries."""
-
-    __tablename__ = "standings"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    margin: Mapped[float] = mapped_column(Float)  # released: rounded up, see disclosure
-    submission_ids: Mapped[list] = mapped_column(JSON)  # the tested entries, ascending
-    result_ids: Mapped[list] = mapped_column(JSON)  # the results it was computed from
-    n_resamples: Mapped[int] = mapped_column(Integer)
-    label_set_hash: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 @dataclass(frozen=True)
@@ -80,7 +64,7 @@ def update_standing(
 ) -> StandingView | None:
     """Recompute the standing when the tested results changed; the newest standing after."""
     with sessions.begin() as session:
-        lock_account(session, STANDINGS_LOCK)
+        hold_lock(session, STANDINGS)
         tested = _tested_results(session, label_set_hash)
         result_ids = sorted(row.id for rows in tested.values() for row in rows.values())
         newest = session.scalar(select(Standing).order_by(Standing.id.desc()).limit(1))

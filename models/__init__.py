@@ -1,7 +1,8 @@
-"""What a model is: registry, strategies, the checkpoint format, training and inference.
+"""What a model is: registry, strategies, the checkpoint format, inference, explanations.
 
-The public surface is imported lazily so that light users (the release builder reads
-``models.trainset``) do not pay for importing torch.
+How a model is made lives one layer up, in ``training``. The public surface is imported lazily
+so that light users (the checkpoint's config reader, the metadata of an entry) do not pay for
+importing torch.
 """
 
 from __future__ import annotations

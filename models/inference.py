@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from models.augment import dihedral_view, normalise, prepare
+from models.preprocess import dihedral_view, normalise, prepare
 
 
 def resolve_device(name: str = "auto") -> torch.device:

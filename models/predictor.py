@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.augment import normalise, prepare
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.explain import grad_cam, overlay
 from models.imaging import ImageInput, load_crop
 from models.inference import probabilities, resolve_device, run_batches
+from models.preprocess import normalise, prepare
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,13 @@
 #
 # Here (once per part): pack the crops and the part's ImageNet weights into .gpu/carry
 # (ignored by git; it refuses a carry that would not fit the 64 MiB that travels):
-#   .venv/bin/python -m models.select pack --only CANDIDATE... --out .gpu/carry
+#   .venv/bin/python -m training.select pack --only CANDIDATE... --out .gpu/carry
 # There (the device's `run`, carry [".gpu/carry"], timeout_s 600):
 #   bash scripts/select_on_gpu.sh cv CANDIDATE...
 #       cross-validates the candidates until its budget (BUDGET_S, default 500 s) and leaves
 #       the updated state in $OUT/cv.json: copy it over models/default-evidence/cv.json and
 #       commit it; the next session resumes after the last finished fold.
-#   bash scripts/select_on_gpu.sh final CANDIDATE   (chosen here: models.select table --measure)
+#   bash scripts/select_on_gpu.sh final CANDIDATE   (chosen here: training.select table --measure)
 #   bash scripts/select_on_gpu.sh folds CANDIDATE
 #       the candidate trained on all of AMi-Br train (final), or its five cross-validation
 #       models (folds), as $OUT/<mode>.tar.part-*: at most 15 MiB a file, as $OUT returns them.
@@ -19,7 +19,7 @@ set -euo pipefail
 MODE=${1:?cv, final or folds}
 shift
 STATE=${STATE:-models/default-evidence/cv.json}  # STATE, GRID, DEVICE, PYTHON: for dry runs
-select=("${PYTHON:-python3}" -m models.select --grid "${GRID:-models/default-evidence/grid.json}"
+select=("${PYTHON:-python3}" -m training.select --grid "${GRID:-models/default-evidence/grid.json}"
         --train .gpu/carry/train.npz --imagenet-dir .gpu/carry/weights --device "${DEVICE:-cuda}")
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name --format=csv,noheader > "$OUT/device.txt" 2>&1 || true

@@ -8,10 +8,10 @@
 #      time and 60 MB, trained on all of AMi-Br train (threshold from out-of-fold predictions);
 #   4. its one reading of the test sets, logged with its reason.
 # No test crop or hidden label is read before step 4. Extra arguments go to every
-# models.select call (e.g. `--limit 60 --epochs 1` for a smoke run, with STATE elsewhere).
+# training.select call (e.g. `--limit 60 --epochs 1` for a smoke run, with STATE elsewhere).
 # On a GPU machine, run step 1 in parts: see README, "Choosing the default model".
 #
-# Usage: scripts/train_default_model.sh TRAIN_DIR_OR_NPZ RUNS_DIR [models.select options]
+# Usage: scripts/train_default_model.sh TRAIN_DIR_OR_NPZ RUNS_DIR [training.select options]
 set -euo pipefail
 TRAIN=${1:?training folder, packed .npz or dataset folder}
 RUNS=${2:?runs directory}
@@ -21,10 +21,10 @@ STATE=${STATE:-models/default-evidence/cv.json}
 EVIDENCE=$(dirname "$STATE")
 common=(--train "$TRAIN" --state "$STATE")
 
-$PY -m models.select run "${common[@]}" "$@"
-$PY -m models.select table "${common[@]}" --measure --out "$EVIDENCE/candidates" "$@"
-$PY -m models.select final "${common[@]}" --out "$RUNS/final" "$@"
-$PY -m evaluation.checkpoint "$RUNS/final/model" --json \
+$PY -m training.select run "${common[@]}" "$@"
+$PY -m training.select table "${common[@]}" --measure --out "$EVIDENCE/candidates" "$@"
+$PY -m training.select final "${common[@]}" --out "$RUNS/final" "$@"
+$PY -m evaluation.run_checkpoint "$RUNS/final/model" --json \
     --log-reading "$EVIDENCE/test_readings.json" \
     --reason "the selected recipe's final model, trained on all of AMi-Br train" \
     > "$EVIDENCE/test_scores.json"

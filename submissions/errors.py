@@ -7,10 +7,6 @@ class SubmissionError(ValueError):
     """Base class of every error the submissions package raises on purpose."""
 
 
-class InvalidMetadata(SubmissionError):
-    """The form that describes an entry is incomplete or malformed."""
-
-
 class QuotaExceeded(SubmissionError):
     """The user has used up their hidden-split scorings for the rolling 24 hours."""
 
@@ -29,10 +25,6 @@ class UploadMissing(SubmissionError):
 
 class NotCancellable(SubmissionError):
     """The job has started (or ended), so it can no longer be cancelled."""
-
-
-class NotPublishable(SubmissionError):
-    """A scoring cannot be published: not withheld, below the floor, or no allowance left."""
 
 
 class NotWithdrawable(SubmissionError):

@@ -8,8 +8,8 @@ must not become it.
 from __future__ import annotations
 
 from settings import Settings
+from store.schema import RESERVED_USERS
 from submissions.errors import ReservedAccount
-from submissions.tables import RESERVED_USERS
 
 
 def resolve_user(oauth_username: str | None, settings: Settings) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -28,7 +27,10 @@ from models.archive import CheckpointFiles
 from models.checkpoint import inspect_checkpoint
 from models.errors import CheckpointError
 from settings import Settings
-from submissions import jobs, workers
+from store.entry import EntryMetadata
+from store.locks import lock_account
+from store.schema import ALL_SPLITS, PUBLIC_ONLY, Job, JobStatus, Submission, utc_text, utcnow
+from submissions import jobs, worker_registry
 from submissions.errors import (
     DuplicateSubmission,
     NotCancellable,
@@ -37,18 +39,9 @@ from submissions.errors import (
     UploadMissing,
 )
 from submissions.hub_models import HubClient, HubModel, fetch_checkpoint, resolve_model
-from submissions.metadata import EntryMetadata
 from submissions.queue import EvaluationQueue
-from submissions.quota import check_limits, check_public_only, lock_account, remaining_scorings
+from submissions.quota import check_limits, check_public_only, remaining_scorings
 from submissions.storage import sha256, store_file, stored_path
-from submissions.tables import (
-    ALL_SPLITS,
-    PUBLIC_ONLY,
-    Job,
-    JobStatus,
-    Submission,
-    utcnow,
-)
 
 RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
 Upload = Path | str | bytes
@@ -58,7 +51,7 @@ Upload = Path | str | bytes
 class JobView:
     """What a user may see of one of their jobs: its state, and what the Ladder released.
 
-    Its scores are the leaderboard's (``leaderboard.results.job_report`` adds them).
+    Its scores are the leaderboard's (``submissions.receipts.job_report`` adds them).
     """
 
     job_id: int
@@ -141,7 +134,7 @@ class Submissions:
             flops = inspect_checkpoint(files)["flops_per_crop"]
             files.verify()
         meta = meta.validated()
-        lane, estimated = workers.route(
+        lane, estimated = worker_registry.route(
             self.sessions,
             flops * len(self.bundle.manifest),
             time_limit_s=self.settings.job_time_limit_s,
@@ -343,14 +336,10 @@ def _present(upload: Upload) -> Upload:
     raise UploadMissing("The uploaded file is no longer on the server; choose it again.")
 
 
-def _as_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
-
-
 def _waiting_note(session, job: Job) -> str:
     if job.status != JobStatus.QUEUED or job.lane != "gpu":
         return ""
-    if workers.gpu_seen(session):
+    if worker_registry.gpu_seen(session):
         return "Estimated too slow for a CPU worker: it runs when a GPU worker is free."
     return (
         "Estimated too slow for a CPU worker, and no GPU worker has sent a heartbeat in the "
@@ -379,7 +368,7 @@ def _view(session, job: Job, *, notice: str = "") -> JobView:
         lane=job.lane,
         queue_position=jobs.queue_position(session, job),
         ahead=jobs.ahead_of(session, job),
-        created_at=_as_utc(job.created_at).isoformat(timespec="seconds"),
+        created_at=utc_text(job.created_at),
         disclosure=job.disclosure or "",
         progress=_progress(job),
         notice=notice,

@@ -10,15 +10,25 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pandas as pd
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from store.entry import metadata_fields
+from store.schema import (
+    OPEN_STATES,
+    SCORED_KINDS,
+    SOURCE_OF_KIND,
+    Job,
+    JobStatus,
+    Submission,
+    utc_text,
+    utcnow,
+)
 from submissions.errors import JobNotFound
 from submissions.queue import LANES, EvaluationQueue
-from submissions.tables import Job, JobStatus, Submission, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +162,7 @@ def reap(
         ).all()
         for job_id, attempts, lane, started, lease_end, counted in expired:
             charged = started is not None and counted and lane != "files"
-            spent = (_aware(lease_end) - _aware(started)).total_seconds() if charged else 0.0
+            spent = (lease_end - started).total_seconds() if charged else 0.0
             values = (
                 {
                     "status": JobStatus.FAILED,
@@ -228,14 +238,14 @@ def public_row(job: Job, *, own: bool) -> dict:
     now = utcnow()
     eta = None
     if job.started_at and job.progress_done and job.progress_total:
-        elapsed = max((now - _aware(job.started_at)).total_seconds(), 1e-3)
+        elapsed = max((now - job.started_at).total_seconds(), 1e-3)
         eta = round((job.progress_total - job.progress_done) * elapsed / job.progress_done)
     return {
         "job": job.id if own else None,
         "lane": job.lane,
         "size": size_class(job.lane, job.estimated_s),
         "state": display_state(job),
-        "age_s": round((now - _aware(job.created_at)).total_seconds()),
+        "age_s": round((now - job.created_at).total_seconds()),
         "done": job.progress_done,
         "total": job.progress_total,
         "eta_s": eta,
@@ -251,7 +261,7 @@ def public_queue(session: Session, viewer: str | None = None) -> list[dict]:
     rows = session.execute(
         select(Job, Submission.user)
         .join(Submission)
-        .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .where(Job.status.in_(OPEN_STATES))
         .order_by(Job.id)
     ).all()
     return [public_row(job, own=viewer is not None and user == viewer) for job, user in rows]
@@ -271,10 +281,6 @@ def ahead_of(session: Session, job: Job) -> list[dict]:
         .order_by(Job.id)
     ).all()
     return [public_row(other, own=False) for other in rows]
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
 
 
 def user_job(session: Session, job_id: int, user: str) -> Job:
@@ -332,3 +338,57 @@ def queue_table(sessions: sessionmaker, viewer: str | None = None) -> pd.DataFra
         ],
         columns=["job", "lane", "size", "state", "waiting or running for", "progress", "ETA"],
     )
+
+
+REQUEST_FIELDS = (
+    "submission_id",
+    "status",
+    "source",
+    *metadata_fields(),
+    "hub_model",
+    "submitted_at",
+    "lane",
+    "size",
+    "done",
+    "total",
+)
+
+
+def request_rows(session: Session, on_board: set[int]) -> list[dict]:
+    """One row per submitted file that is on the board or in the queue, by submission id.
+
+    Every row has every field of ``REQUEST_FIELDS`` (None where not shown): an entry on the
+    board (its id in ``on_board``) shows its id, metadata and pinned Hub revision, as the
+    board does; a submission still queued or running shows the public queue's anonymised row
+    only (no id). Failed and cancelled submissions, which the Space shows their owner alone,
+    are not listed.
+    """
+    submissions = session.scalars(
+        select(Submission)
+        .options(selectinload(Submission.jobs))
+        .where(Submission.kind.in_(SCORED_KINDS))
+        .order_by(Submission.id)
+    ).all()
+    rows = []
+    for submission in submissions:
+        job = submission.jobs[-1] if submission.jobs else None
+        listed = submission.id in on_board
+        if job is None or not (listed or job.status in OPEN_STATES):
+            continue
+        queue = public_row(job, own=False)
+        row = dict.fromkeys(REQUEST_FIELDS)
+        row.update(
+            status=queue["state"],
+            source=str(SOURCE_OF_KIND[submission.kind]),
+            lane=queue["lane"],
+            size=queue["size"],
+            done=queue["done"],
+            total=queue["total"],
+        )
+        if listed:
+            row["submission_id"] = submission.id
+            row.update(submission.entry.to_dict())
+            row["hub_model"] = submission.hub_ref or None
+            row["submitted_at"] = utc_text(submission.created_at)
+        rows.append(row)
+    return rows

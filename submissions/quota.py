@@ -1,8 +1,7 @@
 """Per-user limits, checked and consumed atomically in the database.
 
 Every decision that reads a user's jobs and then writes (a new submission; the Ladder's release
-decision) starts by locking the user's row in ``accounts``: a row lock on PostgreSQL, the write
-lock of the whole file on SQLite (the transaction's first statement is a write). So any number
+decision) starts by locking the user's account row (``store.locks.lock_account``). So any number
 of app processes and workers, on any number of hosts, decide one at a time per user, and a
 quota of 3 admits exactly 3.
 
@@ -19,37 +18,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from settings import Settings
+from store.schema import OPEN_STATES, PUBLIC_ONLY, Job, JobStatus, Submission, utcnow
 from submissions.errors import QuotaExceeded
-from submissions.tables import PUBLIC_ONLY, Account, Job, JobStatus, Submission, utcnow
 
 COUNTED = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FINISHED)
-OPEN = (JobStatus.QUEUED, JobStatus.RUNNING)
-_UPSERTS = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
-
-
-def lock_account(session: Session, user: str) -> None:
-    """Hold ``user``'s row lock until the transaction ends (the row is created on first use).
-
-    Call it first in the transaction: on SQLite the write lock must be taken before anything
-    is read, or the reads may come from an older snapshot.
-    """
-    upsert = _UPSERTS.get(session.get_bind().dialect.name)
-    if upsert is not None:
-        session.execute(upsert(Account).values(user=user).on_conflict_do_nothing())
-    elif session.get(Account, user) is None:
-        try:
-            with session.begin_nested():
-                session.add(Account(user=user))
-        except IntegrityError:  # created concurrently: the update below waits for its lock
-            pass
-    session.execute(update(Account).where(Account.user == user).values(touched_at=utcnow()))
 
 
 def check_limits(session: Session, user: str, kind: str, settings: Settings) -> None:
@@ -100,7 +76,7 @@ def _open_jobs(session: Session, user: str, *conditions) -> int:
     return session.scalar(
         select(func.count(Job.id))
         .join(Submission)
-        .where(Submission.user == user, Job.status.in_(OPEN), *conditions)
+        .where(Submission.user == user, Job.status.in_(OPEN_STATES), *conditions)
     )
 
 
@@ -146,5 +122,4 @@ def remaining_scorings(session: Session, user: str, settings: Settings) -> str:
 
 
 def _next_slot(oldest: datetime) -> str:
-    oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=utcnow().tzinfo)
     return f"{oldest + timedelta(hours=24):%Y-%m-%d %H:%M}"

@@ -21,8 +21,9 @@ from models import create_model, save_checkpoint
 from models._registry import get_model_cfg
 from models.checkpoint_config import make_config
 from settings import REPO_ROOT, Settings
+from store.engine import open_store
+from store.schema import OPEN_STATES, Job
 from submissions.intake import Submissions
-from submissions.tables import Job, JobStatus, open_store
 from tests.conftest import TINY_COUNTS, make_tiny_source
 from tests.models.conftest import tiny_checkpoint
 
@@ -107,11 +108,7 @@ class Backend:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.sessions() as session:
-                busy = session.scalar(
-                    select(func.count(Job.id)).where(
-                        Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])
-                    )
-                )
+                busy = session.scalar(select(func.count(Job.id)).where(Job.status.in_(OPEN_STATES)))
             if not busy:
                 return
             time.sleep(0.05)

@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny synthetic source release and the real benchmark release."""
+"""Shared fixtures: a tiny synthetic source release and the real benchmark release.
+
+Every process the run starts ends with it (``tests/reaper.py``).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from PIL import Image
 
 from evaluation.release import build_release
 from settings import Settings
+from tests import reaper
 
 TINY_COUNTS = {
     "amibr_train": (2, 4),
@@ -104,3 +108,13 @@ def redis_server():
     server = RedisServer()
     yield server
     server.stop()
+
+
+def pytest_configure(config):
+    if reaper.MARK not in os.environ:  # a nested run (tests/test_reaper.py) keeps its own mark
+        config.test_run = reaper.start()
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "test_run", None):
+        reaper.kill_marked(config.test_run)

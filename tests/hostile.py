@@ -231,13 +231,13 @@ def corpus(folder: Path, marker: Path, checkpoint: Path, predictions: bytes) -> 
     valid.parent.mkdir(parents=True, exist_ok=True)
     valid.write_bytes(predictions)
     for fields, match in (
-        ({"name": '=HYPERLINK("http://evil","x")'}, "'model_name' starts with '='"),
-        ({"team": "<script>alert(1)</script>"}, "'team' contains markup"),
-        ({"about": "@SUM(A1:A9)"}, "'description' starts with '@'"),
-        ({"backbone": "+cmd|' /C calc'!A0"}, "'backbone' starts with '\\+'"),
-        ({"code": "javascript:alert(1)"}, "'code_url' contains markup or a script link"),
-        ({"paper": 'http://x" onmouseover="alert(1)'}, "'paper_url' must be an http.s. link"),
-        ({"name": "evil\u202egpj.exe"}, "'model_name' contains a control or text-direction"),
+        ({"name": '=HYPERLINK("http://evil","x")'}, "'Model name' starts with '='"),
+        ({"team": "<script>alert(1)</script>"}, "'Team' contains markup"),
+        ({"about": "@SUM(A1:A9)"}, "'Description' starts with '@'"),
+        ({"backbone": "+cmd|' /C calc'!A0"}, "'Backbone' starts with '\\+'"),
+        ({"code": "javascript:alert(1)"}, "'Code link' contains markup or a script link"),
+        ({"paper": 'http://x" onmouseover="alert(1)'}, "'Paper link' must be an http.s. link"),
+        ({"name": "evil\u202egpj.exe"}, "'Model name' contains a control or text-direction"),
         ({"name": ""}, "Give the entry a model name"),
     ):
         cases.append(Case("/submit_predictions", valid, match, fields))

@@ -15,13 +15,15 @@ from evaluation.bundle import PublicBundle
 from evaluation.errors import EvaluationError
 from fileio import atomic_write
 from leaderboard.board import build_board, classify_models
+from leaderboard.errors import LeaderboardError
 from leaderboard.ranking import Entry
 from models.errors import ModelError
 from settings import Settings
+from store.engine import open_store
+from store.errors import InvalidMetadata
 from submissions.errors import SubmissionError
 from submissions.identity import resolve_user
 from submissions.intake import Submissions
-from submissions.tables import open_store
 
 try:  # ZeroGPU hardware on a Space: the decorator attaches a GPU for each call
     import spaces
@@ -37,7 +39,7 @@ except ImportError:
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "Default model (shipped)"
 MODELS_TTL_S = 5.0
-USER_ERRORS = (EvaluationError, ModelError, SubmissionError)
+USER_ERRORS = (EvaluationError, ModelError, InvalidMetadata, SubmissionError, LeaderboardError)
 
 
 def user_facing(fn):

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from settings import REPO_ROOT
-from submissions.tables import WorkerRecord
+from store.schema import WorkerRecord
 from tests.backend import Backend
 
 

@@ -12,10 +12,13 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from settings import Settings
-from submissions.errors import InvalidMetadata, ReservedAccount
+from store.errors import InvalidMetadata
+from submissions.errors import ReservedAccount
 from tests.backend import zip_dir
 from tests.models.conftest import tiny_checkpoint
 from ui.space import Space, user_facing
+
+pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
 
 META = (
     "api model",
@@ -176,13 +179,13 @@ def test_signed_in_identity_on_a_space(tmp_path):
 def test_handlers_turn_errors_into_messages(caplog):
     @user_facing
     def refuses():
-        raise InvalidMetadata("'team' is 201 characters long; the limit is 200.")
+        raise InvalidMetadata("'Team' is 201 characters long; the limit is 200.")
 
     @user_facing
     def breaks():
         raise KeyError("/srv/data/private/labels.csv")
 
-    with pytest.raises(gr.Error, match="'team' is 201 characters long"):
+    with pytest.raises(gr.Error, match="'Team' is 201 characters long"):
         refuses()
     with pytest.raises(gr.Error) as generic:
         breaks()

@@ -18,6 +18,8 @@ from leaderboard.board import build_board
 from settings import REPO_ROOT
 from tests.backend import wait_until
 
+pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
     "--no-sandbox",

@@ -14,10 +14,12 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from sqlalchemy import func, select
 
-from submissions.tables import SHIPPED_MODEL_USER, Job, Submission
+from store.schema import SHIPPED_MODEL_USER, Job, Submission
 from tests.backend import wait_until
 from tests.hostile import corpus
 from tests.models.conftest import tiny_checkpoint
+
+pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
 
 META = {
     "name": "hostile",

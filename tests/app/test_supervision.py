@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
 from sqlalchemy import func, select
 
-from leaderboard.results import Result
-from submissions.metadata import EntryMetadata
-from submissions.tables import Job, WorkerRecord
-from submissions.workers import health
+from store.entry import EntryMetadata
+from store.schema import Job, Result, WorkerRecord
+from submissions.worker_registry import health
 from tests.app.conftest import RunningApp, alive
 from tests.backend import slow_checkpoint, wait_until, zip_dir
+
+pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
 
 
 def running_job(app: RunningApp, pid: int) -> int | None:

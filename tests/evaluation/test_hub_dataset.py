@@ -14,8 +14,8 @@ from datasets import load_dataset
 from PIL import Image
 
 from evaluation import bundle, hub_dataset, release
-from models.trainset import load_train_set
 from tests.conftest import TINY_COUNTS
+from training.trainset import load_train_set
 
 
 def dataset(folder, cache, config=None):

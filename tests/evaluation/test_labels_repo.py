@@ -15,9 +15,9 @@ import pytest
 from evaluation import bundle, release
 from evaluation.bundle import LabelStore, fetch_label_store
 from evaluation.errors import LabelsUnavailable
-from evaluation.worker.upkeep import fetch_labels
 from settings import Settings
 from tests.conftest import TINY_COUNTS
+from worker.maintenance import fetch_labels
 
 
 @pytest.fixture
@@ -145,7 +145,7 @@ def test_offline_the_hub_is_not_asked_and_the_worker_says_why(built, caplog):
             "MITOSIS_LABELS_REPO": "lab/ami-br-labels",
         }
     )
-    with caplog.at_level(logging.ERROR, logger="evaluation.worker"):
+    with caplog.at_level(logging.ERROR, logger="worker"):
         fetch_labels(settings)  # logged, not fatal
     assert "MITOSIS_LABELS_REPO is lab/ami-br-labels" in caplog.text
     assert LabelStore.if_present(settings.labels_dir) is None

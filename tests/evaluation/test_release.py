@@ -16,10 +16,10 @@ from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.errors import SourceError
 from evaluation.scoring import read_predictions
 from evaluation.splits import TEST_SPLITS
-from models.trainset import load_train_set
 from settings import REPO_ROOT
 from tests.conftest import TINY_COUNTS, write_png
 from tests.models.conftest import tiny_checkpoint
+from training.trainset import load_train_set
 
 
 def build(source: Path, out: Path) -> dict:

@@ -38,17 +38,19 @@ from evaluation.disclosure import (
     round_hidden,
 )
 from evaluation.metrics import balanced_accuracy_score
-from evaluation.worker import Worker
 from leaderboard import publication
 from leaderboard.board import build_board
 from leaderboard.cards import entry_card
+from leaderboard.columns import display_table
 from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.publication import account_bar
-from leaderboard.results import released_scores
-from leaderboard.tables import display_table
 from settings import REPO_ROOT, Settings
+from store.entry import EntryMetadata
 from submissions.intake import Submissions
-from submissions.metadata import EntryMetadata
+from submissions.receipts import released_scores
+from worker import Worker
+
+pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
 
 FORBIDDEN = ("sensitivity", "specificity", "auroc", "average_precision", "brier", "ece", "tp")
 

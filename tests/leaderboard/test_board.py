@@ -13,21 +13,21 @@ from sqlalchemy import select, text, update
 from evaluation.bundle import LabelStore
 from evaluation.disclosure import RELEASE_NOISE, rank_intervals, round_hidden
 from evaluation.metrics import reader_agreement
-from evaluation.worker import Worker
 from leaderboard.board import build_board
 from leaderboard.cards import entry_curves
-from leaderboard.export import board_rows, request_rows, to_csv, to_json
+from leaderboard.columns import board_legend, display_table
+from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.hub import HubSync, HubSyncError, start_hub_sync
 from leaderboard.paper import paper_rows
 from leaderboard.publication import release_pending
 from leaderboard.ranking import Entry, rank_entries
-from leaderboard.results import Result, job_report
-from leaderboard.standings import Standing
-from leaderboard.tables import board_legend, display_table
 from settings import Settings
-from submissions.metadata import EntryMetadata
-from submissions.tables import Job
+from store.entry import EntryMetadata
+from store.schema import Job, Result, Standing
+from submissions.jobs import request_rows
+from submissions.receipts import job_report
 from tests.backend import Backend
+from worker import Worker
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def scored(tmp_path):
     """A backend whose entries were scored by the worker's own code, in this process."""
     backend = Backend(tmp_path)
     worker = Worker(backend.settings)
-    worker.upkeep.seed()
+    worker.maintenance.seed()
     truth = pd.read_csv(backend.settings.labels_dir / "labels.csv")
     y = (truth["label"] == "atypical").to_numpy()
 
@@ -244,7 +244,7 @@ def test_results_written_before_the_policy_are_released_at_start(scored):
 
 def test_paper_rows_are_the_published_table(scored):
     assert len(paper_rows()) == 17
-    Worker(scored.settings).upkeep.seed()  # idempotent
+    Worker(scored.settings).maintenance.seed()  # idempotent
     assert sum(e.source == "paper" for e in build_board(scored.sessions)) == 17
 
 
@@ -272,7 +272,7 @@ def test_rescoring_replays_the_ladder_s_decisions(scored):
 
     before = released()
     worker = Worker(scored.settings)
-    assert worker.upkeep.rescore_all() == 5
+    assert worker.maintenance.rescore_all() == 5
     with scored.sessions() as session:
         queued = [j.id for j in session.query(Job).filter(Job.status == "queued")]
     for job_id in reversed(queued):  # any order: only earlier entries set the bar
@@ -287,7 +287,7 @@ def test_the_hub_sync_writes_the_released_board(scored, tmp_path):
     sync = HubSync(tmp_path / "hub-sync", Scheduler())
     entries = build_board(scored.sessions)
     with scored.sessions() as session:
-        sync.write(entries, request_rows(session, entries))
+        sync.write(entries, request_rows(session, {e.submission_id for e in entries}))
     rows = json.loads((tmp_path / "hub-sync" / "board.json").read_text())
     assert len(rows) == 27 and rows == json.loads(to_json(board_rows(entries)))
     assert all(r["atnorm_br_brier"] is None for r in rows)
@@ -314,7 +314,7 @@ def test_a_withdrawn_entry_is_deleted_from_the_hub_repo(scored, tmp_path):
     sync = HubSync(folder, Scheduler())
     entries = build_board(scored.sessions)
     with scored.sessions() as session:
-        sync.write(entries, request_rows(session, entries))
+        sync.write(entries, request_rows(session, {e.submission_id for e in entries}))
     assert sync.deleting is None  # nothing removed yet
     Api.pushed = [p.relative_to(folder).as_posix() for p in folder.rglob("*.json")]  # the push
     (entry,) = [e for e in build_board(scored.sessions) if e.model_name == "twin"]
@@ -322,7 +322,7 @@ def test_a_withdrawn_entry_is_deleted_from_the_hub_repo(scored, tmp_path):
     scored.service.withdraw("bob", job)
     entries = build_board(scored.sessions)
     with scored.sessions() as session:
-        sync.write(entries, request_rows(session, entries))
+        sync.write(entries, request_rows(session, {e.submission_id for e in entries}))
     sync.deleting.join(10)
     (commit,) = Api.commits
     deleted = sorted(op.path_in_repo for op in commit["operations"])
@@ -362,7 +362,7 @@ def test_results_and_requests_round_trip_through_datasets(scored, tmp_path):
         load_dataset(str(folder), "requests", cache_dir=str(tmp_path), split="train").to_list()
     )
     with scored.sessions() as session:
-        assert requests == by_id(request_rows(session, entries))
+        assert requests == by_id(request_rows(session, {e.submission_id for e in entries}))
     queued = [r for r in requests if r["status"] == "queued"]
     assert len(queued) == 1 and queued[0]["lane"] == "files"
     # in the queue: the public queue's anonymised row, nothing of who or what
@@ -408,7 +408,7 @@ def test_pathologists_are_reference_rows_scored_against_the_other_experts(scored
         assert "majority of the other four" in entry.comparison
         assert f"as atypical, {round_hidden(atypical.balanced_accuracy):.2f}" in entry.comparison
     assert "counting them as normal gives" in board_legend(board)
-    Worker(scored.settings).upkeep.seed()  # the same label set: nothing rewritten
+    Worker(scored.settings).maintenance.seed()  # the same label set: nothing rewritten
     with scored.sessions() as session:
         rows = session.scalars(select(Result).where(Result.scorer_version == "readers")).all()
     assert len(rows) == 5 and all(r.current for r in rows)

@@ -11,14 +11,15 @@ import pandas as pd
 import pytest
 from sqlalchemy import select, update
 
-from evaluation.worker import Worker
 from leaderboard.board import build_board
+from leaderboard.errors import NotPublishable
 from leaderboard.publication import account_bar, publish, release_status
-from leaderboard.results import released_scores
-from submissions.errors import NotPublishable, NotWithdrawable, QuotaExceeded
-from submissions.metadata import EntryMetadata
-from submissions.tables import Account, Job, Submission
+from store.entry import EntryMetadata
+from store.schema import Account, Job, Submission
+from submissions.errors import NotWithdrawable, QuotaExceeded
+from submissions.receipts import released_scores
 from tests.backend import Backend
+from worker import Worker
 
 
 @pytest.fixture
@@ -100,7 +101,7 @@ def test_the_bar_survives_withdrawal_and_re_scoring_replays_each_decision(platfo
     synced = {json.loads(p.read_text())["model_name"] for p in folder.glob("*.json")}
     assert "good" not in synced and "worse" in synced
     assert not platform.worker.export_if_changed()  # nothing changed since
-    assert platform.worker.upkeep.rescore_all() >= 2
+    assert platform.worker.maintenance.rescore_all() >= 2
     with platform.sessions() as session:
         queued = session.scalars(select(Job.id).where(Job.status == "queued")).all()
     for job_id in queued:
@@ -185,7 +186,7 @@ def run_queued(backend) -> None:
 
 def test_re_scoring_keeps_a_check_a_check_and_a_late_check_keeps_hidden_results(platform):
     check = scored(platform, "dora", file_with(platform, wrong_on(platform, 1)), "check", **PUBLIC)
-    assert platform.worker.upkeep.rescore_all() >= 1
+    assert platform.worker.maintenance.rescore_all() >= 1
     run_queued(platform)
     with platform.sessions() as session:
         jobs = session.get(Job, check).submission.jobs
@@ -209,7 +210,7 @@ def test_a_store_written_before_decisions_were_stored_replays_them(platform):
     with platform.sessions.begin() as session:
         session.execute(update(Submission).values(release=None))
         session.execute(update(Account).values(ladder_bar=None))
-    assert platform.worker.upkeep.rescore_all() >= 2
+    assert platform.worker.maintenance.rescore_all() >= 2
     run_queued(platform)
     board = {e.model_name: e for e in build_board(platform.sessions)}
     assert not board["good"].withheld and board["worse"].withheld

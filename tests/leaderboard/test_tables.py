@@ -5,11 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from leaderboard.cards import entry_card, receipt_card
-from leaderboard.paper import paper_parameters, paper_rows
-from leaderboard.ranking import Entry, rank_entries
-from leaderboard.standings import StandingView
-from leaderboard.tables import (
+from leaderboard.cards import entry_card
+from leaderboard.columns import (
     EMPTY_BOARD,
     EXTRA_COLUMNS,
     MAIN_COLUMNS,
@@ -22,11 +19,14 @@ from leaderboard.tables import (
     next_sort,
     plot_limits,
     sort_entries,
-    submissions_table,
 )
+from leaderboard.paper import paper_parameters, paper_rows
+from leaderboard.ranking import Entry, rank_entries
+from leaderboard.standings import StandingView
 from models import create_model
 from models._registry import get_model_cfg, list_models
-from submissions.metadata import EntryMetadata
+from store.entry import EntryMetadata
+from submissions.receipts import receipt_card, submissions_table
 
 
 def entry(i, name, source, br, md, test=0.8, method="end-to-end", parameters=None, **meta):

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from evaluation.bundle import PublicBundle
-from evaluation.checkpoint import load_split_crops
 from evaluation.model_card import generated_card
+from evaluation.run_checkpoint import load_split_crops
 from evaluation.scoring import load_labels, read_predictions, score_predictions
 from models import load_checkpoint
 from models.predictor import Predictor

@@ -141,6 +141,7 @@ def test_explanations(tmp_path, crop, name, members):
     assert explanation.prediction == predictor.predict([crop])[0]
 
 
+@pytest.mark.slow  # starts a process / builds every rejected archive
 def test_predict_cli(resnet_checkpoint, crop, tmp_path):
     Image.fromarray(crop).save(tmp_path / "a.png")
     Image.fromarray(crop).save(tmp_path / "b.jpg", quality=95)

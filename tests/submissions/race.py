@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from settings import Settings
+from store.engine import open_store
+from store.entry import EntryMetadata
 from submissions.errors import QuotaExceeded
 from submissions.intake import Submissions
-from submissions.metadata import EntryMetadata
-from submissions.tables import open_store
 
 
 def main(folder: Path, worker: int, threads: int) -> None:

@@ -10,21 +10,22 @@ import pytest
 from sqlalchemy import func, select
 
 from evaluation.bundle import LabelStore, PublicBundle
-from evaluation.checkpoint import as_predictions, predict_splits
 from evaluation.disclosure import HIDDEN, RELEASE_NOISE, round_hidden
+from evaluation.run_checkpoint import as_predictions, predict_splits
 from evaluation.scoring import read_predictions, score_predictions
 from leaderboard.board import build_board, classify_models
-from leaderboard.results import Result
 from models.predictor import Predictor
 from settings import REPO_ROOT
-from submissions import workers
+from store.entry import EntryMetadata
+from store.schema import Job, Result, WorkerRecord
+from submissions import worker_registry
 from submissions.errors import QuotaExceeded
 from submissions.jobs import queue_table
-from submissions.metadata import EntryMetadata
 from submissions.queue import LANES
-from submissions.tables import Job, WorkerRecord
 from tests.backend import Backend, slow_checkpoint, wait_until, zip_dir
 from tests.models.conftest import tiny_checkpoint
+
+pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
 
 
 def expected_scores(backend, predictions):
@@ -193,7 +194,9 @@ def test_a_checkpoint_too_slow_for_a_cpu_waits_for_a_gpu_worker(tmp_path):
     with backend.sessions() as session:
         job = session.get(Job, view.job_id)
         assert job.estimated_s > 0.8 and job.flops_per_crop > 30e9  # ResNet-18 at 1024 px
-    workers.register(backend.sessions, "gpu-host:1", "gpu-host", 1, "cuda (H100)", lanes=LANES)
+    worker_registry.register(
+        backend.sessions, "gpu-host:1", "gpu-host", 1, "cuda (H100)", lanes=LANES
+    )
     ready = backend.service.status("alice", view.job_id)
     assert ready.reason.startswith("Estimated too slow for a CPU worker: it runs when a GPU")
     table = queue_table(backend.sessions, viewer="bob")

@@ -18,15 +18,15 @@ from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 from sqlalchemy import select
 
 from evaluation.bundle import PublicBundle
-from evaluation.checkpoint import as_predictions, predict_splits
+from evaluation.run_checkpoint import as_predictions, predict_splits
 from leaderboard.board import build_board
 from leaderboard.export import board_rows
 from models.errors import CheckpointError
 from models.predictor import Predictor
+from store.entry import EntryMetadata
+from store.schema import Submission
 from submissions.errors import QuotaExceeded
 from submissions.hub_models import HubModelError
-from submissions.metadata import EntryMetadata
-from submissions.tables import Submission
 from tests.backend import Backend
 from tests.models.conftest import tiny_checkpoint
 from tests.submissions.test_end_to_end import expected_scores

@@ -10,17 +10,12 @@ from sqlalchemy import func, select, update
 
 from evaluation.errors import InvalidPredictionFile
 from models.errors import CheckpointError, UnsafeCheckpoint
+from store.entry import EntryMetadata
+from store.errors import InvalidMetadata
+from store.schema import Job, Submission, utcnow
 from submissions import jobs
-from submissions.errors import (
-    DuplicateSubmission,
-    InvalidMetadata,
-    JobNotFound,
-    NotCancellable,
-    QuotaExceeded,
-)
-from submissions.metadata import EntryMetadata
+from submissions.errors import DuplicateSubmission, JobNotFound, NotCancellable, QuotaExceeded
 from submissions.quota import compute_charged_since
-from submissions.tables import Job, Submission, utcnow
 from tests.backend import Backend
 from tests.hostile import Payload, zip_of
 from tests.models.conftest import tiny_checkpoint
@@ -41,18 +36,18 @@ def test_metadata_is_validated_and_midog_flagged():
         EntryMetadata("  ").validated()
     with pytest.raises(InvalidMetadata, match="Method type must be one of"):
         EntryMetadata("m", method_type="magic").validated()
-    with pytest.raises(InvalidMetadata, match="'code_url' contains markup or a script link"):
+    with pytest.raises(InvalidMetadata, match="'Code link' contains markup or a script link"):
         EntryMetadata("m", code_url="javascript:alert(1)").validated()
-    with pytest.raises(InvalidMetadata, match="'code_url' must be an http.s. link"):
+    with pytest.raises(InvalidMetadata, match="'Code link' must be an http.s. link"):
         EntryMetadata("m", code_url="ftp://example.org/x").validated()
-    with pytest.raises(InvalidMetadata, match="'team' starts with '=', which a spreadsheet runs"):
+    with pytest.raises(InvalidMetadata, match="'Team' starts with '=', which a spreadsheet runs"):
         EntryMetadata("m", team='=HYPERLINK("http://x")').validated()
-    with pytest.raises(InvalidMetadata, match="'model_name' contains markup"):
+    with pytest.raises(InvalidMetadata, match="'Model name' contains markup"):
         EntryMetadata("<script>alert(1)</script>").validated()
-    with pytest.raises(InvalidMetadata, match="'description' contains a control"):
+    with pytest.raises(InvalidMetadata, match="'Description' contains a control"):
         EntryMetadata("m", description="evil\u202etxt.exe").validated()
     assert EntryMetadata("m", description="p < 0.05 on 3 - 2 folds\nsecond line").validated()
-    with pytest.raises(InvalidMetadata, match="'description' is 2001 characters"):
+    with pytest.raises(InvalidMetadata, match="'Description' is 2001 characters"):
         EntryMetadata("m", description="x" * 2001).validated()
 
 
@@ -66,6 +61,7 @@ def test_invalid_prediction_file_stores_nothing(backend):
     assert nothing_stored(backend)
 
 
+@pytest.mark.slow  # starts a process / builds every rejected archive
 def test_every_checkpoint_rejection(backend, tmp_path):
     good = {p.name: p.read_bytes() for p in tiny_checkpoint(tmp_path / "ok").iterdir()}
     marker = tmp_path / "created-by-pickle"

@@ -9,12 +9,14 @@ import pytest
 from sqlalchemy import func, select
 
 from settings import REPO_ROOT
+from store.entry import EntryMetadata
+from store.schema import Job, Submission
 from submissions import jobs
 from submissions.errors import QuotaExceeded
-from submissions.metadata import EntryMetadata
-from submissions.tables import Job, Submission
 from tests.backend import Backend, zip_dir
 from tests.models.conftest import tiny_checkpoint
+
+pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
 
 PROCESSES, THREADS, QUOTA = 4, 3, 3
 

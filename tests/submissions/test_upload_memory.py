@@ -17,10 +17,12 @@ import pytest
 from evaluation.errors import InvalidPredictionFile
 from models.errors import CheckpointError, ImageError
 from models.imaging import load_crop
-from submissions.metadata import EntryMetadata
+from store.entry import EntryMetadata
 from tests.backend import Backend
 from tests.models.conftest import tiny_checkpoint
 from tests.submissions.test_intake import nothing_stored
+
+pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
 
 META = EntryMetadata("bomb")
 LIMIT = 32 * 2**20  # bytes of Python allocations any refusal may cost

@@ -1,5 +1,0 @@
-import sys
-
-from evaluation.worker.core import main
-
-sys.exit(main())

@@ -1,0 +1,316 @@
+"""What the board shows: the table and its filters, the plot, the entry card, the legend.
+
+Pure functions of the ranked entries (or of ``export.board_rows``), so they show released
+numbers only, with the digits that were released (two decimals for a hidden split). Table
+cells are plain strings (the app's table never renders them as HTML or Markdown); the entry
+card is Markdown, so every submitter-written text in it is escaped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from evaluation.disclosure import WITHHELD, released_number
+from leaderboard.export import board_rows
+from leaderboard.ranking import PAPER_NOTE, Entry
+
+SOURCES = ("verified", "self-reported", "paper", "pathologist")
+SOURCE_COLOURS = {  # fixed, so a source keeps its colour whatever the filters show
+    "verified": "#1f77b4",
+    "self-reported": "#ff7f0e",
+    "paper": "#7f7f7f",
+    "pathologist": "#2ca02c",
+}
+FOUNDATION_METHODS = ("linear probe", "LoRA")
+SMALL_MODEL = 30_000_000
+TRACKS = ("no foundation model", "≤ 30 M parameters")
+MAIN_COLUMNS = [
+    "rank",
+    "model",
+    "team",
+    "method",
+    "hidden mean BA",
+    "AtNorM-Br BA",
+    "AtNorM-MD BA",
+    "AMi-Br test BA",
+    "rank range (95 %)",
+    "source",
+]
+EXTRA_COLUMNS = [
+    "backbone",
+    "pretraining",
+    "parameters (M)",
+    "ms / crop",
+    "AMi-Br test AUROC",
+    "AMi-Br test sens / spec",
+    "trained on MIDOG++",
+    "scored",
+]
+NO_MATCH = "No entry matches the search and filters."
+EMPTY_BOARD = (
+    "Nothing on the board yet: the evaluation worker adds the paper's rows when it starts."
+)
+
+
+@dataclass(frozen=True)
+class BoardFilter:
+    """What the visitor asked to see: a search text, a method, sources and tracks."""
+
+    search: str = ""
+    method: str = "all"
+    sources: tuple[str, ...] = SOURCES
+    tracks: tuple[str, ...] = ()
+
+    def keeps(self, entry: Entry) -> bool:
+        """Whether ``entry`` passes every part of the filter."""
+        meta = entry.meta
+        needle = self.search.strip().lower()
+        text = " ".join((meta.model_name, meta.team, meta.backbone, meta.pretraining)).lower()
+        if entry.source not in self.sources or (needle and needle not in text):
+            return False
+        if self.method != "all" and meta.method_type != self.method:
+            return False
+        if "no foundation model" in self.tracks and meta.method_type in FOUNDATION_METHODS:
+            return False
+        small = entry.parameters is not None and entry.parameters <= SMALL_MODEL
+        return "≤ 30 M parameters" not in self.tracks or small
+
+
+def filter_entries(entries: list[Entry], board_filter: BoardFilter) -> list[Entry]:
+    """The entries the filter keeps, in board order (the table, plot and details all use it)."""
+    return [e for e in entries if board_filter.keeps(e)]
+
+
+def ba_cell(row: dict, split: str) -> str:
+    ba, low, high, std = (row[f"{split}_{k}"] for k in ("ba", "ba_low", "ba_high", "ba_std"))
+    if ba is None:
+        return WITHHELD if row["hidden_withheld"] and split != "amibr_test" else ""
+    if low is not None:
+        return f"{released_number(ba)} [{released_number(low)}, {released_number(high)}]"
+    if std is not None and split != "amibr_test":  # a paper row, at the board's precision
+        return f"{ba:.2f} ± {std:.2f}"
+    if std is not None:
+        return f"{released_number(ba)} ± {released_number(std)}"
+    return released_number(ba)
+
+
+def rank_range_cell(row: dict) -> str:
+    """The simultaneous rank interval among tested entries, or why there is none."""
+    if row["rank_low"] is None:
+        if row["source"] == "paper":
+            return "not tested (paper row)"
+        if row["source"] == "pathologist":
+            return "reference (pathologist)"
+        return WITHHELD if row["hidden_withheld"] else "not tested yet"
+    low, high = row["rank_low"], row["rank_high"]
+    span = str(low) if low == high else f"{low}–{high}"
+    return f"{span} of {row['ranked_among']}" + (" · top group" if row["top_group"] else "")
+
+
+def _sens_spec(row: dict, split: str) -> str:
+    sens, spec = row[f"{split}_sensitivity"], row[f"{split}_specificity"]
+    if sens is None:
+        return "not published" if row["source"] == "paper" else ""
+    return f"{sens:.3f} / {spec:.3f}"
+
+
+def _parameters(row: dict) -> str:
+    return "" if row["parameters"] is None else f"{row['parameters'] / 1e6:.1f}"
+
+
+CELLS = {
+    "rank": lambda r: "" if r["rank"] is None else str(r["rank"]),
+    "model": lambda r: r["model_name"],
+    "team": lambda r: r["team"],
+    "method": lambda r: r["method_type"],
+    "hidden mean BA": lambda r: (
+        WITHHELD if r["hidden_withheld"] else released_number(r["hidden_mean_ba"])
+    ),
+    "AtNorM-Br BA": lambda r: ba_cell(r, "atnorm_br"),
+    "AtNorM-MD BA": lambda r: ba_cell(r, "atnorm_md"),
+    "AMi-Br test BA": lambda r: ba_cell(r, "amibr_test"),
+    "rank range (95 %)": rank_range_cell,
+    "source": lambda r: r["source"] + (" · maintainer-run" if r.get("maintainer_run") else ""),
+    "backbone": lambda r: r["backbone"],
+    "pretraining": lambda r: r["pretraining"],
+    "parameters (M)": _parameters,
+    "ms / crop": lambda r: "" if r["ms_per_crop"] is None else f"{r['ms_per_crop']:.1f}",
+    "AMi-Br test AUROC": lambda r: released_number(r["amibr_test_auroc"]),
+    "AMi-Br test sens / spec": lambda r: _sens_spec(r, "amibr_test"),
+    "trained on MIDOG++": lambda r: "yes" if r["uses_midog"] else "",
+    "scored": lambda r: (r.get("scored_at") or "")[:10],
+}
+
+
+SORT_KEYS = {  # the export row field each sortable column orders by
+    "rank": "rank",
+    "model": "model_name",
+    "team": "team",
+    "method": "method_type",
+    "hidden mean BA": "hidden_mean_ba",
+    "AtNorM-Br BA": "atnorm_br_ba",
+    "AtNorM-MD BA": "atnorm_md_ba",
+    "AMi-Br test BA": "amibr_test_ba",
+    "rank range (95 %)": "rank_low",
+    "source": "source",
+    "backbone": "backbone",
+    "pretraining": "pretraining",
+    "parameters (M)": "parameters",
+    "ms / crop": "ms_per_crop",
+    "AMi-Br test AUROC": "amibr_test_auroc",
+    "AMi-Br test sens / spec": "amibr_test_sensitivity",
+    "trained on MIDOG++": "uses_midog",
+    "scored": "scored_at",
+}
+ASCENDING_FIRST = (
+    "rank",
+    "model",
+    "team",
+    "method",
+    "rank range (95 %)",
+    "source",
+    "backbone",
+    "pretraining",
+    "parameters (M)",
+    "ms / crop",
+)
+
+
+def next_sort(current: tuple[str, bool] | None, clicked: str) -> tuple[str, bool] | None:
+    """The sort after a click on column ``clicked``: (column, descending), or None to reset.
+
+    A first click sorts in the column's natural direction (best first for scores, A-Z for
+    names, smallest first for ranks and costs); a second click reverses it; a third restores
+    the board's order. One column at a time: sorts never stack.
+    """
+    if clicked not in SORT_KEYS:
+        return current
+    first = clicked not in ASCENDING_FIRST
+    if current is None or current[0] != clicked:
+        return clicked, first
+    return (clicked, not first) if current[1] == first else None
+
+
+def sort_note(sort: tuple[str, bool] | None) -> str:
+    """How the table is ordered, in words."""
+    if sort is None:
+        return "Ordered by rank; click a column header to sort by it."
+    column, descending = sort
+    way = "high to low" if descending else "low to high"
+    if column in ("model", "team", "method", "source", "backbone", "pretraining"):
+        way = "Z to A" if descending else "A to Z"
+    return f"Sorted by {column}, {way}; click it again to reverse, a third time for the rank order."
+
+
+def sort_entries(entries: list[Entry], sort: tuple[str, bool] | None) -> list[Entry]:
+    """``entries`` ordered by one column (blanks last either way); board order for None."""
+    if sort is None:
+        return entries
+    column, descending = sort
+    key = SORT_KEYS[column]
+    rows = board_rows(entries)
+    present = [(e, r[key]) for e, r in zip(entries, rows, strict=True) if r[key] not in (None, "")]
+    blank = [e for e, r in zip(entries, rows, strict=True) if r[key] in (None, "")]
+
+    def order(pair):
+        value = pair[1]
+        return value.lower() if isinstance(value, str) else value
+
+    present.sort(key=order, reverse=descending)
+    return [e for e, _ in present] + blank
+
+
+def display_table(entries: list[Entry], *, extra_columns=(), empty=NO_MATCH) -> pd.DataFrame:
+    """The entries as display strings: the main columns, then the chosen extra ones.
+
+    With no entry, one row says why (``empty``), never a bare header.
+    """
+    columns = MAIN_COLUMNS + [c for c in EXTRA_COLUMNS if c in extra_columns]
+    rows = [[CELLS[c](row) for c in columns] for row in board_rows(entries)]
+    if not rows:
+        rows = [["", empty, *([""] * (len(columns) - 2))]]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def board_legend(entries: list[Entry]) -> str:
+    """The glossary under the board, with the margin now in force (Markdown)."""
+    tested = [e for e in entries if e.rank_range is not None]
+    if tested:
+        now = (
+            f"Now {len(tested)} entries are tested; two are told apart when their hidden means "
+            f"differ by more than {tested[0].rank_margin + 0.03:.2f} (the comparison's margin, "
+            f"{tested[0].rank_margin:.2f}, plus 0.03 for rounding and release offsets)."
+        )
+    else:
+        now = "No entry has been tested yet."
+    return f"""**How to read the board** (research use only, not for diagnosis)
+
+- **rank**: by the **hidden mean BA**, the mean of the balanced accuracies on the two hidden
+  sets, AtNorM-Br and AtNorM-MD (released rounded to 0.01). Balanced accuracy is the mean of
+  the sensitivity on atypical figures and the specificity on normal ones; 0.5 is chance.
+- **rank range (95 %)**: the ranks a submission could hold among the *tested* entries (every
+  submission with per-crop predictions), with 95 % confidence for all of them at once, from
+  one paired bootstrap over the hidden crops. **top group**: the tested entries not told apart
+  from the best one, i.e. whose range includes 1. {now}
+- **0.79 [0.74, 0.84]**: a submission's value and its 95 % confidence interval.
+- **0.77 ± 0.01**, *paper* rows: {PAPER_NOTE} Their sensitivity and specificity were not
+  published.
+- *pathologist* rows: each of AtNorM-MD's five experts scored against the majority of the
+  other four. Crops where those four split 2–2 (the hardest ones) are left out for the experts
+  but not for the models, which are scored against the majority of all five on every crop, so
+  the references differ; they place a model among human readers, not on the same scale
+  exactly.{_tie_ranges(entries)}
+- **withheld**: hidden-split scores that the release policy did not release (not 0.01 above
+  the same account's best released hidden mean, or below 0.60); see the About tab.
+- **maintainer-run**: an entry of the benchmark's maintainers, every scoring released.
+- **verified**: a checkpoint the server ran itself; **self-reported**: a prediction file.
+- **ms / crop**: a verified model's forward pass on the evaluation worker that scored it
+  (batch of 32; the device is in the entry card).
+"""
+
+
+def _tie_ranges(entries: list[Entry]) -> str:
+    """How the experts' BAs move when the ties count as normal or atypical (released values)."""
+    rows = [(e.scores.get("atnorm_md") or {}) for e in entries if e.source == "pathologist"]
+    rows = [r for r in rows if "ba_ties_normal" in r]
+    if not rows:
+        return ""
+    span = lambda key: f"{min(r[key] for r in rows):.2f}–{max(r[key] for r in rows):.2f}"  # noqa: E731
+    shares = sorted(r["tied_percent"] for r in rows)
+    return (
+        f" The experts' ties are {shares[0]}–{shares[-1]} % of the crops; counting them as "
+        f"normal gives {span('ba_ties_normal')}, as atypical {span('ba_ties_atypical')} "
+        f"(left out: {span('ba')})."
+    )
+
+
+def domain_plot_frame(entries: list[Entry]) -> pd.DataFrame:
+    """In-domain (AMi-Br test) against out-of-domain (hidden mean) BA, one point an entry."""
+    return pd.DataFrame(
+        [
+            {
+                "model": e.model_name,
+                "source": e.source,
+                "amibr_test_ba": e.scores["amibr_test"]["ba"],
+                "hidden_mean_ba": e.hidden_mean_ba,
+            }
+            for e in entries
+            if "amibr_test" in e.scores and e.hidden_mean_ba is not None
+        ],
+        columns=["model", "source", "amibr_test_ba", "hidden_mean_ba"],
+    )
+
+
+def plot_limits(frame: pd.DataFrame, pad: float = 0.02) -> tuple[list[float], list[float]]:
+    """Axis ranges that hold every point with a margin, on a 0.05 grid, within [0, 1]."""
+
+    def limits(values: pd.Series) -> list[float]:
+        if values.empty:
+            return [0.5, 1.0]
+        low = max(0.0, (values.min() - pad) // 0.05 * 0.05)
+        high = min(1.0, -((-(values.max() + pad)) // 0.05) * 0.05)
+        return [round(low, 2), round(high, 2)]
+
+    return limits(frame["amibr_test_ba"]), limits(frame["hidden_mean_ba"])

@@ -1,0 +1,87 @@
+"""Opening the database: SQLite (WAL, a busy timeout, foreign keys) or any SQLAlchemy URL.
+
+``MITOSIS_DATABASE_URL`` picks it (PostgreSQL for a shared deployment). :func:`open_store`
+brings the database to the newest schema first, with the migrations under
+``store/migrations`` (Alembic): a new database is created at the newest version; one written
+before the project used Alembic (version 1 and its successors) is taken to be version 1 and
+upgraded in place, keeping every row. Writing a new migration is in ``docs/operations.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import sessionmaker
+
+from store.schema import Base
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+BEFORE_ALEMBIC = "0001"  # the revision that is the schema of version 1
+_LOCK_KEY = 7_240_531  # PostgreSQL advisory lock: one process migrates at a time
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def open_store(url: str) -> sessionmaker:
+    """A session factory on ``url``, whose database is at the newest schema version."""
+    migrate(url)
+    engine: Engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration for this project's migrations, on ``connection`` when given."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(url: str) -> None:
+    """Create the schema at the newest version, or upgrade an older database in place.
+
+    One process migrates at a time and the whole migration is one transaction: on SQLite a
+    ``BEGIN IMMEDIATE`` (with foreign keys off, as copying a table to alter it needs), on
+    PostgreSQL an advisory lock. A process that waited finds the database already done.
+    """
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_migration_connection)
+        event.listen(
+            engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE")
+        )
+    try:
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            config = alembic_config(connection)
+            tables = set(inspect(connection).get_table_names()) - {"alembic_version"}
+            if not tables:
+                Base.metadata.create_all(connection)
+                command.stamp(config, "head")
+                return
+            if not inspect(connection).has_table("alembic_version"):
+                command.stamp(config, BEFORE_ALEMBIC)
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+
+
+def _sqlite_migration_connection(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None  # the "begin" event emits BEGIN IMMEDIATE itself
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=OFF")
+    cursor.close()

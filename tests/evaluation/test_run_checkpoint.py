@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from evaluation.bundle import PublicBundle
+from evaluation.release import build_release
+from evaluation.run_checkpoint import load_split_crops, predict_splits
+from models.predictor import Predictor
+from settings import REPO_ROOT
+from tests.conftest import TINY_COUNTS
+from tests.models.conftest import tiny_checkpoint
+
+pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
+
+
+@pytest.fixture
+def tiny_release(tiny_source, tmp_path):
+    build_release(
+        tiny_source,
+        tmp_path / "data" / "public",
+        tmp_path / "data" / "private",
+        expected=TINY_COUNTS,
+    )
+    return tmp_path / "data"
+
+
+def test_predict_splits_and_the_crop_cache(tiny_release, tmp_path):
+    bundle = PublicBundle(tiny_release / "public")
+    cache = tmp_path / "cache"
+    crops = load_split_crops(bundle, "atnorm_md", cache)
+    assert crops.shape == (7, 128, 128, 3) and crops.dtype == np.uint8
+    assert len(list(cache.glob("atnorm_md-*.npy"))) == 1
+    assert np.array_equal(load_split_crops(bundle, "atnorm_md", cache), crops)
+    predictor = Predictor(tiny_checkpoint(tmp_path / "ckpt"))
+    frame = predict_splits(predictor, bundle, ["amibr_test", "atnorm_md"], cache_dir=cache)
+    assert list(frame.columns) == ["image_id", "prob_atypical", "label"]
+    assert len(frame) == 12 and set(frame["label"]) <= {"atypical", "normal"}
+
+
+def test_checkpoint_command_scores_several_checkpoints(tiny_release, tmp_path):
+    a = tiny_checkpoint(tmp_path / "a")
+    b = tiny_checkpoint(tmp_path / "b", "vit_tiny_test")
+    env = {
+        **os.environ,
+        "MITOSIS_DATA_DIR": str(tiny_release),
+        "MITOSIS_BOOTSTRAP_RESAMPLES": "1000",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "evaluation.run_checkpoint", str(a), str(b), "--json"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(out.stdout)
+    assert set(report["checkpoints"]) == {str(a), str(b)}
+    bas = [
+        report["checkpoints"][str(c)]["atnorm_br"]["balanced_accuracy"]["estimate"] for c in (a, b)
+    ]
+    assert report["summary"]["atnorm_br"]["ba_mean"] == pytest.approx(np.mean(bas))
+    assert report["summary"]["atnorm_br"]["ba_std"] == pytest.approx(np.std(bas))
+    written = tmp_path / "p.csv"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evaluation.run_checkpoint",
+            str(a),
+            "--predictions-out",
+            str(written),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    scored = subprocess.run(
+        [sys.executable, "-m", "evaluation.score", str(written), "--json"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert (
+        json.loads(scored.stdout)["splits"]["atnorm_br"]["balanced_accuracy"]["estimate"]
+        == report["checkpoints"][str(a)]["atnorm_br"]["balanced_accuracy"]["estimate"]
+    )
+
+
+def test_every_reading_of_the_test_sets_is_logged_with_its_reason(tiny_release, tmp_path):
+    a = tiny_checkpoint(tmp_path / "a")
+    env = {**os.environ, "MITOSIS_DATA_DIR": str(tiny_release)}
+    log = tmp_path / "readings.json"
+    command = [sys.executable, "-m", "evaluation.run_checkpoint", str(a), "--log-reading", str(log)]
+    refused = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "needs --reason" in refused.stderr and not log.exists()
+    for reason in ("final model, recipe chosen by CV", "second reading"):
+        subprocess.run(
+            [*command, "--reason", reason], cwd=REPO_ROOT, env=env, check=True, capture_output=True
+        )
+    readings = json.loads(log.read_text())
+    assert [r["reading"] for r in readings] == [1, 2]
+    assert readings[0]["reason"] == "final model, recipe chosen by CV"
+    assert (
+        readings[0]["weights_sha256"][0]
+        == hashlib.sha256((a / "model.safetensors").read_bytes()).hexdigest()
+    )
+    assert set(readings[1]["ba"]) == {"amibr_test", "atnorm_br", "atnorm_md"}

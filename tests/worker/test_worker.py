@@ -1,0 +1,100 @@
+"""The worker's own decisions, in this process: re-scoring, the reaper, a late writer."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from sqlalchemy import func, select
+
+from evaluation import bundle
+from store.entry import EntryMetadata
+from store.schema import Job, JobStatus, Result
+from submissions import jobs
+from tests.backend import Backend
+from worker import Worker
+
+META = EntryMetadata("m")
+
+
+def queued(backend: Backend) -> list[int]:
+    with backend.sessions() as session:
+        return list(session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)))
+
+
+def correct_a_label(labels_dir) -> str:
+    """Flip one AtNorM-MD label in the private store, as a corrected label set would."""
+    labels = pd.read_csv(labels_dir / bundle.PRIVATE_LABELS_CSV, dtype=str)
+    first = labels.index[labels["split"] == "atnorm_md"][0]
+    labels.loc[first, "label"] = (
+        "normal" if labels.loc[first, "label"] == "atypical" else "atypical"
+    )
+    labels.to_csv(labels_dir / bundle.PRIVATE_LABELS_CSV, index=False)
+    info = json.loads((labels_dir / bundle.RELEASE_JSON).read_text())
+    info["label_set_hash"] = bundle.label_set_hash(
+        labels[["image_id", "split", "label"]].itertuples(False)
+    )
+    (labels_dir / bundle.RELEASE_JSON).write_text(json.dumps(info))
+    return info["label_set_hash"]
+
+
+def test_a_changed_label_set_is_rescored_automatically(tmp_path):
+    backend = Backend(tmp_path)
+    worker = Worker(backend.settings)
+    worker.maintenance.seed()
+    view = backend.service.submit_predictions("alice", backend.predictions(1), META)
+    for job_id in queued(backend):
+        worker.run_job(job_id)
+    assert worker.maintenance.rescore_stale() == 0  # every result is on the current labels
+    new_hash = correct_a_label(backend.settings.labels_dir)  # the maintainers fix a label
+    assert worker.maintenance.rescore_stale() == 2  # the file and the shipped model
+    assert worker.maintenance.rescore_stale() == 0  # already queued: not twice
+    for job_id in queued(backend):
+        worker.run_job(job_id)
+    with backend.sessions() as session:
+        hashes = set(session.scalars(select(Result.label_set_hash).where(Result.current.is_(True))))
+        old = session.scalar(
+            select(func.count(Result.id)).where(
+                Result.submission_id == session.get(Job, view.job_id).submission_id,
+                Result.current.is_(False),
+            )
+        )
+    assert hashes == {new_hash, ""} and old == 3  # "": the paper's rows; history kept
+    assert worker.maintenance.rescore_stale() == 0
+
+
+def test_the_reaper_requeues_lost_messages_and_gives_up_after_three_attempts(tmp_path):
+    backend = Backend(tmp_path)
+    lost = backend.service.submit_predictions("alice", backend.predictions(1), META)
+    backend.service.queue.lanes["files"].flush()  # the message is gone; the job is queued
+    assert backend.service.queue.pending() == 0
+    assert jobs.reap(backend.sessions, stale_after_s=3600) == []  # not stale yet
+    assert jobs.requeue_lost(backend.sessions, backend.service.queue, stale_after_s=0) == [
+        lost.job_id
+    ]
+    assert backend.service.queue.pending() == 1
+    crashing = backend.service.submit_predictions("bob", backend.predictions(2), META)
+    for attempt in range(3):
+        assert jobs.claim(backend.sessions, crashing.job_id, "w", lease_s=-1)
+        requeued = jobs.reap(backend.sessions, stale_lanes=())
+        assert ((crashing.job_id, "files") in requeued) == (attempt < 2)
+    failed = backend.service.status("bob", crashing.job_id)
+    assert (
+        failed.status == "failed"
+        and failed.reason == "the worker stopped 3 times while running this job"
+    )
+
+
+def test_a_worker_whose_lease_expired_cannot_write(tmp_path):
+    backend = Backend(tmp_path)
+    view = backend.service.submit_predictions("alice", backend.predictions(1), META)
+    late = jobs.claim(backend.sessions, view.job_id, "slow worker", lease_s=-1)
+    assert jobs.reap(backend.sessions, stale_lanes=()) == [(view.job_id, "files")]
+    current = jobs.claim(backend.sessions, view.job_id, "other worker", lease_s=60)
+    wrote = []
+    assert not jobs.finish(backend.sessions, view.job_id, late, lambda s, j: wrote.append(j))
+    assert not jobs.fail(backend.sessions, view.job_id, late, "too late")
+    assert not jobs.heartbeat(backend.sessions, view.job_id, late, 60)
+    assert wrote == [] and backend.service.status("alice", view.job_id).status == "running"
+    assert jobs.finish(backend.sessions, view.job_id, current, lambda s, j: wrote.append(j.id))
+    assert wrote == [view.job_id]

@@ -1,0 +1,181 @@
+"""The Classify tab: one crop (or a gallery example) in; P(atypical), decision, Grad-CAM out.
+
+``/classify`` keeps its three outputs; the answer in words and the note on the image's size
+follow in a second, private step. Many crops: each file gets its own row, a bad one its own
+message, and answers named by test-crop id also come as a prediction file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from evaluation.errors import EvaluationError
+from evaluation.scoring import as_prediction_file
+from models.batching import BATCHER
+from models.errors import ModelError
+from models.imaging import load_crop, size_note
+from models.predictor import Predictor, answer_text, load_predictor, predictions_table
+from ui.components import CropImage, discard_upload
+from ui.space import DEFAULT_MODEL, ZERO_GPU, Space, gpu, user_facing
+from worker.supervisor import InteractiveSignal
+
+CONCURRENT_CLASSIFY = 64
+
+
+def run(predictor: Predictor, crop, tta: bool, explain: bool):
+    """The answer (or explanation) of one crop, through the shared batcher.
+
+    On ZeroGPU directly: the GPU exists only inside the decorated call.
+    """
+    if not ZERO_GPU:
+        return (BATCHER.explain if explain else BATCHER.predict)(predictor, crop, tta=tta)
+    if explain:
+        return predictor.explain_array(crop[None], tta=tta)[0]
+    return predictor.answer(predictor.predict_array(crop[None], tta=tta)[0])
+
+
+def classify_tab(demo: gr.Blocks, space: Space) -> None:
+    """Lay out the tab and wire its events (``/classify`` is public)."""
+    users_waiting = InteractiveSignal(space.settings.data_dir)  # the worker pauses for them
+
+    @gpu
+    @user_facing
+    def classify(image: str, model: str, tta: bool, explain: bool = True):
+        """P(atypical), the decision and (when ``explain``) the Grad-CAM overlay of one crop."""
+        if not image:
+            raise gr.Error("Upload a crop first (PNG, JPEG, TIFF or WebP).")
+        users_waiting.touch()
+        try:
+            predictor = load_predictor(space.model_path(model))
+            crop = load_crop(image)  # a bad file is refused here, alone
+        except BaseException:
+            discard_upload(image)  # a refused upload leaves nothing behind
+            raise
+        if not explain:
+            answer = run(predictor, crop, tta, explain=False)
+            return round(answer.prob_atypical, 4), answer.label, None
+        explanation = run(predictor, crop, tta, explain=True)
+        p = explanation.prediction
+        return round(p.prob_atypical, 4), p.label, explanation.overlay
+
+    @gpu
+    @user_facing
+    def classify_many(files: list[str] | None, model: str, tta: bool):
+        if not files:
+            raise gr.Error("Upload one or more crops first.")
+        users_waiting.touch()
+        predictor = load_predictor(space.model_path(model))
+        crops, names, refused = [], [], {}
+        for file in files:
+            try:
+                crops.append(load_crop(file))
+                names.append(Path(file).name)
+            except ModelError as e:  # this file alone: the others are still classified
+                refused[Path(file).name] = str(e)
+        if not crops:
+            predictions = []
+        elif ZERO_GPU:
+            predictions = [predictor.answer(p) for p in predictor.predict_array(crops, tta=tta)]
+        else:
+            predictions = BATCHER.predict_many(predictor, crops, tta=tta)
+        table = predictions_table(names, predictions)
+        out = space.download_path("predictions.csv")
+        table.to_csv(out, index=False)
+        try:
+            submission = as_prediction_file(table, space.submissions.bundle.manifest)
+        except EvaluationError:  # no public release here: no test-crop ids to match
+            submission = None
+        submission_path = None
+        if submission is not None:
+            submission_path = space.download_path("submission.csv")
+            submission.to_csv(submission_path, index=False)
+        shown = table.round({"prob_atypical": 4}).assign(note="")
+        for name, message in refused.items():
+            shown.loc[len(shown)] = [name, None, "not classified", message]
+        return shown, str(out), submission_path and str(submission_path)
+
+    def describe(image: str | None, prob: float | None):
+        """The answer in words, and what was done to an image that is not a 128x128 crop."""
+        if image is None or prob is None:
+            return "", gr.Number(visible=False)
+        try:
+            note = size_note(image)
+        except ModelError:
+            note = ""
+        return answer_text(prob) + (f"\n\n⚠ {note}" if note else ""), gr.Number(visible=True)
+
+    with gr.Tab("Classify"):
+        with gr.Row():
+            with gr.Column():
+                crop_image = CropImage(
+                    type="filepath", label="Mitosis crop (128x128 native)", elem_id="crop"
+                )
+                model_choice = gr.Dropdown(
+                    [DEFAULT_MODEL], value=DEFAULT_MODEL, label="Model", allow_custom_value=True
+                )
+                tta_switch = gr.Checkbox(label="Test-time augmentation (8 views)")
+                explain_switch = gr.Checkbox(value=True, label="Show where the model looked")
+                classify_button = gr.Button("Classify", variant="primary")
+            with gr.Column():
+                prob_atypical = gr.Number(  # shown with the first answer: no "0" before it
+                    label="P(atypical), 0 to 1", elem_id="prob-atypical", visible=False
+                )
+                decision = gr.Textbox(label="Decision (atypical at P ≥ 0.5)", elem_id="decision")
+                answer = gr.Markdown("Upload a crop and press Classify.", elem_id="answer")
+                overlay = gr.Image(label="Where the model looked (Grad-CAM)", elem_id="overlay")
+                gr.Markdown(
+                    "Grad-CAM colours, relative within the crop: **red** = the regions that "
+                    "pushed the call most, through yellow and green, to **blue** = least. "
+                    "It shows where the network looked, not why.",
+                    elem_id="overlay-legend",
+                )
+        if examples := space.examples():
+            gr.Examples(examples, inputs=[crop_image], label="Public AMi-Br test crops")
+        with gr.Accordion("Many crops", open=False):
+            crop_files = gr.File(
+                file_count="multiple", label="Crops", file_types=["image"], elem_id="many-crops"
+            )
+            classify_many_button = gr.Button("Classify all")
+            batch_table = gr.Dataframe(label="Answers", interactive=False, elem_id="batch-table")
+            with gr.Row():
+                batch_csv = gr.File(label="Answers as CSV", elem_id="batch-csv")
+                batch_submission = gr.File(
+                    label="As a prediction file (crops named by test-crop id)",
+                    elem_id="batch-submission",
+                )
+
+    demo.load(
+        lambda: gr.Dropdown(choices=list(space.models())),
+        None,
+        model_choice,
+        api_visibility="private",
+    )
+    classify_button.click(
+        classify,
+        [crop_image, model_choice, tta_switch, explain_switch],
+        [prob_atypical, decision, overlay],
+        api_name="classify",
+        concurrency_limit=CONCURRENT_CLASSIFY,  # the batcher shares forward passes among them
+        show_progress="hidden",  # a refusal is the toast's message, not a bare "Error" badge
+    ).success(
+        describe, [crop_image, prob_atypical], [answer, prob_atypical], api_visibility="private"
+    )
+    crop_image.change(
+        lambda: (
+            gr.Number(value=None, visible=False),
+            "",
+            None,
+            "Upload a crop and press Classify.",
+        ),
+        None,
+        [prob_atypical, decision, overlay, answer],
+        api_visibility="private",
+    )
+    classify_many_button.click(
+        classify_many,
+        [crop_files, model_choice, tta_switch],
+        [batch_table, batch_csv, batch_submission],
+        api_visibility="private",
+    )

@@ -1,0 +1,220 @@
+"""The Leaderboard tab: the board, its filters and columns, a plot, entry cards, exports.
+
+One refresh function draws everything from the same filtered entries, so the table, the plot
+and the entry list always agree. Clicking a column header sorts by it (see ``SORT_JS``);
+``/leaderboard`` is an API-only endpoint that returns numbers.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import gradio as gr
+
+from leaderboard.board import last_updated, shipped_model_status
+from leaderboard.cards import entry_card, entry_curves
+from leaderboard.columns import (
+    EMPTY_BOARD,
+    EXTRA_COLUMNS,
+    NO_MATCH,
+    SOURCE_COLOURS,
+    SOURCES,
+    TRACKS,
+    BoardFilter,
+    board_legend,
+    display_table,
+    domain_plot_frame,
+    filter_entries,
+    next_sort,
+    plot_limits,
+    sort_entries,
+    sort_note,
+)
+from leaderboard.export import board_rows, to_csv, to_json
+from store.entry import METHOD_TYPES
+from ui.space import Space, user_facing
+
+# A click on a header of the board asks the server to sort by that column: the column's
+# name goes to a hidden textbox (with the time, so that a second click is a change too).
+SORT_JS = r"""
+() => {
+  document.addEventListener("click", (event) => {
+    const header = event.target.closest("#board thead th");
+    if (!header || event.target.closest("button")) return;
+    const box = document.querySelector("#sort-request textarea, #sort-request input");
+    if (!box) return;
+    box.value = header.innerText.split("\n")[0].trim() + "|" + Date.now();
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+  }, true);
+}
+"""
+
+
+def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
+    """Lay out the tab and wire its events (all private: the API is :func:`leaderboard_api`)."""
+
+    @user_facing
+    def refresh(search, method, sources, tracks, per_team, extras, sort):
+        """Every view of the board, from one filtered list of entries."""
+        board = space.board(per_team)
+        kept = sort_entries(
+            filter_entries(board, BoardFilter(search or "", method, tuple(sources), tuple(tracks))),
+            sort,
+        )
+        frame = domain_plot_frame(kept)
+        x_lim, y_lim = plot_limits(frame)
+        choices = [(f"#{e.rank or '–'} {e.model_name}", e.submission_id) for e in kept]
+        rows = board_rows(board)
+        csv_path = space.shared_download("leaderboard.csv", to_csv(rows))
+        json_path = space.shared_download("leaderboard.json", to_json(rows))
+        updated = last_updated(space.sessions)
+        stamp = updated.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if updated else "never"
+        return (
+            display_table(kept, extra_columns=extras, empty=NO_MATCH if board else EMPTY_BOARD),
+            gr.ScatterPlot(value=frame, x_lim=x_lim, y_lim=y_lim),
+            gr.Dropdown(choices=choices, value=None),
+            board_legend(board),
+            str(csv_path),
+            str(json_path),
+            f"Last updated {stamp} · shown at {datetime.now(UTC):%H:%M:%S} UTC. " + sort_note(sort),
+        )
+
+    @user_facing
+    def resort(request: str, current, *filters):
+        sort = next_sort(current, request.rsplit("|", 1)[0])
+        return sort, *refresh(*filters, sort)
+
+    @user_facing
+    def card(submission_id):
+        if submission_id is None:
+            empty = gr.LinePlot(value=None)
+            return (
+                "Choose an entry to see its numbers, its description and where they come from.",
+                empty,
+                empty,
+            )
+        board = space.board()
+        roc, reliability = entry_curves(board, int(submission_id))
+        return entry_card(board, int(submission_id)), roc, reliability
+
+    with gr.Tab("Leaderboard") as tab:
+        notice = gr.Markdown(elem_id="board-notice")
+        updated = gr.Markdown(elem_id="board-updated")
+        with gr.Row():
+            search_box = gr.Textbox(label="Search model, team, backbone", elem_id="search", scale=2)
+            method_filter = gr.Dropdown(["all", *METHOD_TYPES], value="all", label="Method")
+            team_switch = gr.Checkbox(label="Best entry per team")
+        with gr.Row():
+            source_filter = gr.CheckboxGroup(
+                list(SOURCES), value=list(SOURCES), label="Entries", elem_id="sources"
+            )
+            track_filter = gr.CheckboxGroup(list(TRACKS), label="Tracks", elem_id="tracks")
+        extra_columns = gr.CheckboxGroup(
+            EXTRA_COLUMNS, label="More columns", elem_id="more-columns"
+        )
+        board_table = gr.Dataframe(
+            interactive=False,
+            wrap=False,
+            elem_id="board",
+            datatype="str",
+            max_height=600,
+        )
+        sort_request = gr.Textbox(visible="hidden", elem_id="sort-request")
+        sort_state = gr.State(None)
+        legend = gr.Markdown(elem_id="board-legend")
+        domain_plot = gr.ScatterPlot(
+            x="amibr_test_ba",
+            y="hidden_mean_ba",
+            color="source",
+            color_map=SOURCE_COLOURS,
+            x_title="AMi-Br test BA (in-domain)",
+            y_title="hidden mean BA (out-of-domain)",
+            x_axis_format=".2f",
+            y_axis_format=".2f",
+            tooltip=["model", "amibr_test_ba", "hidden_mean_ba"],
+            title="In-domain vs out-of-domain balanced accuracy",
+            elem_id="domain-plot",
+        )
+        entry_choice = gr.Dropdown(label="Details of one entry", elem_id="entry-choice")
+        entry_view = gr.Markdown(elem_id="entry-card")
+        with gr.Row():
+            plot_style = {"x": "x", "y": "y", "color": "curve", "x_lim": [0, 1], "y_lim": [0, 1]}
+            roc_plot = gr.LinePlot(
+                **plot_style,
+                x_title="false-positive rate",
+                y_title="true-positive rate",
+                title="ROC on AMi-Br test (public labels)",
+                elem_id="roc-plot",
+            )
+            reliability_plot = gr.LinePlot(
+                **plot_style,
+                x_title="mean P(atypical) in the bin",
+                y_title="fraction atypical",
+                title="Reliability on AMi-Br test (public labels)",
+                elem_id="reliability-plot",
+            )
+        gr.Markdown(
+            "Curves are drawn on AMi-Br test only: on a hidden set, a curve over a submitter's "
+            "own scores would give away the labels in score order."
+        )
+        with gr.Row():
+            csv_button = gr.DownloadButton("Download CSV", elem_id="download-csv")
+            json_button = gr.DownloadButton("Download JSON", elem_id="download-json")
+
+    filters = [search_box, method_filter, source_filter, track_filter, team_switch, extra_columns]
+    views = [board_table, domain_plot, entry_choice, legend, csv_button, json_button, updated]
+    demo.load(None, None, None, js=SORT_JS)
+    demo.load(
+        user_facing(lambda: shipped_model_status(space.sessions)),
+        None,
+        notice,
+        api_visibility="private",
+    )
+    gr.on(
+        [
+            demo.load,
+            tab.select,
+            search_box.submit,
+            method_filter.change,
+            source_filter.change,
+            track_filter.change,
+            team_switch.change,
+            extra_columns.change,
+        ],
+        refresh,
+        [*filters, sort_state],
+        views,
+        api_visibility="private",
+    )
+    sort_request.change(
+        resort,
+        [sort_request, sort_state, *filters],
+        [sort_state, *views],
+        api_visibility="private",
+    )
+    entry_choice.change(
+        card, entry_choice, [entry_view, roc_plot, reliability_plot], api_visibility="private"
+    )
+
+
+def leaderboard_api(space: Space) -> None:
+    """``/leaderboard``: the board as numbers (call after the last tab: it is not a tab)."""
+
+    def leaderboard(
+        search: str = "",
+        method: str = "all",
+        sources: list[str] | None = None,
+        per_team: bool = False,
+    ) -> list[dict]:
+        """The board as numbers: one dict per entry (released values only), in rank order.
+
+        Args:
+            search: text found in the model name, team, backbone or pretraining.
+            method: end-to-end, linear probe, LoRA, other, or all.
+            sources: any of verified, self-reported, paper, pathologist (default: all).
+            per_team: only each team's best entry.
+        """
+        keep = BoardFilter(search or "", method or "all", tuple(sources or SOURCES))
+        return board_rows(filter_entries(space.board(per_team), keep))
+
+    gr.api(user_facing(leaderboard), api_name="leaderboard")

@@ -1,0 +1,325 @@
+"""The Submit tab: the metadata form, uploads, receipts, status, cancel, the queue's workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from leaderboard.publication import publish, release_status
+from settings import Settings
+from store.entry import FIELD_LABELS, METHOD_TYPES, EntryMetadata
+from submissions.intake import JobView
+from submissions.jobs import queue_table
+from submissions.receipts import job_report, receipt_card, submissions_table
+from submissions.worker_registry import health_table
+from ui.components import UploadFile, discard_upload
+from ui.space import Space, user_facing
+
+
+def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
+    """Lay out the tab and wire its events (the submit, status and cancel endpoints are public)."""
+
+    def submit_handler(upload: Callable[[], Callable[..., JobView]], what: str):
+        """The handler of one upload kind; ``upload()`` gives the service's method for it."""
+
+        @user_facing
+        def submit(
+            file: str | None,
+            model_name: str,
+            team: str,
+            method_type: str,
+            backbone: str,
+            pretraining: str,
+            training_data: str,
+            uses_midog: bool,
+            paper_url: str,
+            code_url: str,
+            description: str,
+            public_only: bool = False,
+            profile: gr.OAuthProfile | None = None,
+        ) -> dict:
+            values = {k: v for k, v in locals().items() if k in FIELD_LABELS}
+            if not file:
+                raise gr.Error(f"Upload a {what} first.")
+            try:
+                meta = EntryMetadata.from_dict(values)
+                scope = {"public_only": True} if public_only else {}
+                view = upload()(space.user(profile), Path(file), meta, **scope)
+                return job_report(space.sessions, view)
+            finally:
+                discard_upload(file)  # stored by hash when accepted; gone when refused
+
+        submit.__doc__ = f"Validate and queue a {what}; returns the job's status."
+        return submit
+
+    submit_predictions = submit_handler(
+        lambda: space.submissions.submit_predictions, "prediction file (.csv)"
+    )
+    submit_checkpoint = submit_handler(
+        lambda: space.submissions.submit_checkpoint, "checkpoint (.zip)"
+    )
+
+    @user_facing
+    def submit_hub_model(
+        repo_id: str,
+        revision: str,
+        token: str,
+        model_name: str,
+        team: str,
+        method_type: str,
+        backbone: str,
+        pretraining: str,
+        training_data: str,
+        uses_midog: bool,
+        paper_url: str,
+        code_url: str,
+        description: str,
+        profile: gr.OAuthProfile | None = None,
+    ) -> dict:
+        """Fetch a checkpoint from the Hub by model id (pinned to a commit) and queue it.
+
+        ``token`` (gated or private repos) is used for the fetch only and kept nowhere.
+        """
+        values = {k: v for k, v in locals().items() if k in FIELD_LABELS}
+        if not (repo_id or "").strip():
+            raise gr.Error("Give the Hub model id, e.g. lab/mitosis-model.")
+        view = space.submissions.submit_hub_model(
+            space.user(profile),
+            repo_id,
+            revision,
+            EntryMetadata.from_dict(values),
+            token=(token or "").strip() or None,
+        )
+        return job_report(space.sessions, view)
+
+    @user_facing
+    def submission_status(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:
+        """Status and released scores of one of your jobs."""
+        if job_id is None:
+            raise gr.Error("Give the job id that your submission returned.")
+        view = space.submissions.status(space.user(profile), int(job_id))
+        return job_report(space.sessions, view)
+
+    @user_facing
+    def cancel_submission(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:
+        """Cancel one of your jobs that has not started; returns its status."""
+        if job_id is None:
+            raise gr.Error("Give the job id of the submission to cancel.")
+        view = space.submissions.cancel(space.user(profile), int(job_id))
+        return job_report(space.sessions, view)
+
+    @user_facing
+    def withdraw_submission(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:
+        """Take the entry of one of your jobs off the public board; returns its status."""
+        if job_id is None:
+            raise gr.Error("Give the job id of the entry to withdraw.")
+        view = space.submissions.withdraw(space.user(profile), int(job_id))
+        return job_report(space.sessions, view)
+
+    @user_facing
+    def publish_submission(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:
+        """Publish one of your withheld scorings from the allowance; returns its status."""
+        if job_id is None:
+            raise gr.Error("Give the job id of the withheld scoring to publish.")
+        user = space.user(profile)
+        publish(space.sessions, settings, user, int(job_id))
+        return job_report(space.sessions, space.submissions.status(user, int(job_id)))
+
+    @user_facing
+    def my_submissions(profile: gr.OAuthProfile | None = None):
+        if profile is None and space.on_space:  # signed out: no error every 3 s
+            return submissions_table([]), "Sign in to see your submissions and allowance."
+        user = space.user(profile)
+        views = space.submissions.my_submissions(user)
+        table = submissions_table([job_report(space.sessions, view) for view in views])
+        bar = release_status(space.sessions, settings, user)
+        return table, f"{space.submissions.allowance(user)}\n\n{bar}"
+
+    def show_receipt(report: dict | None):
+        """The receipt in words, and its job id for the status and cancel buttons."""
+        if not report:
+            return "", None
+        return receipt_card(report), report["job_id"]
+
+    with gr.Tab("Submit"):
+        if space.on_space:
+            gr.LoginButton()
+        gr.Markdown(
+            "Submit a **prediction file** (*self-reported*) or a **checkpoint** zip "
+            "(*verified*: the server runs it on the hidden crops). Fields marked * are "
+            f"required. Hidden-split scoring: {settings.hidden_quota} per user per 24 h; "
+            "hidden-split scores are released rounded, and only for improvements (see About)."
+        )
+        gr.Markdown(
+            "Before you spend a hidden scoring, the line below says what it must reach to be "
+            "released. A withheld scoring can be published from a small allowance, any entry "
+            "can be withdrawn, and **Public split only** checks a file on AMi-Br test without "
+            "spending a hidden scoring."
+        )
+        allowance = gr.Markdown(elem_id="allowance")
+        with gr.Accordion("How to submit, step by step", open=False, elem_id="guide"):
+            gr.Markdown(SUBMISSION_GUIDE)
+        with gr.Row():
+            gr.DownloadButton("Test crops (zip)", value=_public(settings, "test_crops.zip"))
+            gr.DownloadButton(
+                "Template predictions", value=_public(settings, "predictions_template.csv")
+            )
+        with gr.Row():
+            predictions_file = UploadFile(
+                label="Prediction file (.csv) *", file_types=[".csv"], elem_id="predictions-file"
+            )
+            checkpoint_file = UploadFile(label="Checkpoint (.zip) *", file_types=[".zip"])
+        with gr.Accordion("…or a checkpoint on the Hugging Face Hub", open=False, elem_id="hub"):
+            with gr.Row():
+                hub_repo = gr.Textbox(
+                    label="Model id", placeholder="lab/mitosis-model", elem_id="hub-repo"
+                )
+                hub_revision = gr.Textbox(
+                    label="Revision (branch, tag or commit)", value="main", elem_id="hub-revision"
+                )
+                hub_token = gr.Textbox(
+                    label="Read token (gated or private repos only; used once, never stored)",
+                    type="password",
+                    elem_id="hub-token",
+                )
+            gr.Markdown(
+                "The revision is pinned to the commit it points at now; only `config.json`, "
+                "`model.safetensors` (or the LoRA adapter files) and `README.md` are fetched."
+            )
+        form = _metadata_form()
+        public_only = gr.Checkbox(
+            label="Public split only: score AMi-Br test alone (no hidden scoring spent, "
+            "not on the board); prediction files",
+            elem_id="public-only",
+        )
+        with gr.Row():
+            submit_predictions_button = gr.Button("Submit predictions", variant="primary")
+            submit_checkpoint_button = gr.Button("Submit checkpoint", variant="primary")
+            submit_hub_button = gr.Button("Submit Hub model", variant="primary")
+        receipt_text = gr.Markdown(elem_id="receipt")
+        receipt = gr.JSON(visible="hidden", elem_id="receipt-json")  # the API's answer
+        with gr.Row():
+            job_box = gr.Number(label="Job id", precision=0, value=None, elem_id="job-id")
+            status_button = gr.Button("Check status")
+            cancel_button = gr.Button("Cancel (while queued)")
+            withdraw_button = gr.Button("Withdraw from the board", elem_id="withdraw")
+            publish_button = gr.Button("Publish (withheld; from allowance)", elem_id="publish")
+        mine = gr.Dataframe(label="My submissions", interactive=False, elem_id="mine")
+        queue = gr.Dataframe(
+            label="The queue (everyone's jobs; others' without their ids)",
+            interactive=False,
+            elem_id="queue",
+        )
+        worker_table = gr.Dataframe(
+            label="Evaluation workers", interactive=False, elem_id="workers"
+        )
+        refresh = gr.Timer(3)
+
+    predictions_sent = submit_predictions_button.click(
+        submit_predictions,
+        [predictions_file, *form, public_only],
+        receipt,
+        api_name="submit_predictions",
+    )
+    checkpoint_sent = submit_checkpoint_button.click(
+        submit_checkpoint, [checkpoint_file, *form], receipt, api_name="submit_checkpoint"
+    )
+    for sent, box in ((predictions_sent, predictions_file), (checkpoint_sent, checkpoint_file)):
+        # the upload is stored by hash (or gone): an empty box, ready for the next file
+        sent.success(lambda: None, None, box, api_visibility="private")
+    for event in (
+        predictions_sent,
+        checkpoint_sent,
+        submit_hub_button.click(
+            submit_hub_model,
+            [hub_repo, hub_revision, hub_token, *form],
+            receipt,
+            api_name="submit_hub_model",
+        ),
+        status_button.click(submission_status, job_box, receipt, api_name="submission_status"),
+        cancel_button.click(cancel_submission, job_box, receipt, api_name="cancel_submission"),
+        withdraw_button.click(
+            withdraw_submission, job_box, receipt, api_name="withdraw_submission"
+        ),
+        publish_button.click(publish_submission, job_box, receipt, api_name="publish_submission"),
+    ):
+        event.success(show_receipt, receipt, [receipt_text, job_box], api_visibility="private")
+    refresh.tick(my_submissions, None, [mine, allowance], api_visibility="private")
+
+    @user_facing
+    def public_queue(profile: gr.OAuthProfile | None = None) -> pd.DataFrame:
+        viewer = None if profile is None and space.on_space else space.user(profile)
+        return queue_table(space.sessions, viewer)
+
+    refresh.tick(public_queue, None, queue, api_visibility="private")
+    refresh.tick(
+        user_facing(lambda: health_table(space.sessions)),
+        None,
+        worker_table,
+        api_visibility="private",
+    )
+
+
+SUBMISSION_GUIDE = """
+**A prediction file** (self-reported)
+
+1. Download the test crops (the button below) and unzip them: 3,679 PNGs named by an opaque
+   test-crop id (`<image_id>.png`), the AMi-Br test crops and both hidden sets mixed.
+2. Run your model on every crop. With a checkpoint in this project's format, one command
+   writes the file: `python -m models.predict --checkpoint MY_MODEL --format submission
+   test_crops/ > predictions.csv` (or `python -m evaluation.run_checkpoint MY_MODEL
+   --predictions-out predictions.csv`). The *Many crops* box of the Classify tab also offers
+   its answers as a prediction file.
+3. The file is a CSV with the header `image_id,prob_atypical` (optionally `,label` with
+   `atypical`/`normal`; without it a crop is called atypical when `prob_atypical >= 0.5`),
+   one row per crop: the template below has every id.
+4. Check it locally: `python -m evaluation.score predictions.csv` scores the AMi-Br test
+   crops, whose labels are public, and reports any problem with the file.
+5. Fill in the form (the model name is required) and press *Submit predictions*.
+
+**A checkpoint** (verified)
+
+1. Save your model in the checkpoint format (`config.json` + `model.safetensors`, or a LoRA
+   adapter on a registered backbone; see the README) and zip the folder.
+2. Upload the zip and press *Submit checkpoint*: the server checks it at once, then runs it
+   on every test crop (progress shows in *My submissions* and in the queue).
+   Or, with the checkpoint in a Hub model repo, give its id and revision under *…or a
+   checkpoint on the Hugging Face Hub* and press *Submit Hub model*: the entry records the
+   commit the revision pointed at.
+
+Hidden-split scores come back rounded to 0.01, and only when the hidden mean is at least 0.01
+above your best released one: repeated submissions cannot read the labels.
+"""
+
+
+def _metadata_form() -> list[gr.components.Component]:
+    """One input per field of ``EntryMetadata``, in its order (* marks the required one)."""
+    fields = {}
+    with gr.Row():
+        fields["model_name"] = gr.Textbox(
+            label=FIELD_LABELS["model_name"] + " *", elem_id="model-name"
+        )
+        fields["team"] = gr.Textbox(label=FIELD_LABELS["team"])
+        fields["method_type"] = gr.Dropdown(
+            list(METHOD_TYPES), value="end-to-end", label=FIELD_LABELS["method_type"]
+        )
+    with gr.Row():
+        fields["backbone"] = gr.Textbox(label=FIELD_LABELS["backbone"])
+        fields["pretraining"] = gr.Textbox(label=FIELD_LABELS["pretraining"])
+        fields["training_data"] = gr.Textbox(
+            label=FIELD_LABELS["training_data"], value="AMi-Br train"
+        )
+        fields["uses_midog"] = gr.Checkbox(label=FIELD_LABELS["uses_midog"])
+    with gr.Row():
+        fields["paper_url"] = gr.Textbox(label=FIELD_LABELS["paper_url"])
+        fields["code_url"] = gr.Textbox(label=FIELD_LABELS["code_url"])
+    fields["description"] = gr.Textbox(label=FIELD_LABELS["description"], lines=2)
+    return [fields[name] for name in FIELD_LABELS]
+
+
+def _public(settings: Settings, name: str) -> str | None:
+    path = settings.public_dir / name
+    return str(path) if path.is_file() else None

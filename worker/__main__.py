@@ -1,0 +1,74 @@
+"""``python -m worker``: the worker's command line (serve, ``--prepare``, ``--rescore``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import torch
+
+import worker
+from leaderboard.board import shipped_model_status
+from settings import Settings
+from submissions.queue import LANES
+from worker.maintenance import fetch_labels
+from worker.runner import Worker
+from worker.supervisor import follow_parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(
+        prog="python -m worker",
+        description=worker.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--rescore", action="store_true", help="queue every stored submission again, then exit"
+    )
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="seed the store and evaluate the shipped model now (if it needs it), then exit",
+    )
+    parser.add_argument(
+        "--lanes",
+        help=f"comma-separated lanes to serve ({', '.join(LANES)}; default: all on a GPU "
+        "host, files and models elsewhere)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    parent = os.environ.get("MITOSIS_PARENT_PID", "")
+    beside_app = parent.isdigit()
+    if beside_app:  # the Space's own worker: die with it, and leave it the CPU it needs
+        follow_parent(int(parent))
+        os.nice(settings.worker_nice)
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(settings.worker_threads or (max(1, cores - 1) if beside_app else cores))
+    lanes = tuple(lane.strip() for lane in args.lanes.split(",")) if args.lanes else None
+    if unknown := sorted(set(lanes or ()) - set(LANES)):
+        parser.error(
+            f"--lanes names {', '.join(map(repr, unknown))}, which is not a lane; the lanes are "
+            f"{', '.join(LANES)} (comma-separated, e.g. --lanes files,models)."
+        )
+    fetch_labels(settings)
+    running = Worker(settings, lanes=lanes)
+    if args.prepare:
+        running.maintenance.rescore_stale()
+        job_id = running.maintenance.seed()
+        if job_id is not None:
+            running.run_job(job_id)  # the board shows the shipped model from its first view
+        print(shipped_model_status(running.sessions) or "the shipped model is on the board")
+        return 0
+    if args.rescore:
+        print(f"queued {running.maintenance.rescore_all()} submissions for re-scoring")
+        return 0
+    running.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

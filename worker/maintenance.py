@@ -1,0 +1,247 @@
+"""The worker's upkeep of the store: the seed rows, the shipped model, re-scoring.
+
+Seeds the paper's rows and the shipped model's job once per database; queues submissions
+again when the label set changes (watched every 30 s) or on ``--rescore``; a new job takes the
+lane and the cost of its submission's last one.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
+
+from evaluation.bundle import LabelStore, PublicBundle, fetch_label_store
+from evaluation.errors import EvaluationError
+from fileio import zip_folder
+from leaderboard.paper import seed_paper_rows
+from leaderboard.pathologists import seed_pathologist_rows
+from leaderboard.publication import release_pending
+from models.archive import CheckpointFiles
+from models.checkpoint import inspect_checkpoint
+from models.checkpoint_config import read_config
+from settings import Settings
+from store.entry import EntryMetadata
+from store.locks import RESCORING, hold_lock
+from store.schema import (
+    ALL_SPLITS,
+    OPEN_STATES,
+    PUBLIC_ONLY,
+    SCORED_KINDS,
+    SHIPPED_MODEL_USER,
+    Job,
+    JobStatus,
+    Result,
+    Submission,
+)
+from submissions import worker_registry
+from submissions.queue import EvaluationQueue
+from submissions.storage import sha256, store_file, stored_path
+
+log = logging.getLogger("worker")
+
+
+class Maintenance:
+    """Seeding and re-scoring, for a worker's store and queue."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker, queue: EvaluationQueue, stop):
+        self.settings = settings
+        self.sessions = sessions
+        self.queue = queue
+        self.stop = stop
+
+    def seed(self) -> int | None:
+        """The paper's rows and the shipped model, once per database; the model's new job id.
+
+        The shipped model is queued again when its last job failed (say, the worker started
+        before the release was built).
+        """
+        seed_paper_rows(self.sessions)
+        self.seed_pathologists()
+        release_pending(self.sessions, self.settings)
+        data = zip_folder(self.settings.default_checkpoint)
+        digest = sha256(data)
+        try:
+            job_id = self._seed_default_model(data, digest)
+        except IntegrityError:  # another worker seeded it at the same moment
+            return None
+        if job_id is not None:
+            self._enqueue(job_id)
+        return job_id
+
+    def _enqueue(self, job_id: int) -> None:
+        with self.sessions() as session:
+            lane = session.get(Job, job_id).lane
+        if lane in self.queue.lanes:
+            self.queue.enqueue(job_id, lane)
+        else:  # a lane this worker does not serve: its message goes to the lane's own queue
+            EvaluationQueue(self.settings, lanes=(lane,)).enqueue(job_id, lane)
+
+    def _again(self, submission: Submission) -> Job:
+        """A new job for ``submission``, in the lane (and with the cost) of its last one."""
+        last = submission.jobs[-1] if submission.jobs else None
+        lane, flops, estimated = "files", 0.0, 0.0
+        if last is not None:
+            lane, flops, estimated = last.lane, last.flops_per_crop, last.estimated_s
+        elif submission.kind == "checkpoint":
+            lane, flops, estimated = self._route(self.settings.data_dir / submission.path)
+        finished = [j for j in submission.jobs if j.status == JobStatus.FINISHED]
+        public_only = finished and all(j.scope == PUBLIC_ONLY for j in finished)
+        return Job(
+            submission=submission,
+            status=JobStatus.QUEUED,
+            counts_toward_quota=False,
+            scope=PUBLIC_ONLY if public_only else ALL_SPLITS,  # a check stays a check
+            lane=lane,
+            flops_per_crop=flops,
+            estimated_s=estimated,
+        )
+
+    def _route(self, checkpoint: Path) -> tuple[str, float, float]:
+        with CheckpointFiles.open(checkpoint, max_bytes=self.settings.max_checkpoint_bytes) as f:
+            flops = inspect_checkpoint(f)["flops_per_crop"]
+        crops = len(PublicBundle(self.settings.public_dir).manifest)
+        lane, estimated = worker_registry.route(
+            self.sessions,
+            flops * crops,
+            time_limit_s=self.settings.job_time_limit_s,
+            default_gflops=self.settings.cpu_gflops,
+        )
+        return lane, flops, estimated
+
+    def _seed_default_model(self, data: bytes, digest: str) -> int | None:
+        with self.sessions.begin() as session:
+            existing = session.scalar(select(Submission).where(Submission.sha256 == digest))
+            if existing is not None:
+                if existing.jobs and existing.jobs[-1].status not in (
+                    JobStatus.FAILED,
+                    JobStatus.CANCELLED,
+                ):
+                    return None
+                job = self._again(existing)
+                session.add(job)
+                session.flush()
+                return job.id
+            uploads = self.settings.data_dir / "uploads"
+            store_file(uploads, data, digest, ".zip")
+            submission = Submission(
+                sha256=digest,
+                kind="checkpoint",
+                user=SHIPPED_MODEL_USER,
+                meta=checkpoint_entry(self.settings.default_checkpoint).to_dict(),
+                path=str(stored_path(uploads, digest, ".zip").relative_to(self.settings.data_dir)),
+                size_bytes=len(data),
+            )
+            job = self._again(submission)
+            session.add_all([submission, job])
+            session.flush()
+            return job.id
+
+    def seed_pathologists(self) -> None:
+        """The experts' reference rows for the label store's current label set."""
+        labels = LabelStore.if_present(self.settings.labels_dir)
+        if labels is not None:
+            seed_pathologist_rows(self.sessions, labels.reader_votes(), labels.label_set_hash)
+
+    def rescore_all(self) -> int:
+        """A new job for every stored submission; their old results stay as history."""
+        return self._rescore(select(Submission.id).where(Submission.kind.in_(SCORED_KINDS)))
+
+    def rescore_stale(self) -> int:
+        """A new job for every submission scored against other labels than the store's now.
+
+        Runs at start and whenever the label-set hash changes (a maintainer rebuilt the label
+        store), so the board never mixes label sets; submissions with a job already queued or
+        running are left to it.
+        """
+        current = LabelStore.current_hash(self.settings.labels_dir)
+        if current is None:
+            return 0
+        self.seed_pathologists()
+        stale = (
+            select(Result.submission_id)
+            .where(
+                Result.current.is_(True),
+                Result.job_id.is_not(None),
+                Result.label_set_hash != current,
+            )
+            .distinct()
+        )
+        return self._rescore(stale)
+
+    def _rescore(self, submission_ids) -> int:
+        with self.sessions.begin() as session:
+            hold_lock(session, RESCORING)  # one worker at a time decides what to queue
+            busy = select(Job.submission_id).where(Job.status.in_(OPEN_STATES))
+            chosen = session.scalars(
+                select(Submission).where(
+                    Submission.id.in_(submission_ids), ~Submission.id.in_(busy)
+                )
+            ).all()
+            new = []
+            for submission in chosen:
+                new.append(self._again(submission))
+                session.add(new[-1])
+        for job in new:
+            self._enqueue(job.id)
+        if new:
+            log.info("queued %d submission(s) for re-scoring", len(new))
+        return len(new)
+
+    def watch_labels(self, interval_s: float = 30.0) -> None:
+        """Re-score what was scored against another label set whenever the label set changes."""
+        seen = LabelStore.current_hash(self.settings.labels_dir)
+        while not self.stop.wait(interval_s):
+            now = LabelStore.current_hash(self.settings.labels_dir)
+            if now != seen:
+                log.info("the label set changed: re-scoring what was scored against the old one")
+                self.rescore_stale()
+                seen = now
+
+
+def fetch_labels(settings: Settings) -> None:
+    """Fetch the label store from MITOSIS_LABELS_REPO once, when configured and not here yet.
+
+    A failure is logged, not fatal: the worker still scores prediction files' public split
+    and fails hidden-split jobs with the label store's own message.
+    """
+    if not settings.labels_repo:
+        return
+    try:
+        public = PublicBundle(settings.public_dir) if settings.public_dir.is_dir() else None
+        label_hash = fetch_label_store(
+            settings.labels_repo,
+            settings.labels_dir,
+            token=settings.hf_token,
+            expected_hash=settings.label_set_hash,
+            manifest=public.manifest if public else None,
+        )
+        log.info("label store %s… (MITOSIS_LABELS_REPO %s)", label_hash[:16], settings.labels_repo)
+    except (EvaluationError, OSError) as e:
+        log.error("%s", e)
+
+
+METHOD_OF_STRATEGY = {"end_to_end": "end-to-end", "linear_probe": "linear probe", "lora": "LoRA"}
+PRETRAINING = {"imagenet_offline": "ImageNet", "hf_hub": "the backbone's own", "none": "none"}
+
+
+def checkpoint_entry(checkpoint: Path) -> EntryMetadata:
+    """An entry's description taken from a checkpoint's own ``config.json`` (the shipped model)."""
+    with CheckpointFiles.open(checkpoint) as files:
+        config, cfg = read_config(files)
+    block = config["mitosis"]
+    members = int(block.get("ensemble_size", 1))
+    pretrained = block.get("provenance", {}).get("recipe", {}).get("pretrained", True)
+    return EntryMetadata(
+        model_name=f"Default model (shipped): {config['architecture']}"
+        + (f", ensemble of {members}" if members > 1 else ""),
+        team="maintainers",
+        method_type=METHOD_OF_STRATEGY[block["strategy"]],
+        backbone=config["architecture"],
+        pretraining=PRETRAINING[cfg.weights] if pretrained else "none",
+        training_data="AMi-Br train" if block.get("provenance", {}).get("train_split") else "",
+        description="The model the Space ships; see the model card beside its weights.",
+    )

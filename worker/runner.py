@@ -1,0 +1,349 @@
+"""The worker itself: claims jobs from its lanes, runs them, writes results, reports health."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from sqlalchemy import update
+from sqlalchemy.orm import sessionmaker
+
+from evaluation.bundle import LabelStore, PublicBundle
+from evaluation.errors import EvaluationError, TimeLimitExceeded
+from evaluation.run_checkpoint import as_predictions, predict_splits
+from evaluation.scoring import SCORER_VERSION, read_predictions, score_predictions
+from evaluation.splits import TEST_SPLITS, get_split
+from fileio import atomic_write
+from leaderboard.board import build_board, last_updated
+from leaderboard.hub import start_hub_sync, write_folder
+from leaderboard.publication import release
+from leaderboard.standings import update_standing
+from models.archive import CheckpointFiles
+from models.checkpoint import checkpoint_from_files
+from models.errors import ModelError
+from models.imaging import load_crop
+from models.predictor import Predictor
+from settings import Settings
+from store.engine import open_store
+from store.locks import lock_account
+from store.schema import PUBLIC_ONLY, Job, Result, Submission
+from submissions import jobs, worker_registry
+from submissions.errors import SubmissionError
+from submissions.jobs import request_rows
+from submissions.queue import EvaluationQueue
+from worker.maintenance import Maintenance
+from worker.supervisor import InteractiveSignal
+
+log = logging.getLogger("worker")
+EFFICIENCY_CROPS = 32
+
+
+class Worker:
+    """Runs evaluation jobs."""
+
+    def __init__(self, settings: Settings, lanes: tuple[str, ...] | None = None) -> None:
+        self.settings = settings
+        self.sessions: sessionmaker = open_store(settings.database_url)
+        self.lanes = lanes or default_lanes()
+        self.queue = EvaluationQueue(settings, handler=self.run_job, lanes=self.lanes)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.splits = [s.name for s in TEST_SPLITS]
+        self.hub = start_hub_sync(settings)  # None unless a results repo and token are set
+        self.interactive = InteractiveSignal(settings.data_dir)
+        self.stop = threading.Event()
+        self.maintenance = Maintenance(settings, self.sessions, self.queue, self.stop)
+        self._running: list[int] = []  # jobs running now, one per lane at most
+        self._state = threading.Lock()
+        self._exporting = threading.Lock()
+        self._exported_version = None  # the board's last_updated when the folder was written
+
+    def _report(self, job_id: int, running: bool) -> None:
+        """Tell the store which job this worker runs now (the latest started of its lanes)."""
+        with self._state:
+            if running:
+                self._running.append(job_id)
+            else:
+                self._running.remove(job_id)
+            current = self._running[-1] if self._running else None
+        worker_registry.beat(
+            self.sessions, self.name, state="running" if current else "idle", job_id=current
+        )
+
+    def run_job(self, job_id: int) -> None:
+        """Claim, run and close one job; a job that is not queued any more is skipped."""
+        token = jobs.claim(self.sessions, job_id, self.name, self.settings.lease_s)
+        if token is None:
+            return
+        self._report(job_id, running=True)
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job_id, token, stop), daemon=True)
+        beat.start()
+        started = time.monotonic()
+        kind = ""
+        try:
+            with self.sessions() as session:
+                job = session.get(Job, job_id)
+                submission, scope, counted = job.submission, job.scope, job.counts_toward_quota
+            kind = submission.kind if counted else ""  # re-scorings cost their submitter nothing
+            # read for every job: a rebuilt release or label store takes effect at once
+            bundle = PublicBundle(self.settings.public_dir)
+            labels = LabelStore(self.settings.labels_dir)
+            predictions = self._predictions(submission, bundle, job_id, token)
+            truth = labels.all_labels()
+            if scope == PUBLIC_ONLY:  # spends no hidden scoring: the hidden labels stay unread
+                truth = {s: t for s, t in truth.items() if not get_split(s).hidden}
+            scores = score_predictions(
+                predictions, truth, n_resamples=self.settings.bootstrap_resamples
+            )
+            written = jobs.finish(
+                self.sessions,
+                job_id,
+                token,
+                lambda session, job: self._write_results(
+                    session, job, predictions, scores, truth, labels.label_set_hash
+                ),
+                charged_s=self._charge(kind, started),
+            )
+            log.info("job %d %s", job_id, "finished" if written else "lost its lease: dropped")
+            if written and scope != PUBLIC_ONLY:  # a public-split check leaves the standing
+                self.update_standing(truth, labels.label_set_hash)
+        except TimeLimitExceeded as e:
+            jobs.fail(self.sessions, job_id, token, str(e), charged_s=self._charge(kind, started))
+            log.info("job %d failed: %s", job_id, e)
+        except (EvaluationError, ModelError, SubmissionError) as e:
+            jobs.fail(self.sessions, job_id, token, str(e))
+            log.info("job %d failed: %s", job_id, e)
+        except Exception:  # out of memory included: the attempt's time is charged
+            log.exception("job %d: internal error", job_id)
+            charged = self._charge(kind, started)
+            jobs.fail(self.sessions, job_id, token, "internal error", charged_s=charged)
+        finally:
+            stop.set()
+            self._report(job_id, running=False)
+            self.export_results()
+
+    @staticmethod
+    def _charge(kind: str, started: float) -> float:
+        """Run time charged to the submitter's compute allowance (checkpoints only)."""
+        return round(time.monotonic() - started, 3) if kind == "checkpoint" else 0.0
+
+    def _heartbeat(self, job_id: int, token: str, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.lease_s / 3):
+            if not jobs.heartbeat(self.sessions, job_id, token, self.settings.lease_s):
+                return
+
+    def _predictions(self, submission: Submission, bundle: PublicBundle, job_id: int, token: str):
+        path = self.settings.data_dir / submission.path
+        if submission.kind == "predictions":
+            return read_predictions(
+                path, bundle.manifest, max_bytes=self.settings.max_prediction_file_bytes
+            )
+        cached = self.settings.data_dir / "predictions" / f"{submission.sha256}.csv"
+        try:
+            return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
+        except (OSError, ValueError, KeyError):  # not there yet, or unreadable: run the model
+            pass
+        with CheckpointFiles.open(path, max_bytes=self.settings.max_checkpoint_bytes) as files:
+            checkpoint = checkpoint_from_files(files)
+
+        def before_chunk(done: int, total: int) -> None:
+            jobs.progress(self.sessions, job_id, token, done, total)
+            self.interactive.wait_while_busy()  # a user of the Space goes first
+
+        started = time.monotonic()
+        predictor = Predictor(checkpoint, device="auto")
+        frame = predict_splits(
+            predictor,
+            bundle,
+            self.splits,
+            cache_dir=self.settings.cache_dir,
+            deadline=started + self.settings.job_time_limit_s,
+            before_chunk=before_chunk,
+        )
+        with self.sessions() as session:
+            flops = session.get(Job, job_id).flops_per_crop
+        if flops:
+            seconds = time.monotonic() - started
+            worker_registry.record_speed(
+                self.sessions, self.name, flops * len(frame) / seconds / 1e9
+            )
+        atomic_write(cached, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6f"))
+        self._record_efficiency(submission.id, predictor, bundle)
+        return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
+
+    def _record_efficiency(self, submission_id: int, predictor: Predictor, bundle) -> None:
+        """Parameters and forward time per crop (batch of EFFICIENCY_CROPS test crops).
+
+        A figure for the board, never a reason to fail the job: a failure is logged.
+        """
+        paths = sorted(bundle.test_crops_dir.glob("*.png"))[:EFFICIENCY_CROPS]
+        try:
+            self.interactive.wait_while_busy()  # a user of the Space goes first
+            crops = np.stack([load_crop(path) for path in paths])
+            ms = predictor.ms_per_crop(crops)
+        except Exception:
+            log.exception("efficiency of submission %d", submission_id)
+            return
+        with self.sessions.begin() as session:
+            submission = session.get(Submission, submission_id)
+            submission.parameters = predictor.parameters
+            submission.ms_per_crop = round(ms, 2)
+            submission.measured_on = f"{_device()}, batch {len(crops)}"
+
+    def _write_results(self, session, job, predictions, scores, truth, label_hash) -> None:
+        """The new current results of the job's submission (older ones stay, not current)."""
+        lock_account(session, job.submission.user)  # first: the order every decision takes
+        session.execute(
+            update(Result)
+            .where(
+                Result.submission_id == job.submission_id,
+                Result.current.is_(True),
+                Result.split.in_(list(scores)),  # a public-split check keeps hidden results
+            )
+            .values(current=False)
+        )
+        position = pd.Index(predictions.image_ids)
+        versions = f"torch {torch.__version__}, numpy {np.__version__}"
+        rows = []
+        for split, s in scores.items():
+            # decisions in sorted-id order
+            ids = np.sort(truth[split].image_ids)
+            decided = predictions.predicted[position.get_indexer(ids)]
+            ba, auc, c = s.balanced_accuracy, s.auroc, s.confusion
+            rows.append(
+                Result(
+                    job_id=job.id,
+                    submission_id=job.submission_id,
+                    split=split,
+                    n=s.n,
+                    n_atypical=s.n_atypical,
+                    ba=ba.estimate,
+                    ba_low=ba.low,
+                    ba_high=ba.high,
+                    sensitivity=s.sensitivity,
+                    specificity=s.specificity,
+                    auroc=auc.estimate,
+                    auroc_low=auc.low,
+                    auroc_high=auc.high,
+                    average_precision=s.average_precision,
+                    brier=s.brier,
+                    ece=s.ece,
+                    tp=c.tp,
+                    fn=c.fn,
+                    tn=c.tn,
+                    fp=c.fp,
+                    decisions=np.packbits(decided.astype(bool)).tobytes(),
+                    curves=s.curves,
+                    scorer_version=SCORER_VERSION,
+                    label_set_hash=label_hash,
+                    versions=versions,
+                )
+            )
+        release(session, job, rows, self.settings)
+        session.add_all(rows)
+
+    def update_standing(self, truth=None, label_set_hash: str | None = None) -> None:
+        """Recompute the rank standing from the tested entries (``leaderboard.standings``).
+
+        Never fails a job: a job's results are written before this runs, and the next
+        scoring or worker start computes the standing again.
+        """
+        try:
+            if truth is None:
+                labels = LabelStore.if_present(self.settings.labels_dir)
+                if labels is None:
+                    return
+                truth, label_set_hash = labels.all_labels(), labels.label_set_hash
+            update_standing(
+                self.sessions,
+                truth,
+                label_set_hash=label_set_hash,
+                n_resamples=self.settings.bootstrap_resamples,
+            )
+        except Exception:
+            log.exception("rank standing")
+
+    def export_results(self) -> None:
+        """Rewrite the results dataset folder (``leaderboard.hub``), which the Hub sync commits.
+
+        Never fails a job: the next job or worker start writes the folder again.
+        """
+        try:
+            with self._exporting:  # the lanes' threads finish jobs concurrently
+                self._exported_version = last_updated(self.sessions)
+                entries = build_board(self.sessions)
+                with self.sessions() as session:
+                    requests = request_rows(session, {e.submission_id for e in entries})
+                if self.hub:
+                    self.hub.write(entries, requests)
+                else:
+                    write_folder(self.settings.results_dataset_dir, entries, requests)
+        except Exception:
+            log.exception("results dataset")
+
+    def export_if_changed(self) -> bool:
+        """Rewrite the results folder if the board changed without a job (a withdrawal...)."""
+        if last_updated(self.sessions) == self._exported_version:
+            return False
+        self.update_standing()  # the tested entries may have changed
+        self.export_results()
+        return True
+
+    def _beat_forever(self) -> None:
+        while not self.stop.wait(worker_registry.HEARTBEAT_S):
+            try:
+                worker_registry.beat(self.sessions, self.name)
+                self.export_if_changed()
+            except Exception:
+                log.exception("worker heartbeat")
+
+    def run(self) -> None:
+        """Register, seed, start the heartbeat and the reaper, consume the queue until stopped."""
+        worker_registry.register(
+            self.sessions,
+            self.name,
+            socket.gethostname(),
+            os.getpid(),
+            _device(),
+            threads=torch.get_num_threads(),
+            lanes=self.lanes,
+        )
+        self.maintenance.seed()
+        self.maintenance.rescore_stale()
+        self.update_standing()
+        self.export_results()
+        threading.Thread(target=self._beat_forever, daemon=True).start()
+        threading.Thread(target=self.maintenance.watch_labels, daemon=True).start()
+        threading.Thread(
+            target=jobs.reap_forever, args=(self.sessions, self.queue, self.stop), daemon=True
+        ).start()
+        consumers = [
+            huey.create_consumer(
+                workers=1, initial_delay=0.02, backoff=1.1, max_delay=0.1, check_worker_health=False
+            )
+            for huey in self.queue.lanes.values()
+        ]
+        for consumer in consumers[:-1]:  # each lane has its own consumer thread
+            consumer.start()
+        try:
+            consumers[-1].run()
+        finally:
+            self.stop.set()
+            worker_registry.beat(self.sessions, self.name, state="stopped", job_id=None)
+
+
+def default_lanes() -> tuple[str, ...]:
+    """Every lane on a GPU host; the files and CPU model lanes elsewhere."""
+    return ("files", "models", "gpu") if torch.cuda.is_available() else ("files", "models")
+
+
+def _device() -> str:
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
