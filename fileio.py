@@ -9,7 +9,7 @@ or none: files go through a unique temporary file beside the target, folders are
 theirs and swapped in; zips are written with sorted names and one fixed timestamp, so the same
 content always gives the same bytes. Text meant for spreadsheets is defused
 (:func:`spreadsheet_safe`), and submitter-written text shown as Markdown is escaped
-(:func:`markdown_literal`).
+(:func:`markdown_literal`). Prediction files are written in one way (:func:`write_predictions`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 FIXED_ZIP_TIME = (2026, 1, 1, 0, 0, 0)
+PREDICTION_COLUMNS = ("image_id", "prob_atypical", "label")  # a prediction file; label optional
 # a cell starting with one of these is run as a formula by spreadsheets (CSV injection)
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
@@ -179,3 +180,14 @@ def spreadsheet_safe(value):
 def markdown_literal(text: str) -> str:
     """Submitter-written text as literal Markdown (metadata validation already refuses HTML)."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def write_predictions(frame, target) -> None:
+    """Write a prediction file: ``image_id,prob_atypical[,label]``, six decimals, Unix line ends.
+
+    ``frame`` is a pandas frame with those columns (others are left out); ``target`` a path or
+    a text stream. Every writer of the format (the predict command, the checkpoint runner, the
+    worker's cache, the Classify tab, the release's template) goes through here.
+    """
+    columns = [column for column in PREDICTION_COLUMNS if column in frame.columns]
+    frame[columns].to_csv(target, index=False, float_format="%.6f", lineterminator="\n")

@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from evaluation import bundle, hub_dataset
 from evaluation.errors import SourceError
 from evaluation.splits import AMIBR_TEST, ATNORM_MD, SPLITS, TEST_SPLITS, TRAIN_SPLIT
-from fileio import deterministic_zip, replace_folder, staged_folder
+from fileio import deterministic_zip, replace_folder, staged_folder, write_predictions
 from settings import PUBLIC_RELEASE_COMMIT, PUBLIC_RELEASE_URL, Settings
 from training import trainset
 
@@ -237,7 +237,7 @@ def _write_release(
         public / bundle.AMIBR_TEST_LABELS_CSV, index=False
     )
     template = labels[["image_id"]].assign(prob_atypical=0.5)
-    template.to_csv(public / bundle.PREDICTIONS_TEMPLATE_CSV, index=False)
+    write_predictions(template, public / bundle.PREDICTIONS_TEMPLATE_CSV)
     _write_zip(public, labels["image_id"])
     labels.to_csv(private / bundle.PRIVATE_LABELS_CSV, index=False)
     _write_md_votes(source_dir, labels, private)

@@ -29,7 +29,7 @@ from evaluation.scoring import (
     load_labels,
     score_predictions,
 )
-from fileio import atomic_write
+from fileio import atomic_write, write_predictions
 from models.errors import ModelError
 from models.predictor import Predictor
 from settings import Settings
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 cache_dir=settings.data_dir / "cache",
             )
             if args.predictions_out:
-                frame.to_csv(args.predictions_out, index=False, float_format="%.6f")
+                write_predictions(frame, args.predictions_out)
                 frame = pd.read_csv(args.predictions_out, dtype={"image_id": str})
             report[str(path)] = score_predictions(
                 as_predictions(frame), labels, n_resamples=settings.bootstrap_resamples

@@ -23,12 +23,12 @@ from evaluation.bundle import LabelStore, PublicBundle, SplitLabels
 from evaluation.curves import reliability_bins, roc_points
 from evaluation.errors import InvalidPredictionFile
 from evaluation.splits import AMIBR_TEST, ATYPICAL, LABELS, TEST_SPLITS, get_split
-from fileio import describe_sizes, read_bounded
+from fileio import PREDICTION_COLUMNS, describe_sizes, read_bounded
 from settings import MAX_PREDICTION_FILE_MB, MB
 
 SCORER_VERSION = "1.0"
 THRESHOLD = 0.5
-REQUIRED_COLUMNS = ("image_id", "prob_atypical")
+REQUIRED_COLUMNS = PREDICTION_COLUMNS[:2]  # label is optional
 OPTIONAL_COLUMNS = ("label",)
 DEFAULT_MAX_BYTES = MAX_PREDICTION_FILE_MB * MB
 _FOREIGN_BOMS = {

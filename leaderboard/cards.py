@@ -13,6 +13,7 @@ from evaluation.disclosure import released_number
 from evaluation.splits import SPLIT_TITLES, TEST_SPLITS, get_split
 from fileio import markdown_literal
 from leaderboard.columns import ba_cell, rank_range_cell
+from leaderboard.errors import EntryNotOnBoard
 from leaderboard.export import board_rows
 from leaderboard.ranking import Entry
 
@@ -44,7 +45,10 @@ def entry_card(entries: list[Entry], submission_id: int) -> str:
     """One entry, readable: what it is, its numbers per split, efficiency, provenance."""
     found = {e.submission_id: (e, r) for e, r in zip(entries, board_rows(entries), strict=True)}
     if submission_id not in found:
-        raise ValueError(f"No entry with id {submission_id} on the board.")
+        raise EntryNotOnBoard(
+            f"Entry {submission_id} is not on the board (any more): it was withdrawn or its "
+            "scoring was replaced. Refresh the board and choose another entry."
+        )
     entry, row = found[submission_id]
     meta = entry.meta
     table = [
@@ -112,7 +116,10 @@ def entry_curves(entries: list[Entry], submission_id: int) -> tuple[pd.DataFrame
             curves = (entry.scores.get("amibr_test") or {}).get("curves")
             break
     else:
-        raise ValueError(f"No entry with id {submission_id} on the board.")
+        raise EntryNotOnBoard(
+            f"Entry {submission_id} is not on the board (any more): it was withdrawn or its "
+            "scoring was replaced. Refresh the board and choose another entry."
+        )
     if not curves:
         return pd.DataFrame(columns=columns), pd.DataFrame(columns=columns)
     diagonal = pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0]})

@@ -8,6 +8,7 @@ card is Markdown, so every submitter-written text in it is escaped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -15,8 +16,11 @@ import pandas as pd
 from evaluation.disclosure import WITHHELD, released_number
 from leaderboard.export import board_rows
 from leaderboard.ranking import PAPER_NOTE, Entry
+from store.schema import EntrySource
 
-SOURCES = ("verified", "self-reported", "paper", "pathologist")
+SOURCES = tuple(
+    str(source) for source in EntrySource
+)  # verified, self-reported, paper, pathologist
 SOURCE_COLOURS = {  # fixed, so a source keeps its colour whatever the filters show
     "verified": "#1f77b4",
     "self-reported": "#ff7f0e",
@@ -26,28 +30,6 @@ SOURCE_COLOURS = {  # fixed, so a source keeps its colour whatever the filters s
 FOUNDATION_METHODS = ("linear probe", "LoRA")
 SMALL_MODEL = 30_000_000
 TRACKS = ("no foundation model", "≤ 30 M parameters")
-MAIN_COLUMNS = [
-    "rank",
-    "model",
-    "team",
-    "method",
-    "hidden mean BA",
-    "AtNorM-Br BA",
-    "AtNorM-MD BA",
-    "AMi-Br test BA",
-    "rank range (95 %)",
-    "source",
-]
-EXTRA_COLUMNS = [
-    "backbone",
-    "pretraining",
-    "parameters (M)",
-    "ms / crop",
-    "AMi-Br test AUROC",
-    "AMi-Br test sens / spec",
-    "trained on MIDOG++",
-    "scored",
-]
 NO_MATCH = "No entry matches the search and filters."
 EMPTY_BOARD = (
     "Nothing on the board yet: the evaluation worker adds the paper's rows when it starts."
@@ -120,62 +102,70 @@ def _parameters(row: dict) -> str:
     return "" if row["parameters"] is None else f"{row['parameters'] / 1e6:.1f}"
 
 
-CELLS = {
-    "rank": lambda r: "" if r["rank"] is None else str(r["rank"]),
-    "model": lambda r: r["model_name"],
-    "team": lambda r: r["team"],
-    "method": lambda r: r["method_type"],
-    "hidden mean BA": lambda r: (
-        WITHHELD if r["hidden_withheld"] else released_number(r["hidden_mean_ba"])
+@dataclass(frozen=True)
+class Column:
+    """One column of the board: its title, its cell, what it sorts by, where it is shown.
+
+    Every list of columns (the table's, *More columns*, sorting) is derived from
+    :data:`COLUMNS`, so a column is declared once.
+    """
+
+    title: str
+    cell: Callable[[dict], str]  # an export row (``export.board_rows``) -> the cell's text
+    sort_key: str  # the export row field the column orders by
+    main: bool = True  # shown by default; else offered under "More columns"
+    ascending_first: bool = False  # a first click sorts A-Z / smallest first (not best first)
+
+
+COLUMNS = (
+    Column("rank", lambda r: "" if r["rank"] is None else str(r["rank"]), "rank", True, True),
+    Column("model", lambda r: r["model_name"], "model_name", True, True),
+    Column("team", lambda r: r["team"], "team", True, True),
+    Column("method", lambda r: r["method_type"], "method_type", True, True),
+    Column(
+        "hidden mean BA",
+        lambda r: WITHHELD if r["hidden_withheld"] else released_number(r["hidden_mean_ba"]),
+        "hidden_mean_ba",
     ),
-    "AtNorM-Br BA": lambda r: ba_cell(r, "atnorm_br"),
-    "AtNorM-MD BA": lambda r: ba_cell(r, "atnorm_md"),
-    "AMi-Br test BA": lambda r: ba_cell(r, "amibr_test"),
-    "rank range (95 %)": rank_range_cell,
-    "source": lambda r: r["source"] + (" · maintainer-run" if r.get("maintainer_run") else ""),
-    "backbone": lambda r: r["backbone"],
-    "pretraining": lambda r: r["pretraining"],
-    "parameters (M)": _parameters,
-    "ms / crop": lambda r: "" if r["ms_per_crop"] is None else f"{r['ms_per_crop']:.1f}",
-    "AMi-Br test AUROC": lambda r: released_number(r["amibr_test_auroc"]),
-    "AMi-Br test sens / spec": lambda r: _sens_spec(r, "amibr_test"),
-    "trained on MIDOG++": lambda r: "yes" if r["uses_midog"] else "",
-    "scored": lambda r: (r.get("scored_at") or "")[:10],
-}
-
-
-SORT_KEYS = {  # the export row field each sortable column orders by
-    "rank": "rank",
-    "model": "model_name",
-    "team": "team",
-    "method": "method_type",
-    "hidden mean BA": "hidden_mean_ba",
-    "AtNorM-Br BA": "atnorm_br_ba",
-    "AtNorM-MD BA": "atnorm_md_ba",
-    "AMi-Br test BA": "amibr_test_ba",
-    "rank range (95 %)": "rank_low",
-    "source": "source",
-    "backbone": "backbone",
-    "pretraining": "pretraining",
-    "parameters (M)": "parameters",
-    "ms / crop": "ms_per_crop",
-    "AMi-Br test AUROC": "amibr_test_auroc",
-    "AMi-Br test sens / spec": "amibr_test_sensitivity",
-    "trained on MIDOG++": "uses_midog",
-    "scored": "scored_at",
-}
-ASCENDING_FIRST = (
-    "rank",
-    "model",
-    "team",
-    "method",
-    "rank range (95 %)",
-    "source",
-    "backbone",
-    "pretraining",
-    "parameters (M)",
-    "ms / crop",
+    Column("AtNorM-Br BA", lambda r: ba_cell(r, "atnorm_br"), "atnorm_br_ba"),
+    Column("AtNorM-MD BA", lambda r: ba_cell(r, "atnorm_md"), "atnorm_md_ba"),
+    Column("AMi-Br test BA", lambda r: ba_cell(r, "amibr_test"), "amibr_test_ba"),
+    Column("rank range (95 %)", lambda r: rank_range_cell(r), "rank_low", True, True),
+    Column(
+        "source",
+        lambda r: r["source"] + (" · maintainer-run" if r.get("maintainer_run") else ""),
+        "source",
+        True,
+        True,
+    ),
+    Column("backbone", lambda r: r["backbone"], "backbone", False, True),
+    Column("pretraining", lambda r: r["pretraining"], "pretraining", False, True),
+    Column("parameters (M)", lambda r: _parameters(r), "parameters", False, True),
+    Column(
+        "ms / crop",
+        lambda r: "" if r["ms_per_crop"] is None else f"{r['ms_per_crop']:.1f}",
+        "ms_per_crop",
+        False,
+        True,
+    ),
+    Column(
+        "AMi-Br test AUROC",
+        lambda r: released_number(r["amibr_test_auroc"]),
+        "amibr_test_auroc",
+        False,
+    ),
+    Column(
+        "AMi-Br test sens / spec",
+        lambda r: _sens_spec(r, "amibr_test"),
+        "amibr_test_sensitivity",
+        False,
+    ),
+    Column("trained on MIDOG++", lambda r: "yes" if r["uses_midog"] else "", "uses_midog", False),
+    Column("scored", lambda r: (r.get("scored_at") or "")[:10], "scored_at", False),
 )
+BY_TITLE = {column.title: column for column in COLUMNS}
+MAIN_COLUMNS = [c.title for c in COLUMNS if c.main]
+EXTRA_COLUMNS = [c.title for c in COLUMNS if not c.main]
 
 
 def next_sort(current: tuple[str, bool] | None, clicked: str) -> tuple[str, bool] | None:
@@ -185,9 +175,9 @@ def next_sort(current: tuple[str, bool] | None, clicked: str) -> tuple[str, bool
     names, smallest first for ranks and costs); a second click reverses it; a third restores
     the board's order. One column at a time: sorts never stack.
     """
-    if clicked not in SORT_KEYS:
+    if clicked not in BY_TITLE:
         return current
-    first = clicked not in ASCENDING_FIRST
+    first = not BY_TITLE[clicked].ascending_first
     if current is None or current[0] != clicked:
         return clicked, first
     return (clicked, not first) if current[1] == first else None
@@ -209,7 +199,7 @@ def sort_entries(entries: list[Entry], sort: tuple[str, bool] | None) -> list[En
     if sort is None:
         return entries
     column, descending = sort
-    key = SORT_KEYS[column]
+    key = BY_TITLE[column].sort_key
     rows = board_rows(entries)
     present = [(e, r[key]) for e, r in zip(entries, rows, strict=True) if r[key] not in (None, "")]
     blank = [e for e, r in zip(entries, rows, strict=True) if r[key] in (None, "")]
@@ -228,7 +218,7 @@ def display_table(entries: list[Entry], *, extra_columns=(), empty=NO_MATCH) -> 
     With no entry, one row says why (``empty``), never a bare header.
     """
     columns = MAIN_COLUMNS + [c for c in EXTRA_COLUMNS if c in extra_columns]
-    rows = [[CELLS[c](row) for c in columns] for row in board_rows(entries)]
+    rows = [[BY_TITLE[c].cell(row) for c in columns] for row in board_rows(entries)]
     if not rows:
         rows = [["", empty, *([""] * (len(columns) - 2))]]
     return pd.DataFrame(rows, columns=columns)

@@ -9,3 +9,7 @@ class LeaderboardError(ValueError):
 
 class NotPublishable(LeaderboardError):
     """A scoring cannot be published: not withheld, below the floor, or no allowance left."""
+
+
+class EntryNotOnBoard(LeaderboardError):
+    """The entry asked for is not on the board (any more): withdrawn, re-scored or never there."""

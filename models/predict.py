@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fileio import write_predictions
 from models.errors import ModelError
 from models.imaging import IMAGE_SUFFIXES
 from models.predictor import Predictor, predictions_table
@@ -65,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.format == "submission":
         table = predictions_table([p.stem for p in images], predictions)
-        table = table.rename(columns={"image": "image_id"})
+        write_predictions(table.rename(columns={"image": "image_id"}), sys.stdout)
     else:
         table = predictions_table([str(p) for p in images], predictions)
-    table.to_csv(sys.stdout, index=False, float_format="%.6f", lineterminator="\n")
+        table.to_csv(sys.stdout, index=False, float_format="%.6f", lineterminator="\n")
     return 0
 
 

@@ -13,13 +13,13 @@ import gradio as gr
 
 from evaluation.errors import EvaluationError
 from evaluation.scoring import as_prediction_file
+from fileio import write_predictions
 from models.batching import BATCHER
 from models.errors import ModelError
 from models.imaging import load_crop, size_note
 from models.predictor import Predictor, answer_text, load_predictor, predictions_table
 from ui.components import CropImage, discard_upload
-from ui.space import DEFAULT_MODEL, ZERO_GPU, Space, gpu, user_facing
-from worker.supervisor import InteractiveSignal
+from ui.space import DEFAULT_MODEL, ZERO_GPU, Space, bind, gpu, user_facing
 
 CONCURRENT_CLASSIFY = 64
 
@@ -36,76 +36,86 @@ def run(predictor: Predictor, crop, tta: bool, explain: bool):
     return predictor.answer(predictor.predict_array(crop[None], tta=tta)[0])
 
 
+@user_facing
+def classify(space: Space, image: str, model: str, tta: bool, explain: bool = True):
+    """P(atypical), the decision and (when ``explain``) the Grad-CAM overlay of one crop."""
+    if not image:
+        raise gr.Error("Upload a crop first (PNG, JPEG, TIFF or WebP).")
+    space.users_waiting.touch()
+    try:
+        predictor = load_predictor(space.model_path(model))
+        crop = load_crop(image)  # a bad file is refused here, alone
+    except BaseException:
+        discard_upload(image)  # a refused upload leaves nothing behind
+        raise
+    if not explain:
+        answer = run(predictor, crop, tta, explain=False)
+        return round(answer.prob_atypical, 4), answer.label, None
+    explanation = run(predictor, crop, tta, explain=True)
+    p = explanation.prediction
+    return round(p.prob_atypical, 4), p.label, explanation.overlay
+
+
+@user_facing
+def classify_many(space: Space, files: list[str] | None, model: str, tta: bool):
+    """One row per file (a refused one with its message), the CSV, and a prediction file."""
+    if not files:
+        raise gr.Error("Upload one or more crops first.")
+    space.users_waiting.touch()
+    predictor = load_predictor(space.model_path(model))
+    crops, names, refused = [], [], {}
+    for file in files:
+        try:
+            crops.append(load_crop(file))
+            names.append(Path(file).name)
+        except ModelError as e:  # this file alone: the others are still classified
+            refused[Path(file).name] = str(e)
+    if not crops:
+        predictions = []
+    elif ZERO_GPU:
+        predictions = [predictor.answer(p) for p in predictor.predict_array(crops, tta=tta)]
+    else:
+        predictions = BATCHER.predict_many(predictor, crops, tta=tta)
+    table = predictions_table(names, predictions)
+    out = space.download_path("predictions.csv")
+    table.to_csv(out, index=False)
+    try:
+        submission = as_prediction_file(table, space.submissions.bundle.manifest)
+    except EvaluationError:  # no public release here: no test-crop ids to match
+        submission = None
+    submission_path = None
+    if submission is not None:
+        submission_path = space.download_path("submission.csv")
+        write_predictions(submission, submission_path)
+    shown = table.round({"prob_atypical": 4}).assign(note="")
+    for name, message in refused.items():
+        shown.loc[len(shown)] = [name, None, "not classified", message]
+    return shown, str(out), submission_path and str(submission_path)
+
+
+def describe(image: str | None, prob: float | None):
+    """The answer in words, and what was done to an image that is not a 128x128 crop."""
+    if image is None or prob is None:
+        return "", gr.Number(visible=False)
+    try:
+        note = size_note(image)
+    except ModelError:
+        note = ""
+    return answer_text(prob) + (f"\n\n⚠ {note}" if note else ""), gr.Number(visible=True)
+
+
+def model_choices(space: Space):
+    """The shipped model and every verified checkpoint stored on the server."""
+    return gr.Dropdown(choices=list(space.models()))
+
+
+def cleared_answer():
+    """A new crop: no answer until it is classified."""
+    return gr.Number(value=None, visible=False), "", None, "Upload a crop and press Classify."
+
+
 def classify_tab(demo: gr.Blocks, space: Space) -> None:
     """Lay out the tab and wire its events (``/classify`` is public)."""
-    users_waiting = InteractiveSignal(space.settings.data_dir)  # the worker pauses for them
-
-    @gpu
-    @user_facing
-    def classify(image: str, model: str, tta: bool, explain: bool = True):
-        """P(atypical), the decision and (when ``explain``) the Grad-CAM overlay of one crop."""
-        if not image:
-            raise gr.Error("Upload a crop first (PNG, JPEG, TIFF or WebP).")
-        users_waiting.touch()
-        try:
-            predictor = load_predictor(space.model_path(model))
-            crop = load_crop(image)  # a bad file is refused here, alone
-        except BaseException:
-            discard_upload(image)  # a refused upload leaves nothing behind
-            raise
-        if not explain:
-            answer = run(predictor, crop, tta, explain=False)
-            return round(answer.prob_atypical, 4), answer.label, None
-        explanation = run(predictor, crop, tta, explain=True)
-        p = explanation.prediction
-        return round(p.prob_atypical, 4), p.label, explanation.overlay
-
-    @gpu
-    @user_facing
-    def classify_many(files: list[str] | None, model: str, tta: bool):
-        if not files:
-            raise gr.Error("Upload one or more crops first.")
-        users_waiting.touch()
-        predictor = load_predictor(space.model_path(model))
-        crops, names, refused = [], [], {}
-        for file in files:
-            try:
-                crops.append(load_crop(file))
-                names.append(Path(file).name)
-            except ModelError as e:  # this file alone: the others are still classified
-                refused[Path(file).name] = str(e)
-        if not crops:
-            predictions = []
-        elif ZERO_GPU:
-            predictions = [predictor.answer(p) for p in predictor.predict_array(crops, tta=tta)]
-        else:
-            predictions = BATCHER.predict_many(predictor, crops, tta=tta)
-        table = predictions_table(names, predictions)
-        out = space.download_path("predictions.csv")
-        table.to_csv(out, index=False)
-        try:
-            submission = as_prediction_file(table, space.submissions.bundle.manifest)
-        except EvaluationError:  # no public release here: no test-crop ids to match
-            submission = None
-        submission_path = None
-        if submission is not None:
-            submission_path = space.download_path("submission.csv")
-            submission.to_csv(submission_path, index=False)
-        shown = table.round({"prob_atypical": 4}).assign(note="")
-        for name, message in refused.items():
-            shown.loc[len(shown)] = [name, None, "not classified", message]
-        return shown, str(out), submission_path and str(submission_path)
-
-    def describe(image: str | None, prob: float | None):
-        """The answer in words, and what was done to an image that is not a 128x128 crop."""
-        if image is None or prob is None:
-            return "", gr.Number(visible=False)
-        try:
-            note = size_note(image)
-        except ModelError:
-            note = ""
-        return answer_text(prob) + (f"\n\n⚠ {note}" if note else ""), gr.Number(visible=True)
-
     with gr.Tab("Classify"):
         with gr.Row():
             with gr.Column():
@@ -146,14 +156,9 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
                     elem_id="batch-submission",
                 )
 
-    demo.load(
-        lambda: gr.Dropdown(choices=list(space.models())),
-        None,
-        model_choice,
-        api_visibility="private",
-    )
+    demo.load(bind(model_choices, space), None, model_choice, api_visibility="private")
     classify_button.click(
-        classify,
+        gpu(bind(classify, space)),  # ZeroGPU gets the inputs only, not the space
         [crop_image, model_choice, tta_switch, explain_switch],
         [prob_atypical, decision, overlay],
         api_name="classify",
@@ -163,18 +168,13 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         describe, [crop_image, prob_atypical], [answer, prob_atypical], api_visibility="private"
     )
     crop_image.change(
-        lambda: (
-            gr.Number(value=None, visible=False),
-            "",
-            None,
-            "Upload a crop and press Classify.",
-        ),
+        cleared_answer,
         None,
         [prob_atypical, decision, overlay, answer],
         api_visibility="private",
     )
     classify_many_button.click(
-        classify_many,
+        gpu(bind(classify_many, space)),
         [crop_files, model_choice, tta_switch],
         [batch_table, batch_csv, batch_submission],
         api_visibility="private",

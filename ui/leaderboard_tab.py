@@ -32,7 +32,7 @@ from leaderboard.columns import (
 )
 from leaderboard.export import board_rows, to_csv, to_json
 from store.entry import METHOD_TYPES
-from ui.space import Space, user_facing
+from ui.space import Space, bind, user_facing
 
 # A click on a header of the board asks the server to sort by that column: the column's
 # name goes to a hidden textbox (with the time, so that a second click is a change too).
@@ -50,53 +50,63 @@ SORT_JS = r"""
 """
 
 
+@user_facing
+def refresh(space: Space, search, method, sources, tracks, per_team, extras, sort):
+    """Every view of the board, from one filtered list of entries."""
+    board = space.board(per_team)
+    kept = sort_entries(
+        filter_entries(board, BoardFilter(search or "", method, tuple(sources), tuple(tracks))),
+        sort,
+    )
+    frame = domain_plot_frame(kept)
+    x_lim, y_lim = plot_limits(frame)
+    choices = [(f"#{e.rank or '–'} {e.model_name}", e.submission_id) for e in kept]
+    rows = board_rows(board)
+    csv_path = space.shared_download("leaderboard.csv", to_csv(rows))
+    json_path = space.shared_download("leaderboard.json", to_json(rows))
+    updated = last_updated(space.sessions)
+    stamp = updated.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if updated else "never"
+    return (
+        display_table(kept, extra_columns=extras, empty=NO_MATCH if board else EMPTY_BOARD),
+        gr.ScatterPlot(value=frame, x_lim=x_lim, y_lim=y_lim),
+        gr.Dropdown(choices=choices, value=None),
+        board_legend(board),
+        str(csv_path),
+        str(json_path),
+        f"Last updated {stamp} · shown at {datetime.now(UTC):%H:%M:%S} UTC. " + sort_note(sort),
+    )
+
+
+@user_facing
+def resort(space: Space, request: str, current, *filters):
+    """A click on a column header: the new sort, and every view under it."""
+    sort = next_sort(current, request.rsplit("|", 1)[0])
+    return sort, *refresh(space, *filters, sort)
+
+
+@user_facing
+def card(space: Space, submission_id):
+    """One entry's card, with its ROC and reliability curves on AMi-Br test."""
+    if submission_id is None:
+        empty = gr.LinePlot(value=None)
+        return (
+            "Choose an entry to see its numbers, its description and where they come from.",
+            empty,
+            empty,
+        )
+    board = space.board()
+    roc, reliability = entry_curves(board, int(submission_id))
+    return entry_card(board, int(submission_id)), roc, reliability
+
+
+@user_facing
+def board_notice(space: Space) -> str:
+    """Why the shipped model is not on the board yet, if it is not."""
+    return shipped_model_status(space.sessions)
+
+
 def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
     """Lay out the tab and wire its events (all private: the API is :func:`leaderboard_api`)."""
-
-    @user_facing
-    def refresh(search, method, sources, tracks, per_team, extras, sort):
-        """Every view of the board, from one filtered list of entries."""
-        board = space.board(per_team)
-        kept = sort_entries(
-            filter_entries(board, BoardFilter(search or "", method, tuple(sources), tuple(tracks))),
-            sort,
-        )
-        frame = domain_plot_frame(kept)
-        x_lim, y_lim = plot_limits(frame)
-        choices = [(f"#{e.rank or '–'} {e.model_name}", e.submission_id) for e in kept]
-        rows = board_rows(board)
-        csv_path = space.shared_download("leaderboard.csv", to_csv(rows))
-        json_path = space.shared_download("leaderboard.json", to_json(rows))
-        updated = last_updated(space.sessions)
-        stamp = updated.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if updated else "never"
-        return (
-            display_table(kept, extra_columns=extras, empty=NO_MATCH if board else EMPTY_BOARD),
-            gr.ScatterPlot(value=frame, x_lim=x_lim, y_lim=y_lim),
-            gr.Dropdown(choices=choices, value=None),
-            board_legend(board),
-            str(csv_path),
-            str(json_path),
-            f"Last updated {stamp} · shown at {datetime.now(UTC):%H:%M:%S} UTC. " + sort_note(sort),
-        )
-
-    @user_facing
-    def resort(request: str, current, *filters):
-        sort = next_sort(current, request.rsplit("|", 1)[0])
-        return sort, *refresh(*filters, sort)
-
-    @user_facing
-    def card(submission_id):
-        if submission_id is None:
-            empty = gr.LinePlot(value=None)
-            return (
-                "Choose an entry to see its numbers, its description and where they come from.",
-                empty,
-                empty,
-            )
-        board = space.board()
-        roc, reliability = entry_curves(board, int(submission_id))
-        return entry_card(board, int(submission_id)), roc, reliability
-
     with gr.Tab("Leaderboard") as tab:
         notice = gr.Markdown(elem_id="board-notice")
         updated = gr.Markdown(elem_id="board-updated")
@@ -164,12 +174,7 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
     filters = [search_box, method_filter, source_filter, track_filter, team_switch, extra_columns]
     views = [board_table, domain_plot, entry_choice, legend, csv_button, json_button, updated]
     demo.load(None, None, None, js=SORT_JS)
-    demo.load(
-        user_facing(lambda: shipped_model_status(space.sessions)),
-        None,
-        notice,
-        api_visibility="private",
-    )
+    demo.load(bind(board_notice, space), None, notice, api_visibility="private")
     gr.on(
         [
             demo.load,
@@ -181,40 +186,46 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
             team_switch.change,
             extra_columns.change,
         ],
-        refresh,
+        bind(refresh, space),
         [*filters, sort_state],
         views,
         api_visibility="private",
     )
     sort_request.change(
-        resort,
+        bind(resort, space),
         [sort_request, sort_state, *filters],
         [sort_state, *views],
         api_visibility="private",
     )
     entry_choice.change(
-        card, entry_choice, [entry_view, roc_plot, reliability_plot], api_visibility="private"
+        bind(card, space),
+        entry_choice,
+        [entry_view, roc_plot, reliability_plot],
+        api_visibility="private",
     )
+
+
+@user_facing
+def leaderboard(
+    space: Space,
+    search: str = "",
+    method: str = "all",
+    sources: list[str] | None = None,
+    per_team: bool = False,
+) -> list[dict]:
+    """The board as numbers: one dict per entry (released values only), in rank order.
+
+    Args:
+        space: the app's services (bound; not an API argument).
+        search: text found in the model name, team, backbone or pretraining.
+        method: end-to-end, linear probe, LoRA, other, or all.
+        sources: any of verified, self-reported, paper, pathologist (default: all).
+        per_team: only each team's best entry.
+    """
+    keep = BoardFilter(search or "", method or "all", tuple(sources or SOURCES))
+    return board_rows(filter_entries(space.board(per_team), keep))
 
 
 def leaderboard_api(space: Space) -> None:
     """``/leaderboard``: the board as numbers (call after the last tab: it is not a tab)."""
-
-    def leaderboard(
-        search: str = "",
-        method: str = "all",
-        sources: list[str] | None = None,
-        per_team: bool = False,
-    ) -> list[dict]:
-        """The board as numbers: one dict per entry (released values only), in rank order.
-
-        Args:
-            search: text found in the model name, team, backbone or pretraining.
-            method: end-to-end, linear probe, LoRA, other, or all.
-            sources: any of verified, self-reported, paper, pathologist (default: all).
-            per_team: only each team's best entry.
-        """
-        keep = BoardFilter(search or "", method or "all", tuple(sources or SOURCES))
-        return board_rows(filter_entries(space.board(per_team), keep))
-
-    gr.api(user_facing(leaderboard), api_name="leaderboard")
+    gr.api(bind(leaderboard, space), api_name="leaderboard")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import logging
 import tempfile
 import time
@@ -24,6 +25,7 @@ from store.errors import InvalidMetadata
 from submissions.errors import SubmissionError
 from submissions.identity import resolve_user
 from submissions.intake import Submissions
+from worker.supervisor import InteractiveSignal
 
 try:  # ZeroGPU hardware on a Space: the decorator attaches a GPU for each call
     import spaces
@@ -60,6 +62,23 @@ def user_facing(fn):
     return wrapper
 
 
+def bind(handler, space: Space):
+    """``handler(space, ...)`` as an event calls it: ``space`` given, its other parameters kept.
+
+    Handlers are module-level functions of the space and the inputs, so tests call them in
+    this process; Gradio reads the bound signature (inputs, ``gr.OAuthProfile``, API types)
+    and the docstring (the API's description).
+    """
+
+    @functools.wraps(handler)
+    def bound(*args, **kwargs):
+        return handler(space, *args, **kwargs)
+
+    signature = inspect.signature(handler)
+    bound.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+    return bound
+
+
 class Space:
     """The services behind the handlers, created on first use."""
 
@@ -70,6 +89,7 @@ class Space:
         self._downloads = tempfile.TemporaryDirectory(prefix="mitosis-downloads-")
         self._models: dict[str, Path] = {}
         self._models_read = -float("inf")
+        self.users_waiting = InteractiveSignal(settings.data_dir)  # the worker pauses for them
 
     def download_path(self, name: str) -> Path:
         """A fresh file for a download, in a folder removed when the process ends.

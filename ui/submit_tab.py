@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
@@ -11,139 +10,191 @@ import pandas as pd
 from leaderboard.publication import publish, release_status
 from settings import Settings
 from store.entry import FIELD_LABELS, METHOD_TYPES, EntryMetadata
-from submissions.intake import JobView
 from submissions.jobs import queue_table
 from submissions.receipts import job_report, receipt_card, submissions_table
 from submissions.worker_registry import health_table
 from ui.components import UploadFile, discard_upload
-from ui.space import Space, user_facing
+from ui.space import Space, bind, user_facing
+
+
+def _submit(space: Space, method: str, what: str, file: str | None, values: dict, **scope):
+    """Queue an upload with ``space.submissions.<method>``; the upload leaves Gradio's cache."""
+    if not file:
+        raise gr.Error(f"Upload a {what} first.")
+    try:
+        view = getattr(space.submissions, method)(
+            space.user(scope.pop("profile")), Path(file), EntryMetadata.from_dict(values), **scope
+        )
+        return job_report(space.sessions, view)
+    finally:
+        discard_upload(file)  # stored by hash when accepted; gone when refused
+
+
+@user_facing
+def submit_predictions(
+    space: Space,
+    file: str | None,
+    model_name: str,
+    team: str,
+    method_type: str,
+    backbone: str,
+    pretraining: str,
+    training_data: str,
+    uses_midog: bool,
+    paper_url: str,
+    code_url: str,
+    description: str,
+    public_only: bool = False,
+    profile: gr.OAuthProfile | None = None,
+) -> dict:
+    """Validate and queue a prediction file (.csv); returns the job's status."""
+    values = {k: v for k, v in locals().items() if k in FIELD_LABELS}
+    scope = {"public_only": True} if public_only else {}
+    return _submit(
+        space,
+        "submit_predictions",
+        "prediction file (.csv)",
+        file,
+        values,
+        profile=profile,
+        **scope,
+    )
+
+
+@user_facing
+def submit_checkpoint(
+    space: Space,
+    file: str | None,
+    model_name: str,
+    team: str,
+    method_type: str,
+    backbone: str,
+    pretraining: str,
+    training_data: str,
+    uses_midog: bool,
+    paper_url: str,
+    code_url: str,
+    description: str,
+    profile: gr.OAuthProfile | None = None,
+) -> dict:
+    """Validate and queue a checkpoint (.zip); returns the job's status."""
+    values = {k: v for k, v in locals().items() if k in FIELD_LABELS}
+    return _submit(space, "submit_checkpoint", "checkpoint (.zip)", file, values, profile=profile)
+
+
+@user_facing
+def submit_hub_model(
+    space: Space,
+    repo_id: str,
+    revision: str,
+    token: str,
+    model_name: str,
+    team: str,
+    method_type: str,
+    backbone: str,
+    pretraining: str,
+    training_data: str,
+    uses_midog: bool,
+    paper_url: str,
+    code_url: str,
+    description: str,
+    profile: gr.OAuthProfile | None = None,
+) -> dict:
+    """Fetch a checkpoint from the Hub by model id (pinned to a commit) and queue it.
+
+    ``token`` (gated or private repos) is used for the fetch only and kept nowhere.
+    """
+    values = {k: v for k, v in locals().items() if k in FIELD_LABELS}
+    if not (repo_id or "").strip():
+        raise gr.Error("Give the Hub model id, e.g. lab/mitosis-model.")
+    view = space.submissions.submit_hub_model(
+        space.user(profile),
+        repo_id,
+        revision,
+        EntryMetadata.from_dict(values),
+        token=(token or "").strip() or None,
+    )
+    return job_report(space.sessions, view)
+
+
+def _job_id(job_id: float | None, what: str) -> int:
+    if job_id is None:
+        raise gr.Error(f"Give the job id of {what}.")
+    return int(job_id)
+
+
+@user_facing
+def submission_status(
+    space: Space, job_id: float | None, profile: gr.OAuthProfile | None = None
+) -> dict:
+    """Status and released scores of one of your jobs."""
+    view = space.submissions.status(space.user(profile), _job_id(job_id, "your submission"))
+    return job_report(space.sessions, view)
+
+
+@user_facing
+def cancel_submission(
+    space: Space, job_id: float | None, profile: gr.OAuthProfile | None = None
+) -> dict:
+    """Cancel one of your jobs that has not started; returns its status."""
+    view = space.submissions.cancel(space.user(profile), _job_id(job_id, "the job to cancel"))
+    return job_report(space.sessions, view)
+
+
+@user_facing
+def withdraw_submission(
+    space: Space, job_id: float | None, profile: gr.OAuthProfile | None = None
+) -> dict:
+    """Take the entry of one of your jobs off the public board; returns its status."""
+    job = _job_id(job_id, "the entry to withdraw")
+    view = space.submissions.withdraw(space.user(profile), job)
+    return job_report(space.sessions, view)
+
+
+@user_facing
+def publish_submission(
+    space: Space, job_id: float | None, profile: gr.OAuthProfile | None = None
+) -> dict:
+    """Publish one of your withheld scorings from the allowance; returns its status."""
+    user, job = space.user(profile), _job_id(job_id, "the withheld scoring to publish")
+    publish(space.sessions, space.settings, user, job)
+    return job_report(space.sessions, space.submissions.status(user, job))
+
+
+@user_facing
+def my_submissions(space: Space, profile: gr.OAuthProfile | None = None):
+    """The signed-in user's jobs, and what they may still spend."""
+    if profile is None and space.on_space:  # signed out: no error every 3 s
+        return submissions_table([]), "Sign in to see your submissions and allowance."
+    user = space.user(profile)
+    views = space.submissions.my_submissions(user)
+    table = submissions_table([job_report(space.sessions, view) for view in views])
+    bar = release_status(space.sessions, space.settings, user)
+    return table, f"{space.submissions.allowance(user)}\n\n{bar}"
+
+
+@user_facing
+def public_queue(space: Space, profile: gr.OAuthProfile | None = None) -> pd.DataFrame:
+    """Everyone's queued and running jobs (others' anonymised)."""
+    viewer = None if profile is None and space.on_space else space.user(profile)
+    return queue_table(space.sessions, viewer)
+
+
+@user_facing
+def worker_health(space: Space) -> pd.DataFrame:
+    """The evaluation workers: device, heartbeat, what each one runs."""
+    return health_table(space.sessions)
+
+
+def show_receipt(report: dict | None):
+    """The receipt in words, and its job id for the status and cancel buttons."""
+    if not report:
+        return "", None
+    return receipt_card(report), report["job_id"]
 
 
 def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
     """Lay out the tab and wire its events (the submit, status and cancel endpoints are public)."""
-
-    def submit_handler(upload: Callable[[], Callable[..., JobView]], what: str):
-        """The handler of one upload kind; ``upload()`` gives the service's method for it."""
-
-        @user_facing
-        def submit(
-            file: str | None,
-            model_name: str,
-            team: str,
-            method_type: str,
-            backbone: str,
-            pretraining: str,
-            training_data: str,
-            uses_midog: bool,
-            paper_url: str,
-            code_url: str,
-            description: str,
-            public_only: bool = False,
-            profile: gr.OAuthProfile | None = None,
-        ) -> dict:
-            values = {k: v for k, v in locals().items() if k in FIELD_LABELS}
-            if not file:
-                raise gr.Error(f"Upload a {what} first.")
-            try:
-                meta = EntryMetadata.from_dict(values)
-                scope = {"public_only": True} if public_only else {}
-                view = upload()(space.user(profile), Path(file), meta, **scope)
-                return job_report(space.sessions, view)
-            finally:
-                discard_upload(file)  # stored by hash when accepted; gone when refused
-
-        submit.__doc__ = f"Validate and queue a {what}; returns the job's status."
-        return submit
-
-    submit_predictions = submit_handler(
-        lambda: space.submissions.submit_predictions, "prediction file (.csv)"
-    )
-    submit_checkpoint = submit_handler(
-        lambda: space.submissions.submit_checkpoint, "checkpoint (.zip)"
-    )
-
-    @user_facing
-    def submit_hub_model(
-        repo_id: str,
-        revision: str,
-        token: str,
-        model_name: str,
-        team: str,
-        method_type: str,
-        backbone: str,
-        pretraining: str,
-        training_data: str,
-        uses_midog: bool,
-        paper_url: str,
-        code_url: str,
-        description: str,
-        profile: gr.OAuthProfile | None = None,
-    ) -> dict:
-        """Fetch a checkpoint from the Hub by model id (pinned to a commit) and queue it.
-
-        ``token`` (gated or private repos) is used for the fetch only and kept nowhere.
-        """
-        values = {k: v for k, v in locals().items() if k in FIELD_LABELS}
-        if not (repo_id or "").strip():
-            raise gr.Error("Give the Hub model id, e.g. lab/mitosis-model.")
-        view = space.submissions.submit_hub_model(
-            space.user(profile),
-            repo_id,
-            revision,
-            EntryMetadata.from_dict(values),
-            token=(token or "").strip() or None,
-        )
-        return job_report(space.sessions, view)
-
-    @user_facing
-    def submission_status(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:
-        """Status and released scores of one of your jobs."""
-        if job_id is None:
-            raise gr.Error("Give the job id that your submission returned.")
-        view = space.submissions.status(space.user(profile), int(job_id))
-        return job_report(space.sessions, view)
-
-    @user_facing
-    def cancel_submission(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:
-        """Cancel one of your jobs that has not started; returns its status."""
-        if job_id is None:
-            raise gr.Error("Give the job id of the submission to cancel.")
-        view = space.submissions.cancel(space.user(profile), int(job_id))
-        return job_report(space.sessions, view)
-
-    @user_facing
-    def withdraw_submission(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:
-        """Take the entry of one of your jobs off the public board; returns its status."""
-        if job_id is None:
-            raise gr.Error("Give the job id of the entry to withdraw.")
-        view = space.submissions.withdraw(space.user(profile), int(job_id))
-        return job_report(space.sessions, view)
-
-    @user_facing
-    def publish_submission(job_id: float | None, profile: gr.OAuthProfile | None = None) -> dict:
-        """Publish one of your withheld scorings from the allowance; returns its status."""
-        if job_id is None:
-            raise gr.Error("Give the job id of the withheld scoring to publish.")
-        user = space.user(profile)
-        publish(space.sessions, settings, user, int(job_id))
-        return job_report(space.sessions, space.submissions.status(user, int(job_id)))
-
-    @user_facing
-    def my_submissions(profile: gr.OAuthProfile | None = None):
-        if profile is None and space.on_space:  # signed out: no error every 3 s
-            return submissions_table([]), "Sign in to see your submissions and allowance."
-        user = space.user(profile)
-        views = space.submissions.my_submissions(user)
-        table = submissions_table([job_report(space.sessions, view) for view in views])
-        bar = release_status(space.sessions, settings, user)
-        return table, f"{space.submissions.allowance(user)}\n\n{bar}"
-
-    def show_receipt(report: dict | None):
-        """The receipt in words, and its job id for the status and cancel buttons."""
-        if not report:
-            return "", None
-        return receipt_card(report), report["job_id"]
-
     with gr.Tab("Submit"):
         if space.on_space:
             gr.LoginButton()
@@ -200,7 +251,7 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
             submit_checkpoint_button = gr.Button("Submit checkpoint", variant="primary")
             submit_hub_button = gr.Button("Submit Hub model", variant="primary")
         receipt_text = gr.Markdown(elem_id="receipt")
-        receipt = gr.JSON(visible="hidden", elem_id="receipt-json")  # the API's answer
+        receipt = gr.JSON(visible="hidden", label="receipt", elem_id="receipt-json")  # API answer
         with gr.Row():
             job_box = gr.Number(label="Job id", precision=0, value=None, elem_id="job-id")
             status_button = gr.Button("Check status")
@@ -219,13 +270,16 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
         refresh = gr.Timer(3)
 
     predictions_sent = submit_predictions_button.click(
-        submit_predictions,
+        bind(submit_predictions, space),
         [predictions_file, *form, public_only],
         receipt,
         api_name="submit_predictions",
     )
     checkpoint_sent = submit_checkpoint_button.click(
-        submit_checkpoint, [checkpoint_file, *form], receipt, api_name="submit_checkpoint"
+        bind(submit_checkpoint, space),
+        [checkpoint_file, *form],
+        receipt,
+        api_name="submit_checkpoint",
     )
     for sent, box in ((predictions_sent, predictions_file), (checkpoint_sent, checkpoint_file)):
         # the upload is stored by hash (or gone): an empty box, ready for the next file
@@ -234,33 +288,28 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
         predictions_sent,
         checkpoint_sent,
         submit_hub_button.click(
-            submit_hub_model,
+            bind(submit_hub_model, space),
             [hub_repo, hub_revision, hub_token, *form],
             receipt,
             api_name="submit_hub_model",
         ),
-        status_button.click(submission_status, job_box, receipt, api_name="submission_status"),
-        cancel_button.click(cancel_submission, job_box, receipt, api_name="cancel_submission"),
-        withdraw_button.click(
-            withdraw_submission, job_box, receipt, api_name="withdraw_submission"
+        status_button.click(
+            bind(submission_status, space), job_box, receipt, api_name="submission_status"
         ),
-        publish_button.click(publish_submission, job_box, receipt, api_name="publish_submission"),
+        cancel_button.click(
+            bind(cancel_submission, space), job_box, receipt, api_name="cancel_submission"
+        ),
+        withdraw_button.click(
+            bind(withdraw_submission, space), job_box, receipt, api_name="withdraw_submission"
+        ),
+        publish_button.click(
+            bind(publish_submission, space), job_box, receipt, api_name="publish_submission"
+        ),
     ):
         event.success(show_receipt, receipt, [receipt_text, job_box], api_visibility="private")
-    refresh.tick(my_submissions, None, [mine, allowance], api_visibility="private")
-
-    @user_facing
-    def public_queue(profile: gr.OAuthProfile | None = None) -> pd.DataFrame:
-        viewer = None if profile is None and space.on_space else space.user(profile)
-        return queue_table(space.sessions, viewer)
-
-    refresh.tick(public_queue, None, queue, api_visibility="private")
-    refresh.tick(
-        user_facing(lambda: health_table(space.sessions)),
-        None,
-        worker_table,
-        api_visibility="private",
-    )
+    refresh.tick(bind(my_submissions, space), None, [mine, allowance], api_visibility="private")
+    refresh.tick(bind(public_queue, space), None, queue, api_visibility="private")
+    refresh.tick(bind(worker_health, space), None, worker_table, api_visibility="private")
 
 
 SUBMISSION_GUIDE = """

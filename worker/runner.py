@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ from evaluation.errors import EvaluationError, TimeLimitExceeded
 from evaluation.run_checkpoint import as_predictions, predict_splits
 from evaluation.scoring import SCORER_VERSION, read_predictions, score_predictions
 from evaluation.splits import TEST_SPLITS, get_split
-from fileio import atomic_write
+from fileio import atomic_write, write_predictions
 from leaderboard.board import build_board, last_updated
 from leaderboard.hub import start_hub_sync, write_folder
 from leaderboard.publication import release
@@ -114,10 +115,11 @@ class Worker:
             if written and scope != PUBLIC_ONLY:  # a public-split check leaves the standing
                 self.update_standing(truth, labels.label_set_hash)
         except TimeLimitExceeded as e:
-            jobs.fail(self.sessions, job_id, token, str(e), charged_s=self._charge(kind, started))
+            charged = self._charge(kind, started)
+            jobs.fail(self.sessions, job_id, token, public_reason(e), charged_s=charged)
             log.info("job %d failed: %s", job_id, e)
         except (EvaluationError, ModelError, SubmissionError) as e:
-            jobs.fail(self.sessions, job_id, token, str(e))
+            jobs.fail(self.sessions, job_id, token, public_reason(e))
             log.info("job %d failed: %s", job_id, e)
         except Exception:  # out of memory included: the attempt's time is charged
             log.exception("job %d: internal error", job_id)
@@ -173,7 +175,7 @@ class Worker:
             worker_registry.record_speed(
                 self.sessions, self.name, flops * len(frame) / seconds / 1e9
             )
-        atomic_write(cached, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6f"))
+        atomic_write(cached, lambda tmp: write_predictions(frame, tmp))
         self._record_efficiency(submission.id, predictor, bundle)
         return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
 
@@ -347,3 +349,15 @@ def _device() -> str:
     if torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(0)})"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+_SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"]+/)+([^\s/'\"]+?)(?=[.,;:]?(?:\s|$|['\"]))")
+
+
+def public_reason(error: Exception) -> str:
+    """A typed error's message as the submitter reads it: every server path cut to its name.
+
+    Messages name files so that people can act on them; a worker's own folders (uploads, the
+    cache, the label store) are nobody's business outside the server.
+    """
+    return _SERVER_PATH.sub(r"\1", str(error))

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from settings import Settings
 from ui.space import Space
-
-pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
 
 
 def test_board_exports_are_one_file_per_version_not_per_page_view(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from leaderboard.cards import entry_card
+from leaderboard.cards import entry_card, entry_curves
 from leaderboard.columns import (
     EMPTY_BOARD,
     EXTRA_COLUMNS,
@@ -20,6 +20,7 @@ from leaderboard.columns import (
     plot_limits,
     sort_entries,
 )
+from leaderboard.errors import EntryNotOnBoard
 from leaderboard.paper import paper_parameters, paper_rows
 from leaderboard.ranking import Entry, rank_entries
 from leaderboard.standings import StandingView
@@ -132,8 +133,9 @@ def test_the_entry_card_is_readable_and_escapes_what_submitters_write(board):
     assert "| AtNorM-MD (hidden) | 746 (128) | 0.74 [0.70, 0.78] |" in card
     assert "sensitivity 0.700 · specificity 0.900" in card  # the public split: everything
     assert "code: <https://x.org/a_b>" in card and "{" not in card
-    with pytest.raises(ValueError, match="No entry with id 9"):
-        entry_card(board, 9)
+    for vanished in (entry_card, entry_curves):  # a user error, not an internal one
+        with pytest.raises(EntryNotOnBoard, match="Entry 9 is not on the board .any more."):
+            vanished(board, 9)
     assert "Now 3 entries are tested" in board_legend(
         board
     ) and "more than 0.06 (the comparison's margin, 0.03, plus 0.03" in board_legend(board)

@@ -11,7 +11,8 @@ from evaluation import bundle
 from store.entry import EntryMetadata
 from store.schema import Job, JobStatus, Result
 from submissions import jobs
-from tests.backend import Backend
+from tests.backend import Backend, zip_dir
+from tests.models.conftest import tiny_checkpoint
 from worker import Worker
 
 META = EntryMetadata("m")
@@ -98,3 +99,16 @@ def test_a_worker_whose_lease_expired_cannot_write(tmp_path):
     assert wrote == [] and backend.service.status("alice", view.job_id).status == "running"
     assert jobs.finish(backend.sessions, view.job_id, current, lambda s, j: wrote.append(j.id))
     assert wrote == [view.job_id]
+
+
+def test_a_failure_reason_names_no_server_path(tmp_path):
+    backend = Backend(tmp_path)
+    checkpoint = tiny_checkpoint(tmp_path / "ckpt")
+    view = backend.service.submit_checkpoint("alice", zip_dir(checkpoint), META)
+    with backend.sessions() as session:
+        stored = backend.settings.data_dir / session.get(Job, view.job_id).submission.path
+    stored.unlink()  # the upload is gone from the server's folder before a worker runs it
+    Worker(backend.settings).run_job(view.job_id)
+    failed = backend.service.status("alice", view.job_id)
+    assert failed.status == "failed" and failed.reason.startswith("No checkpoint at ")
+    assert str(tmp_path) not in failed.reason and "/" not in failed.reason

@@ -1,0 +1,116 @@
+"""The tabs' handlers, called in this process (no server, no browser): what they return."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from sqlalchemy import select
+
+from leaderboard.columns import MAIN_COLUMNS
+from settings import REPO_ROOT
+from store.entry import EntryMetadata
+from store.schema import Job, JobStatus
+from tests.backend import Backend
+from ui import classify_tab, leaderboard_tab, submit_tab
+from ui.components import get_upload_folder
+from ui.space import Space
+from worker import Worker
+
+FORM = ["my model", "lab", "LoRA", "virchow2", "pathology FM", "AMi-Br train", False, "", "", ""]
+FILTERS = ["", "all", ["verified", "self-reported", "paper", "pathologist"], [], False, []]
+
+
+@pytest.fixture
+def space(tmp_path):
+    backend = Backend(tmp_path)
+    worker = Worker(backend.settings)
+    worker.maintenance.seed()
+    with backend.sessions() as session:
+        for job_id in session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)):
+            worker.run_job(job_id)
+    space = Space(backend.settings)
+    space.backend, space.worker = backend, worker
+    return space
+
+
+def upload(space: Space, seed: int) -> str:
+    """A prediction file where Gradio puts an upload: a folder of its own in its cache."""
+    folder = Path(tempfile.mkdtemp(dir=get_upload_folder()))
+    path = folder / f"predictions-{seed}.csv"
+    path.write_bytes(space.backend.predictions(seed))
+    return str(path)
+
+
+def test_submitting_through_the_handler_gives_a_receipt_and_removes_the_upload(space):
+    file = upload(space, 1)
+    report = submit_tab.submit_predictions(space, file, *FORM)
+    assert report["status"] == "queued" and report["model_name"] == "my model"
+    assert not os.path.exists(file)  # stored by hash; Gradio's copy removed
+    card, job_id = submit_tab.show_receipt(report)
+    assert job_id == report["job_id"] and "my model" in card and "**queued**" in card
+    space.worker.run_job(job_id)
+    finished = submit_tab.submission_status(space, job_id)
+    assert finished["status"] == "finished" and set(finished["scores"]) == {
+        "amibr_test",
+        "atnorm_br",
+        "atnorm_md",
+    }
+    table, allowance = submit_tab.my_submissions(space)
+    assert list(table["job"]) == [job_id] and "Hidden-split scorings left" in allowance
+
+
+def test_the_handlers_say_what_is_missing(space):
+    with pytest.raises(gr.Error, match="Upload a prediction file .\\.csv. first"):
+        submit_tab.submit_predictions(space, None, *FORM)
+    for handler in (submit_tab.submission_status, submit_tab.cancel_submission):
+        with pytest.raises(gr.Error, match="Give the job id of"):
+            handler(space, None)
+    with pytest.raises(gr.Error, match="'Model name' starts with '='"):
+        submit_tab.submit_predictions(space, upload(space, 2), "=1+1", *FORM[1:])
+    with pytest.raises(gr.Error, match="Give the Hub model id"):
+        submit_tab.submit_hub_model(space, " ", "main", "", *FORM)
+
+
+def test_the_board_handlers_draw_every_view_from_one_list(space):
+    space.backend.service.submit_predictions(
+        "bob", space.backend.predictions(3), EntryMetadata("bob's model")
+    )
+    for job in space.backend.service.my_submissions("bob"):
+        space.worker.run_job(job.job_id)
+    table, plot, choices, legend, csv_path, json_path, status = leaderboard_tab.refresh(
+        space, *FILTERS, None
+    )
+    assert list(table.columns) == MAIN_COLUMNS and len(table) == len(space.board())
+    assert len(choices.choices) == len(table) and "rank" in legend.lower()
+    assert open(csv_path).read().startswith("rank,") and status.startswith("Last updated")
+    searched, *_ = leaderboard_tab.refresh(space, "no such model", *FILTERS[1:], None)
+    assert list(searched["model"]) == ["No entry matches the search and filters."]
+    sort, sorted_table, *_ = leaderboard_tab.resort(space, "model|1", None, *FILTERS)
+    assert sort == ("model", False) and list(sorted_table["model"]) == sorted(
+        table["model"], key=str.lower
+    )
+    rows = leaderboard_tab.leaderboard(space, search="bob's")
+    assert [row["model_name"] for row in rows] == ["bob's model"]
+
+
+def test_a_vanished_entry_gets_a_sentence_not_an_internal_error(space):
+    with pytest.raises(gr.Error, match="Entry 999 is not on the board .any more.") as refused:
+        leaderboard_tab.card(space, 999)
+    assert "Internal error" not in str(refused.value)
+    text, roc, reliability = leaderboard_tab.card(space, None)
+    assert text.startswith("Choose an entry")
+
+
+def test_classify_answers_a_real_crop_in_words(space):
+    crop = next((REPO_ROOT / "tests" / "data").glob("*.png"), None) or space.examples()[0][0]
+    prob, label, overlay = classify_tab.classify(space, str(crop), None, False, True)
+    assert 0 <= prob <= 1 and label in ("atypical", "normal") and overlay.shape[-1] == 3
+    words, shown = classify_tab.describe(str(crop), prob)
+    assert ("atypical" in words or "normal" in words) and shown.visible is True
+    assert classify_tab.cleared_answer()[1:] == ("", None, "Upload a crop and press Classify.")
+    with pytest.raises(gr.Error, match="Upload a crop first"):
+        classify_tab.classify(space, "", None, False, True)
