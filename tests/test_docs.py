@@ -144,3 +144,18 @@ def test_the_checkpoint_recipe_runs(tmp_path):
 def test_no_page_names_a_module_that_is_gone(page):
     gone = ["leaderboard.store", "evaluation/worker/", "submissions.tables", "models.select"]
     assert [g for g in gone if g in text(page)] == []
+
+
+def test_the_layout_page_names_every_module():
+    page = text(REPO_ROOT / "docs" / "development.md")
+    named = set(re.findall(r"`([\w/]+?)(?:\.py)?`", page))
+    missing = []
+    for package in ("models", "training", "evaluation", "store", "submissions", "leaderboard"):
+        for module in sorted((REPO_ROOT / package).glob("*.py")):
+            if module.stem not in named and module.stem not in ("__init__", "errors"):
+                missing.append(f"{package}/{module.name}")
+    for package in ("worker", "ui"):
+        for module in sorted((REPO_ROOT / package).glob("*.py")):
+            if module.stem not in named and module.stem != "__init__":
+                missing.append(f"{package}/{module.name}")
+    assert missing == []

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pandas as pd
 from sqlalchemy import func, select
 
 from evaluation import bundle
+from settings import REPO_ROOT
 from store.entry import EntryMetadata
 from store.schema import Job, JobStatus, Result
 from submissions import jobs
@@ -112,3 +116,18 @@ def test_a_failure_reason_names_no_server_path(tmp_path):
     failed = backend.service.status("alice", view.job_id)
     assert failed.status == "failed" and failed.reason.startswith("No checkpoint at ")
     assert str(tmp_path) not in failed.reason and "/" not in failed.reason
+
+
+def test_a_typo_in_lanes_gets_a_sentence(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "--lanes", "files,modles"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MITOSIS_DATA_DIR": str(tmp_path)},
+        timeout=300,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--lanes names 'modles', which is not a lane; the lanes are files, models, gpu" in (
+        done.stderr
+    )
