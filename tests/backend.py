@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import functools
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -53,12 +57,23 @@ def wait_until(condition, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@functools.cache
+def shared_default_checkpoint() -> Path:
+    """The tiny stand-in for the shipped model, written once per test process (45 MB).
+
+    Every backend reads it and none writes it; it goes with the process's temporary folder.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="mitosis-default-model-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return tiny_checkpoint(folder / "default-model")
+
+
 class Backend:
     """Settings, store, submission service and worker processes on a tiny release."""
 
     def __init__(self, root: Path, **env: str) -> None:
         source = make_tiny_source(root / "source")
-        default = tiny_checkpoint(root / "default-model")
+        default = shared_default_checkpoint()
         self.env = {
             **os.environ,
             "MITOSIS_DATA_DIR": str(root / "data"),
