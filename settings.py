@@ -52,6 +52,9 @@ class Settings:
             (finished jobs and time-limit failures are charged their run time).
         max_checkpoint_bytes: compressed and uncompressed size cap of a checkpoint zip.
         job_time_limit_s: a checkpoint job running longer fails.
+        batch_memory_bytes: the memory one forward pass of a checkpoint job may hold on a CPU
+            worker (crops per batch follow from it); a checkpoint whose single crop needs more
+            is refused at submission.
         cpu_gflops: the speed assumed for a CPU worker until one has measured its own; with the
             time limit it decides which checkpoints wait for a GPU worker.
         worker_threads: torch threads of the worker ``python app.py`` starts (0: all cores but
@@ -90,6 +93,7 @@ class Settings:
     compute_allowance_s: int
     max_checkpoint_bytes: int
     job_time_limit_s: int
+    batch_memory_bytes: int
     cpu_gflops: float
     worker_threads: int
     worker_nice: int
@@ -154,6 +158,7 @@ class Settings:
             )
             * MB,
             job_time_limit_s=_int(env, "MITOSIS_JOB_TIME_LIMIT_S", 900, minimum=1),
+            batch_memory_bytes=_int(env, "MITOSIS_BATCH_MEMORY_MB", 2048, minimum=64) * MB,
             cpu_gflops=_int(env, "MITOSIS_CPU_GFLOPS", 20, minimum=1),
             worker_threads=_int(env, "MITOSIS_WORKER_THREADS", 0, minimum=0),
             worker_nice=_int(env, "MITOSIS_WORKER_NICE", 15, minimum=0),

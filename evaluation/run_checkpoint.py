@@ -31,10 +31,12 @@ from evaluation.scoring import (
 )
 from fileio import atomic_write, write_predictions
 from models.errors import ModelError
+from models.inference import crops_within
 from models.predictor import Predictor
 from settings import Settings
 
-CHUNK = {"cpu": 64, "cuda": 4096}  # crops between progress reports (and pauses for the Space)
+CHUNK = {"cpu": 64, "cuda": 4096}  # at most this many crops between progress reports
+CHUNK_SECONDS = 2.0  # a chunk takes about this long: the time limit and the pauses act within it
 
 
 def load_split_crops(bundle: PublicBundle, split: str, cache_dir: Path | None) -> np.ndarray:
@@ -66,20 +68,27 @@ def predict_splits(
     cache_dir: Path | None = None,
     deadline: float | None = None,
     before_chunk: Callable[[int, int], None] | None = None,
+    memory_budget: int | None = None,
 ) -> pd.DataFrame:
     """``image_id,prob_atypical,label`` for every crop of ``splits``.
 
     ``deadline`` (a ``time.monotonic()`` value) stops the run with ``TimeLimitExceeded``;
     ``before_chunk(done, total)`` is called before each chunk of crops (progress reports, and
-    the worker's pause while the Space answers a user).
+    the worker's pause while the Space answers a user). Chunks are sized from the speed
+    measured on the chunk before (the first is one crop) to take about ``CHUNK_SECONDS``, so
+    the deadline is kept within a few seconds whatever one crop costs; on a CPU, a forward
+    pass holds at most the crops that fit ``memory_budget`` bytes (``crops_within``).
     """
+    if memory_budget is not None and predictor.device.type == "cpu":
+        fits = crops_within(memory_budget, predictor.checkpoint.input_size)
+        predictor.batch_size = min(predictor.batch_size, fits)
+    most = CHUNK.get(predictor.device.type, CHUNK["cpu"])
     total = sum(len(bundle.split_ids(split)) for split in splits)
-    done, frames = 0, []
+    done, frames, chunk = 0, [], 1
     for split in splits:
         crops = load_split_crops(bundle, split, cache_dir)
-        chunks = []
-        chunk = CHUNK.get(predictor.device.type, CHUNK["cpu"])
-        for start in range(0, len(crops), chunk):
+        chunks, start = [], 0
+        while start < len(crops):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeLimitExceeded(
                     "The checkpoint did not finish the test crops within the time limit "
@@ -87,8 +96,12 @@ def predict_splits(
                 )
             if before_chunk is not None:
                 before_chunk(done, total)
+            began = time.monotonic()
             chunks.append(predictor.predict_array(crops[start : start + chunk], tta=tta))
+            per_crop = max(time.monotonic() - began, 1e-6) / len(chunks[-1])
+            start += len(chunks[-1])
             done += len(chunks[-1])
+            chunk = int(min(most, max(1, CHUNK_SECONDS / per_crop)))
         prob = np.concatenate(chunks)
         frames.append(
             pd.DataFrame(

@@ -10,7 +10,7 @@ from sqlalchemy.orm import sessionmaker
 
 from leaderboard.ranking import Entry, best_per_team, load_entries, rank_entries
 from leaderboard.standings import latest_standing
-from store.schema import SHIPPED_MODEL_USER, Job, JobStatus, Result, Standing, Submission, as_utc
+from store.schema import SHIPPED_MODEL_USER, Job, JobStatus, Result, Standing, Submission
 
 
 def build_board(sessions: sessionmaker, *, per_team: bool = False) -> list[Entry]:
@@ -32,7 +32,7 @@ def last_updated(sessions: sessionmaker) -> datetime | None:
             session.scalar(select(func.max(Submission.withdrawn_at))),
             session.scalar(select(func.max(Submission.published_at))),
         ]
-    known = [as_utc(m) for m in moments if m is not None]
+    known = [m for m in moments if m is not None]  # aware UTC (the column type)
     return max(known) if known else None
 
 

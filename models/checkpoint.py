@@ -149,6 +149,7 @@ def inspect_checkpoint(files: CheckpointFiles) -> dict:
         "strategy": block["strategy"],
         "ensemble_size": int(block.get("ensemble_size", 1)),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "input_size": size,
         "flops_per_crop": float(counter.get_total_flops()),
     }
 

@@ -75,6 +75,10 @@ def migrate(url: str) -> None:
             if not inspect(connection).has_table("alembic_version"):
                 command.stamp(config, BEFORE_ALEMBIC)
             command.upgrade(config, "head")
+            if connection.dialect.name == "sqlite":  # the copies ran with foreign keys off
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"Migrating {url} broke references: {broken[:5]}")
     finally:
         engine.dispose()
 
@@ -82,6 +86,6 @@ def migrate(url: str) -> None:
 def _sqlite_migration_connection(dbapi_connection, _record) -> None:
     dbapi_connection.isolation_level = None  # the "begin" event emits BEGIN IMMEDIATE itself
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA busy_timeout=600000")  # another process may be migrating a big file
     cursor.execute("PRAGMA foreign_keys=OFF")
     cursor.close()

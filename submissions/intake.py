@@ -26,7 +26,8 @@ from fileio import describe_sizes, source_size
 from models.archive import CheckpointFiles
 from models.checkpoint import inspect_checkpoint
 from models.errors import CheckpointError
-from settings import Settings
+from models.inference import crop_memory_bytes
+from settings import MB, Settings
 from store.entry import EntryMetadata
 from store.locks import lock_account
 from store.schema import ALL_SPLITS, PUBLIC_ONLY, Job, JobStatus, Submission, utc_text, utcnow
@@ -131,8 +132,10 @@ class Submissions:
         with CheckpointFiles.open(
             upload if isinstance(upload, bytes) else Path(upload), max_bytes=cap
         ) as files:
-            flops = inspect_checkpoint(files)["flops_per_crop"]
+            summary = inspect_checkpoint(files)
+            _check_memory(summary["input_size"], self.settings.batch_memory_bytes)
             files.verify()
+        flops = summary["flops_per_crop"]
         meta = meta.validated()
         lane, estimated = worker_registry.route(
             self.sessions,
@@ -379,3 +382,16 @@ def _view(session, job: Job, *, notice: str = "") -> JobView:
 
 
 __all__ = ["JobView", "SubmissionError", "Submissions"]
+
+
+def _check_memory(input_size: int, budget: int) -> None:
+    """Refuse a checkpoint whose one crop needs more than a worker's forward pass may hold."""
+    need = crop_memory_bytes(input_size)
+    if need > budget:
+        raise CheckpointError(
+            f"At {input_size}x{input_size} px one crop needs about {need / MB:,.0f} MB in a "
+            f"forward pass; this server's workers allow {budget / MB:,.0f} MB "
+            "(MITOSIS_BATCH_MEMORY_MB). "
+            "Set pretrained_cfg.input_size to the size the network was trained at (the crops "
+            "are 128x128), or submit a prediction file."
+        )

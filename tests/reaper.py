@@ -63,12 +63,19 @@ def start(run: str | None = None) -> str:
     return run
 
 
+def _alive(pid: int, started: str) -> bool:
+    """Whether ``pid`` is still the process that started at ``started`` and not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0] != "Z" and fields[19] == started  # state; start time (a reused pid differs)
+
+
 def _watch(parent: int, run: str) -> None:
-    while True:
-        try:
-            os.kill(parent, 0)
-        except ProcessLookupError:
-            break
+    started = Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    while _alive(parent, started):
         time.sleep(0.5)
     while kill_marked(run):  # a dying process may still start one
         time.sleep(0.2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from settings import REPO_ROOT
+from tests import reaper
 
 PAGES = [
     REPO_ROOT / "README.md",
@@ -30,6 +32,7 @@ PACKAGES = (
 COMMAND = re.compile(r"python -m ([a-z_][\w.]*+)(?!<)")  # not `bench.<name>`
 DOTTED = re.compile(r"`(?:python -m )?((?:" + "|".join(PACKAGES) + r")(?:\.[A-Za-z_]\w*)+)")
 PATH = re.compile(r"`((?:" + "|".join(PACKAGES + ["tests", "docs", "scripts"]) + r")/[\w./-]*)`")
+RUN_MARK = {k: v for k, v in os.environ.items() if k == reaper.MARK}  # dies with the run
 LINK = re.compile(r"\]\(((?!https?:)[^)#\s]+)(?:#[^)]*)?\)")
 
 
@@ -74,7 +77,7 @@ def test_every_command_the_docs_show_answers_help():
         capture_output=True,
         text=True,
         timeout=600,
-        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", **RUN_MARK},
     )
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
@@ -129,7 +132,12 @@ def test_the_checkpoint_recipe_runs(tmp_path):
         [sys.executable, "-c", code],
         cwd=tmp_path,
         check=True,
-        env={"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+        env={
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONPATH": str(REPO_ROOT),
+            "PATH": "/usr/bin:/bin",
+            **RUN_MARK,
+        },
         timeout=300,
     )
     from models.archive import CheckpointFiles

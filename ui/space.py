@@ -69,6 +69,8 @@ def bind(handler, space: Space):
     this process; Gradio reads the bound signature (inputs, ``gr.OAuthProfile``, API types)
     and the docstring (the API's description).
     """
+    if inspect.isgeneratorfunction(handler) or inspect.iscoroutinefunction(handler):
+        raise TypeError(f"{handler.__name__}: bind() wraps plain functions only")
 
     @functools.wraps(handler)
     def bound(*args, **kwargs):

@@ -6,8 +6,10 @@ import logging
 import os
 import re
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,7 +32,7 @@ from models.checkpoint import checkpoint_from_files
 from models.errors import ModelError
 from models.imaging import load_crop
 from models.predictor import Predictor
-from settings import Settings
+from settings import REPO_ROOT, Settings
 from store.engine import open_store
 from store.locks import lock_account
 from store.schema import PUBLIC_ONLY, Job, Result, Submission
@@ -116,10 +118,10 @@ class Worker:
                 self.update_standing(truth, labels.label_set_hash)
         except TimeLimitExceeded as e:
             charged = self._charge(kind, started)
-            jobs.fail(self.sessions, job_id, token, public_reason(e), charged_s=charged)
+            jobs.fail(self.sessions, job_id, token, self._reason(e), charged_s=charged)
             log.info("job %d failed: %s", job_id, e)
         except (EvaluationError, ModelError, SubmissionError) as e:
-            jobs.fail(self.sessions, job_id, token, public_reason(e))
+            jobs.fail(self.sessions, job_id, token, self._reason(e))
             log.info("job %d failed: %s", job_id, e)
         except Exception:  # out of memory included: the attempt's time is charged
             log.exception("job %d: internal error", job_id)
@@ -129,6 +131,11 @@ class Worker:
             stop.set()
             self._report(job_id, running=False)
             self.export_results()
+
+    def _reason(self, error: Exception) -> str:
+        settings = self.settings
+        roots = (settings.data_dir, settings.cache_dir, settings.labels_dir, REPO_ROOT)
+        return public_reason(error, (*roots, Path(tempfile.gettempdir())))
 
     @staticmethod
     def _charge(kind: str, started: float) -> float:
@@ -167,6 +174,7 @@ class Worker:
             cache_dir=self.settings.cache_dir,
             deadline=started + self.settings.job_time_limit_s,
             before_chunk=before_chunk,
+            memory_budget=self.settings.batch_memory_bytes,
         )
         with self.sessions() as session:
             flops = session.get(Job, job_id).flops_per_crop
@@ -351,13 +359,18 @@ def _device() -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-_SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"]+/)+([^\s/'\"]+?)(?=[.,;:]?(?:\s|$|['\"]))")
+_SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"]+/)*([^\s/'\"]*?)(?=[.,;:]?(?:\s|$|['\"]))")
 
 
-def public_reason(error: Exception) -> str:
-    """A typed error's message as the submitter reads it: every server path cut to its name.
+def public_reason(error: Exception, roots: tuple[Path, ...] = ()) -> str:
+    """A typed error's message as the submitter reads it: no server path, only file names.
 
     Messages name files so that people can act on them; a worker's own folders (uploads, the
-    cache, the label store) are nobody's business outside the server.
+    cache, the label store) are nobody's business outside the server. The server's own
+    folders (``roots``) go first, whatever their names hold (spaces included); any other
+    absolute path is cut to its last part.
     """
-    return _SERVER_PATH.sub(r"\1", str(error))
+    message = str(error)
+    for root in sorted({str(r) for r in roots}, key=len, reverse=True):
+        message = message.replace(root.rstrip("/") + "/", "/")  # then cut like any other
+    return _SERVER_PATH.sub(r"\1", message)

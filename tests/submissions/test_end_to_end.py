@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
+import re
 import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +17,14 @@ from evaluation.disclosure import HIDDEN, RELEASE_NOISE, round_hidden
 from evaluation.run_checkpoint import as_predictions, predict_splits
 from evaluation.scoring import read_predictions, score_predictions
 from leaderboard.board import build_board, classify_models
+from models.errors import CheckpointError
 from models.predictor import Predictor
-from settings import REPO_ROOT
+from settings import MB, REPO_ROOT
 from store.entry import EntryMetadata
 from store.schema import Job, Result, WorkerRecord
 from submissions import worker_registry
 from submissions.errors import QuotaExceeded
+from submissions.intake import Submissions
 from submissions.jobs import queue_table
 from submissions.queue import LANES
 from tests.backend import Backend, slow_checkpoint, wait_until, zip_dir
@@ -172,6 +177,11 @@ def test_time_limit_fails_the_job_charges_it_and_does_not_count(tmp_path):
         assert view.lane == "models"
         failed = backend.wait("alice", view.job_id, timeout=180)
         assert failed.status == "failed" and "time limit" in failed.reason
+        with backend.sessions() as session:
+            job = session.get(Job, view.job_id)
+            past_the_limit = (job.finished_at - job.started_at).total_seconds() - 1
+        print(f"ended {past_the_limit:.1f} s past a 1 s limit")  # 5 crops a pass took 7.5 s
+        assert past_the_limit < 6  # sized by measured speed: one crop, then ~2 s chunks
         with pytest.raises(QuotaExceeded, match="allowance is 1 s .time-limit failures count"):
             backend.service.submit_checkpoint(
                 "alice", zip_dir(tiny_checkpoint(tmp_path / "t", seed=5)), EntryMetadata("next")
@@ -228,3 +238,38 @@ def test_rescore_keeps_history(backend):
     old = sorted((r.split, r.ba) for r in rows if not r.current)
     new = sorted((r.split, r.ba) for r in rows if r.current)
     assert np.allclose([b for _, b in old], [b for _, b in new])
+
+
+def vm_peak_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), MB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def test_a_large_input_runs_in_forward_passes_within_the_memory_budget(tmp_path):
+    backend = Backend(tmp_path, MITOSIS_BATCH_MEMORY_MB="400")  # one 1024 px crop a pass
+    try:
+        worker = backend.start_worker()
+
+        def shipped_model_scored() -> bool:
+            with backend.sessions() as session:
+                return bool(
+                    session.scalar(select(func.count(Result.id)).where(Result.job_id.isnot(None)))
+                )
+
+        wait_until(shipped_model_scored, 300, "the worker never scored the shipped model")
+        before = vm_peak_mb(worker.pid)  # imports, the shipped model's job: the baseline
+        view = backend.service.submit_checkpoint(
+            "alice", zip_dir(slow_checkpoint(tmp_path / "big", size=1024)), EntryMetadata("big")
+        )
+        assert backend.wait("alice", view.job_id, timeout=300).status == "finished"
+        grown = vm_peak_mb(worker.pid) - before
+        print(f"peak RSS grew {grown:.0f} MB running 1024 px crops one at a time")
+        assert grown < 700  # with a 2 GB budget (all 5-7 crops of a split a pass): 1,137 MB
+        smaller = dataclasses.replace(backend.settings, batch_memory_bytes=256 * MB)
+        with pytest.raises(CheckpointError, match="one crop needs about 320 MB in a forward"):
+            Submissions(smaller, backend.sessions).submit_checkpoint(
+                "bob", zip_dir(slow_checkpoint(tmp_path / "big2", size=1024)), EntryMetadata("b")
+            )
+    finally:
+        backend.close()

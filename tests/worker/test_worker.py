@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import func, select
@@ -18,6 +19,7 @@ from submissions import jobs
 from tests.backend import Backend, zip_dir
 from tests.models.conftest import tiny_checkpoint
 from worker import Worker
+from worker.runner import public_reason
 
 META = EntryMetadata("m")
 
@@ -131,3 +133,15 @@ def test_a_typo_in_lanes_gets_a_sentence(tmp_path):
     assert "--lanes names 'modles', which is not a lane; the lanes are files, models, gpu" in (
         done.stderr
     )
+
+
+def test_public_reasons_keep_names_links_and_hub_ids_but_no_server_folder():
+    roots = (Path("/srv/My Space/data"),)
+    cases = {
+        "No checkpoint at /srv/My Space/data/uploads/ab/c.zip.": "No checkpoint at c.zip.",
+        "Cannot read '/etc/mitosis/x.png': truncated": "Cannot read 'x.png': truncated",
+        "See https://hf.co/lab/model/tree/main; lab/model@abc at 1/2 speed": (
+            "See https://hf.co/lab/model/tree/main; lab/model@abc at 1/2 speed"
+        ),
+    }
+    assert {m: public_reason(Exception(m), roots) for m in cases} == cases

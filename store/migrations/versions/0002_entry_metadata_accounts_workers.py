@@ -6,7 +6,9 @@ Create Date: 2026-12-06
 
 Brings every database written before Alembic to this schema: version 1, and the versions
 between it and this one, which added some of these columns and tables already (each step
-below is taken only when the database lacks it).
+below is taken only when the database lacks it). Those versions added their columns as
+optional and left them empty in older rows: such values get the column's default (a job's
+lane from its submission's kind) and the column becomes required, as here.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ NEW_COLUMNS = {
 def upgrade() -> None:
     inspector = sa.inspect(op.get_bind())
     columns = {t: {c["name"] for c in inspector.get_columns(t)} for t in NEW_COLUMNS}
+    optional = {
+        t: {c["name"] for c in inspector.get_columns(t) if c["nullable"]} for t in NEW_COLUMNS
+    }
+    _fill_and_require(optional)
     if "meta" not in columns["submissions"]:
         _metadata_into_json(columns["submissions"])
     if "hidden" in columns["jobs"]:
@@ -105,6 +111,33 @@ def upgrade() -> None:
         _create_workers()
     elif "gflops" not in {c["name"] for c in inspector.get_columns("workers")}:
         op.add_column("workers", sa.Column("gflops", sa.Float))
+
+
+def _fill_and_require(optional: dict[str, set[str]]) -> None:
+    """Columns an intermediate version added as optional: empty values filled, then required."""
+    if "lane" in optional["jobs"]:
+        op.execute(
+            "UPDATE jobs SET lane = CASE WHEN (SELECT kind FROM submissions WHERE submissions.id "
+            "= jobs.submission_id) = 'checkpoint' THEN 'models' ELSE 'files' END "
+            "WHERE lane IS NULL"
+        )
+    if "meta" in optional["submissions"]:
+        op.execute("""UPDATE submissions SET meta = '{"model_name": ""}' WHERE meta IS NULL""")
+        with op.batch_alter_table("submissions") as batch:
+            batch.alter_column("meta", existing_type=sa.JSON, nullable=False)
+    for table, new in NEW_COLUMNS.items():
+        required = [c for c in new if not c.nullable and c.name in optional[table]]
+        for column in required:
+            default = column.server_default.arg
+            op.execute(
+                sa.text(
+                    f'UPDATE {table} SET "{column.name}" = :value WHERE "{column.name}" IS NULL'
+                ).bindparams(value=default)
+            )
+        if required:
+            with op.batch_alter_table(table) as batch:
+                for column in required:
+                    batch.alter_column(column.name, existing_type=column.type, nullable=False)
 
 
 def _metadata_into_json(present: set[str]) -> None:
