@@ -188,11 +188,12 @@ class Worker:
         return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
 
     def _record_efficiency(self, submission_id: int, predictor: Predictor, bundle) -> None:
-        """Parameters and forward time per crop (batch of EFFICIENCY_CROPS test crops).
+        """Parameters and forward time per crop of one batch (at most EFFICIENCY_CROPS crops).
 
         A figure for the board, never a reason to fail the job: a failure is logged.
         """
-        paths = sorted(bundle.test_crops_dir.glob("*.png"))[:EFFICIENCY_CROPS]
+        count = min(EFFICIENCY_CROPS, predictor.batch_size)  # one forward pass, as the job ran
+        paths = sorted(bundle.test_crops_dir.glob("*.png"))[:count]
         try:
             self.interactive.wait_while_busy()  # a user of the Space goes first
             crops = np.stack([load_crop(path) for path in paths])
