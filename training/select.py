@@ -265,10 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             n: dataclasses.replace(c, recipe=dataclasses.replace(c.recipe, epochs=args.epochs))
             for n, c in grid.items()
         }
-    trainset = load_train_set(args.train)
-    if args.limit:
-        keep = np.sort(np.random.default_rng(0).permutation(len(trainset.y))[: args.limit])
-        trainset = trainset.subset(keep)
+    trainset = load_train_set(args.train, limit=args.limit)
     device = resolve_device(args.device)
     if args.command == "folds":
         if not (args.name and args.out):

@@ -281,11 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     (args.out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=2))
     device = resolve_device(args.device)
-    trainset = load_train_set(args.train, jpeg_quality=args.train_jpeg_quality)
-    if args.limit:
-        trainset = trainset.subset(
-            np.sort(np.random.default_rng(0).permutation(len(trainset.y))[: args.limit])
-        )
+    trainset = load_train_set(args.train, jpeg_quality=args.train_jpeg_quality, limit=args.limit)
     log.info(
         "%d training crops (%d atypical) on %s; recipe %s",
         len(trainset.y),

@@ -77,24 +77,26 @@ def is_dataset_folder(path: Path) -> bool:
     return Path(path).is_dir() and any(Path(path).glob(DATASET_TRAIN_GLOB))
 
 
-def load_train_set(train_dir: Path, *, jpeg_quality: int | None = None) -> TrainSet:
-    """Decode every training crop into one uint8 array.
+def load_train_set(train_dir: Path, *, jpeg_quality: int | None = None, limit: int = 0) -> TrainSet:
+    """Decode the training crops into one uint8 array.
 
     ``train_dir`` is a training folder, a packed ``.npz`` or the release's Hugging Face dataset
     folder (its train split only). With ``jpeg_quality`` (not for a ``.npz``), the crops are
     trained on as JPEG copies of that quality, the encoding a packed ``.npz`` carries to a GPU
-    machine, and the lossless crops are kept in ``originals``.
+    machine, and the lossless crops are kept in ``originals``. With ``limit``, only that many
+    crops (a seeded random choice, in file order) are decoded: smoke runs.
     """
     if Path(train_dir).suffix == ".npz":
         if jpeg_quality is not None:
             raise ValueError(
                 "A packed .npz already holds JPEG crops; --train-jpeg-quality needs the folder."
             )
-        return _load_packed(Path(train_dir))
+        return _load_packed(Path(train_dir), limit)
     if is_dataset_folder(train_dir):
-        frame, images = _read_dataset_train(Path(train_dir))
+        frame, images = _read_dataset_train(Path(train_dir), limit)
     else:
         frame = read_train_labels(train_dir)
+        frame = frame.iloc[smoke_subset(len(frame), limit)]
         crops = Path(train_dir) / CROPS_DIR
         images = np.stack(
             [np.asarray(Image.open(crops / name).convert("RGB")) for name in frame["image"]]
@@ -112,7 +114,18 @@ def load_train_set(train_dir: Path, *, jpeg_quality: int | None = None) -> Train
     )
 
 
-def _read_dataset_train(folder: Path) -> tuple[pd.DataFrame, np.ndarray]:
+def smoke_subset(n: int, limit: int) -> np.ndarray:
+    """The rows a smoke run of ``limit`` crops keeps out of ``n`` (all of them for 0)."""
+    if not limit or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).permutation(n)[:limit])
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _read_dataset_train(folder: Path, limit: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
     """Labels and decoded crops of a dataset folder's train shards (and nothing else)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -127,6 +140,7 @@ def _read_dataset_train(folder: Path) -> tuple[pd.DataFrame, np.ndarray]:
             )
         tables.append(table)
     table = pa.concat_tables(tables)
+    table = table.take(smoke_subset(table.num_rows, limit))
     labels = table.column("label").to_pylist()
     if None in labels:
         raise ValueError(f"{folder}: some train rows have no label; rebuild the release.")
@@ -137,12 +151,7 @@ def _read_dataset_train(folder: Path) -> tuple[pd.DataFrame, np.ndarray]:
             "label": [CLASS_NAMES[i] for i in labels],
         }
     )
-    images = np.stack(
-        [
-            np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB"))
-            for cell in table.column("image").to_pylist()
-        ]
-    )
+    images = np.stack([_decode(cell["bytes"]) for cell in table.column("image").to_pylist()])
     return frame, images
 
 
@@ -187,18 +196,13 @@ def pack_train_set(train_dir: Path, out: Path, *, quality: int = 95) -> Path:
     return Path(out)
 
 
-def _load_packed(path: Path) -> TrainSet:
+def _load_packed(path: Path, limit: int = 0) -> TrainSet:
     with np.load(path, allow_pickle=False) as packed:
         jpeg, offsets = packed["jpeg"], packed["offsets"]
-        images = np.stack(
-            [
-                np.asarray(Image.open(io.BytesIO(jpeg[a:b].tobytes())).convert("RGB"))
-                for a, b in zip(offsets[:-1], offsets[1:], strict=True)
-            ]
-        )
+        keep = smoke_subset(len(offsets) - 1, limit)
         return TrainSet(
-            images=images,
-            y=(packed["label"] == "atypical").astype(np.int8),
-            groups=packed["slide"],
-            names=packed["image"],
+            images=np.stack([_decode(jpeg[offsets[i] : offsets[i + 1]].tobytes()) for i in keep]),
+            y=(packed["label"][keep] == "atypical").astype(np.int8),
+            groups=packed["slide"][keep],
+            names=packed["image"][keep],
         )

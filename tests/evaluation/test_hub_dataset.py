@@ -90,6 +90,9 @@ def test_train_split_feeds_training_like_the_folder(tiny_release):
     assert list(from_dataset.names) == list(from_folder.names)
     jpeg = load_train_set(public / hub_dataset.DATASET_DIR, jpeg_quality=90)
     assert np.array_equal(jpeg.originals, from_folder.images)
+    some = load_train_set(public / hub_dataset.DATASET_DIR, limit=3)
+    assert list(some.names) == list(load_train_set(public / bundle.TRAIN_DIR, limit=3).names)
+    assert len(some.names) == 3
 
 
 def test_training_reads_the_train_shards_only(tiny_release):

@@ -24,7 +24,7 @@ from training.fit import (
 )
 from training.protocols import paper_recipe
 from training.train import main
-from training.trainset import TrainSet, load_train_set, pack_train_set
+from training.trainset import TrainSet, load_train_set, pack_train_set, smoke_subset
 
 pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
 
@@ -216,11 +216,25 @@ def test_paper_protocol_saves_one_checkpoint_per_fold(real_release, tmp_path):
 
 def test_packed_train_set_round_trip(real_release, tmp_path):
     train_dir = real_release.public_dir / "amibr_train"
-    packed = load_train_set(pack_train_set(train_dir, tmp_path / "train.npz"))
-    original = load_train_set(train_dir)
-    assert isinstance(packed, TrainSet) and packed.images.shape == original.images.shape
+    npz = pack_train_set(train_dir, tmp_path / "train.npz")
+    packed, original = load_train_set(npz, limit=300), load_train_set(train_dir, limit=300)
+    assert isinstance(packed, TrainSet) and packed.images.shape == (300, 128, 128, 3)
+    assert list(packed.names) == list(original.names)
     assert (packed.y == original.y).all() and (packed.groups == original.groups).all()
     assert np.abs(packed.images.astype(int) - original.images.astype(int)).mean() < 3
+
+
+def test_a_smoke_run_decodes_only_its_crops_and_the_same_ones_from_every_format(
+    real_release, tmp_path
+):
+    train_dir = real_release.public_dir / "amibr_train"
+    full = load_train_set(train_dir)
+    keep = smoke_subset(len(full.y), 25)
+    assert len(keep) == 25 and (np.diff(keep) > 0).all()
+    some = load_train_set(train_dir, limit=25)
+    assert np.array_equal(some.images, full.images[keep])
+    assert list(some.names) == list(full.names[keep]) and (some.y == full.y[keep]).all()
+    assert len(load_train_set(train_dir, limit=10_000).y) == len(full.y)  # more than there are
 
 
 def test_training_code_cannot_reach_test_data(real_release):
@@ -308,8 +322,8 @@ def test_the_plateau_schedule_halves_the_rate_after_four_epochs_without_gain():
 
 
 def test_the_linear_probe_stops_early_and_keeps_its_best_head(real_release):
-    trainset = load_train_set(real_release.public_dir / "amibr_train")
-    pick = np.random.default_rng(0).permutation(len(trainset.y))[:40]
+    trainset = load_train_set(real_release.public_dir / "amibr_train", limit=40)
+    pick = np.random.default_rng(0).permutation(40)  # both classes on both sides
     images = torch.from_numpy(trainset.images[pick]).permute(0, 3, 1, 2)
     y = torch.from_numpy(trainset.y[pick].astype(np.int64))
     recipe = dataclasses.replace(
@@ -328,8 +342,8 @@ def test_the_linear_probe_stops_early_and_keeps_its_best_head(real_release):
 
 def test_jpeg_training_copies_keep_the_lossless_crops(real_release, tmp_path):
     train_dir = real_release.public_dir / "amibr_train"
-    jpeg = load_train_set(train_dir, jpeg_quality=95)
-    lossless = load_train_set(train_dir)
+    jpeg = load_train_set(train_dir, jpeg_quality=95, limit=60)
+    lossless = load_train_set(train_dir, limit=60)
     assert np.array_equal(jpeg.originals, lossless.images)
     difference = np.abs(jpeg.images.astype(int) - lossless.images.astype(int))
     assert 0 < difference.mean() < 3  # q95: close, not equal
@@ -337,7 +351,7 @@ def test_jpeg_training_copies_keep_the_lossless_crops(real_release, tmp_path):
     assert np.array_equal(some.originals, lossless.images[[3, 1]])
     assert list(some.names) == list(lossless.names[[3, 1]])
     with pytest.raises(ValueError, match="already holds JPEG crops"):
-        load_train_set(pack_train_set(train_dir, tmp_path / "t.npz"), jpeg_quality=95)
+        load_train_set(tmp_path / "t.npz", jpeg_quality=95)  # refused before it is read
 
 
 def test_cross_validation_scores_jpeg_trained_folds_on_both_encodings(real_release, tmp_path):
