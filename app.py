@@ -22,7 +22,7 @@ from store.engine import open_store
 from submissions import jobs
 from submissions.intake import Submissions
 from ui.classify_tab import classify_tab
-from ui.leaderboard_tab import leaderboard_api, leaderboard_tab
+from ui.leaderboard_tab import BOARD_CSS, leaderboard_api, leaderboard_tab
 from ui.space import Space
 from ui.submit_tab import submit_tab
 from worker.supervisor import WorkerSupervisor
@@ -60,6 +60,7 @@ def launch_kwargs(settings: Settings) -> dict:
         "allowed_paths": [*allowed, str(settings.public_dir / "test_crops")],
         "blocked_paths": [str(settings.labels_dir), str(settings.data_dir / "uploads")],
         "footer_links": ["api"],
+        "css": BOARD_CSS,
     }
 
 

@@ -18,27 +18,25 @@ from leaderboard.export import board_rows
 from leaderboard.ranking import Entry
 
 
-def _split_line(entry: Entry, row: dict, split: str) -> str:
+def _split_row(entry: Entry, row: dict, split: str) -> str:
+    """The split's line of the card's table: three short columns, readable on a phone."""
     released = entry.scores.get(split) or {}
-    title = SPLIT_TITLES[split] + (" (hidden)" if get_split(split).hidden else " (public)")
-    crops = ""
-    if released.get("n") is not None:
-        crops = f"{released['n']} ({released['n_atypical']})"
-    ba = ba_cell(row, split) or "—"
-    if get_split(split).hidden:
-        more = "only the rounded BA is released" if released else ""
-    elif released.get("sensitivity") is not None:
-        more = (
-            f"sensitivity {released['sensitivity']:.3f} · specificity "
-            f"{released['specificity']:.3f} · AUROC {released_number(released['auroc'])} "
-            f"[{released_number(released['auroc_low'])}, "
-            f"{released_number(released['auroc_high'])}] · AP "
-            f"{released['average_precision']:.3f} · Brier {released['brier']:.3f} · ECE "
-            f"{released['ece']:.3f}"
-        )
-    else:
-        more = f"AUROC {released_number(released.get('auroc'))}" if released.get("auroc") else ""
-    return f"| {title} | {crops or '—'} | {ba} | {more} |"
+    title = SPLIT_TITLES[split] + (" (hidden)" if get_split(split).hidden else "")
+    crops = f"{released['n']} ({released['n_atypical']})" if released.get("n") is not None else ""
+    return f"| {title} | {ba_cell(row, split) or '—'} | {crops or '—'} |"
+
+
+def _public_details(released: dict) -> str:
+    """What else is released for AMi-Br test, whose labels are public."""
+    if released.get("sensitivity") is None:
+        return f"AUROC {released_number(released['auroc'])}" if released.get("auroc") else ""
+    return (
+        f"sensitivity {released['sensitivity']:.3f} · specificity "
+        f"{released['specificity']:.3f} · AUROC {released_number(released['auroc'])} "
+        f"[{released_number(released['auroc_low'])}, {released_number(released['auroc_high'])}]"
+        f" · AP {released['average_precision']:.3f} · Brier {released['brier']:.3f} · ECE "
+        f"{released['ece']:.3f}"
+    )
 
 
 def entry_card(entries: list[Entry], submission_id: int) -> str:
@@ -52,14 +50,19 @@ def entry_card(entries: list[Entry], submission_id: int) -> str:
     entry, row = found[submission_id]
     meta = entry.meta
     table = [
-        "| set | crops (atypical) | balanced accuracy | more |",
-        "|---|---|---|---|",
+        "| set | BA | crops (atypical) |",
+        "|---|---|---|",
         *(
-            _split_line(entry, row, s.name)
+            _split_row(entry, row, s.name)
             for s in TEST_SPLITS
             if s.name in entry.scores or get_split(s.name).hidden
         ),
     ]
+    public = _public_details(entry.scores.get("amibr_test") or {})
+    if public:
+        table.append(f"\n**{SPLIT_TITLES['amibr_test']}** (public labels): {public}")
+    if entry.source in ("verified", "self-reported") and not entry.withheld:
+        table.append("\nOn the hidden sets only the balanced accuracy is released, rounded.")
     blocks = [
         f"### {markdown_literal(meta.model_name)}"
         + (f" — {markdown_literal(meta.team)}" if meta.team else ""),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from evaluation.disclosure import WITHHELD, released_number
+from fileio import markdown_literal
 from leaderboard.export import board_rows
 from leaderboard.ranking import PAPER_NOTE, Entry
 from store.schema import EntrySource
@@ -117,20 +118,14 @@ class Column:
     ascending_first: bool = False  # a first click sorts A-Z / smallest first (not best first)
 
 
-COLUMNS = (
+COLUMNS = (  # the first four fit a phone's first screen: rank, model, hidden mean BA, kind
     Column("rank", lambda r: "" if r["rank"] is None else str(r["rank"]), "rank", True, True),
     Column("model", lambda r: r["model_name"], "model_name", True, True),
-    Column("team", lambda r: r["team"], "team", True, True),
-    Column("method", lambda r: r["method_type"], "method_type", True, True),
     Column(
         "hidden mean BA",
         lambda r: WITHHELD if r["hidden_withheld"] else released_number(r["hidden_mean_ba"]),
         "hidden_mean_ba",
     ),
-    Column("AtNorM-Br BA", lambda r: ba_cell(r, "atnorm_br"), "atnorm_br_ba"),
-    Column("AtNorM-MD BA", lambda r: ba_cell(r, "atnorm_md"), "atnorm_md_ba"),
-    Column("AMi-Br test BA", lambda r: ba_cell(r, "amibr_test"), "amibr_test_ba"),
-    Column("rank range (95 %)", lambda r: rank_range_cell(r), "rank_low", True, True),
     Column(
         "source",
         lambda r: r["source"] + (" · maintainer-run" if r.get("maintainer_run") else ""),
@@ -138,6 +133,12 @@ COLUMNS = (
         True,
         True,
     ),
+    Column("AtNorM-Br BA", lambda r: ba_cell(r, "atnorm_br"), "atnorm_br_ba"),
+    Column("AtNorM-MD BA", lambda r: ba_cell(r, "atnorm_md"), "atnorm_md_ba"),
+    Column("AMi-Br test BA", lambda r: ba_cell(r, "amibr_test"), "amibr_test_ba"),
+    Column("rank range (95 %)", lambda r: rank_range_cell(r), "rank_low", True, True),
+    Column("team", lambda r: r["team"], "team", True, True),
+    Column("method", lambda r: r["method_type"], "method_type", True, True),
     Column("backbone", lambda r: r["backbone"], "backbone", False, True),
     Column("pretraining", lambda r: r["pretraining"], "pretraining", False, True),
     Column("parameters (M)", lambda r: _parameters(r), "parameters", False, True),
@@ -164,6 +165,7 @@ COLUMNS = (
     Column("scored", lambda r: (r.get("scored_at") or "")[:10], "scored_at", False),
 )
 BY_TITLE = {column.title: column for column in COLUMNS}
+ASCENDING, DESCENDING = " ▲", " ▼"  # the sorted column's header ends with one
 MAIN_COLUMNS = [c.title for c in COLUMNS if c.main]
 EXTRA_COLUMNS = [c.title for c in COLUMNS if not c.main]
 
@@ -175,6 +177,7 @@ def next_sort(current: tuple[str, bool] | None, clicked: str) -> tuple[str, bool
     names, smallest first for ranks and costs); a second click reverses it; a third restores
     the board's order. One column at a time: sorts never stack.
     """
+    clicked = clicked.removesuffix(ASCENDING).removesuffix(DESCENDING)  # the header's mark
     if clicked not in BY_TITLE:
         return current
     first = not BY_TITLE[clicked].ascending_first
@@ -212,27 +215,62 @@ def sort_entries(entries: list[Entry], sort: tuple[str, bool] | None) -> list[En
     return [e for e, _ in present] + blank
 
 
-def display_table(entries: list[Entry], *, extra_columns=(), empty=NO_MATCH) -> pd.DataFrame:
+def display_table(
+    entries: list[Entry],
+    *,
+    extra_columns=(),
+    empty=NO_MATCH,
+    sort: tuple[str, bool] | None = None,
+) -> pd.DataFrame:
     """The entries as display strings: the main columns, then the chosen extra ones.
 
-    With no entry, one row says why (``empty``), never a bare header.
+    The header of the column ``sort`` orders by ends with ▲ (low to high, A to Z) or ▼. With
+    no entry, one row says why (``empty``), never a bare header.
     """
     columns = MAIN_COLUMNS + [c for c in EXTRA_COLUMNS if c in extra_columns]
     rows = [[BY_TITLE[c].cell(row) for c in columns] for row in board_rows(entries)]
     if not rows:
         rows = [["", empty, *([""] * (len(columns) - 2))]]
-    return pd.DataFrame(rows, columns=columns)
+    titles = [
+        c + (DESCENDING if sort[1] else ASCENDING) if sort and c == sort[0] else c for c in columns
+    ]
+    return pd.DataFrame(rows, columns=titles)
+
+
+def best_line(entries: list[Entry]) -> str:
+    """Who is best, in one line: the top group of the tested entries, named."""
+    top = [e.model_name for e in entries if e.top_group]
+    tested = sum(e.rank_range is not None for e in entries)
+    papers = (
+        " Paper rows are published numbers, not tested here."
+        if any(e.source == "paper" for e in entries)
+        else ""
+    )
+    if not top:
+        return "**Best tested entry**: none yet; no entry has been tested." + papers
+    names = ", ".join(f"**{markdown_literal(name)}**" for name in top)
+    if len(top) == 1:
+        told = "" if tested == 1 else f", told apart from the other {tested - 1} tested"
+        return f"**Best tested entry**: {names}{told}.{papers}"
+    return (
+        f"**Best tested entries**: {names}, not told apart by the hidden sets "
+        f"({len(top)} of {tested} tested).{papers}"
+    )
 
 
 def board_legend(entries: list[Entry]) -> str:
     """The glossary under the board, with the margin now in force (Markdown)."""
     tested = [e for e in entries if e.rank_range is not None]
-    if tested:
+    if len(tested) > 1:
+        margin = tested[0].rank_margin
+        shown = f"{margin:.2f}" if margin >= 0.005 else "under 0.01"
         now = (
             f"Now {len(tested)} entries are tested; two are told apart when their hidden means "
-            f"differ by more than {tested[0].rank_margin + 0.03:.2f} (the comparison's margin, "
-            f"{tested[0].rank_margin:.2f}, plus 0.03 for rounding and release offsets)."
+            f"differ by more than {margin + 0.03:.2f} (the comparison's margin, {shown}, plus "
+            "0.03 for rounding and release offsets)."
         )
+    elif tested:
+        now = "Now one entry is tested: there is nothing to tell it apart from yet."
     else:
         now = "No entry has been tested yet."
     return f"""**How to read the board** (research use only, not for diagnosis)

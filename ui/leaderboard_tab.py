@@ -21,6 +21,7 @@ from leaderboard.columns import (
     SOURCES,
     TRACKS,
     BoardFilter,
+    best_line,
     board_legend,
     display_table,
     domain_plot_frame,
@@ -33,6 +34,53 @@ from leaderboard.columns import (
 from leaderboard.export import board_rows, to_csv, to_json
 from store.entry import METHOD_TYPES
 from ui.space import Space, bind, user_facing
+
+BOARD_HEIGHT_PX = 1200  # about 30 rows before the table scrolls inside itself
+# Gradio's own column menu (⋮) sorts the display strings, so 0.77 would come below 0.5796:
+# the board hides it and sorts on the server, by numbers, on a click on a header.
+# Rank and model stay in view while the table scrolls sideways (Gradio's pinned_columns does
+# not pin in this version): they stick, the rank at a fixed width so the model knows where.
+# Long names, the mean and the kind wrap in capped widths, so that at a desk every
+# balanced accuracy fits beside them; on a phone the first four columns (rank, model, hidden
+# mean BA, kind) share the first screen.
+RANK_PX = 50
+DESK_COLUMNS = {2: 240, 3: 90, 4: 150}  # column number -> width in px
+PHONE_COLUMNS = {2: 108, 3: 68, 4: 100}
+
+
+def _cells(n: int, inside: str = "") -> str:
+    return ", ".join(
+        f"#board {cell}:nth-child({n}){inside}" for cell in ("th", "td", "[role=gridcell]")
+    )
+
+
+def _width(px: int) -> str:
+    return (
+        f"width: {px}px !important; min-width: {px}px !important; max-width: {px}px !important; "
+        f"flex: 0 0 {px}px !important;"
+    )
+
+
+def _wrapped(columns: dict[int, int]) -> list[str]:
+    return [
+        f"{_cells(n)} {{ {_width(px)} }} {_cells(n, ' *')} "
+        "{ white-space: normal !important; overflow-wrap: anywhere; }"
+        for n, px in columns.items()
+    ]
+
+
+_STICKY = "position: sticky !important; z-index: 3; background: var(--table-even-background-fill);"
+BOARD_CSS = "\n".join(
+    [
+        "#board .cell-menu-button { display: none !important; }",
+        f"{_cells(1)} {{ {_width(RANK_PX)} {_STICKY} left: 0; }}",
+        f"{_cells(2)} {{ {_STICKY} left: {RANK_PX}px; }}",
+        *_wrapped(DESK_COLUMNS),
+        "@media (max-width: 600px) {",
+        *_wrapped(PHONE_COLUMNS),
+        "}",
+    ]
+)
 
 # A click on a header of the board asks the server to sort by that column: the column's
 # name goes to a hidden textbox (with the time, so that a second click is a change too).
@@ -61,19 +109,24 @@ def refresh(space: Space, search, method, sources, tracks, per_team, extras, sor
     frame = domain_plot_frame(kept)
     x_lim, y_lim = plot_limits(frame)
     choices = [(f"#{e.rank or '–'} {e.model_name}", e.submission_id) for e in kept]
-    rows = board_rows(board)
+    rows = board_rows(kept)  # the downloads hold what the table shows, in its order
+    shown = f"{len(rows)} of {len(board)} entries" if len(rows) < len(board) else "all entries"
     csv_path = space.shared_download("leaderboard.csv", to_csv(rows))
     json_path = space.shared_download("leaderboard.json", to_json(rows))
     updated = last_updated(space.sessions)
     stamp = updated.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if updated else "never"
+    table = display_table(
+        kept, extra_columns=extras, empty=NO_MATCH if board else EMPTY_BOARD, sort=sort
+    )
     return (
-        display_table(kept, extra_columns=extras, empty=NO_MATCH if board else EMPTY_BOARD),
+        table,
         gr.ScatterPlot(value=frame, x_lim=x_lim, y_lim=y_lim),
         gr.Dropdown(choices=choices, value=None),
         board_legend(board),
-        str(csv_path),
-        str(json_path),
+        gr.DownloadButton(f"Download CSV ({shown}, as shown)", value=str(csv_path)),
+        gr.DownloadButton(f"Download JSON ({shown}, as shown)", value=str(json_path)),
         f"Last updated {stamp} · shown at {datetime.now(UTC):%H:%M:%S} UTC. " + sort_note(sort),
+        best_line(board),
     )
 
 
@@ -88,15 +141,20 @@ def resort(space: Space, request: str, current, *filters):
 def card(space: Space, submission_id):
     """One entry's card, with its ROC and reliability curves on AMi-Br test."""
     if submission_id is None:
-        empty = gr.LinePlot(value=None)
+        hidden = gr.LinePlot(value=None, visible=False)
         return (
             "Choose an entry to see its numbers, its description and where they come from.",
-            empty,
-            empty,
+            hidden,
+            hidden,
         )
     board = space.board()
     roc, reliability = entry_curves(board, int(submission_id))
-    return entry_card(board, int(submission_id)), roc, reliability
+    drawn = not roc.empty  # paper and pathologist rows have no per-crop predictions to draw
+    return (
+        entry_card(board, int(submission_id)),
+        gr.LinePlot(value=roc, visible=drawn),
+        gr.LinePlot(value=reliability, visible=drawn),
+    )
 
 
 @user_facing
@@ -109,25 +167,30 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
     """Lay out the tab and wire its events (all private: the API is :func:`leaderboard_api`)."""
     with gr.Tab("Leaderboard") as tab:
         notice = gr.Markdown(elem_id="board-notice")
+        best = gr.Markdown(elem_id="board-best")
         updated = gr.Markdown(elem_id="board-updated")
-        with gr.Row():
-            search_box = gr.Textbox(label="Search model, team, backbone", elem_id="search", scale=2)
-            method_filter = gr.Dropdown(["all", *METHOD_TYPES], value="all", label="Method")
-            team_switch = gr.Checkbox(label="Best entry per team")
-        with gr.Row():
-            source_filter = gr.CheckboxGroup(
-                list(SOURCES), value=list(SOURCES), label="Entries", elem_id="sources"
+        with gr.Accordion("Search, filters and more columns", open=False, elem_id="board-filters"):
+            with gr.Row():
+                search_box = gr.Textbox(
+                    label="Search model, team, backbone", elem_id="search", scale=2
+                )
+                method_filter = gr.Dropdown(["all", *METHOD_TYPES], value="all", label="Method")
+                team_switch = gr.Checkbox(label="Best entry per team")
+            with gr.Row():
+                source_filter = gr.CheckboxGroup(
+                    list(SOURCES), value=list(SOURCES), label="Entries", elem_id="sources"
+                )
+                track_filter = gr.CheckboxGroup(list(TRACKS), label="Tracks", elem_id="tracks")
+            extra_columns = gr.CheckboxGroup(
+                EXTRA_COLUMNS, label="More columns", elem_id="more-columns"
             )
-            track_filter = gr.CheckboxGroup(list(TRACKS), label="Tracks", elem_id="tracks")
-        extra_columns = gr.CheckboxGroup(
-            EXTRA_COLUMNS, label="More columns", elem_id="more-columns"
-        )
         board_table = gr.Dataframe(
             interactive=False,
             wrap=False,
             elem_id="board",
             datatype="str",
-            max_height=600,
+            max_height=BOARD_HEIGHT_PX,
+            pinned_columns=2,  # rank and model stay in view while scrolling sideways
         )
         sort_request = gr.Textbox(visible="hidden", elem_id="sort-request")
         sort_state = gr.State(None)
@@ -151,6 +214,7 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
             plot_style = {"x": "x", "y": "y", "color": "curve", "x_lim": [0, 1], "y_lim": [0, 1]}
             roc_plot = gr.LinePlot(
                 **plot_style,
+                visible=False,
                 x_title="false-positive rate",
                 y_title="true-positive rate",
                 title="ROC on AMi-Br test (public labels)",
@@ -158,6 +222,7 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
             )
             reliability_plot = gr.LinePlot(
                 **plot_style,
+                visible=False,
                 x_title="mean P(atypical) in the bin",
                 y_title="fraction atypical",
                 title="Reliability on AMi-Br test (public labels)",
@@ -172,7 +237,7 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
             json_button = gr.DownloadButton("Download JSON", elem_id="download-json")
 
     filters = [search_box, method_filter, source_filter, track_filter, team_switch, extra_columns]
-    views = [board_table, domain_plot, entry_choice, legend, csv_button, json_button, updated]
+    views = [board_table, domain_plot, entry_choice, legend, csv_button, json_button, updated, best]
     demo.load(None, None, None, js=SORT_JS)
     demo.load(bind(board_notice, space), None, notice, api_visibility="private")
     gr.on(

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import inspect
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ except ImportError:
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "Default model (shipped)"
 MODELS_TTL_S = 5.0
+KEPT_DOWNLOADS = 64  # shared downloads (versions of the board's exports) kept on disk
 USER_ERRORS = (EvaluationError, ModelError, InvalidMetadata, SubmissionError, LeaderboardError)
 
 
@@ -96,8 +98,10 @@ class Space:
     def download_path(self, name: str) -> Path:
         """A fresh file for a download, in a folder removed when the process ends.
 
-        Gradio copies the file into its own cache, which ``delete_cache`` cleans hourly.
+        Gradio copies the file into its own cache, which ``delete_cache`` cleans hourly; the
+        folder here keeps the newest :data:`KEPT_DOWNLOADS`.
         """
+        self._prune_downloads()
         return Path(tempfile.mkdtemp(dir=self._downloads.name)) / name
 
     def shared_download(self, name: str, text: str) -> Path:
@@ -110,7 +114,17 @@ class Space:
         path = Path(self._downloads.name) / digest / name
         if not path.is_file():
             atomic_write(path, lambda tmp: tmp.write_text(text))
+            self._prune_downloads()
         return path
+
+    def _prune_downloads(self) -> None:
+        """Keep the newest :data:`KEPT_DOWNLOADS` downloads: Gradio serves its own copies."""
+        folders = sorted(
+            (f for f in Path(self._downloads.name).iterdir() if f.is_dir()),
+            key=lambda f: f.stat().st_mtime_ns,
+        )
+        for folder in folders[:-KEPT_DOWNLOADS]:
+            shutil.rmtree(folder, ignore_errors=True)
 
     @property
     def submissions(self) -> Submissions:

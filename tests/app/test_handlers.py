@@ -81,18 +81,30 @@ def test_the_board_handlers_draw_every_view_from_one_list(space):
     )
     for job in space.backend.service.my_submissions("bob"):
         space.worker.run_job(job.job_id)
-    table, plot, choices, legend, csv_path, json_path, status = leaderboard_tab.refresh(
+    table, plot, choices, legend, csv_file, json_file, status, best = leaderboard_tab.refresh(
         space, *FILTERS, None
     )
     assert list(table.columns) == MAIN_COLUMNS and len(table) == len(space.board())
     assert len(choices.choices) == len(table) and "rank" in legend.lower()
-    assert open(csv_path).read().startswith("rank,") and status.startswith("Last updated")
+    assert open(csv_file.value["path"]).read().startswith("rank,") and status.startswith(
+        "Last updated"
+    )
+    assert csv_file.label == "Download CSV (all entries, as shown)"
+    assert best.startswith("**Best tested entr") and "bob's model" in best
+    searched, *_, csv_file, _, _, _ = leaderboard_tab.refresh(space, "bob's", *FILTERS[1:], None)
+    assert list(searched["model"]) == ["bob's model"]
+    assert (
+        len(open(csv_file.value["path"]).read().splitlines()) == 2
+    )  # the header and the one shown
+    assert csv_file.label == f"Download CSV (1 of {len(space.board())} entries, as shown)"
     searched, *_ = leaderboard_tab.refresh(space, "no such model", *FILTERS[1:], None)
     assert list(searched["model"]) == ["No entry matches the search and filters."]
     sort, sorted_table, *_ = leaderboard_tab.resort(space, "model|1", None, *FILTERS)
-    assert sort == ("model", False) and list(sorted_table["model"]) == sorted(
+    assert sort == ("model", False) and list(sorted_table["model ▲"]) == sorted(
         table["model"], key=str.lower
     )
+    again, _, *_ = leaderboard_tab.resort(space, "model ▲|2", sort, *FILTERS)  # header as shown
+    assert again == ("model", True)
     rows = leaderboard_tab.leaderboard(space, search="bob's")
     assert [row["model_name"] for row in rows] == ["bob's model"]
 
@@ -102,7 +114,15 @@ def test_a_vanished_entry_gets_a_sentence_not_an_internal_error(space):
         leaderboard_tab.card(space, 999)
     assert "Internal error" not in str(refused.value)
     text, roc, reliability = leaderboard_tab.card(space, None)
-    assert text.startswith("Choose an entry")
+    assert text.startswith("Choose an entry") and not roc.visible and not reliability.visible
+
+
+def test_a_paper_row_s_card_shows_only_what_applies(space):
+    board = space.board()
+    paper = next(e for e in board if e.source == "paper")
+    text, roc, reliability = leaderboard_tab.card(space, paper.submission_id)
+    assert text.count("Paper row:") == 1 and "only the balanced accuracy" not in text
+    assert roc.visible is False and reliability.visible is False
 
 
 def test_classify_answers_a_real_crop_in_words(space):

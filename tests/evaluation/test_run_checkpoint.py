@@ -12,6 +12,8 @@ import pytest
 from evaluation.bundle import PublicBundle
 from evaluation.release import build_release
 from evaluation.run_checkpoint import load_split_crops, predict_splits
+from evaluation.run_checkpoint import main as run_checkpoint_main
+from evaluation.score import main as score_main
 from models.predictor import Predictor
 from settings import REPO_ROOT
 from tests.conftest import TINY_COUNTS
@@ -44,7 +46,7 @@ def test_predict_splits_and_the_crop_cache(tiny_release, tmp_path):
     assert len(frame) == 12 and set(frame["label"]) <= {"atypical", "normal"}
 
 
-def test_checkpoint_command_scores_several_checkpoints(tiny_release, tmp_path):
+def test_checkpoint_command_scores_several_checkpoints(tiny_release, tmp_path, monkeypatch, capsys):
     a = tiny_checkpoint(tmp_path / "a")
     b = tiny_checkpoint(tmp_path / "b", "vit_tiny_test")
     env = {
@@ -67,46 +69,31 @@ def test_checkpoint_command_scores_several_checkpoints(tiny_release, tmp_path):
     ]
     assert report["summary"]["atnorm_br"]["ba_mean"] == pytest.approx(np.mean(bas))
     assert report["summary"]["atnorm_br"]["ba_std"] == pytest.approx(np.std(bas))
-    written = tmp_path / "p.csv"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "evaluation.run_checkpoint",
-            str(a),
-            "--predictions-out",
-            str(written),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    scored = subprocess.run(
-        [sys.executable, "-m", "evaluation.score", str(written), "--json"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    written = tmp_path / "p.csv"  # the other commands in this process (the entry point ran)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert run_checkpoint_main([str(a), "--predictions-out", str(written)]) == 0
+    capsys.readouterr()
+    assert score_main([str(written), "--json"]) == 0
     assert (
-        json.loads(scored.stdout)["splits"]["atnorm_br"]["balanced_accuracy"]["estimate"]
+        json.loads(capsys.readouterr().out)["splits"]["atnorm_br"]["balanced_accuracy"]["estimate"]
         == report["checkpoints"][str(a)]["atnorm_br"]["balanced_accuracy"]["estimate"]
     )
 
 
-def test_every_reading_of_the_test_sets_is_logged_with_its_reason(tiny_release, tmp_path):
+def test_every_reading_of_the_test_sets_is_logged_with_its_reason(
+    tiny_release, tmp_path, monkeypatch, capsys
+):
     a = tiny_checkpoint(tmp_path / "a")
-    env = {**os.environ, "MITOSIS_DATA_DIR": str(tiny_release)}
+    monkeypatch.setenv("MITOSIS_DATA_DIR", str(tiny_release))
     log = tmp_path / "readings.json"
-    command = [sys.executable, "-m", "evaluation.run_checkpoint", str(a), "--log-reading", str(log)]
-    refused = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-    assert refused.returncode == 2 and "needs --reason" in refused.stderr and not log.exists()
+    command = [str(a), "--log-reading", str(log)]
+    with pytest.raises(SystemExit) as refused:
+        run_checkpoint_main(command)
+    assert refused.value.code == 2 and "needs --reason" in capsys.readouterr().err
+    assert not log.exists()
     for reason in ("final model, recipe chosen by CV", "second reading"):
-        subprocess.run(
-            [*command, "--reason", reason], cwd=REPO_ROOT, env=env, check=True, capture_output=True
-        )
+        assert run_checkpoint_main([*command, "--reason", reason]) == 0
     readings = json.loads(log.read_text())
     assert [r["reading"] for r in readings] == [1, 2]
     assert readings[0]["reason"] == "final model, recipe chosen by CV"

@@ -12,6 +12,7 @@ from leaderboard.columns import (
     MAIN_COLUMNS,
     NO_MATCH,
     BoardFilter,
+    best_line,
     board_legend,
     display_table,
     domain_plot_frame,
@@ -78,7 +79,8 @@ def test_filters_apply_search_method_sources_and_tracks(board):
 def test_the_table_shows_the_main_columns_first_and_extras_on_request(board):
     table = display_table(board)
     assert list(table.columns) == MAIN_COLUMNS and "id" not in table.columns
-    assert list(table.iloc[0][:5]) == ["1", "small cnn", "A", "end-to-end", "0.78"]
+    assert list(table.iloc[0][:5]) == ["1", "small cnn", "0.78", "verified", "0.80 [0.75, 0.85]"]
+    assert list(table.iloc[0][-2:]) == ["A", "end-to-end"]
     assert table.iloc[0]["rank range (95 %)"] == "1–2 of 3 · top group"
     assert table.iloc[2]["rank range (95 %)"] == "3 of 3"
     wide = display_table(board, extra_columns=["parameters (M)", "backbone"])
@@ -110,6 +112,32 @@ def test_a_header_click_sorts_one_column_and_a_third_click_restores_the_rank(boa
         "big lora",
     ]
     assert next_sort(by_size, "not a column") == by_size
+    assert next_sort(("model", False), "model ▲") == ("model", True)  # the header as shown
+
+
+def test_the_sorted_column_s_header_says_which_way(board):
+    down = display_table(board, sort=("AtNorM-MD BA", True))
+    assert "AtNorM-MD BA ▼" in down.columns and "AtNorM-MD BA" not in down.columns
+    assert list(display_table(board, sort=("model", False)).columns)[1] == "model ▲"
+    assert list(display_table(board).columns) == MAIN_COLUMNS
+
+
+def test_the_best_line_names_the_top_group_and_says_paper_rows_are_untested(board):
+    assert best_line(board) == (
+        "**Best tested entries**: **small cnn**, **big lora**, not told apart by the hidden "
+        "sets (2 of 3 tested)."
+    )
+    alone = rank_entries(board[:1], StandingView(0.0, frozenset({1}), 1000, None))
+    assert best_line(alone) == "**Best tested entry**: **small cnn**."
+    paper = entry(4, "paper row", "paper", 0.82, 0.80)
+    untested = rank_entries([paper], None)
+    assert best_line(untested) == (
+        "**Best tested entry**: none yet; no entry has been tested. Paper rows are published "
+        "numbers, not tested here."
+    )
+    assert "Now one entry is tested: there is nothing" in board_legend(alone)
+    assert "No entry has been tested yet." in board_legend(untested)
+    assert "Paper row:" not in board_legend(untested)
 
 
 def test_plot_frame_and_limits_hold_every_point(board):
@@ -130,7 +158,7 @@ def test_the_entry_card_is_readable_and_escapes_what_submitters_write(board):
     )
     card = entry_card(board, 2)
     assert card.startswith("### big \\*lora\\* \\| x")
-    assert "| AtNorM-MD (hidden) | 746 (128) | 0.74 [0.70, 0.78] |" in card
+    assert "| AtNorM-MD (hidden) | 0.74 [0.70, 0.78] | 746 (128) |" in card
     assert "sensitivity 0.700 · specificity 0.900" in card  # the public split: everything
     assert "code: <https://x.org/a_b>" in card and "{" not in card
     for vanished in (entry_card, entry_curves):  # a user error, not an internal one

@@ -16,6 +16,7 @@ from torch import nn
 from models.errors import ImageError
 from models.explain import grad_cam
 from models.imaging import load_crop, size_note
+from models.predict import main as predict_main
 from models.predictor import Predictor, answer_text
 from settings import REPO_ROOT
 from tests.models.conftest import tiny_checkpoint
@@ -142,45 +143,51 @@ def test_explanations(tmp_path, crop, name, members):
 
 
 @pytest.mark.slow  # starts a process / builds every rejected archive
-def test_predict_cli(resnet_checkpoint, crop, tmp_path):
+def test_predict_cli(resnet_checkpoint, crop, tmp_path, capsys):
     Image.fromarray(crop).save(tmp_path / "a.png")
     Image.fromarray(crop).save(tmp_path / "b.jpg", quality=95)
     (tmp_path / "c.png").write_bytes(b"not an image")
-    run = lambda *paths: subprocess.run(  # noqa: E731
+    good = subprocess.run(  # the entry point itself, once; the other cases call main()
         [
             sys.executable,
             "-m",
             "models.predict",
             "--checkpoint",
             str(resnet_checkpoint),
-            *map(str, paths),
+            str(tmp_path / "a.png"),
+            str(tmp_path / "b.jpg"),
         ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
     )
-    good = run(tmp_path / "a.png", tmp_path / "b.jpg")
     lines = good.stdout.splitlines()
     assert good.returncode == 0 and lines[0] == "image,prob_atypical,label"
     assert lines[1].startswith(f"{tmp_path / 'a.png'},0.") and len(lines) == 3
-    bad = run(tmp_path / "a.png", tmp_path / "c.png")
-    assert bad.returncode == 2 and bad.stdout == ""
-    assert "c.png is not an image" in bad.stderr and str(tmp_path) not in bad.stderr
+
+    def run(*args) -> tuple[int, str, str]:
+        code = predict_main(["--checkpoint", str(resnet_checkpoint), *map(str, args)])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = run(tmp_path / "a.png", tmp_path / "c.png")
+    assert code == 2 and out == ""
+    assert "c.png is not an image" in err and str(tmp_path) not in err
     crops = tmp_path / "test_crops"
     crops.mkdir()
     for name in ("00ab", "00aa"):
         Image.fromarray(crop).save(crops / f"{name}.png")
     (crops / "notes.txt").write_text("not a crop")
-    folder = run("--format", "submission", crops)  # a folder: its images, in name order
-    lines = folder.stdout.splitlines()
-    assert folder.returncode == 0 and lines[0] == "image_id,prob_atypical,label"
+    code, out, _ = run("--format", "submission", crops)  # a folder: its images, in name order
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "image_id,prob_atypical,label"
     assert [line.split(",")[0] for line in lines[1:]] == ["00aa", "00ab"]
     assert lines[1].split(",")[1:] == good.stdout.splitlines()[1].split(",")[1:]
     unzipped = tmp_path / "unzipped"  # test_crops.zip unzipped into a folder of its own
     (unzipped / "test_crops").mkdir(parents=True)
-    empty = run("--format", "submission", unzipped)
-    assert empty.returncode == 2 and empty.stdout == ""
-    assert "no image files" in empty.stderr and "test_crops/ subfolder" in empty.stderr
+    code, out, err = run("--format", "submission", unzipped)
+    assert code == 2 and out == ""
+    assert "no image files" in err and "test_crops/ subfolder" in err
 
 
 def test_size_notes_and_answers_in_words(tmp_path):
