@@ -22,6 +22,7 @@ from store.engine import open_store
 from submissions import jobs
 from submissions.intake import Submissions
 from ui.classify_tab import classify_tab
+from ui.components import SpaceBlocks
 from ui.leaderboard_tab import BOARD_CSS, leaderboard_api, leaderboard_tab
 from ui.space import Space
 from ui.submit_tab import submit_tab
@@ -37,7 +38,7 @@ ABOUT = Path(__file__).parent / "ABOUT.md"
 def build_demo(settings: Settings) -> gr.Blocks:
     """The Gradio app for ``settings``; nothing is loaded until a handler runs."""
     space = Space(settings)
-    with gr.Blocks(title="Atypical mitosis benchmark", delete_cache=(3600, 7200)) as demo:
+    with SpaceBlocks(title="Atypical mitosis benchmark", delete_cache=(3600, 7200)) as demo:
         gr.Markdown(f"# Atypical vs normal mitosis\n{NOTICE}")
         classify_tab(demo, space)
         leaderboard_tab(demo, space)

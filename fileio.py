@@ -177,6 +177,19 @@ def spreadsheet_safe(value):
     return value
 
 
+def quoted(value, limit: int = 80) -> str:
+    """``value`` as a message echoes it: quoted, escaped, at most ``limit`` characters.
+
+    ``repr`` escapes control characters and invisible ones (right-to-left overrides, zero-width
+    spaces), so an echo cannot reorder or hide the message around it; a longer value is cut
+    and its length given, so an error never grows with what was sent.
+    """
+    text = str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text):,} characters)"
+
+
 def markdown_literal(text: str) -> str:
     """Submitter-written text as literal Markdown (metadata validation already refuses HTML)."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)

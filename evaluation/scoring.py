@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from evaluation.bundle import LabelStore, PublicBundle, SplitLabels
 from evaluation.curves import reliability_bins, roc_points
 from evaluation.errors import InvalidPredictionFile
 from evaluation.splits import AMIBR_TEST, ATYPICAL, LABELS, TEST_SPLITS, get_split
-from fileio import PREDICTION_COLUMNS, describe_sizes, read_bounded
+from fileio import PREDICTION_COLUMNS, describe_sizes, quoted, read_bounded
 from settings import MAX_PREDICTION_FILE_MB, MB
 
 SCORER_VERSION = "1.0"
@@ -164,7 +165,7 @@ def _probabilities(column: pd.Series, lines: np.ndarray) -> np.ndarray:
     if not_number.any():
         i = _first(not_number)
         raise InvalidPredictionFile(
-            f"prob_atypical on line {lines[i]} is {column.iloc[i]!r}, not a number; "
+            f"prob_atypical on line {lines[i]} is {quoted(column.iloc[i])}, not a number; "
             f"{int(not_number.sum())} row(s) are affected."
         )
     not_finite = ~np.isfinite(prob)
@@ -191,8 +192,8 @@ def _decisions(frame: pd.DataFrame, prob: np.ndarray, lines: np.ndarray) -> np.n
     if invalid.any():
         i = _first(invalid)
         raise InvalidPredictionFile(
-            f"label on line {lines[i]} is {frame['label'].iloc[i]!r}; it must be 'atypical' or "
-            f"'normal' (or leave the column out to call atypical when prob_atypical >= 0.5)."
+            f"label on line {lines[i]} is {quoted(frame['label'].iloc[i])}; it must be 'atypical' "
+            "or 'normal' (or leave the column out to call atypical when prob_atypical >= 0.5)."
         )
     return (labels == ATYPICAL).to_numpy(np.int8)
 
@@ -215,7 +216,7 @@ def _check_ids(
         i = _first(~known)
         raise InvalidPredictionFile(
             f"{int((~known).sum())} row(s) have an image_id that is not in the public test "
-            f"manifest (the first, on line {lines[i]}: {str(ids[i])!r}). Use the ids of "
+            f"manifest (the first, on line {lines[i]}: {quoted(ids[i])}). Use the ids of "
             "manifest.csv in the test bundle, not file names of the original release."
         )
     submitted = set(ids)
@@ -255,6 +256,7 @@ def read_predictions(
     text = _decode(source)
     if not text.strip():
         raise InvalidPredictionFile(f"The file is empty. {_FORMAT_HINT}")
+    _check_row_count(text, len(manifest))
     frame = _parse(text)
     lines = frame.attrs["lines"]
     prob = _probabilities(frame["prob_atypical"], lines)
@@ -262,6 +264,21 @@ def read_predictions(
     ids = frame["image_id"].str.strip().to_numpy(dtype=str)
     _check_ids(ids, lines, manifest, splits)
     return Predictions(ids, prob, predicted, has_labels="label" in frame.columns)
+
+
+_NON_BLANK_LINE = re.compile(r"^[^\S\n]*\S", re.MULTILINE)
+
+
+def _check_row_count(text: str, crops: int) -> None:
+    """More rows than test crops cannot be valid: refused before the CSV is parsed."""
+    if text.count("\n") <= crops + 1:  # a header, a row per crop: almost every file stops here
+        return
+    rows = sum(1 for _ in _NON_BLANK_LINE.finditer(text)) - 1  # one match at a time: no copies
+    if rows > crops:
+        raise InvalidPredictionFile(
+            f"The file has {rows:,} rows after its header; the test set has {crops:,} crops, "
+            f"one row each. {_FORMAT_HINT}"
+        )
 
 
 def _too_large(size: int, max_bytes: int) -> str:

@@ -155,7 +155,12 @@ def inspect_checkpoint(files: CheckpointFiles) -> dict:
 
 
 def _inspect(files: CheckpointFiles) -> tuple[dict, ModelCfg, nn.Module]:
-    """The validated config, its model entry, and the architecture on the meta device."""
+    """The validated config, its model entry, and the architecture on the meta device.
+
+    For an ensemble, the weights file must hold as many numbers as its members need before it
+    is built: a few bytes claiming 16 giant networks cost one network's build, once. (One
+    network is built and its tensors compared by name and shape, the more precise message.)
+    """
     config, cfg = read_config(files)
     block = config["mitosis"]
     size = int(block.get("ensemble_size", 1))
@@ -163,6 +168,28 @@ def _inspect(files: CheckpointFiles) -> tuple[dict, ModelCfg, nn.Module]:
         if block["strategy"] == "lora":
             model = check_lora_shapes(files, cfg)
         else:
+            declared = header_tensors(files, WEIGHTS)
+            held = sum(t.numel() for t in declared.values())
+            if size > 1 and held != (needed := size * member_numel(cfg)):
+                raise CheckpointError(
+                    f"{WEIGHTS} holds {held:,} numbers; {_describe(cfg, size)} has {needed:,}. "
+                    "Save the trained network's state_dict as it is (see docs/submitting.md)."
+                )
             model = _network(cfg, size)
-            check_state(model, header_tensors(files, WEIGHTS), _describe(cfg, size))
+            check_state(model, declared, _describe(cfg, size))
     return config, cfg, model
+
+
+def member_numel(cfg: ModelCfg) -> int:
+    """Numbers in one network's state (parameters and buffers), counted on the meta device.
+
+    Remembered per configuration (the registry is finite), so asking again costs nothing.
+    """
+    key = repr(cfg)  # ModelCfg holds a dict (model_args): not hashable itself
+    if key not in _MEMBER_NUMEL:
+        with torch.device("meta"):
+            _MEMBER_NUMEL[key] = sum(t.numel() for t in build_backbone(cfg).state_dict().values())
+    return _MEMBER_NUMEL[key]
+
+
+_MEMBER_NUMEL: dict[str, int] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 
+from fileio import quoted
 from models._registry import ModelCfg, get_model_cfg
 from models.archive import CONFIG, CONVERT_HINT, CheckpointFiles
 from models.errors import CheckpointError
@@ -137,7 +138,7 @@ def read_config(files: CheckpointFiles) -> tuple[dict, ModelCfg]:
         cfg = get_model_cfg(name)
     except ValueError as e:
         raise CheckpointError(
-            f"{CONFIG} names the model {name!r}, which is neither registered "
+            f"{CONFIG} names the model {quoted(name)}, which is neither registered "
             "nor a timm architecture."
         ) from e
     return config, cfg

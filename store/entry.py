@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, fields
 
-from fileio import FORMULA_START
+from fileio import FORMULA_START, quoted
 from store.errors import InvalidMetadata
 
 METHOD_TYPES = ("end-to-end", "linear probe", "LoRA", "other")
@@ -99,13 +99,13 @@ class EntryMetadata:
         if values["method_type"] not in METHOD_TYPES:
             raise InvalidMetadata(
                 f"Method type must be one of {', '.join(METHOD_TYPES)}; "
-                f"found {values['method_type']!r}."
+                f"found {quoted(values['method_type'])}."
             )
         for field in ("paper_url", "code_url"):
             if values[field] and not _URL.match(values[field]):
                 raise InvalidMetadata(
                     f"'{FIELD_LABELS[field]}' must be an http(s) link; found "
-                    f"{values[field][:80]!r}."
+                    f"{quoted(values[field])}."
                 )
         if "midog" in values["training_data"].lower():
             values["uses_midog"] = True
@@ -126,11 +126,11 @@ def _check_text(key: str, value: str) -> None:
     if found := _MARKUP.search(value):
         raise InvalidMetadata(
             f"'{field}' contains markup or a script link "
-            f"({value[found.start() : found.start() + 24]!r}); names and descriptions are plain "
-            "text."
+            f"({quoted(value[found.start() : found.start() + 24])}); names and descriptions are "
+            "plain text."
         )
     if key not in ("paper_url", "code_url") and value.startswith(FORMULA_START):
         raise InvalidMetadata(
-            f"'{field}' starts with {value[0]!r}, which a spreadsheet runs as a formula; start "
-            "it with a letter or a digit."
+            f"'{field}' starts with {quoted(value[0])}, which a spreadsheet runs as a formula; "
+            "start it with a letter or a digit."
         )

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from fileio import describe_sizes, deterministic_zip
+from fileio import describe_sizes, deterministic_zip, quoted
 from models.archive import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -132,11 +132,12 @@ def check_reference(repo_id: str, revision: str) -> tuple[str, str]:
         valid = False
     if not valid:
         raise HubModelError(
-            f"'{repo_id}' is not a Hub model id; write it as owner/name, e.g. lab/mitosis-model."
+            f"{quoted(repo_id)} is not a Hub model id; write it as owner/name, e.g. "
+            "lab/mitosis-model."
         )
     if not REVISION.fullmatch(revision) or ".." in revision:
         raise HubModelError(
-            f"'{revision}' is not a revision; give a branch, a tag or a 40-digit commit."
+            f"{quoted(revision)} is not a revision; give a branch, a tag or a 40-digit commit."
         )
     return repo_id, revision
 

@@ -137,8 +137,8 @@ def corpus(folder: Path, marker: Path, checkpoint: Path, predictions: bytes) -> 
             {"p.csv": predictions}
         ),
         ("/submit_predictions", "formula.csv", "not in the public test manifest"): (
-            first_line + b"\n=cmd|' /C calc'!A0,0.5\n" + rest
-        ),
+            first_line + b"\n=cmd|' /C calc'!A0,0.5\n" + rest.split(b"\n", 1)[1]
+        ),  # in place of the first row: one row per crop, the formula among them
         ("/submit_predictions", "script.csv", "prob_atypical on line 2 is .<script>"): (
             first_line + b"\n" + first_id + b",<script>alert(1)</script>\n"
         ),

@@ -4,7 +4,8 @@ Gradio's own ``Image`` opens every upload with Pillow before the handler runs, a
 judges the file type itself: a text file named ``.png`` then fails with Gradio's generic
 message, or an upload is refused while its copy stays in Gradio's cache for hours. These
 subclasses pass the uploaded path through, so the packages judge every byte and answer with
-their own, specific messages; :func:`discard_upload` removes a refused upload at once.
+their own, specific messages; :func:`discard_upload` removes a refused upload at once. Both
+accept only files uploaded to Gradio's upload folder, which :class:`SpaceBlocks` checks.
 """
 
 from __future__ import annotations
@@ -14,6 +15,46 @@ from pathlib import Path
 import gradio as gr
 from gradio.data_classes import ListFiles
 from gradio.utils import get_upload_folder
+
+NOT_AN_UPLOAD = (
+    "Send the file itself (an upload, e.g. gradio_client's handle_file(path)): a path or URL "
+    "on the server is not an upload."
+)
+
+
+def require_upload(path_or_url: str) -> None:
+    """Only a file in Gradio's upload folder is an upload.
+
+    An API call may name a server path or a URL as its "file": refused here with a sentence
+    before Gradio would fetch, copy or refuse it.
+    """
+    path = Path(str(path_or_url)).resolve()
+    if not path.is_relative_to(Path(get_upload_folder()).resolve()):
+        raise gr.Error(NOT_AN_UPLOAD, print_exception=False)
+
+
+class SpaceBlocks(gr.Blocks):
+    """``gr.Blocks`` whose events answer malformed API calls with a sentence, before any work.
+
+    Gradio refuses a server path sent as an upload (``InvalidPathError``) and a call with too
+    few inputs, but the caller reads ``{"error": null}`` and the log gets a traceback that
+    repeats every input (a megabyte of text sent is a megabyte logged).
+    """
+
+    def validate_inputs(self, block_fn, inputs):
+        """Refuse, with our sentence, too few inputs or an upload that is not one."""
+        expected = len(block_fn.inputs)
+        if len(inputs) < expected:
+            raise gr.Error(
+                f"This endpoint takes {expected} inputs; the call sent {len(inputs)}. Its "
+                "inputs are listed under 'Use via API' (/gradio_api/info).",
+                print_exception=False,
+            )
+        for block, value in zip(block_fn.inputs, inputs, strict=False):
+            if isinstance(block, CropImage | UploadFile) and value is not None:
+                path = value.get("path") if isinstance(value, dict) else value
+                require_upload(path if isinstance(path, str) else "")
+        return super().validate_inputs(block_fn, inputs)
 
 
 class CropImage(gr.Image):

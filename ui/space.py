@@ -15,7 +15,7 @@ import gradio as gr
 
 from evaluation.bundle import PublicBundle
 from evaluation.errors import EvaluationError
-from fileio import atomic_write
+from fileio import atomic_write, quoted
 from leaderboard.board import build_board, classify_models
 from leaderboard.errors import LeaderboardError
 from leaderboard.ranking import Entry
@@ -53,15 +53,26 @@ def user_facing(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
+        except gr.Error as e:
+            refused(fn, e)
             raise
         except USER_ERRORS as e:
-            raise gr.Error(str(e)) from e
+            message = gr.Error(str(e))
+            refused(fn, message)
+            raise message from e
         except Exception as e:
             log.exception("handler %s failed", fn.__name__)
-            raise gr.Error("Internal error; the maintainers can find it in the log.") from e
+            raise gr.Error(
+                "Internal error; the maintainers can find it in the log.", print_exception=False
+            ) from e
 
     return wrapper
+
+
+def refused(fn, error: gr.Error) -> None:
+    """A refusal is the user's answer, not a fault: one short log line instead of a traceback."""
+    error.print_exception = False
+    log.info("%s refused: %s", fn.__name__, quoted(str(error.message), 200))
 
 
 def bind(handler, space: Space):

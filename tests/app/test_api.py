@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -50,7 +52,12 @@ def wait_finished(client, job_id, timeout=120):
 
 
 def test_exactly_the_public_endpoints(client):
-    assert set(client.view_api(return_format="dict")["named_endpoints"]) == {
+    api = client.view_api(return_format="dict")["named_endpoints"]
+    for name, endpoint in api.items():  # every input and output has a name, not "value_95"
+        for part in endpoint["parameters"] + endpoint["returns"]:
+            label = part.get("label") or part.get("parameter_name")
+            assert label and not re.fullmatch(r"value_\d+", label), (name, part)
+    assert set(api) == {
         "/classify",
         "/leaderboard",
         "/submit_predictions",
@@ -191,3 +198,41 @@ def test_handlers_turn_errors_into_messages(caplog):
         breaks()
     assert generic.value.message == "Internal error; the maintainers can find it in the log."
     assert "handler breaks failed" in caplog.text and "labels.csv" in caplog.text
+
+
+def raw_call(app, endpoint: str, data: list) -> dict:
+    """One call over Gradio's HTTP API as any client may send it (no gradio_client upload)."""
+    request = urllib.request.Request(
+        f"{app.url}gradio_api/call{endpoint}",
+        data=json.dumps({"data": data}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    event = json.loads(urllib.request.urlopen(request, timeout=60).read())["event_id"]
+    stream = urllib.request.urlopen(f"{app.url}gradio_api/call{endpoint}/{event}", timeout=120)
+    lines = stream.read().decode().splitlines()
+    return {
+        "event": lines[0].removeprefix("event: "),
+        **json.loads(lines[1].removeprefix("data: ")),
+    }
+
+
+def test_a_server_path_a_url_or_too_few_inputs_get_a_sentence(app):
+    labels = app.backend.settings.labels_dir
+    secret = next(labels.rglob("*.csv"))  # the hidden labels: never readable through an upload
+    meta = list(META)
+    log_size = app.log.stat().st_size
+    for sent in (
+        str(secret),
+        {"path": str(secret), "meta": {"_type": "gradio.FileData"}},
+        {"path": "https://example.org/predictions.csv", "meta": {"_type": "gradio.FileData"}},
+    ):
+        answer = raw_call(app, "/submit_predictions", [sent, *meta, False])
+        assert answer["event"] == "error" and "a path or URL on the server is not an upload" in (
+            answer["error"] or ""
+        ), answer
+        crop = raw_call(app, "/classify", [sent, "Default model (shipped)", False, True])
+        assert "is not an upload" in (crop["error"] or ""), crop
+    short = raw_call(app, "/submit_hub_model", ["a" * 100_000, "main"])  # 2 of 13 inputs
+    assert "takes 13 inputs; the call sent 2" in short["error"], short
+    logged = app.log.read_bytes()[log_size:].decode(errors="replace")
+    assert "Traceback" not in logged and len(logged) < 5000 and "aaaa" not in logged

@@ -7,16 +7,21 @@ Gradio's upload cache), and leave the app answering.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from pathlib import Path
 
 import pytest
+import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from safetensors.torch import save as save_safetensors
 from sqlalchemy import func, select
 
 from store.schema import SHIPPED_MODEL_USER, Job, Submission
 from tests.backend import wait_until
-from tests.hostile import corpus
+from tests.hostile import corpus, zip_of
 from tests.models.conftest import tiny_checkpoint
 
 pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
@@ -89,3 +94,76 @@ def test_every_hostile_upload_gets_a_specific_message_and_leaves_nothing(app, tm
     print(f"\n{len(outcomes)} hostile uploads, {len(outcomes)} specific refusals:")
     for endpoint, name, message in outcomes:
         print(f"  {endpoint:<20} {name:<16} {message[:90]}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_costly_or_echoing_requests_cost_the_app_little_and_come_back_short(app, tmp_path):
+    """A few bytes that claim 16 giant networks, a million-row file and a megabyte of Hub id
+    with a direction override: each refused for a fraction of a second of the app's CPU, with a
+    short answer and one short log line (no traceback)."""
+    client = Client(app.url, verbose=False)
+    wait_until(lambda: seeded(app), 300, "the app's worker did not seed the store")
+    config = json.loads((tiny_checkpoint(tmp_path / "ckpt") / "config.json").read_text())
+    config["mitosis"].update(model="vit_giant_patch14_dinov2", ensemble_size=16)
+    claim = tmp_path / "giant.zip"
+    claim.write_bytes(
+        zip_of(
+            {
+                "config.json": json.dumps(config).encode(),
+                "model.safetensors": save_safetensors({"x": torch.zeros(1)}),
+            }
+        )
+    )
+    rows = tmp_path / "million.csv"
+    rows.write_text("image_id,prob_atypical\n" + "x,1\n" * 1_000_000)  # 4 MB
+    requests = [
+        ("/submit_checkpoint", (handle_file(str(claim)), *META.values()), "an ensemble of 16"),
+        ("/submit_predictions", (handle_file(str(rows)), *META.values()), "1,000,000 rows"),
+        (
+            "/submit_hub_model",
+            ("\u202e" + "a" * 1_000_000, "main", "", *META.values()),
+            r"is not a Hub model id",
+        ),
+    ]
+    warm = json.loads(json.dumps(config))  # the app's first checkpoint imports timm: not counted
+    warm["mitosis"].update(model="resnet18", ensemble_size=2)
+    first = tmp_path / "warm.zip"
+    first.write_bytes(
+        zip_of(
+            {
+                "config.json": json.dumps(warm).encode(),
+                "model.safetensors": save_safetensors({"x": torch.zeros(1)}),
+            }
+        )
+    )
+    with pytest.raises(AppError, match="an ensemble of 2 resnet18"):
+        client.predict(handle_file(str(first)), *META.values(), api_name="/submit_checkpoint")
+    pid, costs = app.process.pid, {}
+    for endpoint, args, match in requests:
+        log_size, cpu, rss = app.log.stat().st_size, cpu_seconds(pid), rss_mb(pid)
+        with pytest.raises(AppError) as refused:
+            client.predict(*args, api_name=endpoint)
+        message = str(refused.value)
+        assert re.search(match, message) and len(message) < 400, message
+        assert "\u202e" not in message
+        costs[endpoint] = (cpu_seconds(pid) - cpu, rss_mb(pid) - rss)
+        logged = app.log.read_bytes()[log_size:].decode(errors="replace")
+        assert "Traceback" not in logged and len(logged) < 2000, logged[:3000]
+    print("\napp CPU s and RSS growth MB per refusal:", costs)
+    assert costs["/submit_checkpoint"][0] < 1.5  # building all 16 cost 5.4-7.8 s
+    assert costs["/submit_predictions"][0] < 1.0  # parsing it cost 4.9 s
+    assert costs["/submit_predictions"][1] < 60  # parsing it cost +237 MB
+    assert costs["/submit_hub_model"][0] < 1.0

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -133,6 +134,18 @@ def test_missing_hidden_ids_are_reported_as_counts_only():
         read(GOOD.replace("b2,0.4\n", "").replace("b3,0.5\n", ""))
     assert "no row for 2 of the 3 crops of split 'atnorm_br'" in str(error.value)
     assert "b2" not in str(error.value) and "b3" not in str(error.value)
+
+
+def test_more_rows_than_test_crops_are_refused_before_parsing():
+    blank_lines = GOOD.replace("\n", "\n\n\n")  # blank lines do not count as rows
+    assert len(read(blank_lines).image_ids) == 6
+    with pytest.raises(InvalidPredictionFile, match="has 7 rows after its header; the test set"):
+        read(GOOD + "a1,0.3\n")
+    million = "image_id,prob_atypical\n" + "a1,0.5\n" * 1_000_000  # 7 MB, a cheap refusal
+    started = time.process_time()
+    with pytest.raises(InvalidPredictionFile, match="1,000,000 rows after its header"):
+        read(million, max_bytes=8 * 2**20)
+    assert time.process_time() - started < 1.0  # parsing it took 4.9 s
 
 
 def test_size_limit_is_checked_before_reading(tmp_path):

@@ -56,7 +56,7 @@ FORBIDDEN = ("sensitivity", "specificity", "auroc", "average_precision", "brier"
 
 
 CARD_LINE = re.compile(
-    r"^\| (AtNorM-Br|AtNorM-MD) \(hidden\) \| [^|]* \| ([0-9.]+)(?: \[([0-9.]+), ([0-9.]+)\])?",
+    r"^\| (AtNorM-Br|AtNorM-MD) \(hidden\) \| ([0-9.]+)(?: \[([0-9.]+), ([0-9.]+)\])? \|",
     re.MULTILINE,
 )
 

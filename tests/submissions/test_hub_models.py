@@ -173,6 +173,10 @@ def test_refused_before_anything_is_downloaded(tmp_path, repo, monkeypatch):
                 backend.service.submit_hub_model("carol", bad_id, "main", meta())
         with pytest.raises(HubModelError, match="is not a revision"):
             backend.service.submit_hub_model("carol", "lab/tiny-vit", "main;rm", meta())
+        with pytest.raises(HubModelError) as echoed:  # a megabyte of id, a direction override
+            backend.service.submit_hub_model("carol", "\u202e" + "a" * 10**6, "main", meta())
+        assert len(str(echoed.value)) < 200 and "\u202e" not in str(echoed.value)
+        assert "'\\u202eaaa" in str(echoed.value) and "(1,000,001 characters)" in str(echoed.value)
         assert hub.downloads == []
         assert not list((backend.settings.data_dir / "uploads").rglob("*.zip"))
     finally:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import time
 from datetime import timedelta
 
 import pytest
@@ -121,6 +122,24 @@ def test_every_checkpoint_rejection(backend, tmp_path):
         with pytest.raises(error, match=message):
             backend.service.submit_checkpoint("alice", data, META)
     assert not marker.exists()
+    assert nothing_stored(backend)
+
+
+def test_a_tiny_zip_claiming_a_huge_ensemble_is_refused_for_one_network_s_cost(backend, tmp_path):
+    good = {p.name: p.read_bytes() for p in tiny_checkpoint(tmp_path / "ok").iterdir()}
+    config = json.loads(good["config.json"])
+    giant = {**config["mitosis"], "model": "vit_giant_patch14_dinov2", "ensemble_size": 16}
+    claim = zip_of({**good, "config.json": json.dumps({**config, "mitosis": giant}).encode()})
+    started = time.process_time()
+    with pytest.raises(
+        CheckpointError, match=r"holds [0-9,]+ numbers; an ensemble of 16 vit_giant.* has"
+    ):
+        backend.service.submit_checkpoint("alice", claim, META)
+    assert time.process_time() - started < 3.0  # building all 16 took 5.4-7.8 s of app CPU
+    again = time.process_time()
+    with pytest.raises(CheckpointError, match="numbers; an ensemble of 16"):
+        backend.service.submit_checkpoint("alice", claim, META)
+    assert time.process_time() - again < 0.5  # one network's count is remembered
     assert nothing_stored(backend)
 
 
