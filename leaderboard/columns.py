@@ -294,8 +294,9 @@ def board_legend(entries: list[Entry]) -> str:
   the same account's best released hidden mean, or below 0.60); see the About tab.
 - **maintainer-run**: an entry of the benchmark's maintainers, every scoring released.
 - **verified**: a checkpoint the server ran itself; **self-reported**: a prediction file.
-- **ms / crop**: a verified model's forward pass on the evaluation worker that scored it
-  (batch of 32; the device is in the entry card).
+- **ms / crop**: a verified model's compute per crop on the evaluation worker that scored it:
+  on a CPU one thread's CPU time, which a busy machine does not inflate; on a GPU the wall
+  time; the median of 3 passes over 8 crops (device and load: in the entry card).
 """
 
 

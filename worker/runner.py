@@ -44,7 +44,7 @@ from worker.maintenance import Maintenance
 from worker.supervisor import InteractiveSignal
 
 log = logging.getLogger("worker")
-EFFICIENCY_CROPS = 32
+EFFICIENCY_CROPS = 8  # one forward pass of this many test crops, measured 3 times
 
 
 class Worker:
@@ -188,11 +188,11 @@ class Worker:
         return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
 
     def _record_efficiency(self, submission_id: int, predictor: Predictor, bundle) -> None:
-        """Parameters and forward time per crop of one batch (at most EFFICIENCY_CROPS crops).
+        """Parameters and compute per crop (``Predictor.ms_per_crop``) with the device and load.
 
         A figure for the board, never a reason to fail the job: a failure is logged.
         """
-        count = min(EFFICIENCY_CROPS, predictor.batch_size)  # one forward pass, as the job ran
+        count = min(EFFICIENCY_CROPS, predictor.batch_size)
         paths = sorted(bundle.test_crops_dir.glob("*.png"))[:count]
         try:
             self.interactive.wait_while_busy()  # a user of the Space goes first
@@ -205,7 +205,7 @@ class Worker:
             submission = session.get(Submission, submission_id)
             submission.parameters = predictor.parameters
             submission.ms_per_crop = round(ms, 2)
-            submission.measured_on = f"{_device()}, batch {len(crops)}"
+            submission.measured_on = _measured_on(predictor, len(crops))
 
     def _write_results(self, session, job, predictions, scores, truth, label_hash) -> None:
         """The new current results of the job's submission (older ones stay, not current)."""
@@ -352,6 +352,14 @@ class Worker:
 def default_lanes() -> tuple[str, ...]:
     """Every lane on a GPU host; the files and CPU model lanes elsewhere."""
     return ("files", "models", "gpu") if torch.cuda.is_available() else ("files", "models")
+
+
+def _measured_on(predictor: Predictor, crops: int) -> str:
+    """How an efficiency figure was measured, and the machine's load then (for the card)."""
+    if predictor.device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(0)}), wall time, batch {crops}"
+    load = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return f"cpu, one thread's CPU time, batch {crops}, load {load:.1f} per core"
 
 
 def _device() -> str:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import subprocess
 import sys
@@ -230,3 +231,22 @@ def test_grad_cam_points_at_the_evidence():
     assert atypical[blob].mean() > 0.8 and atypical[~blob].mean() < 0.1
     assert blob[np.unravel_index(atypical.argmax(), atypical.shape)]
     assert maps[1].max() == 0  # called normal: the blob is evidence against, nothing for it
+
+
+@pytest.mark.slow  # starts two CPU-bound processes for a few seconds
+def test_the_efficiency_figure_holds_on_a_busy_machine(resnet_checkpoint, crop):
+    predictor = Predictor(resnet_checkpoint)
+    crops = np.stack([crop] * 8)
+    threads = torch.get_num_threads()
+    quiet = predictor.ms_per_crop(crops)
+    assert torch.get_num_threads() == threads  # restored after the single-threaded passes
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count())
+    ]
+    try:
+        loaded = predictor.ms_per_crop(crops)
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    assert 0 < quiet and loaded < 1.6 * quiet, (quiet, loaded)  # wall time: several times more
