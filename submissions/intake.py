@@ -22,7 +22,7 @@ from sqlalchemy.orm import selectinload, sessionmaker
 
 from evaluation.bundle import PublicBundle
 from evaluation.scoring import read_predictions
-from fileio import describe_sizes, source_size
+from fileio import describe_sizes, quoted, source_size
 from models.archive import CheckpointFiles
 from models.checkpoint import inspect_checkpoint
 from models.errors import CheckpointError
@@ -225,10 +225,11 @@ class Submissions:
                 if existing and not _needs_a_job(existing.jobs, scope):
                     notice = "This file was already submitted: its job is shown, not a new one."
                     if existing.meta != meta.to_dict():
+                        renamed = _renaming(existing.meta.get("model_name", ""), meta.model_name)
                         existing.meta = meta.to_dict()
                         notice = (
                             "This file was already submitted, so it is not scored again; the "
-                            "entry's description was updated to the one given now."
+                            f"entry's description was updated to the one given now{renamed}."
                         )
                     session.flush()
                     return _view(session, existing.jobs[-1], notice=notice)
@@ -382,6 +383,13 @@ def _view(session, job: Job, *, notice: str = "") -> JobView:
 
 
 __all__ = ["JobView", "SubmissionError", "Submissions"]
+
+
+def _renaming(old: str, new: str) -> str:
+    """The words that say an entry changed its name (nothing when it did not)."""
+    if old == new:
+        return ""
+    return f", and it is renamed from {quoted(old)} to {quoted(new)}"
 
 
 def _check_memory(input_size: int, budget: int) -> None:

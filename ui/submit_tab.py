@@ -10,6 +10,7 @@ import pandas as pd
 from leaderboard.publication import publish, release_status
 from settings import Settings
 from store.entry import FIELD_LABELS, METHOD_TYPES, EntryMetadata
+from store.schema import OPEN_STATES
 from submissions.jobs import queue_table
 from submissions.receipts import job_report, receipt_card, submissions_table
 from submissions.worker_registry import health_table
@@ -186,6 +187,17 @@ def worker_health(space: Space) -> pd.DataFrame:
     return health_table(space.sessions)
 
 
+@user_facing
+def follow_receipt(space: Space, report: dict | None, profile: gr.OAuthProfile | None = None):
+    """The receipt again while its job is queued or running, so it ends with the job."""
+    if not report or report.get("status") not in OPEN_STATES:
+        return gr.skip(), gr.skip()
+    fresh = submission_status(space, report["job_id"], profile)
+    if fresh == report:
+        return gr.skip(), gr.skip()
+    return fresh, receipt_card(fresh)
+
+
 def show_receipt(report: dict | None):
     """The receipt in words, and its job id for the status and cancel buttons."""
     if not report:
@@ -282,8 +294,9 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
         api_name="submit_checkpoint",
     )
     for sent, box in ((predictions_sent, predictions_file), (checkpoint_sent, checkpoint_file)):
-        # the upload is stored by hash (or gone): an empty box, ready for the next file
-        sent.success(lambda: None, None, box, api_visibility="private")
+        # accepted or refused, the upload has left Gradio's cache (stored by hash, or gone):
+        # an empty box, not a file name that no longer points at anything
+        sent.then(lambda: None, None, box, api_visibility="private")
     for event in (
         predictions_sent,
         checkpoint_sent,
@@ -307,6 +320,9 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
         ),
     ):
         event.success(show_receipt, receipt, [receipt_text, job_box], api_visibility="private")
+    refresh.tick(
+        bind(follow_receipt, space), receipt, [receipt, receipt_text], api_visibility="private"
+    )
     refresh.tick(bind(my_submissions, space), None, [mine, allowance], api_visibility="private")
     refresh.tick(bind(public_queue, space), None, queue, api_visibility="private")
     refresh.tick(bind(worker_health, space), None, worker_table, api_visibility="private")

@@ -146,6 +146,8 @@ def test_submit_a_prediction_file_and_read_the_receipt(page, app):
     expect(page.locator("#job-id input")).to_have_value(str(job))
     assert "{" not in receipt.inner_text() and "job_id" not in receipt.inner_text()
     app.backend.wait("local", job)
+    expect(receipt).to_contain_text("finished")  # the receipt follows its job to the end
+    expect(page.locator("#predictions-file")).not_to_contain_text(path.name)  # the box is empty
     mine = page.locator("#mine")
     expect(mine).to_contain_text(f"browser {page.width}")
     expect(mine).to_contain_text("finished")

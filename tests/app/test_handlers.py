@@ -52,7 +52,12 @@ def test_submitting_through_the_handler_gives_a_receipt_and_removes_the_upload(s
     assert not os.path.exists(file)  # stored by hash; Gradio's copy removed
     card, job_id = submit_tab.show_receipt(report)
     assert job_id == report["job_id"] and "my model" in card and "**queued**" in card
+    waiting, _ = submit_tab.follow_receipt(space, report)
+    assert waiting == gr.skip()  # nothing changed: the receipt stays as it is
     space.worker.run_job(job_id)
+    followed, followed_card = submit_tab.follow_receipt(space, report)  # the 3 s timer
+    assert followed["status"] == "finished" and "**finished**" in followed_card
+    assert submit_tab.follow_receipt(space, followed) == (gr.skip(), gr.skip())  # it ended
     finished = submit_tab.submission_status(space, job_id)
     assert finished["status"] == "finished" and set(finished["scores"]) == {
         "amibr_test",

@@ -162,6 +162,10 @@ def test_identical_resubmission_is_recognised(backend):
     renamed = backend.service.submit_predictions("alice", data, EntryMetadata("better name"))
     assert renamed.job_id == first.job_id and renamed.model_name == "better name"
     assert "description was updated" in renamed.notice
+    assert "it is renamed from 'my model' to 'better name'." in renamed.notice
+    described = EntryMetadata("better name", team="another team")
+    same_name = backend.service.submit_predictions("alice", data, described)
+    assert "description was updated" in same_name.notice and "renamed" not in same_name.notice
     with pytest.raises(DuplicateSubmission, match="already submitted by another user"):
         backend.service.submit_predictions("mallory", data, META)
     with backend.sessions() as session:
