@@ -33,12 +33,15 @@ NOTICE = (
     "classification on the AMi-Br benchmark (Banerjee et al., arXiv 2506.21444)."
 )
 ABOUT = Path(__file__).parent / "ABOUT.md"
+# Gradio's cache: every 10 minutes, files uploaded more than 30 minutes ago and never submitted
+# go (a submission removes its upload at once; the Classify examples are kept)
+UPLOAD_RETENTION = (600, 1800)
 
 
 def build_demo(settings: Settings) -> gr.Blocks:
     """The Gradio app for ``settings``; nothing is loaded until a handler runs."""
     space = Space(settings)
-    with SpaceBlocks(title="Atypical mitosis benchmark", delete_cache=(3600, 7200)) as demo:
+    with SpaceBlocks(title="Atypical mitosis benchmark", delete_cache=UPLOAD_RETENTION) as demo:
         gr.Markdown(f"# Atypical vs normal mitosis\n{NOTICE}")
         classify_tab(demo, space)
         leaderboard_tab(demo, space)

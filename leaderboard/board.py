@@ -40,13 +40,19 @@ def verified_checkpoints(sessions: sessionmaker, data_dir: Path) -> dict[str, Pa
     """Stored checkpoint zip of every verified entry the worker has run, by display name.
 
     The name is "<model name> (#<entry id>)": the id keeps names that submitters chose from
-    colliding with each other or with the shipped model.
+    colliding with each other or with the shipped model. The shipped model's own entry (the
+    same files as the first choice) and withdrawn entries are not offered.
     """
     with sessions() as session:
         rows = session.execute(
             select(Submission.id, Submission.meta, Submission.path)
             .join(Job)
-            .where(Submission.kind == "checkpoint", Job.status == JobStatus.FINISHED)
+            .where(
+                Submission.kind == "checkpoint",
+                Submission.user != SHIPPED_MODEL_USER,
+                Submission.withdrawn_at.is_(None),
+                Job.status == JobStatus.FINISHED,
+            )
             .order_by(Submission.id)
         ).all()
     stored = {f"{meta['model_name']} (#{i})": Path(data_dir) / path for i, meta, path in rows}

@@ -102,7 +102,11 @@ def health(sessions: sessionmaker) -> list[WorkerHealth]:
 
 
 def health_table(sessions: sessionmaker) -> pd.DataFrame:
-    """The workers as the Space's table shows them."""
+    """The workers as the Space's table shows them.
+
+    Running workers, and silent ones (no heartbeat for SILENT_AFTER_S: crashed or cut off); a
+    worker that stopped cleanly is not listed.
+    """
     return pd.DataFrame(
         [
             {
@@ -114,6 +118,7 @@ def health_table(sessions: sessionmaker) -> pd.DataFrame:
                 "health": "alive" if w.alive else "silent",
             }
             for w in health(sessions)
+            if w.state != "stopped"
         ],
         columns=["worker", "device", "state", "job", "last heartbeat", "health"],
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
 from evaluation.errors import EvaluationError
 from evaluation.scoring import as_prediction_file
@@ -63,11 +64,12 @@ def classify_many(space: Space, files: list[str] | None, model: str, tta: bool):
         raise gr.Error("Upload one or more crops first.")
     space.users_waiting.touch()
     predictor = load_predictor(space.model_path(model))
-    crops, names, refused = [], [], {}
+    crops, names, notes, refused = [], [], [], {}
     for file in files:
         try:
             crops.append(load_crop(file))
             names.append(Path(file).name)
+            notes.append(_size_note(file))  # e.g. a 1024 px file: what was done to it
         except ModelError as e:  # this file alone: the others are still classified
             refused[Path(file).name] = str(e)
     if not crops:
@@ -81,26 +83,53 @@ def classify_many(space: Space, files: list[str] | None, model: str, tta: bool):
     table.to_csv(out, index=False)
     try:
         submission = as_prediction_file(table, space.submissions.bundle.manifest)
+        why_not = "the crops are not all test crops named by their id (`<image_id>.png`)"
     except EvaluationError:  # no public release here: no test-crop ids to match
-        submission = None
+        submission, why_not = None, "this server has no public release to match test-crop ids"
     submission_path = None
     if submission is not None:
         submission_path = space.download_path("submission.csv")
         write_predictions(submission, submission_path)
-    shown = table.round({"prob_atypical": 4}).assign(note="")
-    for name, message in refused.items():
-        shown.loc[len(shown)] = [name, None, "not classified", message]
-    return shown, str(out), submission_path and str(submission_path)
+    shown = pd.concat(  # refused files first: a long list would hide them at its end
+        [
+            pd.DataFrame(
+                [[name, None, "not classified", message] for name, message in refused.items()],
+                columns=[*table.columns, "note"],
+            ),
+            table.round({"prob_atypical": 4}).assign(note=notes),
+        ],
+        ignore_index=True,
+    )
+    return (
+        shown,
+        str(out),
+        submission_path and str(submission_path),
+        _batch_summary(len(names), refused, submission is not None, why_not),
+    )
+
+
+def _size_note(file: str) -> str:
+    try:
+        return size_note(file)
+    except ModelError:
+        return ""
+
+
+def _batch_summary(classified: int, refused: dict, as_file: bool, why_not: str) -> str:
+    """One line over the answers: how many, how many refused, and the prediction file or why not."""
+    line = f"**{classified}** crop{'s' if classified != 1 else ''} classified"
+    if refused:
+        line += f", **{len(refused)}** not classified (listed first, with the reason)"
+    if as_file:
+        return line + ". The answers are also a prediction file (only these crops)."
+    return line + f". No prediction file: {why_not}."
 
 
 def describe(image: str | None, prob: float | None):
     """The answer in words, and what was done to an image that is not a 128x128 crop."""
     if image is None or prob is None:
         return "", gr.Number(visible=False)
-    try:
-        note = size_note(image)
-    except ModelError:
-        note = ""
+    note = _size_note(image)
     return answer_text(prob) + (f"\n\n⚠ {note}" if note else ""), gr.Number(visible=True)
 
 
@@ -148,6 +177,7 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
                 file_count="multiple", label="Crops", file_types=["image"], elem_id="many-crops"
             )
             classify_many_button = gr.Button("Classify all")
+            batch_summary = gr.Markdown(elem_id="batch-summary")
             batch_table = gr.Dataframe(label="Answers", interactive=False, elem_id="batch-table")
             with gr.Row():
                 batch_csv = gr.File(label="Answers as CSV", elem_id="batch-csv")
@@ -176,6 +206,6 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
     classify_many_button.click(
         gpu(bind(classify_many, space)),
         [crop_files, model_choice, tta_switch],
-        [batch_table, batch_csv, batch_submission],
+        [batch_table, batch_csv, batch_submission, batch_summary],
         api_visibility="private",
     )

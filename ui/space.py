@@ -109,7 +109,7 @@ class Space:
     def download_path(self, name: str) -> Path:
         """A fresh file for a download, in a folder removed when the process ends.
 
-        Gradio copies the file into its own cache, which ``delete_cache`` cleans hourly; the
+        Gradio copies the file into its own cache, which ``delete_cache`` cleans; the
         folder here keeps the newest :data:`KEPT_DOWNLOADS`.
         """
         self._prune_downloads()

@@ -354,6 +354,8 @@ SUBMISSION_GUIDE = """
    Or, with the checkpoint in a Hub model repo, give its id and revision under *…or a
    checkpoint on the Hugging Face Hub* and press *Submit Hub model*: the entry records the
    commit the revision pointed at.
+3. Once the server has run it, the checkpoint is public: anyone can choose it in the Classify
+   tab's model menu (as "<model name> (#<entry>)") until you withdraw the entry.
 
 Hidden-split scores come back rounded to 0.01, and only when the hidden mean is at least 0.01
 above your best released one: repeated submissions cannot read the labels.

@@ -126,6 +126,9 @@ def test_many_crops_give_a_row_each_and_a_prediction_file(page, app, tmp_path):
     no_server_path([table.inner_text()])
     expect(page.locator("#batch-csv")).to_contain_text("predictions")
     expect(page.locator("#batch-submission")).to_contain_text("submission")
+    summary = page.locator("#batch-summary")
+    expect(summary).to_contain_text("3 crops classified, 1 not classified (listed first")
+    assert table.inner_text().index("broken.png") < table.inner_text().index(crops[0].name)
     shot(page, "classify-many")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
+from PIL import Image
 from sqlalchemy import select
 
 from leaderboard.columns import MAIN_COLUMNS
@@ -139,3 +140,20 @@ def test_classify_answers_a_real_crop_in_words(space):
     assert classify_tab.cleared_answer()[1:] == ("", None, "Upload a crop and press Classify.")
     with pytest.raises(gr.Error, match="Upload a crop first"):
         classify_tab.classify(space, "", None, False, True)
+
+
+def test_many_crops_list_the_refused_first_with_a_summary_and_size_notes(space, tmp_path):
+    crops = [str(c[0]) for c in space.examples()[:2]]
+    big = tmp_path / "big.png"
+    Image.open(crops[0]).resize((1024, 1024)).save(big)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    shown, csv_path, as_file, summary = classify_tab.classify_many(
+        space, [*crops, str(big), str(broken)], None, False
+    )
+    assert list(shown["image"])[0] == "broken.png" and shown.iloc[0]["label"] == "not classified"
+    assert "1024" in shown.set_index("image").loc["big.png", "note"]  # what was done to it
+    assert summary.startswith("**3** crops classified, **1** not classified (listed first")
+    assert as_file is None and "not all test crops named by their id" in summary  # big.png
+    _, _, as_file, summary = classify_tab.classify_many(space, crops, None, False)
+    assert as_file and summary.endswith("also a prediction file (only these crops).")

@@ -87,6 +87,7 @@ def test_prediction_file_and_checkpoint_reach_the_board(backend, tmp_path):
     offered = classify_models(backend.sessions, checkpoint, backend.settings.data_dir, "shipped")
     name = f"tiny vit (#{board['tiny vit'].submission_id})"
     assert list(offered)[0] == "shipped" and name in offered  # verified checkpoints: Classify
+    assert not any(n.startswith("Default model") for n in offered)  # not twice
     crop = bundle.test_crops_dir / f"{bundle.split_ids('amibr_test')[0]}.png"
     assert Predictor(offered[name]).predict([crop])[0].prob_atypical == pytest.approx(
         frame.set_index("image_id").loc[crop.stem, "prob_atypical"], abs=1e-5

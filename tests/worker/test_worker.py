@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -14,8 +15,8 @@ from sqlalchemy import func, select
 from evaluation import bundle
 from settings import REPO_ROOT
 from store.entry import EntryMetadata
-from store.schema import Job, JobStatus, Result
-from submissions import jobs
+from store.schema import Job, JobStatus, Result, WorkerRecord
+from submissions import jobs, worker_registry
 from tests.backend import Backend, zip_dir
 from tests.models.conftest import tiny_checkpoint
 from worker import Worker
@@ -145,3 +146,15 @@ def test_public_reasons_keep_names_links_and_hub_ids_but_no_server_folder():
         ),
     }
     assert {m: public_reason(Exception(m), roots) for m in cases} == cases
+
+
+def test_the_worker_table_lists_running_and_silent_workers_not_stopped_ones(tmp_path):
+    backend = Backend(tmp_path)
+    for name in ("w-running", "w-stopped", "w-silent"):
+        worker_registry.register(backend.sessions, name, "host", os.getpid(), "cpu")
+    worker_registry.beat(backend.sessions, "w-stopped", state="stopped")
+    with backend.sessions.begin() as session:  # its last heartbeat, long ago: it crashed
+        session.get(WorkerRecord, "w-silent").heartbeat_at -= timedelta(minutes=5)
+    table = worker_registry.health_table(backend.sessions).set_index("worker")
+    assert list(table.index) == ["w-running", "w-silent"]
+    assert list(table["health"]) == ["alive", "silent"]
