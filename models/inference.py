@@ -11,7 +11,9 @@ from collections.abc import Callable
 
 import torch
 
+from models.errors import CheckpointError
 from models.preprocess import dihedral_view, normalise, prepare
+from settings import MB
 
 # Peak memory of one crop's forward pass (no gradients), per input pixel: an upper estimate
 # from the worker's measurements (a batch of 64 took 5.2 GB for a ResNet-50 at 512 px, 81 MB a
@@ -22,6 +24,18 @@ BYTES_PER_INPUT_PIXEL = 320
 def crop_memory_bytes(input_size: int) -> int:
     """Peak forward-pass memory of one crop at ``input_size`` px (see BYTES_PER_INPUT_PIXEL)."""
     return BYTES_PER_INPUT_PIXEL * input_size * input_size
+
+
+def check_crop_memory(input_size: int, budget: int) -> None:
+    """Refuse a checkpoint whose one crop needs more than a worker's forward pass may hold."""
+    need = crop_memory_bytes(input_size)
+    if need > budget:
+        raise CheckpointError(
+            f"At {input_size}x{input_size} px one crop needs about {need / MB:,.0f} MB in a "
+            f"forward pass; this server's workers allow {budget / MB:,.0f} MB "
+            "(MITOSIS_BATCH_MEMORY_MB). Set pretrained_cfg.input_size to the size the network "
+            "was trained at (the crops are 128x128), or submit a prediction file."
+        )
 
 
 def crops_within(memory_budget: int, input_size: int) -> int:

@@ -26,8 +26,8 @@ from fileio import describe_sizes, quoted, source_size
 from models.archive import CheckpointFiles
 from models.checkpoint import inspect_checkpoint
 from models.errors import CheckpointError
-from models.inference import crop_memory_bytes
-from settings import MB, Settings
+from models.inference import check_crop_memory
+from settings import Settings
 from store.entry import EntryMetadata
 from store.locks import lock_account
 from store.schema import ALL_SPLITS, PUBLIC_ONLY, Job, JobStatus, Submission, utc_text, utcnow
@@ -133,7 +133,7 @@ class Submissions:
             upload if isinstance(upload, bytes) else Path(upload), max_bytes=cap
         ) as files:
             summary = inspect_checkpoint(files)
-            _check_memory(summary["input_size"], self.settings.batch_memory_bytes)
+            check_crop_memory(summary["input_size"], self.settings.batch_memory_bytes)
             files.verify()
         flops = summary["flops_per_crop"]
         meta = meta.validated()
@@ -225,7 +225,9 @@ class Submissions:
                 if existing and not _needs_a_job(existing.jobs, scope):
                     notice = "This file was already submitted: its job is shown, not a new one."
                     if existing.meta != meta.to_dict():
-                        renamed = _renaming(existing.meta.get("model_name", ""), meta.model_name)
+                        old, new = existing.meta.get("model_name", ""), meta.model_name
+                        renamed = f", and it is renamed from {quoted(old)} to {quoted(new)}"
+                        renamed = renamed if old != new else ""
                         existing.meta = meta.to_dict()
                         notice = (
                             "This file was already submitted, so it is not scored again; the "
@@ -383,23 +385,3 @@ def _view(session, job: Job, *, notice: str = "") -> JobView:
 
 
 __all__ = ["JobView", "SubmissionError", "Submissions"]
-
-
-def _renaming(old: str, new: str) -> str:
-    """The words that say an entry changed its name (nothing when it did not)."""
-    if old == new:
-        return ""
-    return f", and it is renamed from {quoted(old)} to {quoted(new)}"
-
-
-def _check_memory(input_size: int, budget: int) -> None:
-    """Refuse a checkpoint whose one crop needs more than a worker's forward pass may hold."""
-    need = crop_memory_bytes(input_size)
-    if need > budget:
-        raise CheckpointError(
-            f"At {input_size}x{input_size} px one crop needs about {need / MB:,.0f} MB in a "
-            f"forward pass; this server's workers allow {budget / MB:,.0f} MB "
-            "(MITOSIS_BATCH_MEMORY_MB). "
-            "Set pretrained_cfg.input_size to the size the network was trained at (the crops "
-            "are 128x128), or submit a prediction file."
-        )
