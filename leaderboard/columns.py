@@ -296,7 +296,7 @@ def board_legend(entries: list[Entry]) -> str:
 - **verified**: a checkpoint the server ran itself; **self-reported**: a prediction file.
 - **ms / crop**: a verified model's compute per crop on the evaluation worker that scored it:
   on a CPU one thread's CPU time, which a busy machine does not inflate; on a GPU the wall
-  time; the median of 3 passes over 8 crops (device and load: in the entry card).
+  time; the median of 3 passes over 4 crops (device and load: in the entry card).
 """
 
 

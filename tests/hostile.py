@@ -61,9 +61,12 @@ def _png(size: int = 128) -> bytes:
     return buffer.getvalue()
 
 
-def zip_of(entries: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:
+def zip_of(
+    entries: dict[str, bytes], links: tuple[str, ...] = (), compression=zipfile.ZIP_STORED
+) -> bytes:
+    """A zip of ``entries``, stored unless asked (deflating 45 MB of weights costs seconds)."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
         for name, data in entries.items():
             archive.writestr(name, data)
         for name in links:

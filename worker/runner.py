@@ -44,7 +44,7 @@ from worker.maintenance import Maintenance
 from worker.supervisor import InteractiveSignal
 
 log = logging.getLogger("worker")
-EFFICIENCY_CROPS = 8  # one forward pass of this many test crops, measured 3 times
+EFFICIENCY_CROPS = 4  # one forward pass of this many test crops, measured 3 times
 
 
 class Worker:

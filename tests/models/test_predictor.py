@@ -236,7 +236,7 @@ def test_grad_cam_points_at_the_evidence():
 @pytest.mark.slow  # starts two CPU-bound processes for a few seconds
 def test_the_efficiency_figure_holds_on_a_busy_machine(resnet_checkpoint, crop):
     predictor = Predictor(resnet_checkpoint)
-    crops = np.stack([crop] * 8)
+    crops = np.stack([crop] * 4)
     threads = torch.get_num_threads()
     quiet = predictor.ms_per_crop(crops)
     assert torch.get_num_threads() == threads  # restored after the single-threaded passes

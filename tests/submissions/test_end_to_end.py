@@ -81,7 +81,7 @@ def test_prediction_file_and_checkpoint_reach_the_board(backend, tmp_path):
     vit = board["tiny vit"]  # efficiency, measured by the worker that ran it
     assert vit.parameters == Predictor(checkpoint).parameters and vit.ms_per_crop > 0
     assert re.fullmatch(
-        r"cpu, one thread's CPU time, batch 8, load \d+\.\d per core", vit.measured_on
+        r"cpu, one thread's CPU time, batch 4, load \d+\.\d per core", vit.measured_on
     )
     assert board["random"].parameters is None  # a prediction file says nothing about its model
     offered = classify_models(backend.sessions, checkpoint, backend.settings.data_dir, "shipped")
@@ -97,7 +97,7 @@ def test_prediction_file_and_checkpoint_reach_the_board(backend, tmp_path):
 
 def test_a_killed_worker_s_job_finishes_exactly_once(backend, tmp_path):
     first = backend.start_worker()
-    checkpoint = slow_checkpoint(tmp_path / "slow")
+    checkpoint = slow_checkpoint(tmp_path / "slow", size=640)
     view = backend.service.submit_checkpoint(
         "alice", zip_dir(checkpoint), EntryMetadata("slow resnet")
     )

@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 import time
+import zipfile
 from datetime import timedelta
 
 import pytest
@@ -145,7 +146,10 @@ def test_a_tiny_zip_claiming_a_huge_ensemble_is_refused_for_one_network_s_cost(b
 
 def test_size_caps(tmp_path):
     backend = Backend(tmp_path, MITOSIS_MAX_CHECKPOINT_MB="1")
-    big = zip_of({"config.json": b"{}", "model.safetensors": b"\0" * (3 * 2**20)})
+    big = zip_of(
+        {"config.json": b"{}", "model.safetensors": b"\0" * (3 * 2**20)},
+        compression=zipfile.ZIP_DEFLATED,
+    )
     with pytest.raises(CheckpointError, match="unpacks to 3 MB; the limit is 1 MB"):
         backend.service.submit_checkpoint("alice", big, META)  # compresses to a few KB
     incompressible = zip_of({"config.json": os.urandom(2 * 2**20)})
