@@ -117,20 +117,23 @@ def test_costly_or_echoing_requests_cost_the_app_little_and_come_back_short(app,
     client = Client(app.url, verbose=False)
     wait_until(lambda: seeded(app), 300, "the app's worker did not seed the store")
     config = json.loads((tiny_checkpoint(tmp_path / "ckpt") / "config.json").read_text())
-    config["mitosis"].update(model="vit_giant_patch14_dinov2", ensemble_size=16)
-    claim = tmp_path / "giant.zip"
-    claim.write_bytes(
-        zip_of(
-            {
-                "config.json": json.dumps(config).encode(),
-                "model.safetensors": save_safetensors({"x": torch.zeros(1)}),
-            }
-        )
-    )
+
+    def claim(model: str, members: int) -> Path:
+        """A zip of one number whose config claims an ensemble of ``members`` ``model``."""
+        path = tmp_path / f"{members}-{model}.zip"
+        mitosis = {**config["mitosis"], "model": model, "ensemble_size": members}
+        entries = {
+            "config.json": json.dumps({**config, "mitosis": mitosis}).encode(),
+            "model.safetensors": save_safetensors({"x": torch.zeros(1)}),
+        }
+        path.write_bytes(zip_of(entries))
+        return path
+
+    giant = claim("vit_giant_patch14_dinov2", 16)
     rows = tmp_path / "million.csv"
     rows.write_text("image_id,prob_atypical\n" + "x,1\n" * 1_000_000)  # 4 MB
     requests = [
-        ("/submit_checkpoint", (handle_file(str(claim)), *META.values()), "an ensemble of 16"),
+        ("/submit_checkpoint", (handle_file(str(giant)), *META.values()), "an ensemble of 16"),
         ("/submit_predictions", (handle_file(str(rows)), *META.values()), "1,000,000 rows"),
         (
             "/submit_hub_model",
@@ -138,17 +141,7 @@ def test_costly_or_echoing_requests_cost_the_app_little_and_come_back_short(app,
             r"is not a Hub model id",
         ),
     ]
-    warm = json.loads(json.dumps(config))  # the app's first checkpoint imports timm: not counted
-    warm["mitosis"].update(model="resnet18", ensemble_size=2)
-    first = tmp_path / "warm.zip"
-    first.write_bytes(
-        zip_of(
-            {
-                "config.json": json.dumps(warm).encode(),
-                "model.safetensors": save_safetensors({"x": torch.zeros(1)}),
-            }
-        )
-    )
+    first = claim("resnet18", 2)  # the app's first checkpoint imports timm: not counted
     with pytest.raises(AppError, match="an ensemble of 2 resnet18"):
         client.predict(handle_file(str(first)), *META.values(), api_name="/submit_checkpoint")
     pid, costs = app.process.pid, {}
