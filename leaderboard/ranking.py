@@ -26,7 +26,7 @@ from store.entry import EntryMetadata
 from store.schema import SOURCE_OF_KIND, Job, Result, Submission, utc_text
 
 PAPER_NOTE = (
-    "The mean of 5 fold models, each trained on 80 % of AMi-Br train; ± is the "
+    "the mean of 5 fold models, each trained on 80 % of AMi-Br train; ± is the "
     "spread (std) over those folds. No per-crop predictions, so no confidence interval and no "
     "rank interval or top-group test; a submission is one model trained on all of AMi-Br "
     "train, a different quantity."
@@ -80,7 +80,7 @@ class Entry:
     def comparison(self) -> str:
         """What the entry's numbers are and how it was compared, in words."""
         if self.source == "paper":
-            return f"Paper row: {PAPER_NOTE[0].lower()}{PAPER_NOTE[1:]}"
+            return f"Paper row: {PAPER_NOTE}"
         if self.source == "pathologist":
             return pathologist_note(self.scores.get("atnorm_md") or {})
         if self.withheld:

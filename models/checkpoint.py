@@ -169,15 +169,24 @@ def _inspect(files: CheckpointFiles) -> tuple[dict, ModelCfg, nn.Module]:
             model = check_lora_shapes(files, cfg)
         else:
             declared = header_tensors(files, WEIGHTS)
-            held = sum(t.numel() for t in declared.values())
-            if size > 1 and held != (needed := size * member_numel(cfg)):
-                raise CheckpointError(
-                    f"{WEIGHTS} holds {held:,} numbers; {_describe(cfg, size)} has {needed:,}. "
-                    "Save the trained network's state_dict as it is (see docs/submitting.md)."
-                )
+            if size > 1:
+                _check_numel(declared, cfg, size)
             model = _network(cfg, size)
             check_state(model, declared, _describe(cfg, size))
     return config, cfg, model
+
+
+def _check_numel(declared: dict[str, torch.Tensor], cfg: ModelCfg, size: int) -> None:
+    """An ensemble's file must hold ``size`` members' numbers (checked before it is built)."""
+    held, needed = sum(t.numel() for t in declared.values()), size * member_numel(cfg)
+    if held != needed:
+        raise CheckpointError(
+            f"{WEIGHTS} holds {held:,} numbers; {_describe(cfg, size)} has {needed:,}. "
+            "Save the trained network's state_dict as it is (see docs/submitting.md)."
+        )
+
+
+_MEMBER_NUMEL: dict[str, int] = {}  # repr(ModelCfg) -> numbers in one network's state
 
 
 def member_numel(cfg: ModelCfg) -> int:
@@ -190,6 +199,3 @@ def member_numel(cfg: ModelCfg) -> int:
         with torch.device("meta"):
             _MEMBER_NUMEL[key] = sum(t.numel() for t in build_backbone(cfg).state_dict().values())
     return _MEMBER_NUMEL[key]
-
-
-_MEMBER_NUMEL: dict[str, int] = {}

@@ -189,8 +189,7 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
             wrap=False,
             elem_id="board",
             datatype="str",
-            max_height=BOARD_HEIGHT_PX,
-            pinned_columns=2,  # rank and model stay in view while scrolling sideways
+            max_height=BOARD_HEIGHT_PX,  # BOARD_CSS keeps rank and model in view sideways
         )
         sort_request = gr.Textbox(visible="hidden", elem_id="sort-request")
         sort_state = gr.State(None)
