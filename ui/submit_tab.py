@@ -246,6 +246,7 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
                 hub_token = gr.Textbox(
                     label="Read token (gated or private repos only; used once, never stored)",
                     type="password",
+                    value="",
                     elem_id="hub-token",
                 )
             gr.Markdown(
@@ -363,27 +364,31 @@ above your best released one: repeated submissions cannot read the labels.
 
 
 def _metadata_form() -> list[gr.components.Component]:
-    """One input per field of ``EntryMetadata``, in its order (* marks the required one)."""
+    """One input per field of ``EntryMetadata``, in its order (* marks the required one).
+
+    Optional fields start as "": Gradio makes an input without a value a required argument of
+    the API, which would force a client to pass every field.
+    """
     fields = {}
     with gr.Row():
         fields["model_name"] = gr.Textbox(
             label=FIELD_LABELS["model_name"] + " *", elem_id="model-name"
         )
-        fields["team"] = gr.Textbox(label=FIELD_LABELS["team"])
+        fields["team"] = gr.Textbox(label=FIELD_LABELS["team"], value="")
         fields["method_type"] = gr.Dropdown(
             list(METHOD_TYPES), value="end-to-end", label=FIELD_LABELS["method_type"]
         )
     with gr.Row():
-        fields["backbone"] = gr.Textbox(label=FIELD_LABELS["backbone"])
-        fields["pretraining"] = gr.Textbox(label=FIELD_LABELS["pretraining"])
+        fields["backbone"] = gr.Textbox(label=FIELD_LABELS["backbone"], value="")
+        fields["pretraining"] = gr.Textbox(label=FIELD_LABELS["pretraining"], value="")
         fields["training_data"] = gr.Textbox(
             label=FIELD_LABELS["training_data"], value="AMi-Br train"
         )
         fields["uses_midog"] = gr.Checkbox(label=FIELD_LABELS["uses_midog"])
     with gr.Row():
-        fields["paper_url"] = gr.Textbox(label=FIELD_LABELS["paper_url"])
-        fields["code_url"] = gr.Textbox(label=FIELD_LABELS["code_url"])
-    fields["description"] = gr.Textbox(label=FIELD_LABELS["description"], lines=2)
+        fields["paper_url"] = gr.Textbox(label=FIELD_LABELS["paper_url"], value="")
+        fields["code_url"] = gr.Textbox(label=FIELD_LABELS["code_url"], value="")
+    fields["description"] = gr.Textbox(label=FIELD_LABELS["description"], lines=2, value="")
     return [fields[name] for name in FIELD_LABELS]
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -13,7 +14,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from settings import Settings
+from settings import REPO_ROOT, Settings
 from store.errors import InvalidMetadata
 from submissions.errors import ReservedAccount
 from tests.backend import zip_dir
@@ -68,6 +69,48 @@ def test_exactly_the_public_endpoints(client):
         "/withdraw_submission",
         "/publish_submission",
     }
+    required = {
+        name: [
+            p["parameter_name"] for p in endpoint["parameters"] if not p["parameter_has_default"]
+        ]
+        for name, endpoint in api.items()
+    }  # a client passes these and names any other field it wants (the form's * fields)
+    job = ["job_id"]
+    assert required == {
+        "/classify": ["image"],
+        "/leaderboard": [],
+        "/submit_predictions": ["file", "model_name"],
+        "/submit_checkpoint": ["file", "model_name"],
+        "/submit_hub_model": ["repo_id", "model_name"],
+        "/submission_status": job,
+        "/cancel_submission": job,
+        "/withdraw_submission": job,
+        "/publish_submission": job,
+    }
+
+
+def test_the_documented_calls_match_the_api(client):
+    """Every ``client.predict`` in docs/submitting.md names a real endpoint and real arguments,
+    and passes every required one."""
+    api = client.view_api(return_format="dict")["named_endpoints"]
+    page = (REPO_ROOT / "docs" / "submitting.md").read_text(encoding="utf-8")
+    code = page.split("```python\nfrom gradio_client", 1)[1].split("```", 1)[0]
+    calls = [
+        node
+        for node in ast.walk(ast.parse("from gradio_client" + code))
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "predict"
+    ]
+    assert len(calls) == 8
+    for call in calls:
+        named = {k.arg: k.value for k in call.keywords}
+        endpoint = api[named.pop("api_name").value]
+        names = [p["parameter_name"] for p in endpoint["parameters"]]
+        given = set(names[: len(call.args)]) | set(named)
+        assert set(named) <= set(names), (set(named) - set(names), ast.unparse(call))
+        required = {
+            p["parameter_name"] for p in endpoint["parameters"] if not p["parameter_has_default"]
+        }
+        assert required <= given, ast.unparse(call)
 
 
 def test_classify(client, app):
@@ -94,7 +137,13 @@ def test_classify(client, app):
 def test_submit_predictions_then_status_then_board(client, app):
     path = app.backend.settings.data_dir / "predictions.csv"
     path.write_bytes(app.backend.predictions(11))
-    receipt = client.predict(handle_file(str(path)), *META, api_name="/submit_predictions")
+    receipt = client.predict(  # by keyword: the fields left out take the form's defaults
+        file=handle_file(str(path)),
+        model_name="api model",
+        team="team api",
+        backbone="resnet18",
+        api_name="/submit_predictions",
+    )
     assert receipt["source"] == "self-reported" and receipt["status"] in (
         "queued",
         "running",
@@ -109,6 +158,8 @@ def test_submit_predictions_then_status_then_board(client, app):
     board = client.predict("api model", "all", ["self-reported"], False, api_name="/leaderboard")
     (row,) = board
     assert row["model_name"] == "api model" and row["source"] == "self-reported"
+    assert (row["team"], row["backbone"], row["pretraining"]) == ("team api", "resnet18", "")
+    assert (row["method_type"], row["training_data"]) == ("end-to-end", "AMi-Br train")
     assert isinstance(row["amibr_test_ba"], float) and isinstance(row["amibr_test_auroc"], float)
     everything = client.predict(api_name="/leaderboard")  # every argument has a default
     assert sum(r["source"] == "paper" for r in everything) == 17
