@@ -29,6 +29,7 @@ from evaluation.scoring import (
     load_labels,
     score_predictions,
 )
+from evaluation.splits import TEST_SPLITS
 from fileio import atomic_write, write_predictions
 from models.errors import ModelError
 from models.inference import crops_within
@@ -159,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint folders or zips")
-    parser.add_argument("--split", action="append", help="score only this split (repeatable)")
+    parser.add_argument(
+        "--split",
+        action="append",
+        choices=[s.name for s in TEST_SPLITS],
+        help="score only this split (repeatable)",
+    )
     parser.add_argument("--tta", action="store_true", help="8-fold dihedral test-time augmentation")
     parser.add_argument(
         "--predictions-out", type=Path, help="write the (single) checkpoint's prediction file here"

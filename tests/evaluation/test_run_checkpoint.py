@@ -79,6 +79,10 @@ def test_checkpoint_command_scores_several_checkpoints(tiny_release, tmp_path, m
         json.loads(capsys.readouterr().out)["splits"]["atnorm_br"]["balanced_accuracy"]["estimate"]
         == report["checkpoints"][str(a)]["atnorm_br"]["balanced_accuracy"]["estimate"]
     )
+    with pytest.raises(SystemExit) as refused:  # a sentence and exit 2, not a traceback
+        run_checkpoint_main([str(a), "--split", "amibr_tst"])
+    assert refused.value.code == 2
+    assert "invalid choice: 'amibr_tst' (choose from 'amibr_test'" in capsys.readouterr().err
 
 
 def test_every_reading_of_the_test_sets_is_logged_with_its_reason(
