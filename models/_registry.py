@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from models.errors import ModelError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -93,7 +95,7 @@ def get_model_cfg(name: str) -> ModelCfg:
             mean=tuple(pretrained.mean),
             std=tuple(pretrained.std),
         )
-    raise ValueError(
+    raise ModelError(
         f"Unknown model {name!r}: neither registered ({', '.join(list_models())}) nor a timm "
         "architecture (see timm.list_models())."
     )

@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import torch
 
-from models.errors import CheckpointError
+from fileio import quoted
+from models.errors import CheckpointError, ModelError
 from models.preprocess import dihedral_view, normalise, prepare
 from settings import MB
 
@@ -49,10 +50,17 @@ def crops_within(memory_budget: int, input_size: int) -> int:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when available, else the CPU."""
+    """``auto``: CUDA when available, else the CPU; a device named here must exist."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ModelError(f"Unknown device {quoted(name)}: use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(
+            f"Device {quoted(name)} asked for, but this machine has no CUDA GPU: use auto or cpu."
+        )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
     return device

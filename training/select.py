@@ -252,7 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if (args.limit or args.epochs) and args.state == DEFAULT_STATE and args.command != "pack":
         p.error("--limit and --epochs make smoke runs: give them their own --state")
-    grid, _ = read_grid(args.grid)
+    try:
+        grid, _ = read_grid(args.grid)
+    except (ValueError, OSError, KeyError) as e:  # KeyError: an entry without a name
+        p.error(f"--grid {args.grid}: {e}")
+    unknown = [name for name in args.only or () if name not in grid]
+    if unknown:
+        p.error(f"--only names {', '.join(unknown)}: not candidates of {args.grid}")
     if args.command == "pack":
         if not args.out:
             p.error("pack needs --out")
@@ -265,8 +271,11 @@ def main(argv: list[str] | None = None) -> int:
             n: dataclasses.replace(c, recipe=dataclasses.replace(c.recipe, epochs=args.epochs))
             for n, c in grid.items()
         }
-    trainset = load_train_set(args.train, limit=args.limit)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+        trainset = load_train_set(args.train, limit=args.limit)
+    except (ValueError, OSError) as e:  # ModelError is a ValueError
+        p.error(str(e))
     if args.command == "folds":
         if not (args.name and args.out):
             p.error("folds needs --name and --out")

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from fileio import atomic_write
-from models._registry import get_model_cfg
+from models._registry import get_model_cfg, list_models
+from models.errors import ModelError
 from models.inference import resolve_device
 from settings import Settings
 from training.fit import Recipe, balanced_accuracy, fit, folds, on_device, predict_proba
@@ -185,6 +186,28 @@ def train_members(
     return paths
 
 
+def _with_weights() -> list[str]:
+    """Registered models that start from pretrained weights (the Hub's only when online)."""
+    return [name for name in list_models() if get_model_cfg(name).weights != "none"]
+
+
+def _at_least(low, *, above: bool = False, below=None):
+    """An argparse type: a number of ``low``'s kind, >= low (> low if ``above``), < ``below``."""
+
+    def parse(text: str):
+        value = type(low)(text)
+        if value < low or (above and value == low) or (below is not None and value >= below):
+            bound = f"above {low:g}" if above else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range: it must be {bound}"
+                + (f" and below {below:g}" if below is not None else "")
+            )
+        return value
+
+    parse.__name__ = type(low).__name__  # argparse's "invalid int value: 'x'"
+    return parse
+
+
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
     """Command line -> options and the recipe they describe."""
     settings = Settings.from_env()
@@ -207,28 +230,32 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
     p.add_argument("--strategy", choices=["end_to_end", "linear_probe", "lora"], default=None)
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
     for name, kind in (
-        ("epochs", int),
-        ("batch-size", int),
-        ("lr", float),
-        ("weight-decay", float),
-        ("ema-decay", float),
-        ("input-size", int),
+        ("epochs", _at_least(1)),
+        ("batch-size", _at_least(1)),
+        ("lr", _at_least(0.0, above=True)),
+        ("weight-decay", _at_least(0.0)),
+        ("ema-decay", _at_least(0.0, below=1.0)),
+        ("input-size", _at_least(16)),
         ("seed", int),
-        ("patience", int),
-        ("hed", float),
-        ("stain-vectors", float),
+        ("patience", _at_least(0)),
+        ("hed", _at_least(0.0)),
+        ("stain-vectors", _at_least(0.0)),
     ):
         p.add_argument(f"--{name}", type=kind, default=None)
     p.add_argument(
         "--train-jpeg-quality",
-        type=int,
+        type=_at_least(1, below=101),
         default=None,
         help="train on JPEG copies of this quality (as a packed .npz does); cross-validation "
         "then also scores each validation fold on the lossless crops",
     )
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (0: none)")
-    p.add_argument("--members", type=int, default=1, help="ensemble size of the final model")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N crops (smoke runs)")
+    p.add_argument("--folds", type=_at_least(0), default=5, help="cross-validation folds (0: none)")
+    p.add_argument(
+        "--members", type=_at_least(0), default=1, help="ensemble size of the final model"
+    )
+    p.add_argument(
+        "--limit", type=_at_least(0), default=0, help="use only the first N crops (smoke runs)"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--imagenet-dir",
@@ -238,6 +265,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
     )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if args.folds == 1:
+        p.error("--folds 1: cross-validation needs at least 2 folds (0: none)")
     paper = args.protocol == "paper"
     if paper:  # the family's recipe already names its model (Virchow LoRA: a variant)
         base = paper_recipe(args.model or "efficientnetv2_m", args.strategy or "end_to_end")
@@ -273,6 +302,20 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
 def main(argv: list[str] | None = None) -> int:
     """Run a protocol; write the run directory."""
     args, recipe = parse_args(argv)
+    try:  # every input checked before the run directory is touched
+        if recipe.pretrained and get_model_cfg(recipe.model).weights == "none":
+            raise ModelError(
+                f"{recipe.model} has no pretrained weights here (a timm name alone starts from "
+                "random weights): pass --no-pretrained to train it from scratch, or choose a "
+                f"registered model with weights ({', '.join(_with_weights())})."
+            )
+        device = resolve_device(args.device)
+        trainset = load_train_set(
+            args.train, jpeg_quality=args.train_jpeg_quality, limit=args.limit
+        )
+    except (ValueError, OSError) as e:  # ModelError is a ValueError; so are bad training folders
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO,
@@ -280,8 +323,6 @@ def main(argv: list[str] | None = None) -> int:
         handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "train.log")],
     )
     (args.out / "recipe.json").write_text(json.dumps(dataclasses.asdict(recipe), indent=2))
-    device = resolve_device(args.device)
-    trainset = load_train_set(args.train, jpeg_quality=args.train_jpeg_quality, limit=args.limit)
     log.info(
         "%d training crops (%d atypical) on %s; recipe %s",
         len(trainset.y),

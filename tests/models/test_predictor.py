@@ -189,6 +189,8 @@ def test_predict_cli(resnet_checkpoint, crop, tmp_path, capsys):
     code, out, err = run("--format", "submission", unzipped)
     assert code == 2 and out == ""
     assert "no image files" in err and "test_crops/ subfolder" in err
+    code, out, err = run("--device", "tpu", tmp_path / "a.png")
+    assert (code, out) == (2, "") and "Unknown device 'tpu': use auto, cpu, cuda" in err
 
 
 def test_size_notes_and_answers_in_words(tmp_path):

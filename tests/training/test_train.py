@@ -187,6 +187,7 @@ def test_paper_protocol_saves_one_checkpoint_per_fold(real_release, tmp_path):
             "paper",
             "--model",
             "resnet18_128",
+            "--no-pretrained",  # the paper's families have weights; this test model has none
             "--input-size",
             "64",
             "--epochs",
@@ -357,7 +358,10 @@ def test_jpeg_training_copies_keep_the_lossless_crops(real_release, tmp_path):
 def test_cross_validation_scores_jpeg_trained_folds_on_both_encodings(real_release, tmp_path):
     out = tmp_path / "jpeg"
     train_dir = real_release.public_dir / "amibr_train"
-    args = ("--model", "resnet18_128", "--input-size", "32", "--folds", "2", "--members", "0")
+    args = (
+        *("--model", "resnet18_128", "--no-pretrained"),
+        *("--input-size", "32", "--folds", "2", "--members", "0"),
+    )
     assert train(out, train_dir, "--train-jpeg-quality", "95", *args) == 0
     assert train(out, train_dir, "--train-jpeg-quality", "95", *args) == 0  # resumes: all done
     metrics = json.loads((out / "metrics.json").read_text())
