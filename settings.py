@@ -1,13 +1,15 @@
-"""The one place where paths, URLs and limits are read from the environment.
+"""The one place where paths, URLs and limits are read, and numbers' ranges checked.
 
 Every setting has a default that works offline on a fresh clone; each is documented in the
 README ("Settings"). Modules receive a :class:`Settings` object rather than reading the
-environment themselves, so tests can build one with ``Settings.from_env(env)``.
+environment themselves, so tests can build one with ``Settings.from_env(env)``. Commands check
+their numeric options with :func:`at_least`.
 """
 
 from __future__ import annotations
 
 import os
+from argparse import ArgumentTypeError
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,3 +214,28 @@ def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     if not 0.5 <= value <= 1:
         raise SettingsError(f"{name} must be a number from 0.5 to 1; found {value}.")
     return value
+
+
+def at_least(low, *, above: bool = False, below=None):
+    """A command-line number's type (argparse ``type=``) with its range checked.
+
+    The number is of ``low``'s kind, at least ``low`` (above it with ``above``) and below
+    ``below``; out of range, argparse prints a sentence saying so.
+
+    Example:
+        >>> at_least(1)("3"), at_least(0.0, above=True)("0.5")
+        (3, 0.5)
+    """
+
+    def parse(text: str):
+        value = type(low)(text)
+        if value < low or (above and value == low) or (below is not None and value >= below):
+            bound = f"above {low:g}" if above else f"at least {low:g}"
+            raise ArgumentTypeError(
+                f"{text} is out of range: it must be {bound}"
+                + (f" and below {below:g}" if below is not None else "")
+            )
+        return value
+
+    parse.__name__ = type(low).__name__  # argparse's "invalid int value: 'x'"
+    return parse

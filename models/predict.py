@@ -18,7 +18,7 @@ from fileio import write_predictions
 from models.errors import ModelError
 from models.imaging import IMAGE_SUFFIXES
 from models.predictor import Predictor, predictions_table
-from settings import Settings
+from settings import Settings, at_least
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         help="checkpoint folder or .zip (default: the shipped model)",
     )
     parser.add_argument("--tta", action="store_true", help="average over 8 dihedral views")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=at_least(1), default=64)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = parser.parse_args(argv)
     images = [path for given in args.images for path in _expand(given)]

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from argparse import ArgumentTypeError
 from pathlib import Path
 
 import pytest
 
-from settings import REPO_ROOT, Settings, SettingsError
+from settings import REPO_ROOT, Settings, SettingsError, at_least
 
 
 def test_defaults_work_offline_from_a_fresh_clone():
@@ -47,3 +48,19 @@ def test_environment_overrides(tmp_path: Path):
 def test_bad_values_are_refused_by_name(name, value, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({name: value})
+
+
+def test_a_command_line_number_is_checked_against_its_range():
+    assert at_least(1)("3") == 3 and isinstance(at_least(0.0)("2"), float)
+    assert at_least(0.0, above=True)("0.5") == 0.5 and at_least(0, below=5)("4") == 4
+    cases = [
+        (at_least(1), "0", "0 is out of range: it must be at least 1"),
+        (at_least(0.0, above=True), "0", "0 is out of range: it must be above 0"),
+        (at_least(1, below=101), "101", "it must be at least 1 and below 101"),
+    ]
+    for check, text, message in cases:
+        with pytest.raises(ArgumentTypeError, match=message):
+            check(text)
+    with pytest.raises(ValueError):  # argparse reports it as "invalid int value: 'x'"
+        at_least(1)("x")
+    assert at_least(1).__name__ == "int" and at_least(0.5).__name__ == "float"

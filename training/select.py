@@ -37,7 +37,7 @@ from models.checkpoint import load_checkpoint
 from models.factory import Ensemble, create_model
 from models.inference import resolve_device
 from models.pretrained import export_imagenet_offline
-from settings import REPO_ROOT, Settings
+from settings import REPO_ROOT, Settings, at_least
 from training.candidates import Candidate, fold_models, read_grid, run_grid, summarise
 from training.runs import git_sha, save_run_model
 from training.train import train_members
@@ -237,8 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", type=Path, default=settings.public_dir / "amibr_train")
     p.add_argument("--only", nargs="*", help="run only these candidates (and in this order)")
     p.add_argument("--budget-s", type=float, default=float("inf"), help="stop between folds")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N crops (smoke runs)")
-    p.add_argument("--epochs", type=int, default=0, help="override every recipe's (smoke runs)")
+    p.add_argument(
+        "--limit", type=at_least(0), default=0, help="use only the first N crops (smoke runs)"
+    )
+    p.add_argument(
+        "--epochs", type=at_least(0), default=0, help="override every recipe's (smoke runs)"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--imagenet-dir", type=Path, default=settings.imagenet_weights_dir)
     p.add_argument("--measure", action="store_true", help="table: time every candidate on CPU")
@@ -247,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--out", type=Path, help="pack: the carry folder; final: run directory; table: its file"
     )
-    p.add_argument("--quality", type=int, default=92, help="pack: JPEG quality of the crops")
+    p.add_argument(
+        "--quality", type=at_least(1, below=101), default=92, help="pack: JPEG quality of the crops"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if (args.limit or args.epochs) and args.state == DEFAULT_STATE and args.command != "pack":

@@ -33,7 +33,7 @@ from fileio import atomic_write
 from models._registry import get_model_cfg, list_models
 from models.errors import ModelError
 from models.inference import resolve_device
-from settings import Settings
+from settings import Settings, at_least
 from training.fit import Recipe, balanced_accuracy, fit, folds, on_device, predict_proba
 from training.protocols import paper_recipe
 from training.runs import assemble, load_teacher, run_input_size, save_run_model
@@ -191,23 +191,6 @@ def _with_weights() -> list[str]:
     return [name for name in list_models() if get_model_cfg(name).weights != "none"]
 
 
-def _at_least(low, *, above: bool = False, below=None):
-    """An argparse type: a number of ``low``'s kind, >= low (> low if ``above``), < ``below``."""
-
-    def parse(text: str):
-        value = type(low)(text)
-        if value < low or (above and value == low) or (below is not None and value >= below):
-            bound = f"above {low:g}" if above else f"at least {low:g}"
-            raise argparse.ArgumentTypeError(
-                f"{text} is out of range: it must be {bound}"
-                + (f" and below {below:g}" if below is not None else "")
-            )
-        return value
-
-    parse.__name__ = type(low).__name__  # argparse's "invalid int value: 'x'"
-    return parse
-
-
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
     """Command line -> options and the recipe they describe."""
     settings = Settings.from_env()
@@ -230,31 +213,31 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
     p.add_argument("--strategy", choices=["end_to_end", "linear_probe", "lora"], default=None)
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
     for name, kind in (
-        ("epochs", _at_least(1)),
-        ("batch-size", _at_least(1)),
-        ("lr", _at_least(0.0, above=True)),
-        ("weight-decay", _at_least(0.0)),
-        ("ema-decay", _at_least(0.0, below=1.0)),
-        ("input-size", _at_least(16)),
+        ("epochs", at_least(1)),
+        ("batch-size", at_least(1)),
+        ("lr", at_least(0.0, above=True)),
+        ("weight-decay", at_least(0.0)),
+        ("ema-decay", at_least(0.0, below=1.0)),
+        ("input-size", at_least(16)),
         ("seed", int),
-        ("patience", _at_least(0)),
-        ("hed", _at_least(0.0)),
-        ("stain-vectors", _at_least(0.0)),
+        ("patience", at_least(0)),
+        ("hed", at_least(0.0)),
+        ("stain-vectors", at_least(0.0)),
     ):
         p.add_argument(f"--{name}", type=kind, default=None)
     p.add_argument(
         "--train-jpeg-quality",
-        type=_at_least(1, below=101),
+        type=at_least(1, below=101),
         default=None,
         help="train on JPEG copies of this quality (as a packed .npz does); cross-validation "
         "then also scores each validation fold on the lossless crops",
     )
-    p.add_argument("--folds", type=_at_least(0), default=5, help="cross-validation folds (0: none)")
+    p.add_argument("--folds", type=at_least(0), default=5, help="cross-validation folds (0: none)")
     p.add_argument(
-        "--members", type=_at_least(0), default=1, help="ensemble size of the final model"
+        "--members", type=at_least(0), default=1, help="ensemble size of the final model"
     )
     p.add_argument(
-        "--limit", type=_at_least(0), default=0, help="use only the first N crops (smoke runs)"
+        "--limit", type=at_least(0), default=0, help="use only the first N crops (smoke runs)"
     )
     p.add_argument("--device", default="auto")
     p.add_argument(

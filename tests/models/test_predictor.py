@@ -191,6 +191,11 @@ def test_predict_cli(resnet_checkpoint, crop, tmp_path, capsys):
     assert "no image files" in err and "test_crops/ subfolder" in err
     code, out, err = run("--device", "tpu", tmp_path / "a.png")
     assert (code, out) == (2, "") and "Unknown device 'tpu': use auto, cpu, cuda" in err
+    with pytest.raises(SystemExit):
+        run("--batch-size", "0", tmp_path / "a.png")
+    assert (
+        "argument --batch-size: 0 is out of range: it must be at least 1" in capsys.readouterr().err
+    )
 
 
 def test_size_notes_and_answers_in_words(tmp_path):
