@@ -28,6 +28,7 @@ from models.checkpoint import checkpoint_from_files, inspect_checkpoint
 from models.checkpoint_config import make_config
 from models.inference import resolve_device
 from models.predictor import Predictor
+from settings import at_least
 
 CHUNK = {"cpu": 64, "cuda": 4096}
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     gpu = torch.cuda.is_available()
     parser = argparse.ArgumentParser(prog="python -m bench.model_lane")
     parser.add_argument("arch", nargs="?", default="virchow2" if gpu else "vit_small_patch16_224")
-    parser.add_argument("--crops", type=int, default=2853 if gpu else 256)
+    parser.add_argument("--crops", type=at_least(1), default=2853 if gpu else 256)
     args = parser.parse_args(argv)
     cfg = get_model_cfg(args.arch)
     with tempfile.TemporaryDirectory() as tmp:

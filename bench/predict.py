@@ -18,7 +18,7 @@ import torch
 
 from bench.common import machine
 from models.predictor import Predictor
-from settings import Settings
+from settings import Settings, at_least
 from training.fit import Recipe, fit
 from training.trainset import load_train_set
 
@@ -39,12 +39,12 @@ def _latency(predictor: Predictor, crops: np.ndarray, *, tta: bool, repeats: int
 
 def main() -> None:
     settings = Settings.from_env()
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.predict", description=__doc__)
     parser.add_argument("--checkpoint", type=Path, default=settings.default_checkpoint)
     parser.add_argument("--crops", type=Path, default=settings.public_dir / "amibr_train")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=100)
-    parser.add_argument("--train-steps", type=int, default=20)
+    parser.add_argument("--repeats", type=at_least(1), default=100)
+    parser.add_argument("--train-steps", type=at_least(1), default=20)
     args = parser.parse_args()
     trainset = load_train_set(args.crops)
     crops = trainset.images

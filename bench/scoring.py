@@ -21,11 +21,12 @@ from evaluation.bundle import PublicBundle
 from evaluation.metrics import simultaneous_margin
 from evaluation.scoring import load_labels, read_predictions, score_predictions
 from evaluation.splits import TEST_SPLITS
+from settings import at_least
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser = argparse.ArgumentParser(prog="python -m bench.scoring", description=__doc__)
+    parser.add_argument("--repeats", type=at_least(1), default=20)
     args = parser.parse_args()
     settings = release_settings()
     bundle = PublicBundle(settings.public_dir)
