@@ -324,9 +324,10 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
     refresh.tick(
         bind(follow_receipt, space), receipt, [receipt, receipt_text], api_visibility="private"
     )
-    refresh.tick(bind(my_submissions, space), None, [mine, allowance], api_visibility="private")
-    refresh.tick(bind(public_queue, space), None, queue, api_visibility="private")
-    refresh.tick(bind(worker_health, space), None, worker_table, api_visibility="private")
+    shown = [demo.load, refresh.tick]  # filled with the page, not blank until the first tick
+    gr.on(shown, bind(my_submissions, space), None, [mine, allowance], api_visibility="private")
+    gr.on(shown, bind(public_queue, space), None, queue, api_visibility="private")
+    gr.on(shown, bind(worker_health, space), None, worker_table, api_visibility="private")
 
 
 SUBMISSION_GUIDE = """

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
+from app import build_demo
 from fileio import markdown_literal
 from leaderboard.columns import MAIN_COLUMNS
 from settings import REPO_ROOT
@@ -160,3 +161,18 @@ def test_many_crops_list_the_refused_first_with_a_summary_and_size_notes(space, 
     assert as_file is None and "not all test crops named by their id" in summary  # big.png
     _, _, as_file, summary = classify_tab.classify_many(space, crops, None, False)
     assert as_file and summary.endswith("also a prediction file (only these crops).")
+
+
+def test_what_the_page_shows_is_filled_when_it_loads(space):
+    """Every view refreshed by a timer is also filled on page load: no blank table with
+    Gradio's placeholder headers (1, 2, 3) until the first tick."""
+    config = build_demo(space.settings).get_config_file()
+    elem = {c["id"]: c["props"].get("elem_id") for c in config["components"]}
+    on_load, on_tick = set(), set()
+    for dependency in config["dependencies"]:
+        events = {event for _, event in dependency["targets"]}
+        outputs = {elem.get(o) for o in dependency["outputs"]}
+        on_load |= outputs if "load" in events else set()
+        on_tick |= outputs if "tick" in events else set()
+    assert {"mine", "allowance", "queue", "workers"} <= on_tick
+    assert on_tick - {"receipt", "receipt-json"} <= on_load  # the receipt follows its own job
