@@ -70,11 +70,16 @@ def _wrapped(columns: dict[int, int]) -> list[str]:
 
 
 _STICKY = "position: sticky !important; z-index: 3; background: var(--table-even-background-fill);"
+# a pinned body cell takes its row's stripe (the rows are opaque; the header row is not)
+_PINNED_STRIPE = (
+    "#board [role=row] > [role=gridcell]:nth-child(-n+2) { background: inherit !important; }"
+)
 BOARD_CSS = "\n".join(
     [
         "#board .cell-menu-button { display: none !important; }",
         f"{_cells(1)} {{ {_width(RANK_PX)} {_STICKY} left: 0; }}",
         f"{_cells(2)} {{ {_STICKY} left: {RANK_PX}px; }}",
+        _PINNED_STRIPE,
         *_wrapped(DESK_COLUMNS),
         "@media (max-width: 600px) {",
         *_wrapped(PHONE_COLUMNS),

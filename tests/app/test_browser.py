@@ -215,6 +215,15 @@ def test_the_board_reads_at_a_glance(page):
         page.screenshot(path=str(ARTIFACTS / f"board-scrolled-{page.width}.png"))
         assert in_view(page, board.locator("thead th").nth(1))
         assert in_view(page, first_row.locator("[role=gridcell]").nth(1))
+    stripes = board.evaluate(  # pinned cells are opaque and take their row's stripe
+        """b => [...b.querySelectorAll('[role=row]')]
+          .filter(r => r.querySelector('[role=gridcell]')).slice(0, 4)
+          .map(r => [getComputedStyle(r).backgroundColor,
+            ...[...r.querySelectorAll('[role=gridcell]')].slice(0, 2)
+              .map(c => getComputedStyle(c).backgroundColor)])"""
+    )
+    assert len({row[0] for row in stripes}) == 2  # two stripes, in the first four rows
+    assert all(row[1] == row[2] == row[0] and "rgba" not in row[0] for row in stripes), stripes
     expect(page.locator("#search")).not_to_be_visible()  # the filters are folded away
     expect(page.locator("#board-best")).to_contain_text("Paper rows are published numbers")
     # Gradio's column menu would sort the display strings ("0.77" below "0.5796"): not offered
