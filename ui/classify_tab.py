@@ -1,8 +1,10 @@
 """The Classify tab: one crop (or a gallery example) in; P(atypical), decision, Grad-CAM out.
 
-``/classify`` keeps its three outputs; the answer in words and the note on the image's size
-follow in a second, private step. Many crops: each file gets its own row, a bad one its own
-message, and answers named by test-crop id also come as a prediction file.
+A crop is answered as soon as it is dropped or picked (or a setting changes); the Classify
+button runs ``/classify`` again. ``/classify`` keeps its three outputs; the answer in words and
+the note on the image's size follow in a second, private step. Many crops: each file gets its
+own row, a bad one its own message, and answers named by test-crop id also come as a
+prediction file.
 """
 
 from __future__ import annotations
@@ -138,9 +140,24 @@ def model_choices(space: Space):
     return gr.Dropdown(choices=list(space.models()))
 
 
+WAITING = "Drop a crop here, or pick one of the public test crops below, to classify it."
+
+
 def cleared_answer():
-    """A new crop: no answer until it is classified."""
-    return gr.Number(value=None, visible=False), "", None, "Upload a crop and press Classify."
+    """A new crop or settings: the last answer goes before the next one comes."""
+    return gr.Number(value=None, visible=False), "", None, WAITING
+
+
+def answer_crop(space: Space, image: str | None, model: str, tta: bool, explain: bool):
+    """The whole answer to the crop on screen, as soon as it or a setting changes.
+
+    Refusals come from :func:`classify` as its messages; with no crop, the cleared view stays.
+    """
+    if not image:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    prob, decision, overlay = classify(space, image, model, tta, explain)
+    answer, _ = describe(image, prob)
+    return gr.Number(value=prob, visible=True), decision, overlay, answer
 
 
 def classify_tab(demo: gr.Blocks, space: Space) -> None:
@@ -162,7 +179,7 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
                     label="P(atypical), 0 to 1", elem_id="prob-atypical", visible=False
                 )
                 decision = gr.Textbox(label="Decision (atypical at P ≥ 0.5)", elem_id="decision")
-                answer = gr.Markdown("Upload a crop and press Classify.", elem_id="answer")
+                answer = gr.Markdown(WAITING, elem_id="answer")
                 overlay = gr.Image(label="Where the model looked (Grad-CAM)", elem_id="overlay")
                 gr.Markdown(
                     "Grad-CAM colours, relative within the crop: **red** = the regions that "
@@ -171,7 +188,9 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
                     elem_id="overlay-legend",
                 )
         if examples := space.examples():
-            gr.Examples(examples, inputs=[crop_image], label="Public AMi-Br test crops")
+            gr.Examples(
+                examples, inputs=[crop_image], label="Public AMi-Br test crops", elem_id="examples"
+            )
         with gr.Accordion("Many crops", open=False):
             crop_files = gr.File(
                 file_count="multiple", label="Crops", file_types=["image"], elem_id="many-crops"
@@ -187,21 +206,33 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
                 )
 
     demo.load(bind(model_choices, space), None, model_choice, api_visibility="private")
+    settings = [crop_image, model_choice, tta_switch, explain_switch]
+    shared = {  # the batcher shares forward passes among concurrent crops
+        "concurrency_limit": CONCURRENT_CLASSIFY,
+        "concurrency_id": "classify",
+        "show_progress": "hidden",  # a refusal is the toast's message, not a bare "Error" badge
+    }
     classify_button.click(
         gpu(bind(classify, space)),  # ZeroGPU gets the inputs only, not the space
-        [crop_image, model_choice, tta_switch, explain_switch],
+        settings,
         [prob_atypical, decision, overlay],
         api_name="classify",
-        concurrency_limit=CONCURRENT_CLASSIFY,  # the batcher shares forward passes among them
-        show_progress="hidden",  # a refusal is the toast's message, not a bare "Error" badge
+        **shared,
     ).success(
         describe, [crop_image, prob_atypical], [answer, prob_atypical], api_visibility="private"
     )
-    crop_image.change(
+    # drop a crop (or pick an example, or change a setting) and the answer follows: cleared
+    # first, so a refused crop never shows the last crop's answer
+    answer_views = [prob_atypical, decision, overlay, answer]
+    gr.on(
+        [crop_image.change, model_choice.input, tta_switch.input, explain_switch.input],
         cleared_answer,
         None,
-        [prob_atypical, decision, overlay, answer],
+        answer_views,
         api_visibility="private",
+        show_progress="hidden",  # an instant step: no status over the answer it replaces
+    ).then(
+        gpu(bind(answer_crop, space)), settings, answer_views, api_visibility="private", **shared
     )
     classify_many_button.click(
         gpu(bind(classify_many, space)),

@@ -71,18 +71,45 @@ def no_server_path(texts) -> None:
 def test_classify_an_example_crop(page, app):
     page.get_by_role("tab", name="Classify").click()
     expect(page.locator("#prob-atypical input")).to_have_count(0)  # no "0" before a run
-    expect(page.locator("#answer")).to_contain_text("Upload a crop")
+    expect(page.locator("#answer")).to_contain_text("Drop a crop here")
     crop = next((app.backend.settings.public_dir / "test_crops").glob("*.png"))
-    page.locator("#crop input[type=file]").set_input_files(str(crop))
-    page.get_by_role("button", name="Classify", exact=True).click()
+    page.locator("#crop input[type=file]").set_input_files(str(crop))  # answered on the drop
     answer = page.locator("#answer")
     expect(answer).to_contain_text("the model's probability that this mitotic figure")
     expect(answer).to_contain_text("cut-off of 0.5")
     decision = page.locator("#decision textarea, #decision input").first.input_value()
     assert decision in ("atypical", "normal") and f"Called {decision}" in answer.inner_text()
-    assert 0 <= float(page.locator("#prob-atypical input").input_value()) <= 1
+    prob = float(page.locator("#prob-atypical input").input_value())
+    assert 0 <= prob <= 1
+    expect(page.locator("#overlay img")).to_have_count(1)  # the heat-map came with it
     expect(page.locator("#overlay-legend")).to_contain_text("red")
     shot(page, "classify")
+    for change, cleared in (  # each answers again; a new crop or setting clears the old first
+        (lambda: page.get_by_text("Test-time augmentation (8 views)").click(), True),
+        (lambda: page.locator("#examples button").nth(1).click(), True),
+        (lambda: page.get_by_role("button", name="Classify", exact=True).click(), False),
+    ):
+        answered_again(page, change, cleared)
+
+
+def answered_again(page, change, cleared: bool) -> None:
+    """After ``change``, #answer is redrawn (seen cleared first when ``cleared``) and ends on
+    an answer, with no status text (Gradio's hidden progress text is part of innerText)."""
+    page.evaluate(
+        """() => {
+          const answer = document.querySelector('#answer');
+          window.answerWatch?.disconnect();
+          window.answersSeen = [];
+          window.answerWatch = new MutationObserver(() => answersSeen.push(answer.innerText));
+          answerWatch.observe(answer, {subtree: true, childList: true, characterData: true});
+        }"""
+    )
+    change()
+    page.wait_for_function(
+        """cleared => answersSeen.length > 0 && answersSeen.at(-1).startsWith('P(atypical) =')
+            && (!cleared || answersSeen.some(text => text.includes('Drop a crop here')))""",
+        arg=cleared,
+    )
 
 
 def test_an_image_off_the_benchmark_scale_says_what_was_done(page, tmp_path):
@@ -90,7 +117,6 @@ def test_an_image_off_the_benchmark_scale_says_what_was_done(page, tmp_path):
     Image.fromarray(np.full((1024, 768, 3), 180, np.uint8)).save(big)
     page.get_by_role("tab", name="Classify").click()
     page.locator("#crop input[type=file]").set_input_files(str(big))
-    page.get_by_role("button", name="Classify", exact=True).click()
     note = page.locator("#answer")
     expect(note).to_contain_text("This image is 768x1024 px")
     expect(note).to_contain_text("0.25 µm per pixel")
@@ -102,7 +128,6 @@ def test_a_file_that_is_not_an_image_gets_our_message(page, tmp_path):
     fake.write_text("not an image\n")
     page.get_by_role("tab", name="Classify").click()
     page.locator("#crop input[type=file]").set_input_files(str(fake))
-    page.get_by_role("button", name="Classify", exact=True).click()
     toast = page.locator(".toast-body").filter(has_text="fake.png")
     expect(toast).to_contain_text("fake.png is not an image: it looks like text")
     no_server_path(page.locator(".toast-body").all_inner_texts())

@@ -141,9 +141,12 @@ def test_classify_answers_a_real_crop_in_words(space):
     assert 0 <= prob <= 1 and label in ("atypical", "normal") and overlay.shape[-1] == 3
     words, shown = classify_tab.describe(str(crop), prob)
     assert ("atypical" in words or "normal" in words) and shown.visible is True
-    assert classify_tab.cleared_answer()[1:] == ("", None, "Upload a crop and press Classify.")
+    assert classify_tab.cleared_answer()[1:] == ("", None, classify_tab.WAITING)
     with pytest.raises(gr.Error, match="Upload a crop first"):
         classify_tab.classify(space, "", None, False, True)
+    number, decision, _, answer = classify_tab.answer_crop(space, str(crop), None, False, False)
+    assert (number.value, number.visible, decision) == (prob, True, label) and answer == words
+    assert classify_tab.answer_crop(space, None, None, False, True) == (gr.skip(),) * 4
 
 
 def test_many_crops_list_the_refused_first_with_a_summary_and_size_notes(space, tmp_path):
