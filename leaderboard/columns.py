@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from evaluation.disclosure import WITHHELD, released_number
-from fileio import markdown_literal
+from fileio import markdown_literal, quoted
+from leaderboard.errors import UnknownFilter
 from leaderboard.export import board_rows
 from leaderboard.ranking import PAPER_NOTE, Entry
+from store.entry import METHOD_TYPES
 from store.schema import EntrySource
 
 SOURCES = tuple(
@@ -46,6 +48,12 @@ class BoardFilter:
     sources: tuple[str, ...] = SOURCES
     tracks: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        """A value no entry can have is refused, not answered with an empty board."""
+        _known("method", (self.method,), ("all", *METHOD_TYPES))
+        _known("source", self.sources, SOURCES)
+        _known("track", self.tracks, TRACKS)
+
     def keeps(self, entry: Entry) -> bool:
         """Whether ``entry`` passes every part of the filter."""
         meta = entry.meta
@@ -59,6 +67,13 @@ class BoardFilter:
             return False
         small = entry.parameters is not None and entry.parameters <= SMALL_MODEL
         return "≤ 30 M parameters" not in self.tracks or small
+
+
+def _known(what: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    for value in values:
+        if value not in allowed:
+            choices = ", ".join(allowed[:-1]) + f" or {allowed[-1]}"
+            raise UnknownFilter(f"Unknown {what} {quoted(value)}; use {choices}.")
 
 
 def filter_entries(entries: list[Entry], board_filter: BoardFilter) -> list[Entry]:

@@ -13,3 +13,7 @@ class NotPublishable(LeaderboardError):
 
 class EntryNotOnBoard(LeaderboardError):
     """The entry asked for is not on the board (any more): withdrawn, re-scored or never there."""
+
+
+class UnknownFilter(LeaderboardError):
+    """A board filter names a method, source or track that no entry can have."""

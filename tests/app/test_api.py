@@ -162,6 +162,8 @@ def test_submit_predictions_then_status_then_board(client, app):
     assert (row["method_type"], row["training_data"]) == ("end-to-end", "AMi-Br train")
     assert isinstance(row["amibr_test_ba"], float) and isinstance(row["amibr_test_auroc"], float)
     everything = client.predict(api_name="/leaderboard")  # every argument has a default
+    with pytest.raises(AppError, match="Unknown method 'lora'; use all, end-to-end"):
+        client.predict(method="lora", api_name="/leaderboard")  # not an empty board
     assert sum(r["source"] == "paper" for r in everything) == 17
     assert {r["source"] for r in everything} >= {"paper", "pathologist", "self-reported"}
     api = client.view_api(return_format="dict")["named_endpoints"]["/leaderboard"]

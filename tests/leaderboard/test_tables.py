@@ -21,7 +21,7 @@ from leaderboard.columns import (
     plot_limits,
     sort_entries,
 )
-from leaderboard.errors import EntryNotOnBoard
+from leaderboard.errors import EntryNotOnBoard, UnknownFilter
 from leaderboard.paper import paper_parameters, paper_rows
 from leaderboard.ranking import Entry, rank_entries
 from leaderboard.standings import StandingView
@@ -204,3 +204,16 @@ def test_a_receipt_reads_as_words():
     assert "{" not in card and "job_id" not in card
     table = submissions_table([{**report, "created_at": "2026-11-27T12:00:00+00:00"}])
     assert list(table.iloc[0][["job", "status", "AtNorM-MD BA"]]) == [7, "finished", "withheld"]
+
+
+def test_a_filter_no_entry_can_pass_is_refused_with_the_choices():
+    with pytest.raises(
+        UnknownFilter, match="Unknown method 'lora'; use all, end-to-end, .* or other"
+    ):
+        BoardFilter(method="lora")
+    with pytest.raises(
+        UnknownFilter, match="Unknown source 'papers'; use verified, .* or pathologist"
+    ):
+        BoardFilter(sources=("verified", "papers"))
+    with pytest.raises(UnknownFilter, match="Unknown track 'small'"):
+        BoardFilter(tracks=("small",))
