@@ -172,8 +172,14 @@ def test_identical_resubmission_is_recognised(backend):
     assert "description was updated" in same_name.notice and "renamed" not in same_name.notice
     with pytest.raises(DuplicateSubmission, match="already submitted by another user"):
         backend.service.submit_predictions("mallory", data, META)
+    checked = backend.service.submit_predictions(  # a public-split check of the same file
+        "alice", data, EntryMetadata("scratch name"), public_only=True
+    )
+    assert checked.job_id == first.job_id and "leaves the entry's description" in checked.notice
+    assert backend.service.status("alice", first.job_id).model_name == "better name"
     with backend.sessions() as session:
         assert session.scalar(select(func.count(Job.id))) == 1
+        assert session.scalar(select(Submission.meta))["team"] == "another team"
 
 
 def test_quota_counts_only_jobs_that_did_not_fail(tmp_path):
