@@ -17,9 +17,11 @@ from pathlib import Path
 import gradio as gr
 
 from models.batching import BATCHER
-from settings import Settings
+from settings import Settings, SettingsError
 from store.engine import open_store
+from store.errors import StoreUnavailable
 from submissions import jobs
+from submissions.errors import QueueUnavailable
 from submissions.intake import Submissions
 from ui.classify_tab import classify_tab
 from ui.components import SpaceBlocks
@@ -75,6 +77,7 @@ def start_backend(settings: Settings) -> WorkerSupervisor | None:
     worker is alive.
     """
     submissions = Submissions(settings, open_store(settings.database_url))
+    submissions.queue.check()
     stop = threading.Event()
     threading.Thread(
         target=jobs.reap_forever,
@@ -92,8 +95,12 @@ def start_backend(settings: Settings) -> WorkerSupervisor | None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    app_settings = Settings.from_env()
-    start_backend(app_settings)
+    try:  # a setting, database or queue it cannot use: one sentence, before anything serves
+        app_settings = Settings.from_env()
+        start_backend(app_settings)
+    except (SettingsError, StoreUnavailable, QueueUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     BATCHER.will_serve()  # the networks run in this (main) thread: see models/batching.py
     build_demo(app_settings).launch(prevent_thread_lock=True, **launch_kwargs(app_settings))
     BATCHER.serve()

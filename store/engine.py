@@ -13,10 +13,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, event, inspect, make_url, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
+from fileio import quoted
+from store.errors import StoreUnavailable
 from store.schema import Base
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -33,12 +36,43 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def open_store(url: str) -> sessionmaker:
-    """A session factory on ``url``, whose database is at the newest schema version."""
-    migrate(url)
+    """A session factory on ``url``, whose database is at the newest schema version.
+
+    A URL that names no database, a driver that is not installed or a server that does not
+    answer is :class:`StoreUnavailable`, with what to check.
+    """
+    try:
+        migrate(url)
+    except ArgumentError:  # unparseable, or a dialect SQLAlchemy does not know
+        raise StoreUnavailable(
+            f"MITOSIS_DATABASE_URL is not a database URL: {quoted(url)}. Use "
+            "sqlite:////ABSOLUTE/PATH.db or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB."
+        ) from None
+    except ModuleNotFoundError as e:  # e.g. mysql://: a driver this project does not ship
+        raise StoreUnavailable(
+            f"The database driver of {shown_url(url)} is not installed ({e}); the project "
+            "runs on SQLite and on PostgreSQL (postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB)."
+        ) from None
+    except OperationalError as e:
+        reason = str(e.orig or e).strip().splitlines()[0]
+        check = (
+            "that its folder exists and is writable"
+            if make_url(url).get_backend_name() == "sqlite"
+            else "that the server is running and accepts this user"
+        )
+        raise StoreUnavailable(
+            f"Cannot open the database at {shown_url(url)}: {reason}. Check {check}, and "
+            "MITOSIS_DATABASE_URL."
+        ) from None
     engine: Engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as messages and logs show it: without its password."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

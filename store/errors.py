@@ -5,3 +5,7 @@ from __future__ import annotations
 
 class InvalidMetadata(ValueError):
     """The form that describes an entry is incomplete or malformed."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot be opened: a malformed URL, a missing driver, or no answer."""

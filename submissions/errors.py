@@ -33,3 +33,7 @@ class NotWithdrawable(SubmissionError):
 
 class ReservedAccount(SubmissionError):
     """The signed-in name is one the server uses for its own entries."""
+
+
+class QueueUnavailable(RuntimeError):
+    """The queue's server (Redis, for MITOSIS_QUEUE_URL) does not answer."""

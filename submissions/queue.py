@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from huey import Huey, RedisHuey, SqliteHuey
+from redis.exceptions import RedisError
 
 from settings import Settings
+from submissions.errors import QueueUnavailable
 
 LANES = ("files", "models", "gpu")
 TASK_NAME = "mitosis.evaluate"
@@ -48,7 +51,8 @@ class EvaluationQueue:
         global _handler
         if handler is not None:
             _handler = handler
-        self.lanes = {lane: make_huey(settings.queue_url, lane) for lane in lanes}
+        self.url = settings.queue_url
+        self.lanes = {lane: make_huey(self.url, lane) for lane in lanes}
         self.tasks = {
             lane: huey.task(name=TASK_NAME)(evaluate) for lane, huey in self.lanes.items()
         }
@@ -57,10 +61,31 @@ class EvaluationQueue:
         """Ask a worker serving ``lane`` to run ``job_id``."""
         self.tasks[lane](job_id)
 
+    def check(self) -> None:
+        """Raise :class:`QueueUnavailable` when the queue's server does not answer (Redis)."""
+        for huey in self.lanes.values():
+            if isinstance(huey, RedisHuey):
+                try:
+                    huey.storage.conn.ping()
+                except RedisError as e:
+                    raise QueueUnavailable(
+                        f"Cannot reach the queue at {shown_queue_url(self.url)}: {e} Check that "
+                        "Redis is running there, and MITOSIS_QUEUE_URL."
+                    ) from None
+
     def pending(self, lane: str | None = None) -> int:
         """Messages waiting in ``lane`` (every lane when None)."""
         lanes = [lane] if lane else list(self.lanes)
         return sum(self.lanes[name].pending_count() for name in lanes)
+
+
+def shown_queue_url(url: str) -> str:
+    """``url`` as messages show it: without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def make_huey(url: str, lane: str) -> Huey:

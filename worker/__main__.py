@@ -11,7 +11,9 @@ import torch
 
 import worker
 from leaderboard.board import shipped_model_status
-from settings import Settings
+from settings import Settings, SettingsError
+from store.errors import StoreUnavailable
+from submissions.errors import QueueUnavailable
 from submissions.queue import LANES
 from worker.maintenance import fetch_labels
 from worker.runner import Worker
@@ -40,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as e:
+        parser.error(str(e))
     parent = os.environ.get("MITOSIS_PARENT_PID", "")
     beside_app = parent.isdigit()
     if beside_app:  # the Space's own worker: die with it, and leave it the CPU it needs
@@ -55,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{', '.join(LANES)} (comma-separated, e.g. --lanes files,models)."
         )
     fetch_labels(settings)
-    running = Worker(settings, lanes=lanes)
+    try:  # a database or queue it cannot use: one sentence, not a traceback every second
+        running = Worker(settings, lanes=lanes)
+        running.queue.check()
+    except (StoreUnavailable, QueueUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.prepare:
         running.maintenance.rescore_stale()
         job_id = running.maintenance.seed()

@@ -1,0 +1,74 @@
+"""A database or queue that cannot be used is one sentence with what to check, and the app and
+the worker stop with it (exit 2) instead of a traceback, or a traceback every second."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from settings import REPO_ROOT, Settings
+from store.engine import open_store
+from store.errors import StoreUnavailable
+from submissions.errors import QueueUnavailable
+from submissions.queue import EvaluationQueue
+from tests.servers import free_port
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("nonsense", "MITOSIS_DATABASE_URL is not a database URL: 'nonsense'. Use sqlite:////"),
+        ("mysql://me@db/x", "The database driver of mysql://me@db/x is not installed"),
+        (
+            "postgresql+psycopg://me:secret@127.0.0.1:{port}/x",
+            "Cannot open the database at postgresql+psycopg://me:***@127.0.0.1:{port}/x: "
+            "connection failed",
+        ),
+        (
+            "sqlite:///{tmp}/no/such/folder/x.db",
+            "unable to open database file. Check that its folder exists and is writable",
+        ),
+    ],
+)
+def test_a_database_that_cannot_be_opened_is_a_sentence(url, message, tmp_path):
+    port = free_port()  # nothing listens there
+    url, message = (s.format(port=port, tmp=tmp_path) for s in (url, message))
+    with pytest.raises(StoreUnavailable) as refused:
+        open_store(url)
+    assert message in str(refused.value) and "secret" not in str(refused.value)
+
+
+def test_a_queue_server_that_does_not_answer_is_a_sentence(tmp_path):
+    url = f"redis://:secret@127.0.0.1:{free_port()}/0"
+    queue = EvaluationQueue(Settings.from_env({"MITOSIS_QUEUE_URL": url}))
+    with pytest.raises(QueueUnavailable) as refused:
+        queue.check()
+    message = str(refused.value)
+    assert message.startswith("Cannot reach the queue at redis://:***@127.0.0.1:")
+    assert "Check that Redis is running there" in message and "secret" not in message
+    EvaluationQueue(Settings.from_env({"MITOSIS_DATA_DIR": str(tmp_path)})).check()  # SQLite
+
+
+@pytest.mark.slow  # two processes
+@pytest.mark.parametrize(
+    ("command", "variable", "value", "message"),
+    [
+        (["app.py"], "MITOSIS_DATABASE_URL", "nonsense", "is not a database URL"),
+        (["-m", "worker"], "MITOSIS_QUEUE_URL", "redis://127.0.0.1:{port}/0", "Cannot reach"),
+    ],
+)
+def test_the_app_and_the_worker_stop_with_the_sentence(command, variable, value, message, tmp_path):
+    env = {
+        **os.environ,
+        "MITOSIS_DATA_DIR": str(tmp_path),
+        variable: value.format(port=free_port()),
+        "GRADIO_SERVER_PORT": str(free_port()),
+    }
+    done = subprocess.run(
+        [sys.executable, *command], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and message in done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("error: ") == 1
