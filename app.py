@@ -17,7 +17,7 @@ from pathlib import Path
 import gradio as gr
 
 from models.batching import BATCHER
-from settings import Settings, SettingsError
+from settings import Settings, command_settings
 from store.engine import open_store
 from store.errors import StoreUnavailable
 from submissions import jobs
@@ -95,10 +95,10 @@ def start_backend(settings: Settings) -> WorkerSupervisor | None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    try:  # a setting, database or queue it cannot use: one sentence, before anything serves
-        app_settings = Settings.from_env()
+    app_settings = command_settings("app.py")
+    try:  # a database or queue it cannot use: one sentence, before anything serves
         start_backend(app_settings)
-    except (SettingsError, StoreUnavailable, QueueUnavailable) as e:
+    except (StoreUnavailable, QueueUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     BATCHER.will_serve()  # the networks run in this (main) thread: see models/batching.py

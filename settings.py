@@ -9,6 +9,7 @@ their numeric options with :func:`at_least`.
 from __future__ import annotations
 
 import os
+import sys
 from argparse import ArgumentTypeError
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -181,6 +182,15 @@ class Settings:
                 if name.strip()
             ),
         )
+
+
+def command_settings(prog: str) -> Settings:
+    """The settings of a command line; one it cannot use ends it with a sentence (exit 2)."""
+    try:
+        return Settings.from_env()
+    except SettingsError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _path(env: Mapping[str, str], name: str, default: Path | None) -> Path | None:

@@ -18,7 +18,7 @@ import torch
 
 from bench.common import machine
 from models.predictor import Predictor
-from settings import Settings, at_least
+from settings import at_least, command_settings
 from training.fit import Recipe, fit
 from training.trainset import load_train_set
 
@@ -38,7 +38,7 @@ def _latency(predictor: Predictor, crops: np.ndarray, *, tta: bool, repeats: int
 
 
 def main() -> None:
-    settings = Settings.from_env()
+    settings = command_settings("python -m bench.predict")
     parser = argparse.ArgumentParser(prog="python -m bench.predict", description=__doc__)
     parser.add_argument("--checkpoint", type=Path, default=settings.default_checkpoint)
     parser.add_argument("--crops", type=Path, default=settings.public_dir / "amibr_train")

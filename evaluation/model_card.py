@@ -17,7 +17,7 @@ from pathlib import Path
 
 from evaluation.bundle import PublicBundle
 from evaluation.scoring import SplitScore, load_labels, read_predictions, score_predictions
-from settings import REPO_ROOT, Settings
+from settings import REPO_ROOT, Settings, command_settings
 
 SPLITS = ("amibr_test", "atnorm_br", "atnorm_md")
 PREDICTIONS = REPO_ROOT / "tests" / "data" / "default_model_predictions.csv"
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predictions", type=Path, default=PREDICTIONS)
     parser.add_argument("--check", action="store_true", help="exit 1 if the card is not current")
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    settings = command_settings("python -m evaluation.model_card")
     card = args.card or settings.default_checkpoint / "README.md"
     text = generated_card(settings, card, args.predictions)
     if args.check:

@@ -32,7 +32,7 @@ from evaluation import bundle, hub_dataset
 from evaluation.errors import SourceError
 from evaluation.splits import AMIBR_TEST, ATNORM_MD, SPLITS, TEST_SPLITS, TRAIN_SPLIT
 from fileio import deterministic_zip, replace_folder, staged_folder, write_predictions
-from settings import PUBLIC_RELEASE_COMMIT, PUBLIC_RELEASE_URL, Settings
+from settings import PUBLIC_RELEASE_COMMIT, PUBLIC_RELEASE_URL, Settings, command_settings
 from training import trainset
 
 TRAIN_CSV = "amibr_train_split.csv"
@@ -304,7 +304,7 @@ def download_source(url: str, dest: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point of ``python -m evaluation.release``."""
-    settings = Settings.from_env()
+    settings = command_settings("python -m evaluation.release")
     parser = argparse.ArgumentParser(
         prog="python -m evaluation.release",
         description=__doc__,

@@ -34,7 +34,7 @@ from fileio import atomic_write, write_predictions
 from models.errors import ModelError
 from models.inference import crops_within
 from models.predictor import Predictor
-from settings import Settings
+from settings import command_settings
 
 CHUNK = {"cpu": 64, "cuda": 4096}  # at most this many crops between progress reports
 CHUNK_SECONDS = 2.0  # a chunk takes about this long: the time limit and the pauses act within it
@@ -153,7 +153,7 @@ def log_reading(log: Path, checkpoints: list[Path], reason: str, label_hash: str
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    settings = Settings.from_env()
+    settings = command_settings("python -m evaluation.run_checkpoint")
     parser = argparse.ArgumentParser(
         prog="python -m evaluation.run_checkpoint",
         description=__doc__,

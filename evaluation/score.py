@@ -23,12 +23,12 @@ from evaluation.scoring import (
     score_predictions,
 )
 from evaluation.splits import AMIBR_TEST, TEST_SPLITS
-from settings import Settings
+from settings import command_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    settings = Settings.from_env()
+    settings = command_settings("python -m evaluation.score")
     parser = argparse.ArgumentParser(
         prog="python -m evaluation.score",
         description=__doc__,

@@ -18,12 +18,12 @@ from fileio import write_predictions
 from models.errors import ModelError
 from models.imaging import IMAGE_SUFFIXES
 from models.predictor import Predictor, predictions_table
-from settings import Settings, at_least
+from settings import at_least, command_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    settings = Settings.from_env()
+    settings = command_settings("python -m models.predict")
     parser = argparse.ArgumentParser(
         prog="python -m models.predict",
         description=__doc__,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from settings import REPO_ROOT, Settings, SettingsError, at_least
+from settings import REPO_ROOT, Settings, SettingsError, at_least, command_settings
 
 
 def test_defaults_work_offline_from_a_fresh_clone():
@@ -64,3 +64,16 @@ def test_a_command_line_number_is_checked_against_its_range():
     with pytest.raises(ValueError):  # argparse reports it as "invalid int value: 'x'"
         at_least(1)("x")
     assert at_least(1).__name__ == "int" and at_least(0.5).__name__ == "float"
+
+
+def test_a_command_stops_with_one_sentence_on_a_setting_it_cannot_use(monkeypatch, capsys):
+    monkeypatch.setenv("MITOSIS_BOOTSTRAP_RESAMPLES", "10")
+    with pytest.raises(SystemExit) as stopped:
+        command_settings("python -m evaluation.score")
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "python -m evaluation.score: error: MITOSIS_BOOTSTRAP_RESAMPLES must be at least 1000; "
+        "found 10.\n"
+    )
+    monkeypatch.delenv("MITOSIS_BOOTSTRAP_RESAMPLES")
+    assert isinstance(command_settings("python -m evaluation.score"), Settings)

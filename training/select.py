@@ -37,7 +37,7 @@ from models.checkpoint import load_checkpoint
 from models.factory import Ensemble, create_model
 from models.inference import resolve_device
 from models.pretrained import export_imagenet_offline
-from settings import REPO_ROOT, Settings, at_least
+from settings import REPO_ROOT, at_least, command_settings
 from training.candidates import Candidate, fold_models, read_grid, run_grid, summarise
 from training.runs import git_sha, save_run_model
 from training.train import train_members
@@ -225,7 +225,7 @@ def pack(grid, names: list[str], train: Path, out: Path, quality: int, weights: 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    settings = Settings.from_env()
+    settings = command_settings("python -m training.select")
     p = argparse.ArgumentParser(
         prog="python -m training.select",
         description=__doc__,

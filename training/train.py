@@ -33,7 +33,7 @@ from fileio import atomic_write
 from models._registry import get_model_cfg, list_models
 from models.errors import ModelError
 from models.inference import resolve_device
-from settings import Settings, at_least
+from settings import at_least, command_settings
 from training.fit import Recipe, balanced_accuracy, fit, folds, on_device, predict_proba
 from training.protocols import paper_recipe
 from training.runs import assemble, load_teacher, run_input_size, save_run_model
@@ -193,7 +193,7 @@ def _with_weights() -> list[str]:
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
     """Command line -> options and the recipe they describe."""
-    settings = Settings.from_env()
+    settings = command_settings("python -m training.train")
     defaults = Recipe()
     p = argparse.ArgumentParser(
         prog="python -m training.train",

@@ -11,7 +11,7 @@ import torch
 
 import worker
 from leaderboard.board import shipped_model_status
-from settings import Settings, SettingsError
+from settings import command_settings
 from store.errors import StoreUnavailable
 from submissions.errors import QueueUnavailable
 from submissions.queue import LANES
@@ -42,10 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        settings = Settings.from_env()
-    except SettingsError as e:
-        parser.error(str(e))
+    settings = command_settings("python -m worker")
     parent = os.environ.get("MITOSIS_PARENT_PID", "")
     beside_app = parent.isdigit()
     if beside_app:  # the Space's own worker: die with it, and leave it the CPU it needs
