@@ -2,8 +2,9 @@
 
 Every setting has a default that works offline on a fresh clone; each is documented in the
 README ("Settings"). Modules receive a :class:`Settings` object rather than reading the
-environment themselves, so tests can build one with ``Settings.from_env(env)``. Commands check
-their numeric options with :func:`at_least`.
+environment themselves, so tests can build one with ``Settings.from_env(env)``. A command line
+reads them with :func:`command_settings` (a bad setting is a sentence, not a traceback) and
+checks its numeric options with :func:`at_least`.
 """
 
 from __future__ import annotations
