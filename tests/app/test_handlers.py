@@ -74,9 +74,18 @@ def test_submitting_through_the_handler_gives_a_receipt_and_removes_the_upload(s
 def test_the_handlers_say_what_is_missing(space):
     with pytest.raises(gr.Error, match="Upload a prediction file .\\.csv. first"):
         submit_tab.submit_predictions(space, None, *FORM)
-    for handler in (submit_tab.submission_status, submit_tab.cancel_submission):
-        with pytest.raises(gr.Error, match="Give the job id of"):
-            handler(space, None)
+    handlers = (
+        submit_tab.submission_status,
+        submit_tab.cancel_submission,
+        submit_tab.withdraw_submission,
+        submit_tab.publish_submission,
+    )
+    for handler in handlers:
+        for empty in (None, 0):  # the page's empty box sends 0
+            with pytest.raises(gr.Error, match="Give the job id of .*My submissions show it"):
+                handler(space, empty)
+        with pytest.raises(gr.Error, match="A job id is a whole number; found 2.5"):
+            handler(space, 2.5)
     with pytest.raises(gr.Error, match="'Model name' starts with '='"):
         submit_tab.submit_predictions(space, upload(space, 2), "=1+1", *FORM[1:])
     with pytest.raises(gr.Error, match="Give the Hub model id"):
