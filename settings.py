@@ -9,6 +9,7 @@ checks its numeric options with :func:`at_least`.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from argparse import ArgumentTypeError
@@ -191,7 +192,7 @@ def command_settings(prog: str) -> Settings:
         return Settings.from_env()
     except SettingsError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(2) from e
 
 
 def _path(env: Mapping[str, str], name: str, default: Path | None) -> Path | None:
@@ -240,6 +241,8 @@ def at_least(low, *, above: bool = False, below=None):
 
     def parse(text: str):
         value = type(low)(text)
+        if not math.isfinite(value):  # nan passes every comparison below
+            raise ArgumentTypeError(f"{text} is not a finite number")
         if value < low or (above and value == low) or (below is not None and value >= below):
             bound = f"above {low:g}" if above else f"at least {low:g}"
             raise ArgumentTypeError(

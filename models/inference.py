@@ -55,11 +55,17 @@ def resolve_device(name: str = "auto") -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise ModelError(f"Unknown device {quoted(name)}: use auto, cpu, cuda or cuda:N.") from None
+    except RuntimeError as e:
+        raise ModelError(f"Unknown device {quoted(name)}: use auto, cpu, cuda or cuda:N.") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(
             f"Device {quoted(name)} asked for, but this machine has no CUDA GPU: use auto or cpu."
+        )
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ModelError(
+            f"Device {quoted(name)} asked for, but this machine has "
+            f"{torch.cuda.device_count()} CUDA GPU(s): cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}."
         )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels

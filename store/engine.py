@@ -18,7 +18,6 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
-from fileio import quoted
 from store.errors import StoreUnavailable
 from store.schema import Base
 
@@ -39,20 +38,29 @@ def open_store(url: str) -> sessionmaker:
     """A session factory on ``url``, whose database is at the newest schema version.
 
     A URL that names no database, a driver that is not installed or a server that does not
-    answer is :class:`StoreUnavailable`, with what to check.
+    answer is :class:`StoreUnavailable`, with what to check (and never the password).
     """
     try:
-        migrate(url)
-    except ArgumentError:  # unparseable, or a dialect SQLAlchemy does not know
+        shown = shown_url(url)
+    except ArgumentError as e:
         raise StoreUnavailable(
-            f"MITOSIS_DATABASE_URL is not a database URL: {quoted(url)}. Use "
+            "MITOSIS_DATABASE_URL is not a database URL. Use sqlite:////ABSOLUTE/PATH.db or "
+            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB."
+        ) from e
+    try:
+        create_engine(url)  # parses the URL and loads its driver, without connecting
+    except ArgumentError as e:  # a dialect SQLAlchemy does not know, e.g. postgres://
+        raise StoreUnavailable(
+            f"MITOSIS_DATABASE_URL names a database SQLAlchemy does not know: {shown}. Use "
             "sqlite:////ABSOLUTE/PATH.db or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB."
-        ) from None
+        ) from e
     except ModuleNotFoundError as e:  # e.g. mysql://: a driver this project does not ship
         raise StoreUnavailable(
-            f"The database driver of {shown_url(url)} is not installed ({e}); the project "
-            "runs on SQLite and on PostgreSQL (postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB)."
-        ) from None
+            f"The database driver of {shown} is not installed ({e}); the project runs on "
+            "SQLite and on PostgreSQL (postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB)."
+        ) from e
+    try:
+        migrate(url)
     except OperationalError as e:
         reason = str(e.orig or e).strip().splitlines()[0]
         check = (
@@ -61,9 +69,9 @@ def open_store(url: str) -> sessionmaker:
             else "that the server is running and accepts this user"
         )
         raise StoreUnavailable(
-            f"Cannot open the database at {shown_url(url)}: {reason}. Check {check}, and "
+            f"Cannot open the database at {shown}: {reason}. Check {check}, and "
             "MITOSIS_DATABASE_URL."
-        ) from None
+        ) from e
     engine: Engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

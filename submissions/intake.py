@@ -224,12 +224,14 @@ class Submissions:
                     existing.hub_ref = hub_ref  # the same files, now also known by Hub id
                 if existing and not _needs_a_job(existing.jobs, scope):
                     notice = "This file was already submitted: its job is shown, not a new one."
-                    on_board = any(job.scope == ALL_SPLITS for job in existing.jobs)
-                    if scope == PUBLIC_ONLY and on_board:  # a check leaves the entry as it is
+                    entry = any(  # queued, running or scored on every split
+                        job.scope == ALL_SPLITS and job.status not in RETRYABLE
+                        for job in existing.jobs
+                    )
+                    if scope == PUBLIC_ONLY and entry:  # a check leaves the entry as it is
                         notice = (
-                            "This file is already an entry, scored on every split: its job is "
-                            "shown, and a public-split check leaves the entry's description as "
-                            "it is."
+                            "This file is already submitted for every split: its job is shown, "
+                            "and a public-split check leaves the entry's description as it is."
                         )
                     elif existing.meta != meta.to_dict():
                         old, new = existing.meta.get("model_name", ""), meta.model_name

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from huey import Huey, RedisHuey, SqliteHuey
+from redis import ConnectionPool
 from redis.exceptions import RedisError
 
 from settings import Settings
+from store.engine import shown_url
 from submissions.errors import QueueUnavailable
 
 LANES = ("files", "models", "gpu")
 TASK_NAME = "mitosis.evaluate"
+REDIS_CONNECT_TIMEOUT_S = 10  # a host that drops packets: an error, not a hang
 _handler: Callable[[int], None] | None = None
 
 
@@ -69,23 +71,14 @@ class EvaluationQueue:
                     huey.storage.conn.ping()
                 except RedisError as e:
                     raise QueueUnavailable(
-                        f"Cannot reach the queue at {shown_queue_url(self.url)}: {e} Check that "
+                        f"Cannot reach the queue at {shown_url(self.url)}: {e} Check that "
                         "Redis is running there, and MITOSIS_QUEUE_URL."
-                    ) from None
+                    ) from e
 
     def pending(self, lane: str | None = None) -> int:
         """Messages waiting in ``lane`` (every lane when None)."""
         lanes = [lane] if lane else list(self.lanes)
         return sum(self.lanes[name].pending_count() for name in lanes)
-
-
-def shown_queue_url(url: str) -> str:
-    """``url`` as messages show it: without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def make_huey(url: str, lane: str) -> Huey:
@@ -94,7 +87,8 @@ def make_huey(url: str, lane: str) -> Huey:
         raise ValueError(f"Unknown lane {lane!r}; the lanes are {', '.join(LANES)}.")
     name = f"mitosis-{lane}"
     if url.startswith("redis://") or url.startswith("rediss://"):
-        return RedisHuey(name, url=url)
+        pool = ConnectionPool.from_url(url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S)
+        return RedisHuey(name, connection_pool=pool)
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)

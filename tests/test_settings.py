@@ -63,6 +63,9 @@ def test_a_command_line_number_is_checked_against_its_range():
             check(text)
     with pytest.raises(ValueError):  # argparse reports it as "invalid int value: 'x'"
         at_least(1)("x")
+    for text in ("nan", "inf"):  # nan passes every comparison; neither is a rate or a decay
+        with pytest.raises(ArgumentTypeError, match=f"{text} is not a finite number"):
+            at_least(0.0)(text)
     assert at_least(1).__name__ == "int" and at_least(0.5).__name__ == "float"
 
 

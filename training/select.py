@@ -262,9 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         grid, _ = read_grid(args.grid)
     except (ValueError, OSError, KeyError) as e:  # KeyError: an entry without a name
         p.error(f"--grid {args.grid}: {e}")
-    unknown = [name for name in args.only or () if name not in grid]
-    if unknown:
-        p.error(f"--only names {', '.join(unknown)}: not candidates of {args.grid}")
+    named = {"--only": args.only or [], "--name": [args.name] if args.name else []}
+    for option, names in named.items():
+        if unknown := [name for name in names if name not in grid]:
+            p.error(f"{option} names {', '.join(unknown)}: not candidates of {args.grid}")
     if args.command == "pack":
         if not args.out:
             p.error("pack needs --out")

@@ -279,7 +279,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
     stain = {k: v for k, v in stain.items() if v is not None}
     if stain:
         overrides["augment"] = dataclasses.replace(recipe.augment, **stain)
-    return args, dataclasses.replace(recipe, **overrides)
+    recipe = dataclasses.replace(recipe, **overrides)
+    if recipe.strategy == "lora" and args.members > 1 and not paper:
+        p.error("Ensembles of LoRA models are not supported; use --members 1.")
+    return args, recipe
 
 
 def main(argv: list[str] | None = None) -> int:

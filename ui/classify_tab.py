@@ -151,9 +151,10 @@ def cleared_answer():
 def answer_crop(space: Space, image: str | None, model: str, tta: bool, explain: bool):
     """The whole answer to the crop on screen, as soon as it or a setting changes.
 
-    Refusals come from :func:`classify` as its messages; with no crop, the cleared view stays.
+    Refusals come from :func:`classify` as its messages; with no crop (or a refused one, whose
+    upload is gone), the cleared view stays.
     """
-    if not image:
+    if not image or not Path(image).is_file():  # none, or a refused upload already removed
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     prob, decision, overlay = classify(space, image, model, tta, explain)
     answer, _ = describe(image, prob)
@@ -232,7 +233,12 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         api_visibility="private",
         show_progress="hidden",  # an instant step: no status over the answer it replaces
     ).then(
-        gpu(bind(answer_crop, space)), settings, answer_views, api_visibility="private", **shared
+        gpu(bind(answer_crop, space)),
+        settings,
+        answer_views,
+        api_visibility="private",
+        trigger_mode="always_last",  # a crop dropped mid-answer is answered after, not skipped
+        **shared,
     )
     classify_many_button.click(
         gpu(bind(classify_many, space)),

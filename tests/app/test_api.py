@@ -149,6 +149,9 @@ def test_submit_predictions_then_status_then_board(client, app):
         "running",
         "finished",
     )
+    half = receipt["job_id"] + 0.5  # not rounded to a job id, as a Number with precision=0 was
+    with pytest.raises(AppError, match=f"A job id is a whole number; found {half:g}"):
+        client.predict(half, api_name="/submission_status")
     done = wait_finished(client, receipt["job_id"])
     assert done["status"] == "finished" and set(done["scores"]) == {
         "amibr_test",

@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from gradio_client import Client, handle_file
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
@@ -90,6 +91,21 @@ def test_classify_an_example_crop(page, app):
         (lambda: page.get_by_role("button", name="Classify", exact=True).click(), False),
     ):
         answered_again(page, change, cleared)
+
+
+def test_a_crop_dropped_while_another_is_answered_gets_its_own_answer(page, app):
+    """The answer shown is the last crop's, never the one it replaced (a crop dropped while the
+    last was answered used to be skipped, leaving the old answer beside the new crop)."""
+    client = Client(app.url, verbose=False)
+    crops = sorted((app.backend.settings.public_dir / "test_crops").glob("*.png"))
+    prob = {c: client.predict(handle_file(str(c)), api_name="/classify")[0] for c in crops[:4]}
+    first = crops[0]
+    last = next(c for c in crops[1:4] if prob[c] != prob[first])  # answers that tell them apart
+    page.get_by_role("tab", name="Classify").click()
+    page.locator("#crop input[type=file]").set_input_files(str(first))
+    page.locator("#crop input[type=file]").set_input_files(str(last))  # while first is answered
+    expect(page.locator("#prob-atypical input")).to_have_value(f"{prob[last]:g}")
+    expect(page.locator("#answer")).to_contain_text(f"P(atypical) = {prob[last]:.2f}")
 
 
 def answered_again(page, change, cleared: bool) -> None:

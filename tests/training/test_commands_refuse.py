@@ -42,6 +42,11 @@ def test_train_refuses_what_it_cannot_run(args, message, tmp_path, capsys):
         (["--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
         (["--train-jpeg-quality", "101"], "it must be at least 1 and below 101"),
         (["--folds", "1"], "--folds 1: cross-validation needs at least 2 folds (0: none)"),
+        (["--lr", "nan"], "argument --lr: nan is not a finite number"),
+        (
+            ["--model", "vit_tiny_test", "--strategy", "lora", "--members", "2"],
+            "Ensembles of LoRA models are not supported; use --members 1.",
+        ),
     ],
 )
 def test_train_refuses_numbers_out_of_range(args, message, tmp_path, capsys):
@@ -63,6 +68,7 @@ def test_a_model_without_weights_trains_when_asked_from_scratch(tmp_path, capsys
     [
         (["table", "--grid", "{tmp}/missing.json"], "--grid {tmp}/missing.json: [Errno 2]"),
         (["run", "--only", "nope"], "--only names nope: not candidates of"),
+        (["final", "--name", "nope", "--out", "{tmp}/final"], "--name names nope: not candidates"),
         (["run", "--device", "tpu"], "Unknown device 'tpu'"),
         (["run", "--train", "{tmp}/nowhere"], "No training split at {tmp}/nowhere"),
     ],

@@ -20,7 +20,11 @@ from tests.servers import free_port
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("nonsense", "MITOSIS_DATABASE_URL is not a database URL: 'nonsense'. Use sqlite:////"),
+        ("nonsense", "MITOSIS_DATABASE_URL is not a database URL. Use sqlite:////"),
+        (
+            "postgres://me:secret@db/x",
+            "names a database SQLAlchemy does not know: postgres://me:***@db/x. Use",
+        ),
         ("mysql://me@db/x", "The database driver of mysql://me@db/x is not installed"),
         (
             "postgresql+psycopg://me:secret@127.0.0.1:{port}/x",
@@ -68,7 +72,12 @@ def test_the_app_and_the_worker_stop_with_the_sentence(command, variable, value,
         "GRADIO_SERVER_PORT": str(free_port()),
     }
     done = subprocess.run(
-        [sys.executable, *command], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+        [sys.executable, *command],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,  # a regression that starts serving fails here instead of hanging the run
     )
     assert done.returncode == 2 and message in done.stderr
     assert "Traceback" not in done.stderr and done.stderr.count("error: ") == 1
