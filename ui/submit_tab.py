@@ -268,9 +268,7 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
         receipt_text = gr.Markdown(elem_id="receipt")
         receipt = gr.JSON(visible="hidden", label="receipt", elem_id="receipt-json")  # API answer
         with gr.Row():
-            job_box = gr.Number(  # no precision: Gradio would round 2.5 to job 2
-                label="Job id", value=None, elem_id="job-id"
-            )
+            job_box = gr.Number(label="Job id", elem_id="job-id")  # no precision: 2.5 is not 2
             status_button = gr.Button("Check status")
             cancel_button = gr.Button("Cancel (while queued)")
             withdraw_button = gr.Button("Withdraw from the board", elem_id="withdraw")
