@@ -100,10 +100,14 @@ def test_a_crop_dropped_while_another_is_answered_gets_its_own_answer(page, app,
     large = tmp_path / "large.png"
     Image.fromarray(np.full((1024, 768, 3), 120, np.uint8)).save(large)
     page.get_by_role("tab", name="Classify").click()
+    tta = page.get_by_label("Test-time augmentation (8 views)")
+    tta.check()  # 8 views: a slower answer, a wider window for the second drop
     page.locator("#crop input[type=file]").set_input_files(str(first))
+    expect(page.locator("#crop img")).to_be_visible()  # uploaded (a drop during one is ignored)
     page.locator("#crop input[type=file]").set_input_files(str(large))  # while first is answered
     expect(page.locator("#answer")).to_contain_text("This image is 768x1024 px")
     expect(page.locator("#answer")).to_contain_text("cut-off of 0.5")
+    tta.uncheck()
 
 
 def answered_again(page, change, cleared: bool) -> None:
