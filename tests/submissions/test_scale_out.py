@@ -106,7 +106,6 @@ def deployment(request, tmp_path):
 
 def test_two_apps_and_two_workers_on_one_store(deployment, tmp_path):
     backend = deployment.backend
-    clients = [Client(url, verbose=False) for url in deployment.urls]
     files = []
     for i in range(SUBMISSIONS + 6):
         path = tmp_path / f"p{i}.csv"
@@ -115,11 +114,13 @@ def test_two_apps_and_two_workers_on_one_store(deployment, tmp_path):
     receipts, refusals, errors = [], [], []
 
     def submit(i: int) -> None:
+        # a client (a session) each, as separate researchers are: one client's many events
+        # share one event stream, which the server may close while another event is being
+        # registered, and the client then cancels the ones it was waiting for
         try:
+            client = Client(deployment.urls[i % 2], verbose=False)
             receipts.append(
-                clients[i % 2].predict(
-                    handle_file(str(files[i])), *META, api_name="/submit_predictions"
-                )
+                client.predict(handle_file(str(files[i])), *META, api_name="/submit_predictions")
             )
         except AppError as e:
             refusals.append(str(e))
