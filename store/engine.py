@@ -48,7 +48,7 @@ def open_store(url: str) -> sessionmaker:
             "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB."
         ) from e
     try:
-        create_engine(url)  # parses the URL and loads its driver, without connecting
+        engine: Engine = create_engine(url, future=True)  # loads the driver; connects later
     except ArgumentError as e:  # a dialect SQLAlchemy does not know, e.g. postgres://
         raise StoreUnavailable(
             f"MITOSIS_DATABASE_URL names a database SQLAlchemy does not know: {shown}. Use "
@@ -65,14 +65,13 @@ def open_store(url: str) -> sessionmaker:
         reason = str(e.orig or e).strip().splitlines()[0]
         check = (
             "that its folder exists and is writable"
-            if make_url(url).get_backend_name() == "sqlite"
+            if engine.dialect.name == "sqlite"
             else "that the server is running and accepts this user"
         )
         raise StoreUnavailable(
             f"Cannot open the database at {shown}: {reason}. Check {check}, and "
             "MITOSIS_DATABASE_URL."
         ) from e
-    engine: Engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return sessionmaker(engine, expire_on_commit=False)

@@ -64,16 +64,20 @@ class EvaluationQueue:
         self.tasks[lane](job_id)
 
     def check(self) -> None:
-        """Raise :class:`QueueUnavailable` when the queue's server does not answer (Redis)."""
-        for huey in self.lanes.values():
-            if isinstance(huey, RedisHuey):
-                try:
-                    huey.storage.conn.ping()
-                except RedisError as e:
-                    raise QueueUnavailable(
-                        f"Cannot reach the queue at {shown_url(self.url)}: {e} Check that "
-                        "Redis is running there, and MITOSIS_QUEUE_URL."
-                    ) from e
+        """Raise :class:`QueueUnavailable` when the queue's server does not answer (Redis).
+
+        Every lane is on the same server, so one answer is enough.
+        """
+        huey = next(iter(self.lanes.values()))
+        if not isinstance(huey, RedisHuey):
+            return
+        try:
+            huey.storage.conn.ping()
+        except RedisError as e:
+            raise QueueUnavailable(
+                f"Cannot reach the queue at {shown_url(self.url)}: {e} Check that Redis is "
+                "running there, and MITOSIS_QUEUE_URL."
+            ) from e
 
     def pending(self, lane: str | None = None) -> int:
         """Messages waiting in ``lane`` (every lane when None)."""

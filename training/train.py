@@ -153,6 +153,12 @@ def _encoding_effect(done: dict, y: np.ndarray, oof: np.ndarray, n_splits: int) 
     }
 
 
+def check_members(recipe: Recipe, members: int) -> None:
+    """An ensemble of ``members`` models is possible for ``recipe`` (LoRA models: one)."""
+    if recipe.strategy == "lora" and members > 1:
+        raise ValueError("Ensembles of LoRA models are not supported; use --members 1.")
+
+
 def train_members(
     recipe: Recipe,
     trainset: TrainSet,
@@ -168,8 +174,7 @@ def train_members(
 
     ``teacher_dirs``: checkpoints whose mean probability the members learn from (distillation).
     """
-    if recipe.strategy == "lora" and members > 1:
-        raise ValueError("Ensembles of LoRA models are not supported; use --members 1.")
+    check_members(recipe, members)
     images, y = on_device(trainset, device)
     teacher = load_teacher(teacher_dirs, device) if teacher_dirs else None
     paths = []
@@ -280,8 +285,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
     if stain:
         overrides["augment"] = dataclasses.replace(recipe.augment, **stain)
     recipe = dataclasses.replace(recipe, **overrides)
-    if recipe.strategy == "lora" and args.members > 1 and not paper:
-        p.error("Ensembles of LoRA models are not supported; use --members 1.")
+    if not paper:  # the paper's protocol trains fold models, no ensemble
+        try:
+            check_members(recipe, args.members)
+        except ValueError as e:
+            p.error(str(e))
     return args, recipe
 
 

@@ -119,7 +119,7 @@ def submit_hub_model(
 
 
 def _job_id(job_id: float | None, what: str) -> int:
-    if not job_id or job_id < 1:  # an empty box reads 0
+    if job_id is None or job_id < 1:  # an empty box reads 0
         raise gr.Error(f"Give the job id of {what}: your receipt and My submissions show it.")
     if job_id != int(job_id):
         raise gr.Error(f"A job id is a whole number; found {job_id:g}.")

@@ -357,7 +357,7 @@ def default_lanes() -> tuple[str, ...]:
 def _measured_on(predictor: Predictor, crops: int) -> str:
     """How an efficiency figure was measured, and the machine's load then (for the card)."""
     if predictor.device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(0)}), wall time, batch {crops}"
+        return f"{_device()}, wall time, batch {crops}"
     load = os.getloadavg()[0] / (os.cpu_count() or 1)
     return f"cpu, one thread's CPU time, batch {crops}, load {load:.1f} per core"
 
