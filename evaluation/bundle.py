@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluation.errors import LabelsUnavailable, ReleaseNotFound
-from evaluation.splits import ATYPICAL, TEST_SPLITS, get_split
+from evaluation.errors import InvalidLabelStore, LabelsUnavailable, ReleaseNotFound
+from evaluation.splits import ATYPICAL, LABELS, TEST_SPLITS, get_split
 from fileio import replace_folder, staged_folder
 
 RELEASE_FORMAT = 1
@@ -101,7 +101,13 @@ class PublicBundle:
 
 
 class LabelStore:
-    """The private labels of every test split. Never served, never returned per image."""
+    """The private labels of every test split. Never served, never returned per image.
+
+    Opening it checks it: every label is a class name, every crop of a test split is listed
+    once, and the labels hash to the label-set hash its ``release.json`` states. A label edited
+    in place would otherwise be scored under the old hash, mixing label sets on the board
+    without a re-scoring (:class:`InvalidLabelStore`).
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -112,9 +118,23 @@ class LabelStore:
                 "Hidden splits (AtNorM-Br, AtNorM-MD) can only be scored where it exists: build it "
                 "with `python -m evaluation.release` or point MITOSIS_LABELS_DIR at it."
             )
-        self._labels = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
-        info = json.loads((self.root / RELEASE_JSON).read_text())
-        self.label_set_hash: str = info["label_set_hash"]
+        try:
+            self._labels = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+        except (OSError, ValueError) as e:  # pandas' parser errors are ValueErrors
+            raise _invalid(self.root, f"{PRIVATE_LABELS_CSV} cannot be read ({_named(e)}).") from e
+        try:
+            stated = json.loads((self.root / RELEASE_JSON).read_text())["label_set_hash"]
+        except (OSError, ValueError, KeyError) as e:
+            raise _invalid(self.root, f"{RELEASE_JSON} cannot be read ({_named(e)}).") from e
+        _check_labels(self._labels, self.root)
+        self.label_set_hash: str = stated
+        actual = label_set_hash(self.rows())
+        if actual != stated:
+            raise _invalid(
+                self.root,
+                f"its labels hash to {actual[:16]}…, not to the {stated[:16]}… that its "
+                f"{RELEASE_JSON} states: {PRIVATE_LABELS_CSV} changed after the release was built.",
+            )
 
     @staticmethod
     def current_hash(root: Path) -> str | None:
@@ -126,7 +146,11 @@ class LabelStore:
 
     @classmethod
     def if_present(cls, root: Path) -> LabelStore | None:
-        """The label store at ``root``, or None where there is none (the one way to ask)."""
+        """The label store at ``root``, or None where there is none (the one way to ask).
+
+        A store that is there but invalid raises :class:`InvalidLabelStore`: never taken for
+        an absent one.
+        """
         try:
             return cls(root)
         except LabelsUnavailable:
@@ -156,6 +180,43 @@ class LabelStore:
     def all_labels(self) -> dict[str, SplitLabels]:
         """Ground truth of every test split."""
         return {s.name: self.split_labels(s.name) for s in TEST_SPLITS}
+
+
+def _invalid(root: Path, problem: str) -> InvalidLabelStore:
+    return InvalidLabelStore(
+        problem,
+        f"The private label store at {root} is refused: {problem} Labels change through the "
+        "release: correct them in the source and run `python -m evaluation.release` again (the "
+        "workers then re-score every submission against them), or restore the store as the "
+        "release wrote it.",
+    )
+
+
+def _named(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _check_labels(labels: pd.DataFrame, root: Path) -> None:
+    """Raise :class:`InvalidLabelStore` unless every row is a test crop's one known label."""
+    missing = [c for c in ("image_id", "split", "label") if c not in labels.columns]
+    if missing:
+        raise _invalid(root, f"{PRIVATE_LABELS_CSV} has no {', '.join(missing)} column.")
+    for column, allowed in (("label", LABELS), ("split", [s.name for s in TEST_SPLITS])):
+        wrong = labels.loc[~labels[column].isin(allowed)]
+        if len(wrong):
+            first = wrong.iloc[0]
+            raise _invalid(
+                root,
+                f"{PRIVATE_LABELS_CSV} has {len(wrong)} row(s) whose {column} is not one of "
+                f"{', '.join(allowed)}, the first {first[column]!r} (image {first['image_id']}).",
+            )
+    repeated = labels["image_id"][labels["image_id"].duplicated()]
+    if len(repeated):
+        raise _invalid(
+            root,
+            f"{PRIVATE_LABELS_CSV} lists {len(repeated)} image(s) more than once, the first "
+            f"{repeated.iloc[0]}; each test crop has one label.",
+        )
 
 
 LABEL_STORE_FILES = (PRIVATE_LABELS_CSV, ATNORM_MD_VOTES_CSV, RELEASE_JSON)
@@ -232,23 +293,20 @@ def _verify_store(folder: Path, repo_id: str, expected: str, manifest) -> str:
         )
     try:
         store = LabelStore(folder)
-        actual = label_set_hash(store.rows())
-    except (ValueError, KeyError, TypeError, pd.errors.ParserError) as e:
+    except InvalidLabelStore as e:
         raise LabelsUnavailable(
-            f"The label store fetched from {repo_id} cannot be read ({type(e).__name__}: {e}). "
-            "Upload the label store folder again, unchanged."
+            f"The label store fetched from {repo_id} is refused: {e.problem} Upload the label "
+            "store folder that `python -m evaluation.release` wrote again, unchanged."
         ) from e
-    stated_by = ((store.label_set_hash, "its release.json"), (expected, "MITOSIS_LABEL_SET_HASH"))
-    for stated, where in stated_by:
-        if stated and actual != stated:
-            raise LabelsUnavailable(
-                f"The labels fetched from {repo_id} hash to {actual[:16]}…, not to the "
-                f"{stated[:16]}… that {where} states: refusing them. Upload the label store "
-                "again, unchanged."
-            )
+    if expected and store.label_set_hash != expected:
+        raise LabelsUnavailable(
+            f"The labels fetched from {repo_id} hash to {store.label_set_hash[:16]}…, not to the "
+            f"{expected[:16]}… that MITOSIS_LABEL_SET_HASH states: refusing them. Upload the "
+            "label store again, unchanged, or correct MITOSIS_LABEL_SET_HASH."
+        )
     if manifest is not None and {r[0] for r in store.rows()} != set(manifest["image_id"]):
         raise LabelsUnavailable(
             f"The labels fetched from {repo_id} are not for this release's test crops (their "
             "ids differ from the public manifest). Upload the label store of this release."
         )
-    return actual
+    return store.label_set_hash

@@ -19,6 +19,18 @@ class LabelsUnavailable(EvaluationError):
     """A hidden split was asked for but the private label store is not available."""
 
 
+class InvalidLabelStore(EvaluationError):
+    """The private label store is there but cannot be trusted.
+
+    It is unreadable, malformed, or its labels changed since the release that wrote it was
+    built. ``problem`` is what is wrong, without where or what to do, for callers that say those.
+    """
+
+    def __init__(self, problem: str, message: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
 class InvalidPredictionFile(EvaluationError):
     """A prediction file breaks the format of the public prediction-file specification."""
 

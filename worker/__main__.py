@@ -10,12 +10,13 @@ import sys
 import torch
 
 import worker
+from evaluation.errors import InvalidLabelStore
 from leaderboard.board import shipped_model_status
 from settings import command_settings
 from store.errors import StoreUnavailable
 from submissions.errors import QueueUnavailable
 from submissions.queue import LANES
-from worker.maintenance import fetch_labels
+from worker.maintenance import check_label_store, fetch_labels
 from worker.runner import Worker
 from worker.supervisor import follow_parent
 
@@ -57,10 +58,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{', '.join(LANES)} (comma-separated, e.g. --lanes files,models)."
         )
     fetch_labels(settings)
-    try:  # a database or queue it cannot use: one sentence, not a traceback every second
+    try:  # a database, queue or label store it cannot use: one sentence, not a traceback
+        check_label_store(settings)
         running = Worker(settings, lanes=lanes)
         running.queue.check()
-    except (StoreUnavailable, QueueUnavailable) as e:
+    except (InvalidLabelStore, StoreUnavailable, QueueUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.prepare:

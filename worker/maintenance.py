@@ -196,10 +196,22 @@ class Maintenance:
         seen = LabelStore.current_hash(self.settings.labels_dir)
         while not self.stop.wait(interval_s):
             now = LabelStore.current_hash(self.settings.labels_dir)
-            if now != seen:
-                log.info("the label set changed: re-scoring what was scored against the old one")
+            if now == seen:
+                continue
+            log.info("the label set changed: re-scoring what was scored against the old one")
+            try:
                 self.rescore_stale()
                 seen = now
+            except Exception:  # an invalid store, a lost database: logged, tried again
+                log.exception("re-scoring for the new label set")
+
+
+def check_label_store(settings: Settings) -> None:
+    """Raise ``InvalidLabelStore`` when a label store is there but fails its check.
+
+    No store is allowed: the worker then scores the public split only.
+    """
+    LabelStore.if_present(settings.labels_dir)
 
 
 def fetch_labels(settings: Settings) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import sessionmaker
 
 from evaluation.bundle import LabelStore, PublicBundle
-from evaluation.errors import EvaluationError, TimeLimitExceeded
+from evaluation.errors import EvaluationError, InvalidLabelStore, TimeLimitExceeded
 from evaluation.run_checkpoint import as_predictions, predict_splits
 from evaluation.scoring import SCORER_VERSION, read_predictions, score_predictions
 from evaluation.splits import TEST_SPLITS, get_split
@@ -44,6 +44,10 @@ from worker.maintenance import Maintenance
 from worker.supervisor import InteractiveSignal
 
 log = logging.getLogger("worker")
+LABEL_STORE_REFUSED = (
+    "the server's label store failed its check (the maintainers are told by the worker's log); "
+    "this attempt does not count: submit the same file again later"
+)
 EFFICIENCY_CROPS = 4  # one forward pass of this many test crops, measured 3 times
 
 
@@ -120,6 +124,9 @@ class Worker:
             charged = self._charge(kind, started)
             jobs.fail(self.sessions, job_id, token, self._reason(e), charged_s=charged)
             log.info("job %d failed: %s", job_id, e)
+        except InvalidLabelStore as e:  # the maintainers' to fix; its details are theirs
+            log.error("job %d failed: %s", job_id, e)
+            jobs.fail(self.sessions, job_id, token, LABEL_STORE_REFUSED)
         except (EvaluationError, ModelError, SubmissionError) as e:
             jobs.fail(self.sessions, job_id, token, self._reason(e))
             log.info("job %d failed: %s", job_id, e)

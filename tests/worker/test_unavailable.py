@@ -1,5 +1,5 @@
-"""A database or queue that cannot be used is one sentence with what to check, and the app and
-the worker stop with it (exit 2) instead of a traceback, or a traceback every second."""
+"""A database, queue or label store that cannot be used is one sentence with what to check,
+and the app and the worker stop with it (exit 2) instead of a traceback, or one every second."""
 
 from __future__ import annotations
 
@@ -62,13 +62,18 @@ def test_a_queue_server_that_does_not_answer_is_a_sentence(tmp_path):
     [
         (["app.py"], "MITOSIS_DATABASE_URL", "nonsense", "is not a database URL"),
         (["-m", "worker"], "MITOSIS_QUEUE_URL", "redis://127.0.0.1:{port}/0", "Cannot reach"),
+        (["-m", "worker"], "MITOSIS_LABELS_DIR", "{tmp}/labels", "hash to 7b70beb106df5e95…"),
     ],
 )
 def test_the_app_and_the_worker_stop_with_the_sentence(command, variable, value, message, tmp_path):
+    labels = tmp_path / "labels"  # a label store edited after its release was built
+    labels.mkdir()
+    (labels / "labels.csv").write_text("image_id,split,label\na,atnorm_br,normal\n")
+    (labels / "release.json").write_text('{"label_set_hash": "%s"}' % ("0" * 64))
     env = {
         **os.environ,
         "MITOSIS_DATA_DIR": str(tmp_path),
-        variable: value.format(port=free_port()),
+        variable: value.format(port=free_port(), tmp=tmp_path),
         "GRADIO_SERVER_PORT": str(free_port()),
     }
     done = subprocess.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,12 +16,12 @@ from sqlalchemy import func, select
 from evaluation import bundle
 from settings import REPO_ROOT
 from store.entry import EntryMetadata
-from store.schema import Job, JobStatus, Result, WorkerRecord
-from submissions import jobs, worker_registry
+from store.schema import Job, JobStatus, Result, WorkerRecord, utcnow
+from submissions import jobs, quota, worker_registry
 from tests.backend import Backend, zip_dir
 from tests.models.conftest import tiny_checkpoint
 from worker import Worker
-from worker.runner import public_reason
+from worker.runner import LABEL_STORE_REFUSED, public_reason
 
 META = EntryMetadata("m")
 
@@ -69,6 +70,29 @@ def test_a_changed_label_set_is_rescored_automatically(tmp_path):
         )
     assert hashes == {new_hash, ""} and old == 3  # "": the paper's rows; history kept
     assert worker.maintenance.rescore_stale() == 0
+
+
+def test_a_label_edited_in_place_fails_jobs_without_counting_and_tells_the_log(tmp_path, caplog):
+    backend = Backend(tmp_path)
+    store = [backend.settings.labels_dir / name for name in bundle.LABEL_STORE_FILES]
+    as_built = [path.read_bytes() for path in store]
+    labels = pd.read_csv(store[0], dtype=str)
+    labels.loc[0, "label"] = "normal" if labels.loc[0, "label"] == "atypical" else "atypical"
+    labels.to_csv(store[0], index=False)  # edited, its release.json left as it was
+    predictions = backend.predictions(1)
+    view = backend.service.submit_predictions("alice", predictions, META)
+    with caplog.at_level(logging.ERROR, logger="worker"):
+        Worker(backend.settings).run_job(view.job_id)
+    failed = backend.service.status("alice", view.job_id)
+    assert (failed.status, failed.reason) == ("failed", LABEL_STORE_REFUSED)
+    assert "that its release.json states: labels.csv changed after the release" in caplog.text
+    with backend.sessions() as session:
+        assert quota.hidden_jobs_since(session, "alice", utcnow() - timedelta(days=1)) == []
+    for path, data in zip(store, as_built, strict=True):
+        path.write_bytes(data)  # the maintainers restore it; the same file is queued again
+    again = backend.service.submit_predictions("alice", predictions, META)
+    Worker(backend.settings).run_job(again.job_id)
+    assert backend.service.status("alice", again.job_id).status == "finished"
 
 
 def test_the_reaper_requeues_lost_messages_and_gives_up_after_three_attempts(tmp_path):
