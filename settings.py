@@ -1,7 +1,7 @@
 """The one place where paths, URLs and limits are read, and numbers' ranges checked.
 
-Every setting has a default that works offline on a fresh clone; each is documented in the
-README ("Settings"). Modules receive a :class:`Settings` object rather than reading the
+Every setting has a default that works offline on a fresh clone; each is documented in
+docs/operations.md ("Settings"). Modules receive a :class:`Settings` object rather than reading the
 environment themselves, so tests can build one with ``Settings.from_env(env)``. A command line
 reads them with :func:`command_settings` (a bad setting is a sentence, not a traceback) and
 checks its numeric options with :func:`at_least`.

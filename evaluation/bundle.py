@@ -71,7 +71,7 @@ class PublicBundle:
         if not (self.root / MANIFEST_CSV).is_file():
             raise ReleaseNotFound(
                 f"No benchmark release at {self.root} (no {MANIFEST_CSV}). Build it with "
-                "`python -m evaluation.release` (see the README, 'Data')."
+                "`python -m evaluation.release` (see docs/data.md)."
             )
         self.manifest = pd.read_csv(self.root / MANIFEST_CSV, dtype=str, keep_default_na=False)
 

@@ -5,7 +5,7 @@ decision) starts by locking the user's account row (``store.locks.lock_account``
 of app processes and workers, on any number of hosts, decide one at a time per user, and a
 quota of 3 admits exactly 3.
 
-Limits (all per user, rolling 24 hours, documented in the README):
+Limits (all per user, rolling 24 hours, documented in docs/operations.md):
 
 - hidden-split scorings: ``MITOSIS_HIDDEN_QUOTA``; failed and cancelled jobs do not count;
 - open checkpoint jobs (queued or running) at any moment: ``MITOSIS_MAX_OPEN_CHECKPOINTS``;

@@ -119,7 +119,8 @@ def paper_transform(preset: str, size: int):
     """The authors' training transforms ``preset``, for one crop already resized to ``size``.
 
     What their scripts apply after ``Resize(224)`` and before ``ToTensor``/``Normalize``
-    (DeepMicroscopy/AMi-Br_Benchmark at 3acf4da; the README's protocol table cites the lines).
+    (DeepMicroscopy/AMi-Br_Benchmark at 3acf4da; the protocol table of
+    docs/models-and-training.md cites the lines).
     """
     from torchvision.transforms import v2
 

@@ -1,12 +1,12 @@
 """The paper's training protocol, setting by setting, as the authors' scripts run it.
 
-Source: DeepMicroscopy/AMi-Br_Benchmark at commit 3acf4da (the README's protocol table cites
-the script and line of every setting). One template serves all 17 scripts: 5-fold
-``StratifiedGroupKFold`` by slide, the held-out fold as validation, class-balanced sampling,
-BCE on one logit, batch 8, Adam (lr 5e-5, L2 weight decay 1e-5), ``ReduceLROnPlateau`` on
-validation BA, up to 100 epochs, early stopping on validation BA, fp32 (linear probes: features
-under fp16 autocast, except GigaPath's), full-size PNG crops resized to 224. What differs per
-family is collected in :func:`paper_recipe`.
+Source: DeepMicroscopy/AMi-Br_Benchmark at commit 3acf4da (the protocol table of
+docs/models-and-training.md cites the script and line of every setting). One template serves
+all 17 scripts: 5-fold ``StratifiedGroupKFold`` by slide, the held-out fold as validation,
+class-balanced sampling, BCE on one logit, batch 8, Adam (lr 5e-5, L2 weight decay 1e-5),
+``ReduceLROnPlateau`` on validation BA, up to 100 epochs, early stopping on validation BA, fp32
+(linear probes: features under fp16 autocast, except GigaPath's), full-size PNG crops resized
+to 224. What differs per family is collected in :func:`paper_recipe`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """``python -m models.train``: the paper's protocol and our fast recipe, from AMi-Br train only.
 
 - ``--protocol paper``: the authors' scripts setting by setting (``training.protocols``; the
-  README's protocol table cites each): 5-fold ``StratifiedGroupKFold(shuffle=True,
-  random_state=42)`` by slide, the held-out fold as validation, one checkpoint per fold in
-  ``fold<k>/``. The paper's number is the mean ± std of the fold models' scores: score them
-  with ``python -m evaluation.run_checkpoint fold0 ... fold4``. Resumable fold by fold.
+  protocol table of docs/models-and-training.md cites each): 5-fold
+  ``StratifiedGroupKFold(shuffle=True, random_state=42)`` by slide, the held-out fold as
+  validation, one checkpoint per fold in ``fold<k>/``. The paper's number is the mean ± std of
+  the fold models' scores: score them with ``python -m evaluation.run_checkpoint fold0 ...
+  fold4``. Resumable fold by fold.
 - ``--protocol fast`` (default): slide-grouped cross-validation measures the recipe
   (``--folds``, 0 to skip), then ``--members`` models are trained on all of AMi-Br train with
   seeds ``seed, seed+1, ...`` and saved as one ensemble checkpoint in ``model/``.

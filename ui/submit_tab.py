@@ -352,7 +352,7 @@ SUBMISSION_GUIDE = """
 **A checkpoint** (verified)
 
 1. Save your model in the checkpoint format (`config.json` + `model.safetensors`, or a LoRA
-   adapter on a registered backbone; see the README) and zip the folder.
+   adapter on a registered backbone; docs/submitting.md has the recipe) and zip it.
 2. Upload the zip and press *Submit checkpoint*: the server checks it at once, then runs it
    on every test crop (progress shows in *My submissions* and in the queue).
    Or, with the checkpoint in a Hub model repo, give its id and revision under *…or a
