@@ -1,8 +1,8 @@
 """The worker's upkeep of the store: the seed rows, the shipped model, re-scoring.
 
 Seeds the paper's rows and the shipped model's job once per database; queues submissions
-again when the label set changes (watched every 30 s) or on ``--rescore``; a new job takes the
-lane and the cost of its submission's last one.
+again when the label set changes (watched every 30 s), when a worker of a newer scorer starts,
+or on ``--rescore``; a new job takes the lane and the cost of its submission's last one.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from evaluation.bundle import LabelStore, PublicBundle, fetch_label_store
 from evaluation.errors import EvaluationError
+from evaluation.scoring import SCORER_VERSION
 from fileio import zip_folder
 from leaderboard.paper import seed_paper_rows
 from leaderboard.pathologists import seed_pathologist_rows
@@ -151,22 +152,26 @@ class Maintenance:
         return self._rescore(select(Submission.id).where(Submission.kind.in_(SCORED_KINDS)))
 
     def rescore_stale(self) -> int:
-        """A new job for every submission scored against other labels than the store's now.
+        """A new job for every submission scored against other labels, or by an older scorer.
 
         Runs at start and whenever the label-set hash changes (a maintainer rebuilt the label
-        store), so the board never mixes label sets; submissions with a job already queued or
-        running are left to it.
+        store), so the board never mixes label sets or scorer versions; submissions with a job
+        already queued or running are left to it. Only results of an *older* scorer than this
+        worker's are stale: during a rolling upgrade an old worker leaves a new one's alone.
         """
         current = LabelStore.current_hash(self.settings.labels_dir)
         if current is None:
             return 0
         self.seed_pathologists()
+        scored = (Result.current.is_(True), Result.job_id.is_not(None))
+        with self.sessions() as session:
+            versions = session.scalars(select(Result.scorer_version).where(*scored).distinct())
+            older = [v for v in versions if _older_than(v, SCORER_VERSION)]
         stale = (
             select(Result.submission_id)
             .where(
-                Result.current.is_(True),
-                Result.job_id.is_not(None),
-                Result.label_set_hash != current,
+                *scored,
+                or_(Result.label_set_hash != current, Result.scorer_version.in_(older)),
             )
             .distinct()
         )
@@ -204,6 +209,14 @@ class Maintenance:
                 seen = now
             except Exception:  # an invalid store, a lost database: logged, tried again
                 log.exception("re-scoring for the new label set")
+
+
+def _older_than(version: str, reference: str) -> bool:
+    """Whether dotted version ``version`` precedes ``reference`` (False if either is not one)."""
+    try:
+        return tuple(map(int, version.split("."))) < tuple(map(int, reference.split(".")))
+    except ValueError:
+        return False
 
 
 def check_label_store(settings: Settings) -> None:

@@ -11,9 +11,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from evaluation import bundle
+from evaluation.scoring import SCORER_VERSION
 from settings import REPO_ROOT
 from store.entry import EntryMetadata
 from store.schema import Job, JobStatus, Result, WorkerRecord, utcnow
@@ -70,6 +71,35 @@ def test_a_changed_label_set_is_rescored_automatically(tmp_path):
         )
     assert hashes == {new_hash, ""} and old == 3  # "": the paper's rows; history kept
     assert worker.maintenance.rescore_stale() == 0
+
+
+def test_results_of_an_older_scorer_are_rescored_at_start_not_those_of_a_newer(tmp_path):
+    backend = Backend(tmp_path)
+    worker = Worker(backend.settings)
+    worker.maintenance.seed()
+    backend.service.submit_predictions("alice", backend.predictions(1), META)
+    for job_id in queued(backend):
+        worker.run_job(job_id)
+
+    def scored_by(version: str) -> None:
+        with backend.sessions.begin() as session:
+            session.execute(
+                update(Result).where(Result.job_id.is_not(None)).values(scorer_version=version)
+            )
+
+    assert SCORER_VERSION == "1.0"  # the cases below are written around it
+    scored_by("1.1")  # a worker of a newer scorer wrote them (a rolling upgrade): left alone
+    assert worker.maintenance.rescore_stale() == 0
+    scored_by("0.9")  # an older one: the file and the shipped model again, once
+    assert worker.maintenance.rescore_stale() == 2
+    assert worker.maintenance.rescore_stale() == 0
+    for job_id in queued(backend):
+        worker.run_job(job_id)
+    with backend.sessions() as session:
+        versions = session.scalars(
+            select(Result.scorer_version).where(Result.current.is_(True), Result.job_id > 0)
+        )
+        assert set(versions) == {SCORER_VERSION}
 
 
 def test_a_label_edited_in_place_fails_jobs_without_counting_and_tells_the_log(tmp_path, caplog):
