@@ -9,7 +9,7 @@
 #   4. its one reading of the test sets, logged with its reason.
 # No test crop or hidden label is read before step 4. Extra arguments go to every
 # training.select call (e.g. `--limit 60 --epochs 1` for a smoke run, with STATE elsewhere).
-# On a GPU machine, run step 1 in parts: see README, "Choosing the default model".
+# On a GPU machine, run step 1 in parts: see docs/models-and-training.md, "Choosing the default model".
 #
 # Usage: scripts/train_default_model.sh TRAIN_DIR_OR_NPZ RUNS_DIR [training.select options]
 set -euo pipefail
