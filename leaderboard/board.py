@@ -23,7 +23,7 @@ def build_board(sessions: sessionmaker, *, per_team: bool = False) -> list[Entry
 def last_updated(sessions: sessionmaker) -> datetime | None:
     """When the board last changed (None before any change).
 
-    The newest result, standing, withdrawal or publication.
+    The newest result, standing, withdrawal, publication, take-down or restore.
     """
     with sessions() as session:
         moments = [
@@ -31,6 +31,7 @@ def last_updated(sessions: sessionmaker) -> datetime | None:
             session.scalar(select(func.max(Standing.created_at))),
             session.scalar(select(func.max(Submission.withdrawn_at))),
             session.scalar(select(func.max(Submission.published_at))),
+            session.scalar(select(func.max(Submission.moderated_at))),
         ]
     known = [m for m in moments if m is not None]  # aware UTC (the column type)
     return max(known) if known else None

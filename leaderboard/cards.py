@@ -67,7 +67,7 @@ def entry_card(entries: list[Entry], submission_id: int) -> str:
         f"### {markdown_literal(meta.model_name)}"
         + (f" — {markdown_literal(meta.team)}" if meta.team else ""),
         f"*{entry.source}* · {meta.method_type} · rank {row['rank'] or '—'} · rank range "
-        f"{rank_range_cell(row)}",
+        f"{rank_range_cell(row)} · entry {entry.submission_id}",
         entry.comparison,
         "\n".join(table),
     ]

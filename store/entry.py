@@ -18,7 +18,8 @@ from store.errors import InvalidMetadata
 METHOD_TYPES = ("end-to-end", "linear probe", "LoRA", "other")
 _URL = re.compile(r"^https?://[^\s<>\"']+$")
 _MARKUP = re.compile(r"<\s*[a-zA-Z!/?]|javascript:|data:text/html", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+# control characters and text-direction ones: plain text has neither
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 _LIMITS = {
     "model_name": 200,
     "team": 200,
@@ -119,7 +120,7 @@ def _check_text(key: str, value: str) -> None:
     the door also protects whoever copies the board elsewhere.
     """
     field = FIELD_LABELS[key]
-    if _CONTROL.search(value):
+    if CONTROL_CHARACTERS.search(value):
         raise InvalidMetadata(
             f"'{field}' contains a control or text-direction character; use plain text."
         )

@@ -111,6 +111,7 @@ class JobStatus(enum.StrEnum):
 
 
 OPEN_STATES = (JobStatus.QUEUED, JobStatus.RUNNING)  # a job that has not ended
+MAX_TAKEDOWN_REASON = 300
 
 
 class Submission(Base):
@@ -138,6 +139,9 @@ class Submission(Base):
     release: Mapped[str | None] = mapped_column(String(16), default="")
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # the maintainers took it off the board (withdrawn_at set too), and why; or put it back
+    taken_down: Mapped[str | None] = mapped_column(String(MAX_TAKEDOWN_REASON))
+    moderated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     jobs: Mapped[list[Job]] = relationship(back_populates="submission", order_by="Job.id")
 

@@ -31,6 +31,10 @@ class NotWithdrawable(SubmissionError):
     """The entry is not the user's, or already withdrawn."""
 
 
+class ModerationRefused(SubmissionError):
+    """A take-down or restore the maintainers asked for cannot be done as asked."""
+
+
 class ReservedAccount(SubmissionError):
     """The signed-in name is one the server uses for its own entries."""
 

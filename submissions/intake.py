@@ -70,7 +70,8 @@ class JobView:
     notice: str = ""  # what this submission call did besides queueing (e.g. renamed)
     hub_model: str = ""  # owner/name@commit when submitted by Hub id
     scope: str = ALL_SPLITS  # or PUBLIC_ONLY: AMi-Br test only, no hidden scoring spent
-    withdrawn: bool = False  # taken off the public board by its submitter
+    withdrawn: bool = False  # taken off the public board, by its submitter or the maintainers
+    taken_down: str = ""  # the maintainers' reason, when they took it off
 
     def to_dict(self) -> dict:
         """Plain JSON-ready form."""
@@ -390,6 +391,7 @@ def _view(session, job: Job, *, notice: str = "") -> JobView:
         hub_model=job.submission.hub_ref or "",
         scope=job.scope or ALL_SPLITS,
         withdrawn=job.submission.withdrawn_at is not None,
+        taken_down=job.submission.taken_down or "",
     )
 
 

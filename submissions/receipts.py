@@ -65,7 +65,10 @@ def receipt_card(report: dict) -> str:
         lines.append(" · ".join(cells))
     if report.get("disclosure") and report["disclosure"] != "released":
         lines.append(markdown_literal(report["disclosure"]))
-    if report.get("withdrawn"):
+    if report.get("taken_down"):
+        reason = markdown_literal(report["taken_down"])
+        lines.append(f"Taken off the public board by the maintainers: {reason}")
+    elif report.get("withdrawn"):
         lines.append("Withdrawn from the public board by its submitter.")
     return "\n\n".join(lines)
 
@@ -75,6 +78,13 @@ def _released_ba(scores: dict, split: str) -> str:
     if released is None:
         return WITHHELD if split in scores else ""
     return released_number(released.get("ba"))
+
+
+def _notes(report: dict) -> tuple[str, ...]:
+    disclosure = report["disclosure"] if report["disclosure"] != "released" else ""
+    if report.get("taken_down"):
+        return disclosure, f"taken down by the maintainers: {report['taken_down']}"
+    return disclosure, "withdrawn" if report.get("withdrawn") else ""
 
 
 def submissions_table(reports: list[dict]) -> pd.DataFrame:
@@ -93,7 +103,7 @@ def submissions_table(reports: list[dict]) -> pd.DataFrame:
                 "status": status,
                 "queue position": report["queue_position"] or "",
                 **{f"{SPLIT_TITLES[s]} BA": _released_ba(scores, s) for s in SPLIT_TITLES},
-                "note": report["disclosure"] if report["disclosure"] != "released" else "",
+                "note": "; ".join(note for note in _notes(report) if note),
                 "reason": report["reason"],
                 "submitted (UTC)": report["created_at"].replace("T", " ")[:16],
             }

@@ -14,7 +14,8 @@ from evaluation.errors import InvalidLabelStore
 from leaderboard.board import shipped_model_status
 from settings import command_settings
 from store.errors import StoreUnavailable
-from submissions.errors import QueueUnavailable
+from submissions.errors import ModerationRefused, QueueUnavailable
+from submissions.moderation import restore, take_down
 from submissions.queue import LANES
 from worker.maintenance import check_label_store, fetch_labels
 from worker.runner import Worker
@@ -28,20 +29,33 @@ def main(argv: list[str] | None = None) -> int:
         description=worker.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
+    once = parser.add_mutually_exclusive_group()  # maintenance: do one thing, then exit
+    once.add_argument(
         "--rescore", action="store_true", help="queue every stored submission again, then exit"
     )
-    parser.add_argument(
+    once.add_argument(
         "--prepare",
         action="store_true",
         help="seed the store and evaluate the shipped model now (if it needs it), then exit",
     )
+    once.add_argument(
+        "--take-down",
+        type=int,
+        metavar="ENTRY_ID",
+        help="take an entry off the board (its submitter reads --reason), then exit",
+    )
+    once.add_argument(
+        "--restore", type=int, metavar="ENTRY_ID", help="put a taken-down entry back, then exit"
+    )
+    parser.add_argument("--reason", default="", help="why an entry is taken down (plain text)")
     parser.add_argument(
         "--lanes",
         help=f"comma-separated lanes to serve ({', '.join(LANES)}; default: all on a GPU "
         "host, files and models elsewhere)",
     )
     args = parser.parse_args(argv)
+    if args.reason and args.take_down is None:
+        parser.error("--reason goes with --take-down ENTRY_ID.")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = command_settings("python -m worker")
     parent = os.environ.get("MITOSIS_PARENT_PID", "")
@@ -74,6 +88,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.rescore:
         print(f"queued {running.maintenance.rescore_all()} submissions for re-scoring")
+        return 0
+    if args.take_down is not None or args.restore is not None:
+        try:
+            if args.take_down is not None:
+                name = take_down(running.sessions, args.take_down, args.reason)
+                done = f"took entry {args.take_down} ({name}) off the board"
+            else:
+                name = restore(running.sessions, args.restore)
+                done = f"put entry {args.restore} ({name}) back on the board"
+        except ModerationRefused as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        running.export_if_changed()  # standings and the results folder, now
+        print(done)
         return 0
     running.run()
     return 0

@@ -218,6 +218,7 @@ def test_job_reports_hold_released_numbers_only(scored):
         "hub_model",
         "scope",
         "withdrawn",
+        "taken_down",
     }
     second, perfect = views
     assert perfect["disclosure"] == "released"

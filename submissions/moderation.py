@@ -1,0 +1,66 @@
+"""The maintainers' moderation: take an entry off the board with a reason, or put it back.
+
+A take-down is a withdrawal the maintainers make (``withdrawn_at`` is set, so every surface
+leaves the entry out as it does a submitter's withdrawal) with the reason its submitter reads
+on their receipt. What was released stays counted, as for a withdrawal: the account's bar and
+allowances do not change, and putting the entry back releases nothing new.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import sessionmaker
+
+from store.entry import CONTROL_CHARACTERS
+from store.schema import MAX_TAKEDOWN_REASON, SCORED_KINDS, Submission, utcnow
+from submissions.errors import ModerationRefused
+
+
+def take_down(sessions: sessionmaker, entry_id: int, reason: str) -> str:
+    """Take entry ``entry_id`` off the board for ``reason``; returns its model name."""
+    reason = " ".join(reason.split())
+    if not reason:
+        raise ModerationRefused("Give the reason its submitter will read (--reason).")
+    if len(reason) > MAX_TAKEDOWN_REASON:
+        raise ModerationRefused(
+            f"The reason has {len(reason)} characters; at most {MAX_TAKEDOWN_REASON} fit."
+        )
+    if CONTROL_CHARACTERS.search(reason):
+        raise ModerationRefused("The reason contains a control or text-direction character.")
+    with sessions.begin() as session:
+        submission = _entry(session, entry_id)
+        if submission.taken_down:
+            raise ModerationRefused(
+                f"Entry {entry_id} is already taken down ({submission.taken_down})."
+            )
+        if submission.withdrawn_at is not None:
+            raise ModerationRefused(f"Entry {entry_id} is withdrawn by its submitter already.")
+        submission.withdrawn_at = submission.moderated_at = utcnow()
+        submission.taken_down = reason
+        return submission.entry.model_name
+
+
+def restore(sessions: sessionmaker, entry_id: int) -> str:
+    """Put a taken-down entry back on the board; returns its model name.
+
+    A submitter's own withdrawal is theirs: it is not undone here.
+    """
+    with sessions.begin() as session:
+        submission = _entry(session, entry_id)
+        if not submission.taken_down:
+            raise ModerationRefused(
+                f"Entry {entry_id} was not taken down"
+                + (" (its submitter withdrew it)." if submission.withdrawn_at else ".")
+            )
+        submission.withdrawn_at = submission.taken_down = None
+        submission.moderated_at = utcnow()
+        return submission.entry.model_name
+
+
+def _entry(session, entry_id: int) -> Submission:
+    submission = session.get(Submission, entry_id)
+    if submission is None or submission.kind not in SCORED_KINDS:
+        raise ModerationRefused(
+            f"No submitted entry has id {entry_id} (the id in the board's entry details and "
+            "exports; paper and pathologist rows are not moderated)."
+        )
+    return submission
