@@ -99,14 +99,21 @@ def test_a_database_written_before_alembic_gets_exactly_the_schema(tmp_path, wri
         assert public_row(job, own=False)["lane"] == "files"  # the queue view reads it whole
 
 
-def test_the_migrations_from_empty_build_the_schema_create_all_builds(tmp_path):
-    url = f"sqlite:///{tmp_path / 'stepwise.db'}"
+@pytest.mark.parametrize(
+    "database",
+    ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)],  # a real server
+)
+def test_the_migrations_from_empty_build_the_schema_create_all_builds(database, tmp_path, request):
+    if database == "sqlite":
+        url, fresh = (f"sqlite:///{tmp_path / name}" for name in ("stepwise.db", "fresh.db"))
+    else:
+        server = request.getfixturevalue("postgres")
+        url, fresh = (server.create_database(f"{name}_{tmp_path.name}") for name in ("a", "b"))
     engine = create_engine(url)
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), "head")
     engine.dispose()
     assert schema_differences(url) == []
-    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
     open_store(fresh)  # created with create_all and stamped
     assert current_revision(fresh) == current_revision(url)
     assert schema_differences(fresh) == []
