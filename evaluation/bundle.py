@@ -124,8 +124,10 @@ class LabelStore:
             raise _invalid(self.root, f"{PRIVATE_LABELS_CSV} cannot be read ({_named(e)}).") from e
         try:
             stated = json.loads((self.root / RELEASE_JSON).read_text())["label_set_hash"]
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError) as e:
             raise _invalid(self.root, f"{RELEASE_JSON} cannot be read ({_named(e)}).") from e
+        if not isinstance(stated, str):
+            raise _invalid(self.root, f"{RELEASE_JSON} states no label-set hash ({stated!r}).")
         _check_labels(self._labels, self.root)
         self.label_set_hash: str = stated
         actual = label_set_hash(self.rows())
@@ -197,25 +199,28 @@ def _named(error: Exception) -> str:
 
 
 def _check_labels(labels: pd.DataFrame, root: Path) -> None:
-    """Raise :class:`InvalidLabelStore` unless every row is a test crop's one known label."""
+    """Raise :class:`InvalidLabelStore` unless every row is a test crop's one known label.
+
+    Messages name lines of the file, not crops: a hidden crop's id goes nowhere.
+    """
     missing = [c for c in ("image_id", "split", "label") if c not in labels.columns]
     if missing:
         raise _invalid(root, f"{PRIVATE_LABELS_CSV} has no {', '.join(missing)} column.")
     for column, allowed in (("label", LABELS), ("split", [s.name for s in TEST_SPLITS])):
-        wrong = labels.loc[~labels[column].isin(allowed)]
+        wrong = np.flatnonzero(~labels[column].isin(allowed).to_numpy())
         if len(wrong):
-            first = wrong.iloc[0]
             raise _invalid(
                 root,
                 f"{PRIVATE_LABELS_CSV} has {len(wrong)} row(s) whose {column} is not one of "
-                f"{', '.join(allowed)}, the first {first[column]!r} (image {first['image_id']}).",
+                f"{', '.join(allowed)}, the first {labels[column].iloc[wrong[0]]!r} on line "
+                f"{wrong[0] + 2}.",
             )
-    repeated = labels["image_id"][labels["image_id"].duplicated()]
+    repeated = np.flatnonzero(labels["image_id"].duplicated().to_numpy())
     if len(repeated):
         raise _invalid(
             root,
             f"{PRIVATE_LABELS_CSV} lists {len(repeated)} image(s) more than once, the first "
-            f"{repeated.iloc[0]}; each test crop has one label.",
+            f"again on line {repeated[0] + 2}; each test crop has one label.",
         )
 
 

@@ -27,7 +27,7 @@ from evaluation.splits import AMIBR_TEST, ATYPICAL, LABELS, TEST_SPLITS, get_spl
 from fileio import PREDICTION_COLUMNS, describe_sizes, quoted, read_bounded
 from settings import MAX_PREDICTION_FILE_MB, MB
 
-SCORER_VERSION = "1.0"
+SCORER_VERSION = "1.0"  # dotted numbers: a change of scores that makes older ones stale
 THRESHOLD = 0.5
 REQUIRED_COLUMNS = PREDICTION_COLUMNS[:2]  # label is optional
 OPTIONAL_COLUMNS = ("label",)

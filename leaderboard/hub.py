@@ -14,7 +14,8 @@ each column's type, which the JSON loader cannot infer from a first file whose v
 rewrites the folder after every job; when MITOSIS_HUB_RESULTS_REPO and HF_TOKEN are set, a
 ``huggingface_hub.CommitScheduler`` commits it every few minutes from a background thread. The
 scheduler only adds and updates files, so files removed from the folder (a withdrawn entry) are
-deleted from the repo by a commit of their own.
+deleted from the repo by a commit of their own, and a sync's first write deletes any the repo
+still holds that the folder does not.
 """
 
 from __future__ import annotations
@@ -53,23 +54,43 @@ class HubSync:
     def write(self, entries: list[Entry], requests: list[dict]) -> None:
         """Export the board and the requests into the synced folder, under its lock.
 
-        Files it removed are deleted from the repo in the background.
+        Files it removed are deleted from the repo in the background; so, on a sync's first
+        write, are any the repo holds that the folder does not (a deletion an earlier process
+        did not finish: a command that exited, a worker killed).
         """
         with self.scheduler.lock:
             removed = write_folder(self.folder, entries, requests)
-        if removed:
-            self.deleting = threading.Thread(target=self._delete, args=(removed,), daemon=True)
+        if removed or self.deleting is None:
+            self.deleting = threading.Thread(target=self._delete_stale, daemon=True)
             self.deleting.start()
 
-    def _delete(self, removed: list[str]) -> None:
-        """One commit deleting those of ``removed`` that the repo holds (a failure is logged)."""
+    def flush(self, timeout_s: float = 120) -> None:
+        """Finish the deletion under way and push the folder now (before a command exits)."""
+        if self.deleting is not None:
+            self.deleting.join(timeout_s)
+        self.scheduler.trigger().result(timeout_s)
+
+    def _delete_stale(self) -> None:
+        """One commit deleting the repo's result and request files the folder no longer has."""
         from huggingface_hub import CommitOperationDelete
 
         s = self.scheduler
-        prefix = f"{s.path_in_repo}/" if s.path_in_repo else ""
         try:
-            present = set(s.api.list_repo_files(s.repo_id, repo_type=s.repo_type))
-            gone = [prefix + p for p in removed if prefix + p in present]
+            prefix = f"{s.path_in_repo}/" if s.path_in_repo else ""
+            with s.lock:
+                here = {
+                    p.relative_to(self.folder).as_posix()
+                    for name in (RESULTS_DIR, REQUESTS_DIR)
+                    for p in (self.folder / name).glob("*.json")
+                }
+            gone = [
+                path
+                for path in s.api.list_repo_files(s.repo_id, repo_type=s.repo_type)
+                if path.startswith(prefix)
+                and path.removeprefix(prefix).split("/")[0] in (RESULTS_DIR, REQUESTS_DIR)
+                and path.endswith(".json")
+                and path.removeprefix(prefix) not in here
+            ]
             if gone:
                 s.api.create_commit(
                     repo_id=s.repo_id,
@@ -79,7 +100,7 @@ class HubSync:
                     commit_message=f"Remove {len(gone)} file(s) no longer on the board",
                 )
         except Exception:
-            log.exception("deleting %d file(s) from %s", len(removed), s.repo_id)
+            log.exception("deleting stale files from %s", s.repo_id)
 
 
 def write_folder(folder: Path, entries: list[Entry], requests: list[dict]) -> list[str]:

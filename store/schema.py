@@ -221,6 +221,7 @@ class WorkerRecord(Base):
     job_id: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    scorer_version: Mapped[str | None] = mapped_column(String(20))  # None: older code
 
 
 class Result(Base):

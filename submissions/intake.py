@@ -6,8 +6,6 @@ store by hash, record the submission and its job in one transaction, enqueue.
 An upload is a file on disk (what Gradio hands the app) or bytes. Its size is checked before
 it is read; a checkpoint zip is judged by its entries' headers and then streamed through in
 chunks (sizes and CRCs), so no upload is ever held whole in memory.
-
-Identity is the Hugging Face username on a Space (OAuth) or the configured local identity.
 """
 
 from __future__ import annotations
@@ -30,16 +28,16 @@ from models.inference import check_crop_memory
 from settings import Settings
 from store.entry import EntryMetadata
 from store.locks import lock_account
-from store.schema import ALL_SPLITS, PUBLIC_ONLY, Job, JobStatus, Submission, utc_text, utcnow
+from store.schema import ALL_SPLITS, PUBLIC_ONLY, Job, JobStatus, Submission, utc_text
 from submissions import jobs, worker_registry
 from submissions.errors import (
     DuplicateSubmission,
     NotCancellable,
-    NotWithdrawable,
     SubmissionError,
     UploadMissing,
 )
 from submissions.hub_models import HubClient, HubModel, fetch_checkpoint, resolve_model
+from submissions.moderation import withdraw
 from submissions.queue import EvaluationQueue
 from submissions.quota import check_limits, check_public_only, remaining_scorings
 from submissions.storage import sha256, store_file, stored_path
@@ -323,13 +321,9 @@ class Submissions:
     def withdraw(self, user: str, job_id: int) -> JobView:
         """Take the entry of one of ``user``'s jobs off the public board (every surface).
 
-        What was released stays counted: the account's bar and the allowances do not change.
+        What was released stays counted (:func:`submissions.moderation.withdraw`).
         """
-        with self.sessions.begin() as session:
-            job = jobs.user_job(session, job_id, user)  # JobNotFound for other users' jobs
-            if job.submission.withdrawn_at is not None:
-                raise NotWithdrawable(f"The entry of job {job_id} is already withdrawn.")
-            job.submission.withdrawn_at = utcnow()
+        withdraw(self.sessions, user, job_id)
         return self.status(user, job_id)
 
 

@@ -1,9 +1,10 @@
-"""The maintainers' moderation: take an entry off the board with a reason, or put it back.
+"""Entries off the board: a submitter's withdrawal, and the maintainers' take-down and restore.
 
 A take-down is a withdrawal the maintainers make (``withdrawn_at`` is set, so every surface
 leaves the entry out as it does a submitter's withdrawal) with the reason its submitter reads
 on their receipt. What was released stays counted, as for a withdrawal: the account's bar and
-allowances do not change, and putting the entry back releases nothing new.
+allowances do not change, and putting the entry back releases nothing new. Both take the
+account's lock, as every decision on its entries does.
 """
 
 from __future__ import annotations
@@ -11,8 +12,27 @@ from __future__ import annotations
 from sqlalchemy.orm import sessionmaker
 
 from store.entry import CONTROL_CHARACTERS
+from store.locks import lock_account
 from store.schema import MAX_TAKEDOWN_REASON, SCORED_KINDS, Submission, utcnow
-from submissions.errors import ModerationRefused
+from submissions import jobs
+from submissions.errors import ModerationRefused, NotWithdrawable
+
+
+def withdraw(sessions: sessionmaker, user: str, job_id: int) -> None:
+    """Take the entry of ``user``'s job ``job_id`` off the board, as its submitter.
+
+    A take-down by the maintainers becomes the submitter's own withdrawal, which
+    :func:`restore` does not undo. Raises ``JobNotFound`` for other users' jobs.
+    """
+    with sessions.begin() as session:
+        lock_account(session, user)
+        submission = jobs.user_job(session, job_id, user).submission
+        if submission.withdrawn_at is not None and not submission.taken_down:
+            raise NotWithdrawable(f"The entry of job {job_id} is already withdrawn.")
+        if submission.taken_down:
+            submission.taken_down, submission.moderated_at = None, utcnow()
+        else:
+            submission.withdrawn_at = utcnow()
 
 
 def take_down(sessions: sessionmaker, entry_id: int, reason: str) -> str:
@@ -57,10 +77,13 @@ def restore(sessions: sessionmaker, entry_id: int) -> str:
 
 
 def _entry(session, entry_id: int) -> Submission:
+    """The entry, read again under its account's lock (which its submitter's withdrawal takes)."""
     submission = session.get(Submission, entry_id)
     if submission is None or submission.kind not in SCORED_KINDS:
         raise ModerationRefused(
             f"No submitted entry has id {entry_id} (the id in the board's entry details and "
             "exports; paper and pathologist rows are not moderated)."
         )
+    lock_account(session, submission.user)
+    session.refresh(submission)
     return submission

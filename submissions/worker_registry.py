@@ -45,6 +45,7 @@ def register(
     *,
     threads: int = 0,
     lanes: tuple[str, ...] = (),
+    scorer_version: str | None = None,
 ) -> None:
     """Record a starting worker (a restarted one gets a fresh row: the pid differs)."""
     now = utcnow()
@@ -62,6 +63,20 @@ def register(
                 job_id=None,
                 started_at=now,
                 heartbeat_at=now,
+                scorer_version=scorer_version,
+            )
+        )
+
+
+def live_scorer_versions(sessions: sessionmaker) -> list[str | None]:
+    """The scorer version of every live worker (None: code from before workers recorded it)."""
+    with sessions() as session:
+        return list(
+            session.scalars(
+                select(WorkerRecord.scorer_version).where(
+                    WorkerRecord.state != "stopped",
+                    WorkerRecord.heartbeat_at >= utcnow() - timedelta(seconds=SILENT_AFTER_S),
+                )
             )
         )
 

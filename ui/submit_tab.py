@@ -359,7 +359,7 @@ SUBMISSION_GUIDE = """
    checkpoint on the Hugging Face Hub* and press *Submit Hub model*: the entry records the
    commit the revision pointed at.
 3. Once the server has run it, the checkpoint is public: anyone can choose it in the Classify
-   tab's model menu (as "<model name> (#<entry>)") until you withdraw the entry.
+   tab's model menu (as "<model name> (#<entry>)") until it is withdrawn or taken down.
 
 Hidden-split scores come back rounded to 0.01, and only when the hidden mean is at least 0.01
 above your best released one: repeated submissions cannot read the labels.

@@ -1,4 +1,8 @@
-"""``python -m worker``: the worker's command line (serve, ``--prepare``, ``--rescore``)."""
+"""``python -m worker``: the worker's command line.
+
+Serves the queue, or does one thing and exits: ``--prepare``, ``--rescore``, ``--take-down`` or
+``--restore``.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from submissions.queue import LANES
 from worker.maintenance import check_label_store, fetch_labels
 from worker.runner import Worker
 from worker.supervisor import follow_parent
+
+log = logging.getLogger("worker")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,11 +77,14 @@ def main(argv: list[str] | None = None) -> int:
             f"--lanes names {', '.join(map(repr, unknown))}, which is not a lane; the lanes are "
             f"{', '.join(LANES)} (comma-separated, e.g. --lanes files,models)."
         )
+    if args.take_down is not None or args.restore is not None:
+        return moderate(settings, args.take_down, args.restore, args.reason)
     fetch_labels(settings)
     try:  # a database, queue or label store it cannot use: one sentence, not a traceback
-        check_label_store(settings)
         running = Worker(settings, lanes=lanes)
         running.queue.check()
+        if args.prepare or args.rescore:
+            check_label_store(settings)
     except (InvalidLabelStore, StoreUnavailable, QueueUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -89,21 +98,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.rescore:
         print(f"queued {running.maintenance.rescore_all()} submissions for re-scoring")
         return 0
-    if args.take_down is not None or args.restore is not None:
-        try:
-            if args.take_down is not None:
-                name = take_down(running.sessions, args.take_down, args.reason)
-                done = f"took entry {args.take_down} ({name}) off the board"
-            else:
-                name = restore(running.sessions, args.restore)
-                done = f"put entry {args.restore} ({name}) back on the board"
-        except ModerationRefused as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        running.export_if_changed()  # standings and the results folder, now
-        print(done)
-        return 0
+    try:  # serving goes on: its jobs fail with a sentence, which tells their submitters
+        check_label_store(settings)
+    except InvalidLabelStore as e:
+        log.error("%s Until then every job fails, and says so.", e)
     running.run()
+    return 0
+
+
+def moderate(settings, take: int | None, back: int | None, reason: str) -> int:
+    """``--take-down`` / ``--restore``: needs the database only, and says what it did."""
+    try:
+        running = Worker(settings)
+        if take is not None:
+            done = f"took entry {take} ({take_down(running.sessions, take, reason)}) off the board"
+        else:
+            done = f"put entry {back} ({restore(running.sessions, back)}) back on the board"
+    except (StoreUnavailable, ModerationRefused) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    running.export_if_changed()  # standings and the results folder, now
+    if running.hub is not None:
+        running.hub.flush()  # the Hub copy too, before this process ends
+    print(done)
     return 0
 
 

@@ -1,8 +1,9 @@
 """The worker's upkeep of the store: the seed rows, the shipped model, re-scoring.
 
 Seeds the paper's rows and the shipped model's job once per database; queues submissions
-again when the label set changes (watched every 30 s), when a worker of a newer scorer starts,
-or on ``--rescore``; a new job takes the lane and the cost of its submission's last one.
+again when the label set changes (watched every 30 s), when an older scorer's results can be
+re-scored (no worker of an older scorer alive; checked every 30 s), or on ``--rescore``; a new
+job takes the lane and the cost of its submission's last one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from evaluation.bundle import LabelStore, PublicBundle, fetch_label_store
-from evaluation.errors import EvaluationError
+from evaluation.errors import EvaluationError, InvalidLabelStore
 from evaluation.scoring import SCORER_VERSION
 from fileio import zip_folder
 from leaderboard.paper import seed_paper_rows
@@ -142,8 +143,16 @@ class Maintenance:
             return job.id
 
     def seed_pathologists(self) -> None:
-        """The experts' reference rows for the label store's current label set."""
-        labels = LabelStore.if_present(self.settings.labels_dir)
+        """The experts' reference rows for the label store's current label set.
+
+        A store that fails its check is logged and left: the worker serves on, and its jobs say
+        why they fail.
+        """
+        try:
+            labels = LabelStore.if_present(self.settings.labels_dir)
+        except InvalidLabelStore as e:
+            log.error("%s", e)
+            return
         if labels is not None:
             seed_pathologist_rows(self.sessions, labels.reader_votes(), labels.label_set_hash)
 
@@ -155,27 +164,51 @@ class Maintenance:
         """A new job for every submission scored against other labels, or by an older scorer.
 
         Runs at start and whenever the label-set hash changes (a maintainer rebuilt the label
-        store), so the board never mixes label sets or scorer versions; submissions with a job
-        already queued or running are left to it. Only results of an *older* scorer than this
-        worker's are stale: during a rolling upgrade an old worker leaves a new one's alone.
+        store), so the board never mixes label sets; submissions with a job already queued or
+        running are left to it. Older scorers' results are included when
+        :meth:`rescore_older_scorers` would take them.
         """
         current = LabelStore.current_hash(self.settings.labels_dir)
         if current is None:
             return 0
         self.seed_pathologists()
-        scored = (Result.current.is_(True), Result.job_id.is_not(None))
+        stale = Result.label_set_hash != current
+        if older := self._older_scorers():
+            stale = or_(stale, Result.scorer_version.in_(older))
+        return self._rescore(self._scored(stale))
+
+    def rescore_older_scorers(self) -> int:
+        """A new job for every submission whose current results an older scorer wrote.
+
+        Only once no live worker scores with an older scorer (or one that does not say): during
+        a rolling upgrade the old workers would score those jobs the old way again. Checked at
+        start and every 30 s, so the board settles on one scorer version once the last old
+        worker has gone.
+        """
+        older = self._older_scorers()
+        return self._rescore(self._scored(Result.scorer_version.in_(older))) if older else 0
+
+    def _older_scorers(self) -> list[str]:
+        """Scorer versions of current results older than this worker's, when they may go."""
+        live = worker_registry.live_scorer_versions(self.sessions)
+        if any(not theirs or older_scorer(theirs) for theirs in live):  # None: older code
+            return []
         with self.sessions() as session:
-            versions = session.scalars(select(Result.scorer_version).where(*scored).distinct())
-            older = [v for v in versions if _older_than(v, SCORER_VERSION)]
-        stale = (
+            versions = session.scalars(
+                select(Result.scorer_version)
+                .where(Result.current.is_(True), Result.job_id.is_not(None))
+                .distinct()
+            ).all()
+        return [v for v in versions if older_scorer(v)]
+
+    @staticmethod
+    def _scored(condition):
+        """Submissions whose current results, written by a job, meet ``condition``."""
+        return (
             select(Result.submission_id)
-            .where(
-                *scored,
-                or_(Result.label_set_hash != current, Result.scorer_version.in_(older)),
-            )
+            .where(Result.current.is_(True), Result.job_id.is_not(None), condition)
             .distinct()
         )
-        return self._rescore(stale)
 
     def _rescore(self, submission_ids) -> int:
         with self.sessions.begin() as session:
@@ -197,24 +230,39 @@ class Maintenance:
         return len(new)
 
     def watch_labels(self, interval_s: float = 30.0) -> None:
-        """Re-score what was scored against another label set whenever the label set changes."""
+        """Re-score what another label set or an older scorer scored, when it may be."""
         seen = LabelStore.current_hash(self.settings.labels_dir)
         while not self.stop.wait(interval_s):
             now = LabelStore.current_hash(self.settings.labels_dir)
-            if now == seen:
-                continue
-            log.info("the label set changed: re-scoring what was scored against the old one")
             try:
+                if now == seen:
+                    self.rescore_older_scorers()
+                    continue
+                log.info("the label set changed: re-scoring what was scored against the old one")
                 self.rescore_stale()
                 seen = now
-            except Exception:  # an invalid store, a lost database: logged, tried again
-                log.exception("re-scoring for the new label set")
+            except Exception:  # a lost database: logged, tried again
+                log.exception("re-scoring")
 
 
-def _older_than(version: str, reference: str) -> bool:
-    """Whether dotted version ``version`` precedes ``reference`` (False if either is not one)."""
+def older_scorer(version: str, than: str = SCORER_VERSION) -> bool:
+    """Whether scorer ``version`` precedes ``than``, as dotted numbers ("1.0" equals "1").
+
+    A version that is not dotted numbers is never older: it is not ours to judge.
+
+    Example:
+        >>> older_scorer("0.9", "1.0"), older_scorer("1.0.0", "1"), older_scorer("1.0rc1", "2")
+        (True, False, False)
+    """
+
+    def numbers(text: str) -> tuple[int, ...]:
+        parts = [int(part) for part in text.split(".")]
+        while len(parts) > 1 and parts[-1] == 0:
+            parts.pop()
+        return tuple(parts)
+
     try:
-        return tuple(map(int, version.split("."))) < tuple(map(int, reference.split(".")))
+        return numbers(version) < numbers(than)
     except ValueError:
         return False
 

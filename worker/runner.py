@@ -45,8 +45,8 @@ from worker.supervisor import InteractiveSignal
 
 log = logging.getLogger("worker")
 LABEL_STORE_REFUSED = (
-    "the server's label store failed its check (the maintainers are told by the worker's log); "
-    "this attempt does not count: submit the same file again later"
+    "the server's label store failed its check, so this job could not be scored (the worker's "
+    "log tells the maintainers); it does not count against any quota"
 )
 EFFICIENCY_CROPS = 4  # one forward pass of this many test crops, measured 3 times
 
@@ -331,6 +331,7 @@ class Worker:
             _device(),
             threads=torch.get_num_threads(),
             lanes=self.lanes,
+            scorer_version=SCORER_VERSION,
         )
         self.maintenance.seed()
         self.maintenance.rescore_stale()

@@ -67,21 +67,23 @@ def twice(labels):
     ("change", "problem"),
     [
         (misspell, "labels.csv has 1 row(s) whose label is not one of atypical, normal, the "
-         "first 'atypcial' (image {2})."),
+         "first 'atypcial' on line 4."),
         (train_row, "labels.csv has 1 row(s) whose split is not one of amibr_test, atnorm_br, "
-         "atnorm_md, the first 'amibr_train' (image {1})."),
-        (twice, "labels.csv lists 1 image(s) more than once, the first {3}; each test crop "
-         "has one label."),
+         "atnorm_md, the first 'amibr_train' on line 3."),
+        (twice, "labels.csv lists 1 image(s) more than once, the first again on line 19; each "
+         "test crop has one label."),
         (lambda labels: labels.drop(columns="label"), "labels.csv has no label column."),
     ],
 )  # fmt: skip
 def test_a_malformed_store_is_refused_by_what_is_wrong(store, change, problem):
     ids = pd.read_csv(store / bundle.PRIVATE_LABELS_CSV, dtype=str)["image_id"]
+    assert len(ids) == 17  # the tiny release's test crops: the repeated row is line 19
     edit_labels(store, change)
     with pytest.raises(InvalidLabelStore) as refused:
         LabelStore(store)
-    assert refused.value.problem == problem.format(*ids)
+    assert refused.value.problem == problem
     assert str(refused.value).startswith(f"The private label store at {store} is refused: ")
+    assert not any(image_id in str(refused.value) for image_id in ids)  # no hidden crop named
 
 
 def test_an_unreadable_release_json_is_refused_by_name(store):
@@ -90,4 +92,7 @@ def test_an_unreadable_release_json_is_refused_by_name(store):
         LabelStore(store)
     (store / bundle.RELEASE_JSON).write_text("{}")
     with pytest.raises(InvalidLabelStore, match=r"release.json cannot be read \(KeyError"):
+        LabelStore(store)
+    (store / bundle.RELEASE_JSON).write_text('{"label_set_hash": null}')
+    with pytest.raises(InvalidLabelStore, match=r"release.json states no label-set hash \(None\)"):
         LabelStore(store)

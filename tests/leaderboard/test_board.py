@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import Future
 from datetime import datetime
 
 import numpy as np
@@ -282,8 +283,13 @@ def test_rescoring_replays_the_ladder_s_decisions(scored):
 
 
 def test_the_hub_sync_writes_the_released_board(scored, tmp_path):
+    class Api:  # an empty repo
+        def list_repo_files(self, repo_id, repo_type):
+            return []
+
     class Scheduler:  # the CommitScheduler's part the sync uses; pushing is the Hub's
         lock = threading.Lock()
+        api, repo_id, repo_type, revision, path_in_repo = Api(), "org/results", "dataset", None, ""
 
     sync = HubSync(tmp_path / "hub-sync", Scheduler())
     entries = build_board(scored.sessions)
@@ -310,13 +316,21 @@ def test_a_withdrawn_entry_is_deleted_from_the_hub_repo(scored, tmp_path):
     class Scheduler:
         lock = threading.Lock()
         api, repo_id, repo_type, revision, path_in_repo = Api(), "org/results", "dataset", None, ""
+        pushes = 0
+
+        def trigger(self):  # push the folder now; the Hub's part
+            Scheduler.pushes += 1
+            done = Future()
+            done.set_result(None)
+            return done
 
     folder = tmp_path / "hub-sync"
     sync = HubSync(folder, Scheduler())
     entries = build_board(scored.sessions)
     with scored.sessions() as session:
         sync.write(entries, request_rows(session, {e.submission_id for e in entries}))
-    assert sync.deleting is None  # nothing removed yet
+    sync.deleting.join(10)  # the first write compares the repo with the folder: all there
+    assert Api.commits == []
     Api.pushed = [p.relative_to(folder).as_posix() for p in folder.rglob("*.json")]  # the push
     (entry,) = [e for e in build_board(scored.sessions) if e.model_name == "twin"]
     job = scored.service.my_submissions("bob")[0].job_id
@@ -329,6 +343,20 @@ def test_a_withdrawn_entry_is_deleted_from_the_hub_repo(scored, tmp_path):
     deleted = sorted(op.path_in_repo for op in commit["operations"])
     assert deleted == [f"{kind}/{entry.submission_id}.json" for kind in ("requests", "results")]
     assert commit["repo_id"] == "org/results" and not (folder / deleted[1]).exists()
+
+    # a deletion another process did not finish (a command that exited): the next sync's first
+    # write deletes what the repo still holds and the folder does not, and nothing else
+    Api.commits.clear()
+    Api.pushed = [*Api.pushed, "results/999.json", "requests/999.json", "README.md", "x/1.json"]
+    later = HubSync(folder, Scheduler())
+    with scored.sessions() as session:
+        later.write(entries, request_rows(session, {e.submission_id for e in entries}))
+    later.flush()  # what a command does before it exits: the deletion ends, the folder is pushed
+    assert not later.deleting.is_alive() and Scheduler.pushes == 1
+    (commit,) = Api.commits
+    assert sorted(op.path_in_repo for op in commit["operations"]) == sorted(
+        f"{kind}/{n}.json" for kind in ("requests", "results") for n in (999, entry.submission_id)
+    )
 
 
 def by_id(rows):

@@ -62,8 +62,6 @@ def test_taken_down_with_a_reason_then_put_back(scored):
         "code shows \\(report \\#12\\)\\." in receipt_card(report)
     )
     assert submissions_table([report]).loc[0, "note"] == f"taken down by the maintainers: {REASON}"
-    with pytest.raises(NotWithdrawable, match="already withdrawn"):
-        backend.service.withdraw("alice", job_id)
     with pytest.raises(ModerationRefused, match=f"already taken down \\({REASON[:20]}"):
         take_down(backend.sessions, entry_id, "again")
 
@@ -77,11 +75,18 @@ def test_taken_down_with_a_reason_then_put_back(scored):
         restore(backend.sessions, entry_id)
 
 
-def test_a_submitter_s_withdrawal_is_theirs(scored):
+@pytest.mark.parametrize("taken_down_first", [False, True])
+def test_a_submitter_s_withdrawal_is_theirs(scored, taken_down_first):
     backend, job_id, entry_id = scored
+    if taken_down_first:  # then the submitter withdraws it too: it stays off, as theirs
+        take_down(backend.sessions, entry_id, REASON)
     backend.service.withdraw("alice", job_id)
     report = job_report(backend.sessions, backend.service.status("alice", job_id))
+    assert (report["withdrawn"], report["taken_down"]) == (True, "")
+    assert "Withdrawn from the public board by its submitter." in receipt_card(report)
     assert submissions_table([report]).loc[0, "note"] == "withdrawn"
+    with pytest.raises(NotWithdrawable, match="already withdrawn"):
+        backend.service.withdraw("alice", job_id)
     with pytest.raises(ModerationRefused, match="withdrawn by its submitter already"):
         take_down(backend.sessions, entry_id, REASON)
     with pytest.raises(ModerationRefused, match="not taken down \\(its submitter withdrew it\\)"):

@@ -11,10 +11,13 @@ import pytest
 
 from settings import REPO_ROOT, Settings
 from store.engine import open_store
+from store.entry import EntryMetadata
 from store.errors import StoreUnavailable
 from submissions.errors import QueueUnavailable
 from submissions.queue import EvaluationQueue
+from tests.backend import Backend
 from tests.servers import free_port
+from worker.runner import LABEL_STORE_REFUSED
 
 
 @pytest.mark.parametrize(
@@ -62,7 +65,7 @@ def test_a_queue_server_that_does_not_answer_is_a_sentence(tmp_path):
     [
         (["app.py"], "MITOSIS_DATABASE_URL", "nonsense", "is not a database URL"),
         (["-m", "worker"], "MITOSIS_QUEUE_URL", "redis://127.0.0.1:{port}/0", "Cannot reach"),
-        (["-m", "worker"], "MITOSIS_LABELS_DIR", "{tmp}/labels", "hash to 7b70beb106df5e95…"),
+        (["-m", "worker", "--rescore"], "MITOSIS_LABELS_DIR", "{tmp}/labels", "hash to 7b70beb1"),
     ],
 )
 def test_the_app_and_the_worker_stop_with_the_sentence(command, variable, value, message, tmp_path):
@@ -86,3 +89,17 @@ def test_the_app_and_the_worker_stop_with_the_sentence(command, variable, value,
     )
     assert done.returncode == 2 and message in done.stderr
     assert "Traceback" not in done.stderr and done.stderr.count("error: ") == 1
+
+
+@pytest.mark.slow  # a worker process
+def test_a_serving_worker_with_an_edited_label_store_says_so_to_its_submitters(tmp_path):
+    backend = Backend(tmp_path)
+    labels_csv = backend.settings.labels_dir / "labels.csv"
+    labels_csv.write_text(labels_csv.read_text().replace(",atypical,", ",normal,", 1))
+    worker = backend.start_worker()
+    view = backend.service.submit_predictions("alice", backend.predictions(1), EntryMetadata("m"))
+    failed = backend.wait("alice", view.job_id)
+    assert (failed.status, failed.reason) == ("failed", LABEL_STORE_REFUSED)
+    assert worker.poll() is None  # still serving
+    log = (backend.settings.data_dir / "worker0.log").read_text()
+    assert "that its release.json states: labels.csv changed after the release was built" in log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -73,13 +74,14 @@ def test_a_changed_label_set_is_rescored_automatically(tmp_path):
     assert worker.maintenance.rescore_stale() == 0
 
 
-def test_results_of_an_older_scorer_are_rescored_at_start_not_those_of_a_newer(tmp_path):
+def test_an_older_scorer_s_results_are_rescored_once_no_older_worker_is_alive(tmp_path):
     backend = Backend(tmp_path)
     worker = Worker(backend.settings)
     worker.maintenance.seed()
     backend.service.submit_predictions("alice", backend.predictions(1), META)
     for job_id in queued(backend):
         worker.run_job(job_id)
+    maintenance = worker.maintenance
 
     def scored_by(version: str) -> None:
         with backend.sessions.begin() as session:
@@ -87,12 +89,21 @@ def test_results_of_an_older_scorer_are_rescored_at_start_not_those_of_a_newer(t
                 update(Result).where(Result.job_id.is_not(None)).values(scorer_version=version)
             )
 
+    def old_worker(version: str | None) -> None:
+        worker_registry.register(backend.sessions, "old:1", "old", 1, "cpu", scorer_version=version)
+
+    assert re.fullmatch(r"\d+(\.\d+)*", SCORER_VERSION)  # what older_scorer compares
     assert SCORER_VERSION == "1.0"  # the cases below are written around it
-    scored_by("1.1")  # a worker of a newer scorer wrote them (a rolling upgrade): left alone
-    assert worker.maintenance.rescore_stale() == 0
-    scored_by("0.9")  # an older one: the file and the shipped model again, once
-    assert worker.maintenance.rescore_stale() == 2
-    assert worker.maintenance.rescore_stale() == 0
+    for newer_or_equal in ("1.1", "1.0.0", "1"):  # a newer worker's results: left alone
+        scored_by(newer_or_equal)
+        assert maintenance.rescore_stale() == 0 and maintenance.rescore_older_scorers() == 0
+    scored_by("0.9")
+    for alive in (None, "0.9"):  # a worker of code too old to say, or of the old scorer
+        old_worker(alive)  # would score the new jobs the old way: wait for it to go
+        assert maintenance.rescore_stale() == 0 and maintenance.rescore_older_scorers() == 0
+    worker_registry.beat(backend.sessions, "old:1", state="stopped")
+    assert maintenance.rescore_older_scorers() == 2  # the file and the shipped model, once
+    assert maintenance.rescore_older_scorers() == 0 and maintenance.rescore_stale() == 0
     for job_id in queued(backend):
         worker.run_job(job_id)
     with backend.sessions() as session:

@@ -1,4 +1,4 @@
-"""Maintainers' take-downs: the reason an entry was taken off the board, and when.
+"""Maintainers' take-downs (why an entry was taken off the board, and when); workers' scorers.
 
 Revision ID: 0004
 Revises: 0003
@@ -6,7 +6,9 @@ Create Date: 2026-12-07
 
 A take-down sets ``withdrawn_at`` as a submitter's withdrawal does (every surface already
 leaves withdrawn entries out); ``taken_down`` tells the two apart and says why, and
-``moderated_at`` marks the board changed when an entry is taken down or put back.
+``moderated_at`` marks the board changed when an entry is taken down or put back. A worker
+records its scorer version, so that newer workers re-score older results only once no worker
+of an older scorer is alive.
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ def upgrade() -> None:
     with op.batch_alter_table("submissions") as table:
         table.add_column(sa.Column("taken_down", sa.String(300)))
         table.add_column(sa.Column("moderated_at", sa.DateTime(timezone=True)))
+    with op.batch_alter_table("workers") as table:
+        table.add_column(sa.Column("scorer_version", sa.String(20)))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("workers") as table:
+        table.drop_column("scorer_version")
     with op.batch_alter_table("submissions") as table:
         table.drop_column("moderated_at")
         table.drop_column("taken_down")
