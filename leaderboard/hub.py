@@ -208,12 +208,18 @@ def start_hub_sync(settings: Settings, *, every_minutes: float = 5) -> HubSync |
         )
     folder = settings.results_dataset_dir
     folder.mkdir(parents=True, exist_ok=True)
-    scheduler = CommitScheduler(
-        repo_id=settings.hub_results_repo,
-        repo_type="dataset",
-        folder_path=folder,
-        every=every_minutes,
-        token=settings.hf_token,
-        private=True,
-    )
+    try:  # creates the repo when it is not there: the token is tried here
+        scheduler = CommitScheduler(
+            repo_id=settings.hub_results_repo,
+            repo_type="dataset",
+            folder_path=folder,
+            every=every_minutes,
+            token=settings.hf_token,
+            private=True,
+        )
+    except Exception as e:  # every Hub failure means the same here: no sync
+        raise HubSyncError(
+            f"Cannot sync the results to {settings.hub_results_repo} ({type(e).__name__}: {e}). "
+            "Check that HF_TOKEN may write there, and MITOSIS_HUB_RESULTS_REPO."
+        ) from e
     return HubSync(folder, scheduler)

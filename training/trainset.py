@@ -178,7 +178,7 @@ def _jpeg_copy(image: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def pack_train_set(train_dir: Path, out: Path, *, quality: int = 92) -> Path:
+def pack_train_set(train_dir: Path, out: Path, *, quality: int) -> Path:
     """Pack a training folder into one ``.npz`` of JPEG bytes (about 20 MB) for a GPU machine."""
     frame = read_train_labels(train_dir)
     crops = Path(train_dir) / CROPS_DIR

@@ -16,6 +16,7 @@ import torch
 import worker
 from evaluation.errors import InvalidLabelStore
 from leaderboard.board import shipped_model_status
+from leaderboard.hub import HubSyncError
 from settings import command_settings
 from store.errors import StoreUnavailable
 from submissions.errors import ModerationRefused, QueueUnavailable
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         running.queue.check()
         if args.prepare or args.rescore:
             check_label_store(settings)
-    except (InvalidLabelStore, StoreUnavailable, QueueUnavailable) as e:
+    except (InvalidLabelStore, StoreUnavailable, QueueUnavailable, HubSyncError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.prepare:
@@ -114,7 +115,7 @@ def moderate(settings, take: int | None, back: int | None, reason: str) -> int:
             done = f"took entry {take} ({take_down(running.sessions, take, reason)}) off the board"
         else:
             done = f"put entry {back} ({restore(running.sessions, back)}) back on the board"
-    except (StoreUnavailable, ModerationRefused) as e:
+    except (StoreUnavailable, HubSyncError, ModerationRefused) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     running.export_if_changed()  # standings and the results folder, now

@@ -268,6 +268,23 @@ def test_hub_sync_is_off_unless_configured_and_refuses_offline(tmp_path):
         start_hub_sync(configured)
 
 
+def test_a_hub_that_refuses_the_token_is_a_sentence(tmp_path, monkeypatch):
+    def refused(**kwargs):  # CommitScheduler creates the repo first: the Hub answers here
+        raise PermissionError("401 Client Error: Unauthorized")
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.CommitScheduler", refused)
+    configured = Settings.from_env(
+        {"MITOSIS_DATA_DIR": str(tmp_path), "MITOSIS_HUB_RESULTS_REPO": "org/r", "HF_TOKEN": "x"}
+    )
+    with pytest.raises(HubSyncError) as refusal:
+        start_hub_sync(configured)
+    assert str(refusal.value) == (
+        "Cannot sync the results to org/r (PermissionError: 401 Client Error: Unauthorized). "
+        "Check that HF_TOKEN may write there, and MITOSIS_HUB_RESULTS_REPO."
+    )
+
+
 def test_rescoring_replays_the_ladder_s_decisions(scored):
     def released():
         return {e.model_name: e.withheld for e in build_board(scored.sessions)}

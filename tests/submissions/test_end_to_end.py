@@ -2,10 +2,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from models.errors import CheckpointError
 from models.predictor import Predictor
 from settings import MB, REPO_ROOT
 from store.entry import EntryMetadata
-from store.schema import Job, Result, WorkerRecord
+from store.schema import Job, Result
 from submissions import worker_registry
 from submissions.errors import QuotaExceeded
 from submissions.intake import Submissions
@@ -93,71 +91,6 @@ def test_prediction_file_and_checkpoint_reach_the_board(backend, tmp_path):
         frame.set_index("image_id").loc[crop.stem, "prob_atypical"], abs=1e-5
     )
     assert any(e.model_name.startswith("Default model") for e in board.values())
-
-
-def test_a_killed_worker_s_job_finishes_exactly_once(backend, tmp_path):
-    first = backend.start_worker()
-    checkpoint = slow_checkpoint(tmp_path / "slow", size=640)
-    view = backend.service.submit_checkpoint(
-        "alice", zip_dir(checkpoint), EntryMetadata("slow resnet")
-    )
-    backend.wait("alice", view.job_id, until=("running",))
-    # its heartbeat says so
-    wait_until(lambda: running_job(backend, first.pid) == view.job_id, 120, "the job never ran")
-    first.send_signal(signal.SIGKILL)
-    first.wait(10)
-    assert backend.service.status("alice", view.job_id).status == "running"
-    backend.start_worker()
-    assert backend.wait("alice", view.job_id, timeout=180).status == "finished"
-    with backend.sessions() as session:
-        job = session.get(Job, view.job_id)
-        assert job.attempts == 2
-        assert (
-            session.scalar(select(func.count(Result.id)).where(Result.job_id == view.job_id)) == 3
-        )
-
-
-def running_job(backend, pid: int) -> int | None:
-    with backend.sessions() as session:
-        return session.scalar(
-            select(WorkerRecord.job_id).where(
-                WorkerRecord.pid == pid, WorkerRecord.state == "running"
-            )
-        )
-
-
-def test_fifty_concurrent_prediction_submissions(backend):
-    backend.start_worker()
-    views, errors = [], []
-
-    def submit(i):
-        try:
-            views.append(
-                backend.service.submit_predictions(
-                    f"user{i}", backend.predictions(100 + i), EntryMetadata(f"model {i}")
-                )
-            )
-        except Exception as e:  # noqa: BLE001 - collected and asserted below
-            errors.append(e)
-
-    threads = [threading.Thread(target=submit, args=(i,)) for i in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len({v.job_id for v in views}) == 50
-    for view in views:
-        assert (
-            backend.wait(view.model_name.replace("model ", "user"), view.job_id).status
-            == "finished"
-        )
-    with backend.sessions() as session:
-        counts = session.execute(
-            select(Result.job_id, func.count(Result.id))
-            .where(Result.job_id.in_([v.job_id for v in views]))
-            .group_by(Result.job_id)
-        ).all()
-    assert len(counts) == 50 and {n for _, n in counts} == {3}
 
 
 def test_time_limit_fails_the_job_charges_it_and_does_not_count(tmp_path):

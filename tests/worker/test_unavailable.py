@@ -66,6 +66,7 @@ def test_a_queue_server_that_does_not_answer_is_a_sentence(tmp_path):
         (["app.py"], "MITOSIS_DATABASE_URL", "nonsense", "is not a database URL"),
         (["-m", "worker"], "MITOSIS_QUEUE_URL", "redis://127.0.0.1:{port}/0", "Cannot reach"),
         (["-m", "worker", "--rescore"], "MITOSIS_LABELS_DIR", "{tmp}/labels", "hash to 7b70beb1"),
+        (["-m", "worker"], "MITOSIS_HUB_RESULTS_REPO", "org/results", "HF_HUB_OFFLINE is set"),
     ],
 )
 def test_the_app_and_the_worker_stop_with_the_sentence(command, variable, value, message, tmp_path):
@@ -78,6 +79,8 @@ def test_the_app_and_the_worker_stop_with_the_sentence(command, variable, value,
         "MITOSIS_DATA_DIR": str(tmp_path),
         variable: value.format(port=free_port(), tmp=tmp_path),
         "GRADIO_SERVER_PORT": str(free_port()),
+        "HF_TOKEN": "hf_unused",  # the Hub sync needs one to be configured
+        "HF_HUB_OFFLINE": "1",
     }
     done = subprocess.run(
         [sys.executable, *command],
