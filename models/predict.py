@@ -1,8 +1,9 @@
 """``python -m models.predict [--checkpoint DIR] [--tta] [--format F] IMAGE|FOLDER...``: a CSV.
 
 Prints ``image,prob_atypical,label`` for every image (a folder stands for the PNG, JPEG, TIFF
-and WebP files in it, in name order), or nothing and an error naming the first image that
-cannot be read (exit status 2). ``--format submission`` prints ``image_id,prob_atypical,label``
+and WebP files in it, in name order), or nothing and an error naming every image that cannot
+be read (exit status 2). Memory stays flat for any number of images; on a terminal, stderr
+counts the images answered. ``--format submission`` prints ``image_id,prob_atypical,label``
 with each file's name without its extension as ``image_id``: run on the unzipped public test
 crops, that is a prediction file the leaderboard accepts. The default checkpoint is the
 shipped model.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from fileio import write_predictions
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         predictor = Predictor(args.checkpoint, device=args.device, batch_size=args.batch_size)
-        predictions = predictor.predict(images, tta=args.tta)
+        predictions = predictor.predict(images, tta=args.tta, progress=_progress(len(images)))
     except (ModelError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -71,6 +73,18 @@ def main(argv: list[str] | None = None) -> int:
         table = predictions_table([str(p) for p in images], predictions)
         table.to_csv(sys.stdout, index=False, float_format="%.6f", lineterminator="\n")
     return 0
+
+
+def _progress(total: int) -> Callable[[int], None] | None:
+    """A counter on stderr when it is a terminal (a redirected stderr gets only errors)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int) -> None:
+        end = "\n" if done == total else ""
+        print(f"\r{done:,} of {total:,} images answered", end=end, file=sys.stderr, flush=True)
+
+    return show
 
 
 def _expand(path: Path) -> list[Path]:

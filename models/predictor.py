@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from models.checkpoint import Checkpoint, load_checkpoint
+from models.errors import ImageError
 from models.explain import grad_cam, overlay
 from models.imaging import ImageInput, load_crop
 from models.inference import probabilities, resolve_device, run_batches
@@ -43,6 +44,8 @@ class Explanation:
 
 
 CPU_BATCH, GPU_BATCH = 64, 512
+DECODE_CHUNK = 1024  # crops decoded at a time: 48 MB, whatever the number of images
+MAX_LISTED = 20  # unreadable images named in one error
 
 
 class Predictor:
@@ -131,12 +134,43 @@ class Predictor:
             torch.set_num_threads(threads)
         return 1000 * statistics.median(times) / len(crops)
 
-    def predict(self, images: Sequence[ImageInput], *, tta: bool = False) -> list[Prediction]:
-        """Answers for images of any accepted kind (see ``models.imaging``)."""
-        if not len(images):
-            return []
-        crops = np.stack([load_crop(image) for image in images])
-        return [self.answer(p) for p in self.predict_array(crops, tta=tta)]
+    def predict(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        tta: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Prediction]:
+        """Answers for images of any accepted kind (see ``models.imaging``), in their order.
+
+        Images are decoded ``DECODE_CHUNK`` at a time, so memory stays flat for any number of
+        them; ``progress`` hears how many are answered after each chunk. An image that cannot
+        be read stops the network, not the reading: the error names every unreadable image.
+        """
+        answers: list[Prediction] = []
+        problems: list[str] = []
+        for start in range(0, len(images), DECODE_CHUNK):
+            crops = []
+            for image in images[start : start + DECODE_CHUNK]:
+                try:
+                    crops.append(load_crop(image))
+                except ImageError as e:
+                    problems.append(str(e))
+            if problems:
+                continue
+            answers += [self.answer(p) for p in self.predict_array(np.stack(crops), tta=tta)]
+            if progress:
+                progress(len(answers))
+        if len(problems) == 1:
+            raise ImageError(problems[0])
+        if problems:
+            shown = "\n".join(f"  {problem}" for problem in problems[:MAX_LISTED])
+            more = len(problems) - MAX_LISTED
+            raise ImageError(
+                f"{len(problems):,} of {len(images):,} images cannot be read:\n{shown}"
+                + (f"\n  and {more:,} more." if more > 0 else "")
+            )
+        return answers
 
     def explain(self, image: ImageInput, *, tta: bool = False) -> Explanation:
         """The answer for one image and its Grad-CAM map (taken on the untransformed crop)."""

@@ -131,6 +131,22 @@ def test_batching_does_not_change_answers(resnet_checkpoint, crop):
     assert answers[0].label in ("atypical", "normal") and answers[0] == answers[1]
 
 
+def test_images_are_decoded_a_chunk_at_a_time(predictor, crop, monkeypatch):
+    monkeypatch.setattr("models.predictor.DECODE_CHUNK", 2)
+    crops = [crop, np.rot90(crop), np.flipud(crop), np.fliplr(crop), np.transpose(crop, (1, 0, 2)).copy()]
+    seen = []
+    answers = predictor.predict(crops, progress=seen.append)
+    whole = predictor.predict_array(np.stack(crops))
+    assert seen == [2, 4, 5]
+    assert np.allclose([a.prob_atypical for a in answers], whole, atol=1e-6)
+    problems = [b"", *crops[:3], np.zeros((4, 4, 3), np.uint8)]
+    with pytest.raises(ImageError) as error:  # the first chunk's failure still reads the rest
+        predictor.predict(problems, progress=seen.append)
+    assert str(error.value).startswith("2 of 5 images cannot be read:\n")
+    assert "the image is empty" in str(error.value) and "4x4 pixels" in str(error.value)
+    assert seen == [2, 4, 5]  # the network stopped at the first unreadable chunk
+
+
 @pytest.mark.parametrize(
     "name, members", [("resnet18_128", 1), ("vit_tiny_test", 1), ("resnet18_128", 2)]
 )
@@ -174,6 +190,10 @@ def test_predict_cli(resnet_checkpoint, crop, tmp_path, capsys):
     code, out, err = run(tmp_path / "a.png", tmp_path / "c.png")
     assert code == 2 and out == ""
     assert "c.png is not an image" in err and str(tmp_path) not in err
+    code, out, err = run(tmp_path / "c.png", tmp_path / "a.png", tmp_path / "typo.png")
+    assert code == 2 and out == ""  # every unreadable image named at once, none printed
+    assert "2 of 3 images cannot be read" in err
+    assert "c.png is not an image" in err and "typo.png cannot be read" in err
     crops = tmp_path / "test_crops"
     crops.mkdir()
     for name in ("00ab", "00aa"):
