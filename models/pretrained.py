@@ -37,7 +37,7 @@ PACKAGE_FILES = {
 }
 
 
-def _package_state_dict(architecture: str) -> dict[str, torch.Tensor]:
+def _package_file(architecture: str) -> Path:
     package, relative = PACKAGE_FILES[architecture]
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
@@ -47,8 +47,18 @@ def _package_state_dict(architecture: str) -> dict[str, torch.Tensor]:
             "(it is never needed to run a trained model), or set MITOSIS_IMAGENET_WEIGHTS_DIR to a "
             "folder of safetensors files made by models.pretrained.export_imagenet_offline."
         )
+    return Path(spec.origin).parent / relative
+
+
+def check_imagenet_offline(cfg: ModelCfg, folder: Path | None = None) -> None:
+    """Refuse, without reading them, ImageNet weights that this machine does not have."""
+    if not (folder and (folder / f"{cfg.architecture}.safetensors").is_file()):
+        _package_file(cfg.architecture)
+
+
+def _package_state_dict(architecture: str) -> dict[str, torch.Tensor]:
     # A trusted, pinned package file, read with weights_only (no code runs); never an upload.
-    return torch.load(Path(spec.origin).parent / relative, map_location="cpu", weights_only=True)
+    return torch.load(_package_file(architecture), map_location="cpu", weights_only=True)
 
 
 def imagenet_state_dict(cfg: ModelCfg, folder: Path | None = None) -> dict[str, torch.Tensor]:

