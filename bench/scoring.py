@@ -19,7 +19,8 @@ import pandas as pd
 from bench.common import machine, release_settings
 from evaluation.bundle import PublicBundle
 from evaluation.metrics import simultaneous_margin
-from evaluation.scoring import load_labels, read_predictions, score_predictions
+from evaluation.prediction_file import read_predictions
+from evaluation.scoring import load_labels, score_predictions
 from evaluation.splits import TEST_SPLITS
 from settings import at_least
 

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from evaluation.bundle import PublicBundle
-from evaluation.scoring import SplitScore, load_labels, read_predictions, score_predictions
+from evaluation.prediction_file import read_predictions
+from evaluation.scoring import SplitScore, load_labels, score_predictions
 from settings import REPO_ROOT, Settings, command_settings
 
 SPLITS = ("amibr_test", "atnorm_br", "atnorm_md")

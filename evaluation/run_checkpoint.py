@@ -22,13 +22,8 @@ from PIL import Image
 
 from evaluation.bundle import PublicBundle
 from evaluation.errors import EvaluationError, TimeLimitExceeded
-from evaluation.scoring import (
-    Predictions,
-    default_splits,
-    format_table,
-    load_labels,
-    score_predictions,
-)
+from evaluation.prediction_file import Predictions
+from evaluation.scoring import default_splits, format_table, load_labels, score_predictions
 from evaluation.splits import TEST_SPLITS
 from fileio import atomic_write, write_predictions
 from models.errors import ModelError

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from evaluation.bundle import PublicBundle
 from evaluation.errors import EvaluationError
+from evaluation.prediction_file import read_predictions
 from evaluation.scoring import (
     SCORER_VERSION,
     default_splits,
     format_table,
     load_labels,
-    read_predictions,
     score_predictions,
 )
 from evaluation.splits import AMIBR_TEST, TEST_SPLITS

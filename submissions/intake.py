@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload, sessionmaker
 
 from evaluation.bundle import PublicBundle
-from evaluation.scoring import read_predictions
+from evaluation.prediction_file import read_predictions
 from fileio import describe_sizes, quoted, source_size
 from models.archive import CheckpointFiles
 from models.checkpoint import inspect_checkpoint

@@ -15,7 +15,7 @@ import gradio as gr
 import pandas as pd
 
 from evaluation.errors import EvaluationError
-from evaluation.scoring import as_prediction_file
+from evaluation.prediction_file import as_prediction_file
 from fileio import write_predictions
 from models.batching import BATCHER
 from models.errors import ModelError

@@ -19,8 +19,9 @@ from sqlalchemy.orm import sessionmaker
 
 from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.errors import EvaluationError, InvalidLabelStore, TimeLimitExceeded
+from evaluation.prediction_file import read_predictions
 from evaluation.run_checkpoint import as_predictions, predict_splits
-from evaluation.scoring import SCORER_VERSION, read_predictions, score_predictions
+from evaluation.scoring import SCORER_VERSION, score_predictions
 from evaluation.splits import TEST_SPLITS, get_split
 from fileio import atomic_write, write_predictions
 from leaderboard.board import build_board, last_updated

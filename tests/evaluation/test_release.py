@@ -14,7 +14,7 @@ import fileio
 from evaluation import bundle, release
 from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.errors import SourceError
-from evaluation.scoring import read_predictions
+from evaluation.prediction_file import read_predictions
 from evaluation.splits import TEST_SPLITS
 from settings import REPO_ROOT
 from tests.conftest import TINY_COUNTS, write_png

@@ -13,12 +13,8 @@ from sklearn import metrics as skm
 
 from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.errors import InvalidPredictionFile, LabelsUnavailable
-from evaluation.scoring import (
-    as_prediction_file,
-    load_labels,
-    read_predictions,
-    score_predictions,
-)
+from evaluation.prediction_file import as_prediction_file, read_predictions
+from evaluation.scoring import load_labels, score_predictions
 from settings import REPO_ROOT
 
 MANIFEST = pd.DataFrame(

@@ -8,8 +8,9 @@ import pytest
 
 from evaluation.bundle import PublicBundle
 from evaluation.model_card import generated_card
+from evaluation.prediction_file import read_predictions
 from evaluation.run_checkpoint import load_split_crops
-from evaluation.scoring import load_labels, read_predictions, score_predictions
+from evaluation.scoring import load_labels, score_predictions
 from models import load_checkpoint
 from models.predictor import Predictor
 from settings import REPO_ROOT, Settings

@@ -133,7 +133,13 @@ def test_batching_does_not_change_answers(resnet_checkpoint, crop):
 
 def test_images_are_decoded_a_chunk_at_a_time(predictor, crop, monkeypatch):
     monkeypatch.setattr("models.predictor.DECODE_CHUNK", 2)
-    crops = [crop, np.rot90(crop), np.flipud(crop), np.fliplr(crop), np.transpose(crop, (1, 0, 2)).copy()]
+    crops = [
+        crop,
+        np.rot90(crop),
+        np.flipud(crop),
+        np.fliplr(crop),
+        np.transpose(crop, (1, 0, 2)).copy(),
+    ]
     seen = []
     answers = predictor.predict(crops, progress=seen.append)
     whole = predictor.predict_array(np.stack(crops))

@@ -12,8 +12,9 @@ from sqlalchemy import func, select
 
 from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.disclosure import HIDDEN, RELEASE_NOISE, round_hidden
+from evaluation.prediction_file import read_predictions
 from evaluation.run_checkpoint import as_predictions, predict_splits
-from evaluation.scoring import read_predictions, score_predictions
+from evaluation.scoring import score_predictions
 from leaderboard.board import build_board, classify_models
 from models.errors import CheckpointError
 from models.predictor import Predictor
