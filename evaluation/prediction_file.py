@@ -64,6 +64,31 @@ def as_prediction_file(table: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFr
     )
 
 
+_BINARY = (
+    (b"PK\x03\x04", "a zip archive (an Excel .xlsx workbook, or a zipped checkpoint)"),
+    (b"PK\x05\x06", "an empty zip archive"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel .xls workbook"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x80", "a Python pickle"),
+    (b"\x89PNG", "a PNG image"),
+)
+
+
+def _check_not_binary(source: bytes | str | Path) -> None:
+    """A workbook, archive or checkpoint is named for what it is (before its size is judged)."""
+    if isinstance(source, bytes):
+        head = source[:8]
+    else:
+        with open(source, "rb") as f:
+            head = f.read(8)
+    for magic, kind in _BINARY:
+        if head.startswith(magic):
+            raise InvalidPredictionFile(
+                f"The file is {kind}, not a CSV. Save a sheet as 'CSV UTF-8'; a checkpoint goes "
+                f"to Submit checkpoint (/submit_checkpoint). {_FORMAT_HINT}"
+            )
+
+
 def _decode(data: bytes) -> str:
     for bom, name in _FOREIGN_BOMS.items():
         if data.startswith(bom):
@@ -72,8 +97,8 @@ def _decode(data: bytes) -> str:
                 "Save it as UTF-8 CSV (in Excel: 'CSV UTF-8'; in pandas: to_csv(..., "
                 "encoding='utf-8'))."
             )
-    try:
-        return data.decode("utf-8-sig")
+    try:  # line ends as Windows (CRLF) or old Mac (CR) spreadsheets write them read as LF
+        return data.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as e:
         raise InvalidPredictionFile(
             f"The file is not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}). "
@@ -109,6 +134,12 @@ def _parse(text: str) -> pd.DataFrame:
     if len(set(columns)) < len(columns):
         raise InvalidPredictionFile(f"The header repeats a column name. {_FORMAT_HINT}")
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing == ["image_id"] and "image" in columns:
+        raise InvalidPredictionFile(
+            "The header has 'image', not 'image_id': this is models.predict's table. Run it "
+            "with --format submission, which writes each crop's id (its file name without .png) "
+            "as image_id."
+        )
     if missing:
         raise InvalidPredictionFile(
             f"The header lacks the column(s) {', '.join(missing)}; found "
@@ -224,6 +255,7 @@ def read_predictions(
         InvalidPredictionFile: with a message specific to the first fault found.
     """
     splits = [get_split(s).name for s in (splits or [s.name for s in TEST_SPLITS])]
+    _check_not_binary(source)
     source = read_bounded(
         source, max_bytes, lambda size: InvalidPredictionFile(_too_large(size, max_bytes))
     )
@@ -244,11 +276,15 @@ _NON_BLANK_LINE = re.compile(r"^[^\S\n]*\S", re.MULTILINE)
 
 
 def _check_row_count(text: str, crops: int) -> None:
-    """More rows than test crops cannot be valid: refused before the CSV is parsed."""
-    if text.count("\n") <= crops + 1:  # a header, a row per crop: almost every file stops here
+    """Far more rows than test crops are refused before the CSV is parsed.
+
+    Up to twice as many are parsed, so that the id checks name what the extra rows are (a
+    repeated id, or one that is not a test crop).
+    """
+    if text.count("\n") <= 2 * crops + 1:  # almost every file stops here
         return
     rows = sum(1 for _ in _NON_BLANK_LINE.finditer(text)) - 1  # one match at a time: no copies
-    if rows > crops:
+    if rows > 2 * crops:
         raise InvalidPredictionFile(
             f"The file has {rows:,} rows after its header; the test set has {crops:,} crops, "
             f"one row each. {_FORMAT_HINT}"

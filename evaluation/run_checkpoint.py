@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         help="append this reading of the test sets (when, why, what, the BAs) to a JSON log, "
         "e.g. models/default-evidence/test_readings.json",
     )
-    parser.add_argument("--reason", default="", help="why the test sets are read (with --log)")
+    parser.add_argument(
+        "--reason", default="", help="why the test sets are read (with --log-reading)"
+    )
     args = parser.parse_args(argv)
     if args.predictions_out and len(args.checkpoints) > 1:
         parser.error("--predictions-out takes one checkpoint")

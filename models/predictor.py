@@ -147,6 +147,11 @@ class Predictor:
         them; ``progress`` hears how many are answered after each chunk. An image that cannot
         be read stops the network, not the reading: the error names every unreadable image.
         """
+        if isinstance(images, (str, Path, bytes)):  # a str is a Sequence: of its characters
+            raise TypeError(
+                f"predict takes a list of images, not one {type(images).__name__}: "
+                "predict([image]) or explain(image)."
+            )
         answers: list[Prediction] = []
         problems: list[str] = []
         for start in range(0, len(images), DECODE_CHUNK):

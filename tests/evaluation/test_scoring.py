@@ -14,6 +14,7 @@ from sklearn import metrics as skm
 from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.errors import InvalidPredictionFile, LabelsUnavailable
 from evaluation.prediction_file import as_prediction_file, read_predictions
+from evaluation.score import main as score_main
 from evaluation.scoring import load_labels, score_predictions
 from settings import REPO_ROOT
 
@@ -118,11 +119,35 @@ def test_only_the_requested_splits_must_be_complete():
             ".the first, on line 2: 'AMi-Br/Normal/1.png'.",
         ),
         (GOOD.replace("b2,0.4\n", "").encode(), "no row for 1 of the 3 crops of split 'atnorm_br'"),
+        (
+            b"PK\x03\x04" + bytes(64),
+            "The file is a zip archive .an Excel .xlsx workbook, or a zipped checkpoint., not a "
+            "CSV. Save a sheet as 'CSV UTF-8'; a checkpoint goes to Submit checkpoint",
+        ),
+        (b"\xd0\xcf\x11\xe0" + bytes(64), "The file is an old Excel .xls workbook, not a CSV"),
+        (
+            b"image,prob_atypical,label\na1.png,0.5,atypical\n",
+            "The header has 'image', not 'image_id': this is models.predict's table. Run it "
+            "with --format submission",
+        ),
     ],
 )
 def test_every_fault_has_its_own_message(content, message):
     with pytest.raises(InvalidPredictionFile, match=message):
         read(content)
+
+
+def test_old_mac_and_windows_line_ends_read_like_unix_ones():
+    for newline in ("\r", "\r\n"):
+        predictions = read(GOOD.replace("\n", newline))
+        assert list(predictions.image_ids) == ["a1", "a2", "a3", "b1", "b2", "b3"]
+
+
+def test_a_zipped_file_is_named_before_its_size_is_judged(tmp_path):
+    path = tmp_path / "checkpoint.zip"
+    path.write_bytes(b"PK\x03\x04" + bytes(6 * 2**20))
+    with pytest.raises(InvalidPredictionFile, match="The file is a zip archive"):
+        read_predictions(path, MANIFEST, max_bytes=5 * 2**20)
 
 
 def test_missing_hidden_ids_are_reported_as_counts_only():
@@ -135,8 +160,10 @@ def test_missing_hidden_ids_are_reported_as_counts_only():
 def test_more_rows_than_test_crops_are_refused_before_parsing():
     blank_lines = GOOD.replace("\n", "\n\n\n")  # blank lines do not count as rows
     assert len(read(blank_lines).image_ids) == 6
-    with pytest.raises(InvalidPredictionFile, match="has 7 rows after its header; the test set"):
-        read(GOOD + "a1,0.3\n")
+    with pytest.raises(InvalidPredictionFile, match="the first repeat is on line 8"):
+        read(GOOD + "a1,0.3\n")  # a few extra rows: named for what they are
+    with pytest.raises(InvalidPredictionFile, match="has 13 rows after its header; the test set"):
+        read(GOOD + "a1,0.3\n" * 7)
     million = "image_id,prob_atypical\n" + "a1,0.5\n" * 1_000_000  # 7 MB, a cheap refusal
     started = time.process_time()
     with pytest.raises(InvalidPredictionFile, match="1,000,000 rows after its header"):
@@ -235,10 +262,25 @@ def test_table_output_and_public_split_without_private_store(real_release, tmp_p
     )
     public_only = run()
     assert public_only.returncode == 0
-    assert "scoring AMi-Br test only" in public_only.stderr
+    assert "only AMi-Br test is scored: no private label store" in public_only.stderr
     assert public_only.stdout.count("\n") == 2 and "AMi-Br test   826" in public_only.stdout
     hidden = run("--split", "atnorm_md")
     assert hidden.returncode == 2 and "private label store is not at" in hidden.stderr
+    frame[frame["split"] != "atnorm_br"][["image_id", "prob_atypical"]].to_csv(path, index=False)
+    incomplete = run()  # without the labels, still checked as the server will check it
+    assert incomplete.returncode == 2 and incomplete.stdout == ""
+    assert "no row for 746 of the 746 crops of split 'atnorm_br'" in incomplete.stderr
+    assert run("--split", "amibr_test").returncode == 0  # a file for the public split alone
+
+
+def test_score_names_a_missing_file(tmp_path, capsys):
+    assert score_main([str(tmp_path / "predictons.csv")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: {tmp_path / 'predictons.csv'} is not there; give the prediction CSV.\n"
+    )
+    assert score_main([str(tmp_path)]) == 2
+    assert f"{tmp_path} is a folder" in capsys.readouterr().err
 
 
 def test_load_labels_needs_the_store_for_hidden_splits(real_release, tmp_path):

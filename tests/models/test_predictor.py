@@ -151,6 +151,8 @@ def test_images_are_decoded_a_chunk_at_a_time(predictor, crop, monkeypatch):
     assert str(error.value).startswith("2 of 5 images cannot be read:\n")
     assert "the image is empty" in str(error.value) and "4x4 pixels" in str(error.value)
     assert seen == [2, 4, 5]  # the network stopped at the first unreadable chunk
+    with pytest.raises(TypeError, match=r"not one str: predict\(\[image\]\) or explain"):
+        predictor.predict("crop.png")
 
 
 @pytest.mark.parametrize(
