@@ -141,4 +141,11 @@ def read_config(files: CheckpointFiles) -> tuple[dict, ModelCfg]:
             f"{CONFIG} names the model {quoted(name)}, which is neither registered "
             "nor a timm architecture."
         ) from e
+    built = cfg.architecture.removeprefix("hf-hub:")
+    if config["architecture"] != built:  # timm's own loader builds `architecture`
+        raise CheckpointError(
+            f"{CONFIG} says architecture {quoted(config['architecture'])} but mitosis.model "
+            f"{quoted(name)} is a {built}: set architecture to {quoted(built)} (timm builds "
+            "the network from it, this server from mitosis.model; they must agree)."
+        )
     return config, cfg

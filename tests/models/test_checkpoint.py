@@ -180,8 +180,21 @@ def test_broken_checkpoints_name_the_problem(tmp_path):
     with pytest.raises(CheckpointError, match="model.safetensors has no valid safetensors header"):
         load_checkpoint(directory)
     (directory / "model.safetensors").write_bytes(weights)
+    (directory / "config.json").write_text(json.dumps({**config, "architecture": "resnet34"}))
+    with pytest.raises(  # timm's loader would build a resnet34, this server a resnet18
+        CheckpointError,
+        match="says architecture 'resnet34' but mitosis.model 'resnet18_128' is a resnet18: "
+        "set architecture to 'resnet18'",
+    ):
+        load_checkpoint(directory)
     (directory / "config.json").write_text(
-        json.dumps({**config, "mitosis": {**config["mitosis"], "model": "resnet34"}})
+        json.dumps(
+            {
+                **config,
+                "architecture": "resnet34",
+                "mitosis": {**config["mitosis"], "model": "resnet34"},
+            }
+        )
     )
     with pytest.raises(CheckpointError, match="'layer1.0.conv1.weight' is|lacks|has"):
         load_checkpoint(directory)
@@ -198,7 +211,7 @@ def test_broken_checkpoints_name_the_problem(tmp_path):
 def test_shape_mismatch_is_reported(tmp_path):
     _, directory = saved(tmp_path, "resnet18_128")
     config = json.loads((directory / "config.json").read_text())
-    config["mitosis"]["model"] = "resnet10t"
+    config["mitosis"]["model"] = config["architecture"] = "resnet10t"
     other = create_model("resnet10t")
     state = {k: v for k, v in other.state_dict().items()}
     state["fc.weight"] = torch.zeros(1, 7)

@@ -109,7 +109,11 @@ def test_every_checkpoint_rejection(backend, tmp_path):
             zip_of(
                 {
                     "config.json": json.dumps(
-                        {**config, "mitosis": {**config["mitosis"], "model": "resnet34"}}
+                        {
+                            **config,
+                            "architecture": "resnet34",
+                            "mitosis": {**config["mitosis"], "model": "resnet34"},
+                        }
                     ).encode(),
                     "model.safetensors": good["model.safetensors"],
                 }
@@ -130,7 +134,8 @@ def test_a_tiny_zip_claiming_a_huge_ensemble_is_refused_for_one_network_s_cost(b
     good = {p.name: p.read_bytes() for p in tiny_checkpoint(tmp_path / "ok").iterdir()}
     config = json.loads(good["config.json"])
     giant = {**config["mitosis"], "model": "vit_giant_patch14_dinov2", "ensemble_size": 16}
-    claim = zip_of({**good, "config.json": json.dumps({**config, "mitosis": giant}).encode()})
+    giant_config = {**config, "architecture": "vit_giant_patch14_dinov2", "mitosis": giant}
+    claim = zip_of({**good, "config.json": json.dumps(giant_config).encode()})
     started = time.process_time()
     with pytest.raises(
         CheckpointError, match=r"holds [0-9,]+ numbers; an ensemble of 16 vit_giant.* has"
