@@ -6,10 +6,13 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: app test test-fast lint release bench system-packages
 
-$(INSTALLED): requirements.txt
+# The repository goes on the venv's path (a .pth file, as an editable install does), so that
+# .venv/bin/python -m models.predict and `from models import Predictor` work from any folder.
+$(INSTALLED): requirements.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/python -c "import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_path('purelib'), 'mitosis-benchmark.pth').write_text(sys.argv[1] + '\n')" "$(CURDIR)"
 	touch $@
 
 release: $(INSTALLED)

@@ -23,6 +23,7 @@ from models.explain import grad_cam, overlay
 from models.imaging import ImageInput, load_crop
 from models.inference import probabilities, resolve_device, run_batches
 from models.preprocess import normalise, prepare
+from settings import Settings
 
 
 @dataclass(frozen=True)
@@ -49,15 +50,17 @@ MAX_LISTED = 20  # unreadable images named in one error
 
 
 class Predictor:
-    """Runs a checkpoint on crops."""
+    """Runs a checkpoint (by default the shipped model) on crops."""
 
     def __init__(
         self,
-        checkpoint: Checkpoint | str | Path,
+        checkpoint: Checkpoint | str | Path | None = None,
         *,
         device: str = "auto",
         batch_size: int | None = None,
     ) -> None:
+        if checkpoint is None:  # the shipped model, or MITOSIS_DEFAULT_CHECKPOINT
+            checkpoint = Settings.from_env().default_checkpoint
         if not isinstance(checkpoint, Checkpoint):
             checkpoint = load_checkpoint(Path(checkpoint))
         self.device = resolve_device(device)
