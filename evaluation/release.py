@@ -3,9 +3,11 @@
 ``python -m evaluation.release [--source DIR | --download]`` reads a folder laid out like the
 public AMi-Br_Benchmark release, checks it against the documented counts, renames every test
 crop to an opaque id and writes both halves atomically (a failed build leaves the previous
-release untouched). The same source always gives the same ids and label-set hash. The public
-half is also written as a Hugging Face dataset folder (``<public>/hf_dataset``), which
-``--push-to-hub REPO`` publishes (with HF_TOKEN, online).
+release untouched). The same source always gives the same ids and label-set hash, and a
+rebuild keeps the ids of the release it replaces (a corrected label keeps its crop's id). The
+public half is also written as a Hugging Face dataset folder (``<public>/hf_dataset``), which
+``--push-to-hub REPO`` publishes (with HF_TOKEN, online). Reading the source:
+``evaluation.source``.
 """
 
 from __future__ import annotations
@@ -13,130 +15,33 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import io
 import json
 import os
 import secrets
-import shutil
 import sys
-import urllib.request
-import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
 from evaluation import bundle, hub_dataset
 from evaluation.errors import SourceError
+from evaluation.source import (
+    MD_VOTES_CSV,
+    SourceCrop,
+    check_counts,
+    download_source,
+    read_crop,
+    scan_source,
+)
 from evaluation.splits import AMIBR_TEST, ATNORM_MD, SPLITS, TEST_SPLITS, TRAIN_SPLIT
 from fileio import deterministic_zip, replace_folder, staged_folder, write_predictions
-from settings import PUBLIC_RELEASE_COMMIT, PUBLIC_RELEASE_URL, Settings, command_settings
+from settings import Settings, command_settings
 from training import trainset
 
-TRAIN_CSV = "amibr_train_split.csv"
-MD_VOTES_CSV = "AtNorM-MD_expert_votes.csv"
-CROP_SIZE = (128, 128)
 PUBLIC_ID_KEY = b"ami-br-benchmark/opaque-id/v2"
 ID_KEY_FILE = "id_key"
-LABEL_FOLDERS = {"Atypical": "atypical", "Normal": "normal"}
 FIXED_TIME = 1767225600  # 2026-01-01 00:00 UTC, the time of every released crop file
-
-
-@dataclass(frozen=True)
-class SourceCrop:
-    """One crop of the source release and what the release needs to know about it."""
-
-    path: str  # relative to the source folder, e.g. "AtNorM-Br/Normal/1.png"
-    split: str
-    label: str
-    slide: str = ""
-
-
-def source_help(source_dir: Path) -> str:
-    """Where to get the public release, for every 'source not found' message."""
-    return (
-        f"Get the public release ({PUBLIC_RELEASE_URL}, commit {PUBLIC_RELEASE_COMMIT[:10]}) and "
-        "pass its folder with --source DIR or MITOSIS_SOURCE_DIR, or, when online, run "
-        f"`python -m evaluation.release --download`. Looked in: {source_dir}"
-    )
-
-
-def scan_source(source_dir: Path) -> list[SourceCrop]:
-    """Every crop of the source with its split and label; raises ``SourceError`` if incomplete."""
-    source_dir = Path(source_dir)
-    train_csv = source_dir / TRAIN_CSV
-    if not train_csv.is_file():
-        raise SourceError(
-            f"No AMi-Br benchmark source found ({TRAIN_CSV} is missing). " + source_help(source_dir)
-        )
-    train = pd.read_csv(train_csv, dtype=str, keep_default_na=False)
-    train_rows = {row.dataset_uid: row for row in train.itertuples()}
-    crops: list[SourceCrop] = []
-    for folder in ("AMi-Br", "AtNorM-Br", "AtNorM-MD"):
-        for label_folder, label in LABEL_FOLDERS.items():
-            class_dir = source_dir / folder / label_folder
-            if not class_dir.is_dir():
-                raise SourceError(
-                    f"The source lacks the folder {folder}/{label_folder}. "
-                    + source_help(source_dir)
-                )
-            for png in sorted(class_dir.glob("*.png")):
-                crops.append(_source_crop(folder, label_folder, label, png.name, train_rows))
-    listed = {c.path.rsplit("/", 1)[1] for c in crops if c.split == TRAIN_SPLIT.name}
-    absent = sorted(set(train_rows) - listed)
-    if absent:
-        raise SourceError(
-            f"{TRAIN_CSV} lists {len(absent)} crop(s) that are not under AMi-Br/, e.g. "
-            f"{absent[0]}. The source folder is incomplete: fetch the release again."
-        )
-    return crops
-
-
-def _source_crop(folder, label_folder, label, name, train_rows) -> SourceCrop:
-    path = f"{folder}/{label_folder}/{name}"
-    if folder != "AMi-Br":
-        split = "atnorm_br" if folder == "AtNorM-Br" else ATNORM_MD.name
-        return SourceCrop(path, split, label)
-    row = train_rows.get(name)
-    if row is None:
-        return SourceCrop(path, AMIBR_TEST.name, label)
-    if row.final_label.lower() != label:
-        raise SourceError(
-            f"{TRAIN_CSV} labels {name} '{row.final_label}' but the crop is in {folder}/"
-            f"{label_folder}. The source is inconsistent: fetch the release again."
-        )
-    return SourceCrop(path, TRAIN_SPLIT.name, label, slide=row.slide)
-
-
-def check_counts(crops: list[SourceCrop], expected: Mapping[str, tuple[int, int]]) -> None:
-    """Crops per split and class must equal ``expected`` ({split: (n_atypical, n_normal)})."""
-    for split, (n_atypical, n_normal) in expected.items():
-        found = [c.label for c in crops if c.split == split]
-        got = (found.count("atypical"), found.count("normal"))
-        if got != (n_atypical, n_normal):
-            raise SourceError(
-                f"Split '{split}' must have {n_atypical} atypical and {n_normal} normal crops "
-                f"(SOURCE.md); the source has {got[0]} and {got[1]}. Use an unmodified copy "
-                "of the public release."
-            )
-
-
-def read_crop(source_dir: Path, crop: SourceCrop) -> bytes:
-    """The crop's file bytes, after checking it decodes as a 128x128 RGB image."""
-    data = (Path(source_dir) / crop.path).read_bytes()
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            mode, size = image.mode, image.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise SourceError(f"{crop.path} does not decode as an image ({e}).") from e
-    if mode != "RGB" or size != CROP_SIZE:
-        raise SourceError(
-            f"{crop.path} is a {size[0]}x{size[1]} {mode} image; every crop must be 128x128 RGB."
-        )
-    return data
 
 
 def opaque_id(crop: SourceCrop, data: bytes, key: bytes = PUBLIC_ID_KEY) -> str:
@@ -185,12 +90,13 @@ def build_release(
     crops = scan_source(source_dir)
     check_counts(crops, expected)
     key, kind = id_key(labels_dir, secret=secret_ids)
+    kept = previous_ids(Path(public_dir), Path(labels_dir), kind)
     # the label store is readable by its owner only
     with (
         staged_folder(public_dir, 0o755) as public_tmp,
         staged_folder(labels_dir, 0o700) as labels_tmp,
     ):
-        summary = _write_release(Path(source_dir), crops, public_tmp, labels_tmp, key)
+        summary = _write_release(Path(source_dir), crops, public_tmp, labels_tmp, key, kept)
         hub_dataset.write_dataset(public_tmp, public_tmp / hub_dataset.DATASET_DIR)
         if kind == "secret":
             key_file = labels_tmp / ID_KEY_FILE
@@ -203,8 +109,41 @@ def build_release(
     return summary
 
 
+def _crop_key(split: str, path: str, data: bytes) -> tuple[str, str, str]:
+    """A test crop as a rebuild recognises it: split, file name and bytes, not its label folder."""
+    return split, path.rsplit("/", 1)[-1], hashlib.sha256(data).hexdigest()
+
+
+def previous_ids(public_dir: Path, labels_dir: Path, kind: str) -> dict[tuple, str]:
+    """The ids of the release being replaced, by :func:`_crop_key` (empty when there is none).
+
+    A rebuild gives a crop the id it had, so a label corrected in the source (the crop moved to
+    the other label folder) keeps its id: every stored prediction file still covers the
+    manifest, and the workers re-score them against the new labels. Ids made under another
+    kind of key (public, then secret) are never carried over.
+    """
+    try:
+        stated = json.loads((labels_dir / bundle.RELEASE_JSON).read_text())
+        rows = pd.read_csv(labels_dir / bundle.PRIVATE_LABELS_CSV, dtype=str)
+    except (OSError, ValueError):
+        return {}
+    if stated.get("ids") != kind:
+        return {}
+    found: dict[tuple, list[str]] = {}
+    for image_id, split, path in rows[["image_id", "split", "source_path"]].itertuples(False):
+        crop = public_dir / bundle.TEST_CROPS_DIR / f"{image_id}.png"
+        if crop.is_file():
+            found.setdefault(_crop_key(split, path, crop.read_bytes()), []).append(image_id)
+    return {key: ids[0] for key, ids in found.items() if len(ids) == 1}  # unambiguous only
+
+
 def _write_release(
-    source_dir: Path, crops: list[SourceCrop], public: Path, private: Path, key: bytes
+    source_dir: Path,
+    crops: list[SourceCrop],
+    public: Path,
+    private: Path,
+    key: bytes,
+    kept: Mapping[tuple, str],
 ):
     train_crops = public / bundle.TRAIN_DIR / trainset.CROPS_DIR
     test_crops = public / bundle.TEST_CROPS_DIR
@@ -218,7 +157,9 @@ def _write_release(
             _write_fixed(train_crops / name, data)
             train_rows.append((name, crop.slide, crop.label))
         else:
-            image_id = opaque_id(crop, data, key)
+            image_id = kept.get(_crop_key(crop.split, crop.path, data)) or opaque_id(
+                crop, data, key
+            )
             test_bytes[image_id] = data
             test_rows.append((image_id, crop.split, crop.label, crop.path))
     # Written in id order with one fixed time: neither the order of the files on disk nor
@@ -275,31 +216,6 @@ def _write_md_votes(source_dir: Path, labels: pd.DataFrame, private: Path) -> No
     merged = merged.drop(columns="Filename")
     merged.columns = [c.lower() for c in merged.columns]
     merged.to_csv(private / bundle.ATNORM_MD_VOTES_CSV, index=False)
-
-
-def download_source(url: str, dest: Path) -> Path:
-    """Fetch and unpack the public release archive; returns the folder that holds it."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    archive_path = dest / "source.zip"
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(archive_path, "wb") as f:
-            shutil.copyfileobj(response, f)
-    except OSError as e:
-        raise SourceError(
-            f"Could not download the public release from {url} ({e}). "
-            "Check the network, or fetch it by hand and pass --source."
-        ) from e
-    try:
-        with zipfile.ZipFile(archive_path) as archive:
-            archive.extractall(dest / "unpacked")
-    except zipfile.BadZipFile as e:
-        raise SourceError(f"The download from {url} is not a zip archive.") from e
-    archive_path.unlink()
-    found = sorted((dest / "unpacked").rglob(TRAIN_CSV))
-    if not found:
-        raise SourceError(f"The archive from {url} holds no {TRAIN_CSV}: not the AMi-Br release.")
-    return found[0].parent
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -163,9 +163,11 @@ class Worker:
             )
         cached = self.settings.data_dir / "predictions" / f"{submission.sha256}.csv"
         try:
-            return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
+            stored = pd.read_csv(cached, dtype={"image_id": str})
+            if set(bundle.manifest["image_id"]) <= set(stored["image_id"]):
+                return as_predictions(stored)
         except (OSError, ValueError, KeyError):  # not there yet, or unreadable: run the model
-            pass
+            pass  # and a rebuilt release with other crops runs it again too
         with CheckpointFiles.open(path, max_bytes=self.settings.max_checkpoint_bytes) as files:
             checkpoint = checkpoint_from_files(files)
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import fileio
-from evaluation import bundle, release
+from evaluation import bundle, release, source
 from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.errors import SourceError
 from evaluation.prediction_file import read_predictions
@@ -22,8 +22,8 @@ from tests.models.conftest import tiny_checkpoint
 from training.trainset import load_train_set
 
 
-def build(source: Path, out: Path) -> dict:
-    return release.build_release(source, out / "public", out / "private", expected=TINY_COUNTS)
+def build(source_dir: Path, out: Path) -> dict:
+    return release.build_release(source_dir, out / "public", out / "private", expected=TINY_COUNTS)
 
 
 def test_tiny_release_layout_and_contents(tiny_source, tmp_path):
@@ -98,6 +98,32 @@ def test_label_change_changes_the_hash(tiny_source, tmp_path):
     assert set(votes_b["image_id"]) == set(labels["b"].query("split == 'atnorm_md'")["image_id"])
 
 
+def test_a_corrected_label_keeps_its_crop_s_id(tiny_source, tmp_path):
+    """Stored prediction files must still cover the manifest after a maintainer's label fix."""
+    out = tmp_path / "out"
+    before = build(tiny_source, out)
+    manifest = (out / "public" / bundle.MANIFEST_CSV).read_bytes()
+    ids = pd.read_csv(out / "private" / "labels.csv").set_index("source_path")["image_id"]
+    br = tiny_source / "AtNorM-Br"
+    (br / "Atypical/1.png").rename(br / "Normal/1x.png")  # the two crops swap label folders
+    (br / "Normal/1.png").rename(br / "Atypical/1.png")
+    (br / "Normal/1x.png").rename(br / "Normal/1.png")
+    after = build(tiny_source, out)
+    assert after["label_set_hash"] != before["label_set_hash"]
+    assert (out / "public" / bundle.MANIFEST_CSV).read_bytes() == manifest
+    labels = pd.read_csv(out / "private" / "labels.csv").set_index("image_id")["label"]
+    assert labels[ids["AtNorM-Br/Atypical/1.png"]] == "normal"
+    assert labels[ids["AtNorM-Br/Normal/1.png"]] == "atypical"
+    fresh = build(tiny_source, tmp_path / "fresh")  # without a release to replace: new ids
+    assert fresh["label_set_hash"] != after["label_set_hash"]
+    secret = release.build_release(  # ids under another kind of key are never carried over
+        tiny_source, out / "public", out / "private", expected=TINY_COUNTS, secret_ids=True
+    )
+    assert secret["ids"] == "secret"
+    kept = set(pd.read_csv(out / "public" / bundle.MANIFEST_CSV)["image_id"]) & set(ids)
+    assert kept == set()
+
+
 def test_rebuild_replaces_and_failure_keeps_previous_release(tiny_source, tmp_path):
     out = tmp_path / "out"
     first = build(tiny_source, out)
@@ -162,11 +188,11 @@ def test_download_unpacks_an_archive_of_the_release(tiny_source, tmp_path):
     with zipfile.ZipFile(archive, "w") as z:
         for path in tiny_source.rglob("*"):
             z.write(path, f"AMi-Br_Benchmark-3acf4da/{path.relative_to(tiny_source)}")
-    found = release.download_source(archive.as_uri(), tmp_path / "fetched")
+    found = source.download_source(archive.as_uri(), tmp_path / "fetched")
     assert found.name == "AMi-Br_Benchmark-3acf4da"
     assert build(found, tmp_path / "out")["counts"]["atnorm_md"] == 7
     with pytest.raises(SourceError, match="Could not download"):
-        release.download_source((tmp_path / "absent.zip").as_uri(), tmp_path / "x")
+        source.download_source((tmp_path / "absent.zip").as_uri(), tmp_path / "x")
 
 
 def test_real_release_matches_source_md(real_release):
@@ -199,14 +225,14 @@ def test_nothing_in_the_public_bundle_follows_the_label_folders(tiny_source, tmp
     assert names == sorted(names)  # id order, not source (label) order
 
 
-def reversed_ids(source: Path, public_dir: Path) -> int:
+def reversed_ids(source_dir: Path, public_dir: Path) -> int:
     """The attack: recompute, with the public code, the id of every crop under every source
     path of the public release; a match gives the crop's folder, which is its label."""
-    paths = [str(p.relative_to(source)) for p in source.rglob("*.png")]
+    paths = [str(p.relative_to(source_dir)) for p in source_dir.rglob("*.png")]
     recovered = 0
     for crop in (public_dir / bundle.TEST_CROPS_DIR).glob("*.png"):
         data = crop.read_bytes()
-        candidates = (release.SourceCrop(path, "", "") for path in paths)
+        candidates = (source.SourceCrop(path, "", "") for path in paths)
         recovered += any(release.opaque_id(c, data) == crop.stem for c in candidates)
     return recovered
 

@@ -74,6 +74,24 @@ def test_a_changed_label_set_is_rescored_automatically(tmp_path):
     assert worker.maintenance.rescore_stale() == 0
 
 
+def test_stored_predictions_missing_a_crop_of_the_release_run_the_checkpoint_again(tmp_path):
+    """A rebuilt release with a crop the stored predictions lack: re-run, not 'lack 1 crop'."""
+    backend = Backend(tmp_path)
+    worker = Worker(backend.settings)
+    worker.maintenance.seed()
+    (job_id,) = queued(backend)
+    worker.run_job(job_id)
+    (stored,) = (backend.settings.data_dir / "predictions").glob("*.csv")
+    full = stored.read_text()
+    stored.write_text("".join(full.splitlines(keepends=True)[:-1]))
+    assert worker.maintenance.rescore_all() == 1
+    (again,) = queued(backend)
+    worker.run_job(again)
+    with backend.sessions() as session:
+        assert session.get(Job, again).status == JobStatus.FINISHED
+    assert stored.read_text() == full
+
+
 def test_an_older_scorer_s_results_are_rescored_once_no_older_worker_is_alive(tmp_path):
     backend = Backend(tmp_path)
     worker = Worker(backend.settings)
