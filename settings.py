@@ -153,7 +153,7 @@ class Settings:
             database_url=env.get(
                 "MITOSIS_DATABASE_URL", f"sqlite:///{data_dir / 'leaderboard.db'}"
             ),
-            queue_url=env.get("MITOSIS_QUEUE_URL", f"sqlite:///{data_dir / 'queue.db'}"),
+            queue_url=_queue_url(env, f"sqlite:///{data_dir / 'queue.db'}"),
             local_user=env.get("MITOSIS_LOCAL_USER", "local"),
             hidden_quota=_int(env, "MITOSIS_HIDDEN_QUOTA", 3, minimum=0),
             max_open_checkpoints=_int(env, "MITOSIS_MAX_OPEN_CHECKPOINTS", 1, minimum=1),
@@ -164,13 +164,12 @@ class Settings:
             * MB,
             job_time_limit_s=_int(env, "MITOSIS_JOB_TIME_LIMIT_S", 900, minimum=1),
             batch_memory_bytes=_int(env, "MITOSIS_BATCH_MEMORY_MB", 2048, minimum=64) * MB,
-            cpu_gflops=_int(env, "MITOSIS_CPU_GFLOPS", 20, minimum=1),
+            cpu_gflops=_positive(env, "MITOSIS_CPU_GFLOPS", 20.0),
             worker_threads=_int(env, "MITOSIS_WORKER_THREADS", 0, minimum=0),
             worker_nice=_int(env, "MITOSIS_WORKER_NICE", 15, minimum=0),
             cache_dir=_path(env, "MITOSIS_CACHE_DIR", data_dir / "cache"),
             lease_s=_int(env, "MITOSIS_LEASE_S", 60, minimum=2),
-            start_worker=env.get("MITOSIS_START_WORKER", "1").strip().lower()
-            not in ("0", "false", "no"),
+            start_worker=_switch(env, "MITOSIS_START_WORKER", True),
             hub_results_repo=env.get("MITOSIS_HUB_RESULTS_REPO", ""),
             hf_token=env.get("HF_TOKEN", ""),
             labels_repo=env.get("MITOSIS_LABELS_REPO", "").strip(),
@@ -213,6 +212,41 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}; found {value}.")
     return value
+
+
+QUEUE_SCHEMES = ("sqlite:///", "redis://", "rediss://")
+
+
+def _queue_url(env: Mapping[str, str], default: str) -> str:
+    url = env.get("MITOSIS_QUEUE_URL", "").strip() or default
+    if not url.startswith(QUEUE_SCHEMES):
+        raise SettingsError(
+            f"MITOSIS_QUEUE_URL must be sqlite:///FILE or redis://HOST[:PORT][/DB]; found {url!r}."
+        )
+    return url
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as e:
+        raise SettingsError(f"{name} must be a number above 0; found {raw!r}.") from e
+    if not (math.isfinite(value) and value > 0):
+        raise SettingsError(f"{name} must be a number above 0; found {raw!r}.")
+    return value
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    for value, words in ((True, ("1", "true", "yes", "on")), (False, ("0", "false", "no", "off"))):
+        if raw in words:
+            return value
+    raise SettingsError(f"{name} must be 1/true/yes/on or 0/false/no/off; found {raw!r}.")
 
 
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:

@@ -28,8 +28,13 @@ def test_environment_overrides(tmp_path: Path):
             "MITOSIS_BOOTSTRAP_RESAMPLES": "5000",
             "GRADIO_SERVER_NAME": "0.0.0.0",
             "GRADIO_SERVER_PORT": "8080",
+            "MITOSIS_CPU_GFLOPS": "12.5",
+            "MITOSIS_START_WORKER": "Off",
+            "MITOSIS_QUEUE_URL": "redis://queue.lab:6379/2",
         }
     )
+    assert (settings.cpu_gflops, settings.start_worker) == (12.5, False)
+    assert settings.queue_url == "redis://queue.lab:6379/2"
     assert settings.public_dir == tmp_path / "public"
     assert settings.labels_dir == tmp_path / "secret"
     assert settings.max_prediction_file_bytes == 2 * 2**20
@@ -43,6 +48,10 @@ def test_environment_overrides(tmp_path: Path):
         ("GRADIO_SERVER_PORT", "http", "GRADIO_SERVER_PORT must be a whole number"),
         ("MITOSIS_BOOTSTRAP_RESAMPLES", "100", "MITOSIS_BOOTSTRAP_RESAMPLES must be at least 1000"),
         ("MITOSIS_MAX_PREDICTION_FILE_MB", "0", "at least 1; found 0"),
+        ("MITOSIS_QUEUE_URL", "sqlit:///q.db", "must be sqlite:///FILE or redis://HOST"),
+        ("MITOSIS_CPU_GFLOPS", "-3", "MITOSIS_CPU_GFLOPS must be a number above 0; found '-3'"),
+        ("MITOSIS_CPU_GFLOPS", "nan", "must be a number above 0; found 'nan'"),
+        ("MITOSIS_START_WORKER", "maybe", "must be 1/true/yes/on or 0/false/no/off"),
     ],
 )
 def test_bad_values_are_refused_by_name(name, value, message):
