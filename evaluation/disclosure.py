@@ -246,15 +246,15 @@ def ladder_releases(
 def withheld_note(best_released: float | None, *, floor: float = CHANCE) -> str:
     """What the submitter and everyone else learn about a withheld scoring: below the bar."""
     bar = release_bar(best_released, floor=floor)
-    best = (
-        "no hidden mean released yet"
+    why = (
+        f"this account has no released hidden mean yet, so the bar is the floor of {floor:.2f}"
         if best_released is None
-        else f"best released hidden mean {best_released:.3f}"
+        else f"this account's best released hidden mean is {best_released:.3f}; a release "
+        f"needs {LADDER_MARGIN} more, and at least {floor:.2f}"
     )
     return (
         f"hidden-split scores withheld: the released hidden mean BA would be below {bar:.3f} "
-        f"(this account's {best}; a release needs {LADDER_MARGIN} more, and at least "
-        f"{floor:.2f}). Scores are released only for such improvements, so repeated "
+        f"({why}). Scores are released only for such improvements, so repeated "
         "submissions cannot read the hidden labels (the release policy, see About). You can "
         "publish a withheld scoring from your allowance on the Submit tab."
     )

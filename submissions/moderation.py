@@ -13,7 +13,7 @@ from sqlalchemy.orm import sessionmaker
 
 from store.entry import CONTROL_CHARACTERS
 from store.locks import lock_account
-from store.schema import MAX_TAKEDOWN_REASON, SCORED_KINDS, Submission, utcnow
+from store.schema import MAX_TAKEDOWN_REASON, SCORED_KINDS, Job, Submission, utcnow
 from submissions import jobs
 from submissions.errors import ModerationRefused, NotWithdrawable
 
@@ -80,9 +80,11 @@ def _entry(session, entry_id: int) -> Submission:
     """The entry, read again under its account's lock (which its submitter's withdrawal takes)."""
     submission = session.get(Submission, entry_id)
     if submission is None or submission.kind not in SCORED_KINDS:
+        job = session.get(Job, entry_id)  # a receipt's job id, given by mistake
+        hint = f" Job {entry_id} is entry {job.submission_id}." if job is not None else ""
         raise ModerationRefused(
             f"No submitted entry has id {entry_id} (the id in the board's entry details and "
-            "exports; paper and pathologist rows are not moderated)."
+            f"exports, not a job id; paper and pathologist rows are not moderated).{hint}"
         )
     lock_account(session, submission.user)
     session.refresh(submission)

@@ -14,7 +14,8 @@ import sys
 import torch
 
 import worker
-from evaluation.errors import InvalidLabelStore
+from evaluation.bundle import PublicBundle
+from evaluation.errors import EvaluationError, InvalidLabelStore
 from leaderboard.board import shipped_model_status
 from leaderboard.hub import HubSyncError
 from settings import command_settings
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.reason and args.take_down is None:
         parser.error("--reason goes with --take-down ENTRY_ID.")
+    if args.take_down is not None and not args.reason.strip():
+        parser.error("--take-down needs --reason TEXT: its submitter reads why.")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = command_settings("python -m worker")
     parent = os.environ.get("MITOSIS_PARENT_PID", "")
@@ -81,13 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.take_down is not None or args.restore is not None:
         return moderate(settings, args.take_down, args.restore, args.reason)
     fetch_labels(settings)
-    try:  # a database, queue or label store it cannot use: one sentence, not a traceback
+    try:  # a release, database, queue or label store it cannot use: one sentence
         running = Worker(settings, lanes=lanes)
         running.queue.check()
         if args.prepare or args.rescore:
             check_label_store(settings)
-    except (InvalidLabelStore, StoreUnavailable, QueueUnavailable, HubSyncError) as e:
+        PublicBundle(settings.public_dir)  # jobs need the crops and the manifest
+    except (EvaluationError, StoreUnavailable, QueueUnavailable, HubSyncError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.prepare and not settings.default_checkpoint.exists():
+        print(
+            f"error: no checkpoint at {settings.default_checkpoint} (MITOSIS_DEFAULT_CHECKPOINT)."
+        )
         return 2
     if args.prepare:
         running.maintenance.rescore_stale()

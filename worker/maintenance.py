@@ -59,12 +59,24 @@ class Maintenance:
         """The paper's rows and the shipped model, once per database; the model's new job id.
 
         The shipped model is queued again when its last job failed (say, the worker started
-        before the release was built).
+        before the release was built), but not by a worker without the label store, whose job
+        would only fail, nor without the checkpoint (both logged).
         """
         seed_paper_rows(self.sessions)
         self.seed_pathologists()
         release_pending(self.sessions, self.settings)
-        data = zip_folder(self.settings.default_checkpoint)
+        checkpoint = self.settings.default_checkpoint
+        if not checkpoint.exists():
+            log.error("no checkpoint at %s (MITOSIS_DEFAULT_CHECKPOINT): not evaluated", checkpoint)
+            return None
+        if LabelStore.current_hash(self.settings.labels_dir) is None:
+            log.warning(
+                "no private label store at %s (MITOSIS_LABELS_DIR; MITOSIS_LABELS_REPO fetches "
+                "one): the shipped model is not evaluated, and hidden-split jobs fail",
+                self.settings.labels_dir,
+            )
+            return None
+        data = zip_folder(checkpoint)
         digest = sha256(data)
         try:
             job_id = self._seed_default_model(data, digest)

@@ -23,6 +23,7 @@ from evaluation.disclosure import (
     released_ba_interval,
     released_values,
     round_hidden,
+    withheld_note,
 )
 from evaluation.splits import ATNORM_BR, ATNORM_MD
 
@@ -154,3 +155,16 @@ def test_curves_are_released_for_the_public_split_and_never_for_a_hidden_one():
     curves = {"roc": {"fpr": [0, 1], "tpr": [0, 1]}}
     assert release_split("amibr_test", {**METRICS, "curves": curves})["curves"] == curves
     assert "curves" not in release_split("atnorm_br", {**METRICS, "curves": curves})
+
+
+def test_the_withheld_note_reads_for_a_first_scoring_and_a_later_one():
+    first = withheld_note(None, floor=0.6)
+    assert (
+        "below 0.600 (this account has no released hidden mean yet, so the bar is the floor"
+        in first
+    )
+    later = withheld_note(0.775, floor=0.6)
+    assert (
+        "below 0.785 (this account's best released hidden mean is 0.775; a release needs 0.01 more"
+        in later
+    )

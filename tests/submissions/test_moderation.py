@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 from leaderboard.board import build_board, last_updated
 from leaderboard.publication import account_bar
@@ -117,6 +118,11 @@ def test_only_submitted_entries_are_moderated(scored):
     for entry_id in (paper, 10_000):
         with pytest.raises(ModerationRefused, match=f"^No submitted entry has id {entry_id} "):
             take_down(backend.sessions, entry_id, REASON)
+    with backend.sessions() as session:  # the shipped model's job: its id is a paper row's
+        job = session.scalars(select(Job).order_by(Job.id.desc())).first()
+        assert session.get(Submission, job.id).kind == "paper"
+    with pytest.raises(ModerationRefused, match=f"Job {job.id} is entry {job.submission_id}.$"):
+        take_down(backend.sessions, job.id, REASON)
 
 
 def test_the_worker_command_takes_down_and_restores(scored, monkeypatch, capsys):
@@ -135,3 +141,6 @@ def test_the_worker_command_takes_down_and_restores(scored, monkeypatch, capsys)
     with pytest.raises(SystemExit):
         worker_main(["--reason", REASON])
     assert "--reason goes with --take-down ENTRY_ID." in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # refused before the database is opened
+        worker_main(["--take-down", str(entry_id), "--reason", "  "])
+    assert "--take-down needs --reason TEXT: its submitter reads why." in capsys.readouterr().err

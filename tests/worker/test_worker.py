@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -72,6 +73,18 @@ def test_a_changed_label_set_is_rescored_automatically(tmp_path):
         )
     assert hashes == {new_hash, ""} and old == 3  # "": the paper's rows; history kept
     assert worker.maintenance.rescore_stale() == 0
+
+
+def test_no_label_store_or_no_checkpoint_leaves_the_shipped_model_unqueued(tmp_path, caplog):
+    """Its job would only fail, and the board would say the shipped model failed."""
+    backend = Backend(tmp_path)
+    caplog.set_level(logging.WARNING, logger="worker.maintenance")
+    no_labels = dataclasses.replace(backend.settings, labels_dir=tmp_path / "nowhere")
+    assert Worker(no_labels).maintenance.seed() is None
+    assert "no private label store at" in caplog.text
+    no_model = dataclasses.replace(backend.settings, default_checkpoint=tmp_path / "nomodel")
+    assert Worker(no_model).maintenance.seed() is None
+    assert "no checkpoint at" in caplog.text and queued(backend) == []
 
 
 def test_stored_predictions_missing_a_crop_of_the_release_run_the_checkpoint_again(tmp_path):
