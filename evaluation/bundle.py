@@ -12,7 +12,7 @@ Public bundle (``settings.public_dir``)::
 
 Private label store (``settings.labels_dir``)::
 
-    labels.csv                 image_id,split,label,source_path   every test crop
+    labels.csv                 image_id,split,label,source_path,sha256   every test crop
     atnorm_md_votes.csv        image_id,expert_1..expert_5,majority
     release.json               label_set_hash and counts
 

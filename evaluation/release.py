@@ -109,9 +109,9 @@ def build_release(
     return summary
 
 
-def _crop_key(split: str, path: str, data: bytes) -> tuple[str, str, str]:
+def _crop_key(split: str, path: str, digest: str) -> tuple[str, str, str]:
     """A test crop as a rebuild recognises it: split, file name and bytes, not its label folder."""
-    return split, path.rsplit("/", 1)[-1], hashlib.sha256(data).hexdigest()
+    return split, path.rsplit("/", 1)[-1], digest
 
 
 def previous_ids(public_dir: Path, labels_dir: Path, kind: str) -> dict[tuple, str]:
@@ -120,7 +120,9 @@ def previous_ids(public_dir: Path, labels_dir: Path, kind: str) -> dict[tuple, s
     A rebuild gives a crop the id it had, so a label corrected in the source (the crop moved to
     the other label folder) keeps its id: every stored prediction file still covers the
     manifest, and the workers re-score them against the new labels. Ids made under another
-    kind of key (public, then secret) are never carried over.
+    kind of key (public, then secret) are never carried over. The label store alone is enough
+    (its ``sha256`` column; a store written before it had one is read with the public crops),
+    so a restored store rebuilds the same ids.
     """
     try:
         stated = json.loads((labels_dir / bundle.RELEASE_JSON).read_text())
@@ -129,11 +131,20 @@ def previous_ids(public_dir: Path, labels_dir: Path, kind: str) -> dict[tuple, s
         return {}
     if stated.get("ids") != kind:
         return {}
+    if "sha256" not in rows:
+        crops = public_dir / bundle.TEST_CROPS_DIR
+        rows["sha256"] = [
+            hashlib.sha256((crops / f"{i}.png").read_bytes()).hexdigest()
+            if (crops / f"{i}.png").is_file()
+            else ""
+            for i in rows["image_id"]
+        ]
     found: dict[tuple, list[str]] = {}
-    for image_id, split, path in rows[["image_id", "split", "source_path"]].itertuples(False):
-        crop = public_dir / bundle.TEST_CROPS_DIR / f"{image_id}.png"
-        if crop.is_file():
-            found.setdefault(_crop_key(split, path, crop.read_bytes()), []).append(image_id)
+    for image_id, split, path, digest in rows[
+        ["image_id", "split", "source_path", "sha256"]
+    ].itertuples(False):
+        if digest:
+            found.setdefault(_crop_key(split, path, digest), []).append(image_id)
     return {key: ids[0] for key, ids in found.items() if len(ids) == 1}  # unambiguous only
 
 
@@ -157,17 +168,20 @@ def _write_release(
             _write_fixed(train_crops / name, data)
             train_rows.append((name, crop.slide, crop.label))
         else:
-            image_id = kept.get(_crop_key(crop.split, crop.path, data)) or opaque_id(
+            digest = hashlib.sha256(data).hexdigest()
+            image_id = kept.get(_crop_key(crop.split, crop.path, digest)) or opaque_id(
                 crop, data, key
             )
             test_bytes[image_id] = data
-            test_rows.append((image_id, crop.split, crop.label, crop.path))
+            test_rows.append((image_id, crop.split, crop.label, crop.path, digest))
     # Written in id order with one fixed time: neither the order of the files on disk nor
     # their timestamps may follow the source folders, which are the labels.
     for image_id in sorted(test_bytes):
         _write_fixed(test_crops / f"{image_id}.png", test_bytes[image_id])
     test_rows.sort(key=lambda r: ([s.name for s in TEST_SPLITS].index(r[1]), r[0]))
-    labels = pd.DataFrame(test_rows, columns=["image_id", "split", "label", "source_path"])
+    labels = pd.DataFrame(
+        test_rows, columns=["image_id", "split", "label", "source_path", "sha256"]
+    )
     if labels["image_id"].duplicated().any():
         raise SourceError("Two test crops received the same opaque id; report this as a bug.")
     pd.DataFrame(train_rows, columns=list(trainset.COLUMNS)).to_csv(

@@ -9,3 +9,7 @@ class InvalidMetadata(ValueError):
 
 class StoreUnavailable(RuntimeError):
     """The database cannot be opened: a malformed URL, a missing driver, or no answer."""
+
+
+class BackupRefused(RuntimeError):
+    """The database cannot be backed up here (another kind of server, or no file)."""

@@ -1,7 +1,7 @@
 """``python -m worker``: the worker's command line.
 
-Serves the queue, or does one thing and exits: ``--prepare``, ``--rescore``, ``--take-down`` or
-``--restore``.
+Serves the queue, or does one thing and exits: ``--prepare``, ``--rescore``, ``--take-down``,
+``--restore`` or ``--backup``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -19,10 +20,11 @@ from evaluation.errors import EvaluationError, InvalidLabelStore
 from leaderboard.board import shipped_model_status
 from leaderboard.hub import HubSyncError
 from settings import command_settings
-from store.errors import StoreUnavailable
+from store.errors import BackupRefused, StoreUnavailable
 from submissions.errors import ModerationRefused, QueueUnavailable
 from submissions.moderation import restore, take_down
 from submissions.queue import LANES
+from worker.backup import backup
 from worker.maintenance import check_label_store, fetch_labels
 from worker.runner import Worker
 from worker.supervisor import follow_parent
@@ -55,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     once.add_argument(
         "--restore", type=int, metavar="ENTRY_ID", help="put a taken-down entry back, then exit"
     )
+    once.add_argument(
+        "--backup",
+        type=Path,
+        metavar="FOLDER",
+        help="copy the database (SQLite), the uploads and the label store into FOLDER, while "
+        "the app and workers run, then exit",
+    )
     parser.add_argument("--reason", default="", help="why an entry is taken down (plain text)")
     parser.add_argument(
         "--lanes",
@@ -83,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.take_down is not None or args.restore is not None:
         return moderate(settings, args.take_down, args.restore, args.reason)
+    if args.backup is not None:
+        try:
+            print(backup(settings, args.backup))
+        except (BackupRefused, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     fetch_labels(settings)
     try:  # a release, database, queue or label store it cannot use: one sentence
         running = Worker(settings, lanes=lanes)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -114,6 +115,12 @@ def test_a_corrected_label_keeps_its_crop_s_id(tiny_source, tmp_path):
     labels = pd.read_csv(out / "private" / "labels.csv").set_index("image_id")["label"]
     assert labels[ids["AtNorM-Br/Atypical/1.png"]] == "normal"
     assert labels[ids["AtNorM-Br/Normal/1.png"]] == "atypical"
+    shutil.rmtree(out / "public")  # a restore: the label store alone gives the ids back
+    assert build(tiny_source, out)["label_set_hash"] == after["label_set_hash"]
+    assert (out / "public" / bundle.MANIFEST_CSV).read_bytes() == manifest
+    store = out / "private" / "labels.csv"  # a store written before it kept the crops' digests
+    pd.read_csv(store).drop(columns="sha256").to_csv(store, index=False)
+    assert build(tiny_source, out)["label_set_hash"] == after["label_set_hash"]
     fresh = build(tiny_source, tmp_path / "fresh")  # without a release to replace: new ids
     assert fresh["label_set_hash"] != after["label_set_hash"]
     secret = release.build_release(  # ids under another kind of key are never carried over
