@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import tempfile
 import threading
@@ -42,6 +41,7 @@ from submissions.errors import SubmissionError
 from submissions.jobs import request_rows
 from submissions.queue import EvaluationQueue
 from worker.maintenance import Maintenance
+from worker.reasons import public_reason
 from worker.supervisor import InteractiveSignal
 
 log = logging.getLogger("worker")
@@ -50,6 +50,7 @@ LABEL_STORE_REFUSED = (
     "log tells the maintainers); it does not count against any quota"
 )
 EFFICIENCY_CROPS = 4  # one forward pass of this many test crops, measured 3 times
+PROGRESS_LOG_S = 15.0  # a running checkpoint job logs its progress this often
 
 
 class Worker:
@@ -171,8 +172,13 @@ class Worker:
         with CheckpointFiles.open(path, max_bytes=self.settings.max_checkpoint_bytes) as files:
             checkpoint = checkpoint_from_files(files)
 
+        logged = [time.monotonic()]
+
         def before_chunk(done: int, total: int) -> None:
             jobs.progress(self.sessions, job_id, token, done, total)
+            if time.monotonic() - logged[0] >= PROGRESS_LOG_S:  # the log sees it run too
+                log.info("job %d: %d of %d crops", job_id, done, total)
+                logged[0] = time.monotonic()
             self.interactive.wait_while_busy()  # a user of the Space goes first
 
         started = time.monotonic()
@@ -377,20 +383,3 @@ def _device() -> str:
     if torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(0)})"
     return f"cpu ({torch.get_num_threads()} threads)"
-
-
-_SERVER_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"]+/)*([^\s/'\"]*?)(?=[.,;:]?(?:\s|$|['\"]))")
-
-
-def public_reason(error: Exception, roots: tuple[Path, ...] = ()) -> str:
-    """A typed error's message as the submitter reads it: no server path, only file names.
-
-    Messages name files so that people can act on them; a worker's own folders (uploads, the
-    cache, the label store) are nobody's business outside the server. The server's own
-    folders (``roots``) go first, whatever their names hold (spaces included); any other
-    absolute path is cut to its last part.
-    """
-    message = str(error)
-    for root in sorted({str(r) for r in roots}, key=len, reverse=True):
-        message = message.replace(root.rstrip("/") + "/", "/")  # then cut like any other
-    return _SERVER_PATH.sub(r"\1", message)

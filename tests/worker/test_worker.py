@@ -24,7 +24,8 @@ from submissions import jobs, quota, worker_registry
 from tests.backend import Backend, zip_dir
 from tests.models.conftest import tiny_checkpoint
 from worker import Worker
-from worker.runner import LABEL_STORE_REFUSED, public_reason
+from worker.reasons import public_reason
+from worker.runner import LABEL_STORE_REFUSED
 
 META = EntryMetadata("m")
 
@@ -87,8 +88,12 @@ def test_no_label_store_or_no_checkpoint_leaves_the_shipped_model_unqueued(tmp_p
     assert "no checkpoint at" in caplog.text and queued(backend) == []
 
 
-def test_stored_predictions_missing_a_crop_of_the_release_run_the_checkpoint_again(tmp_path):
+def test_stored_predictions_missing_a_crop_of_the_release_run_the_checkpoint_again(
+    tmp_path, caplog, monkeypatch
+):
     """A rebuilt release with a crop the stored predictions lack: re-run, not 'lack 1 crop'."""
+    monkeypatch.setattr("worker.runner.PROGRESS_LOG_S", 0.0)
+    caplog.set_level(logging.INFO, logger="worker")
     backend = Backend(tmp_path)
     worker = Worker(backend.settings)
     worker.maintenance.seed()
@@ -103,6 +108,7 @@ def test_stored_predictions_missing_a_crop_of_the_release_run_the_checkpoint_aga
     with backend.sessions() as session:
         assert session.get(Job, again).status == JobStatus.FINISHED
     assert stored.read_text() == full
+    assert re.search(rf"job {again}: \d+ of \d+ crops", caplog.text)  # the log follows it run
 
 
 def test_an_older_scorer_s_results_are_rescored_once_no_older_worker_is_alive(tmp_path):
