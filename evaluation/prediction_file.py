@@ -69,7 +69,7 @@ _BINARY = (
     (b"PK\x05\x06", "an empty zip archive"),
     (b"\xd0\xcf\x11\xe0", "an old Excel .xls workbook"),
     (b"\x1f\x8b", "a gzip archive"),
-    (b"\x80", "a Python pickle"),
+    *((b"\x80" + bytes([protocol]), "a Python pickle") for protocol in range(2, 6)),
     (b"\x89PNG", "a PNG image"),
 )
 

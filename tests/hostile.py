@@ -135,8 +135,8 @@ def corpus(folder: Path, marker: Path, checkpoint: Path, predictions: bytes) -> 
         ("/submit_predictions", "utf16.csv", "The file is UTF-16-encoded"): (
             "image_id,prob_atypical\n".encode("utf-16")
         ),
-        ("/submit_predictions", "pickle.csv", "The file is not valid UTF-8 .byte 0x80"): evil,
-        ("/submit_predictions", "archive.csv", "The file is not valid UTF-8"): zip_of(
+        ("/submit_predictions", "pickle.csv", "The file is a Python pickle, not a CSV"): evil,
+        ("/submit_predictions", "archive.csv", "The file is a zip archive"): zip_of(
             {"p.csv": predictions}
         ),
         ("/submit_predictions", "formula.csv", "not in the public test manifest"): (

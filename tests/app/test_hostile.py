@@ -123,7 +123,9 @@ def test_costly_or_echoing_requests_cost_the_app_little_and_come_back_short(app,
         path = tmp_path / f"{members}-{model}.zip"
         mitosis = {**config["mitosis"], "model": model, "ensemble_size": members}
         entries = {
-            "config.json": json.dumps({**config, "mitosis": mitosis}).encode(),
+            "config.json": json.dumps(
+                {**config, "architecture": model, "mitosis": mitosis}
+            ).encode(),
             "model.safetensors": save_safetensors({"x": torch.zeros(1)}),
         }
         path.write_bytes(zip_of(entries))
