@@ -5,7 +5,7 @@ Layout (the usual leaderboard one: one JSON per result, one per request)::
     README.md                      dataset card: the two configs and their column types
     board.csv, board.json          the whole board (released numbers only)
     results/<submission_id>.json   one entry: a row of ``export.board_rows``
-    requests/<submission_id>.json  one request on the board (``submissions.jobs.request_rows``)
+    requests/<submission_id>.json  one request on the board (``submissions.requests.request_rows``)
     requests/queue-<n>.json        one queued or running request, anonymised, in queue order
 
 ``datasets.load_dataset(FOLDER_OR_REPO, "results")`` gives the board back: the card declares

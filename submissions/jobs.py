@@ -14,17 +14,13 @@ from datetime import timedelta
 
 import pandas as pd
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from store.entry import metadata_fields
 from store.schema import (
     OPEN_STATES,
-    SCORED_KINDS,
-    SOURCE_OF_KIND,
     Job,
     JobStatus,
     Submission,
-    utc_text,
     utcnow,
 )
 from submissions.errors import JobNotFound
@@ -252,11 +248,14 @@ def public_row(job: Job, *, own: bool) -> dict:
     }
 
 
-def public_queue(session: Session, viewer: str | None = None) -> list[dict]:
+def public_queue(
+    session: Session, viewer: str | None = None, *, maintainer: bool = False
+) -> list[dict]:
     """Every queued and running job as anyone may see it, oldest first.
 
     The viewer's own jobs carry their ids; others' are anonymised to lane, size, state, age,
-    and, while running, progress and ETA.
+    and, while running, progress and ETA. A maintainer (``python -m worker --status``) sees
+    every job's id, entry and account.
     """
     rows = session.execute(
         select(Job, Submission.user)
@@ -264,7 +263,13 @@ def public_queue(session: Session, viewer: str | None = None) -> list[dict]:
         .where(Job.status.in_(OPEN_STATES))
         .order_by(Job.id)
     ).all()
-    return [public_row(job, own=viewer is not None and user == viewer) for job, user in rows]
+    queue = []
+    for job, user in rows:
+        row = public_row(job, own=maintainer or (viewer is not None and user == viewer))
+        if maintainer:
+            row |= {"entry": job.submission_id, "user": user}
+        queue.append(row)
+    return queue
 
 
 def ahead_of(session: Session, job: Job) -> list[dict]:
@@ -319,13 +324,20 @@ def reap_forever(
             log.exception("reaper")
 
 
-def queue_table(sessions: sessionmaker, viewer: str | None = None) -> pd.DataFrame:
+def queue_table(
+    sessions: sessionmaker, viewer: str | None = None, *, maintainer: bool = False
+) -> pd.DataFrame:
     """The public queue as the Space shows it (the viewer's own jobs with their ids)."""
     with sessions() as session:
-        rows = public_queue(session, viewer)
+        rows = public_queue(session, viewer, maintainer=maintainer)
+    columns = ["job", "lane", "size", "state", "waiting or running for", "progress", "ETA"]
+    if maintainer:
+        columns[1:1] = ["entry", "user"]
     return pd.DataFrame(
         [
             {
+                "entry": r.get("entry"),
+                "user": r.get("user"),
                 "job": "" if r["job"] is None else r["job"],
                 "lane": r["lane"],
                 "size": r["size"],
@@ -336,59 +348,5 @@ def queue_table(sessions: sessionmaker, viewer: str | None = None) -> pd.DataFra
             }
             for r in rows
         ],
-        columns=["job", "lane", "size", "state", "waiting or running for", "progress", "ETA"],
+        columns=columns,
     )
-
-
-REQUEST_FIELDS = (
-    "submission_id",
-    "status",
-    "source",
-    *metadata_fields(),
-    "hub_model",
-    "submitted_at",
-    "lane",
-    "size",
-    "done",
-    "total",
-)
-
-
-def request_rows(session: Session, on_board: set[int]) -> list[dict]:
-    """One row per submitted file that is on the board or in the queue, by submission id.
-
-    Every row has every field of ``REQUEST_FIELDS`` (None where not shown): an entry on the
-    board (its id in ``on_board``) shows its id, metadata and pinned Hub revision, as the
-    board does; a submission still queued or running shows the public queue's anonymised row
-    only (no id). Failed and cancelled submissions, which the Space shows their owner alone,
-    are not listed.
-    """
-    submissions = session.scalars(
-        select(Submission)
-        .options(selectinload(Submission.jobs))
-        .where(Submission.kind.in_(SCORED_KINDS))
-        .order_by(Submission.id)
-    ).all()
-    rows = []
-    for submission in submissions:
-        job = submission.jobs[-1] if submission.jobs else None
-        listed = submission.id in on_board
-        if job is None or not (listed or job.status in OPEN_STATES):
-            continue
-        queue = public_row(job, own=False)
-        row = dict.fromkeys(REQUEST_FIELDS)
-        row.update(
-            status=queue["state"],
-            source=str(SOURCE_OF_KIND[submission.kind]),
-            lane=queue["lane"],
-            size=queue["size"],
-            done=queue["done"],
-            total=queue["total"],
-        )
-        if listed:
-            row["submission_id"] = submission.id
-            row.update(submission.entry.to_dict())
-            row["hub_model"] = submission.hub_ref or None
-            row["submitted_at"] = utc_text(submission.created_at)
-        rows.append(row)
-    return rows

@@ -38,8 +38,8 @@ from store.locks import lock_account
 from store.schema import PUBLIC_ONLY, Job, Result, Submission
 from submissions import jobs, worker_registry
 from submissions.errors import SubmissionError
-from submissions.jobs import request_rows
 from submissions.queue import EvaluationQueue
+from submissions.requests import request_rows
 from worker.maintenance import Maintenance
 from worker.reasons import public_reason
 from worker.supervisor import InteractiveSignal

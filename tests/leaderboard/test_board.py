@@ -25,8 +25,8 @@ from leaderboard.ranking import Entry, rank_entries
 from settings import Settings
 from store.entry import EntryMetadata
 from store.schema import Job, Result, Standing
-from submissions.jobs import request_rows
 from submissions.receipts import job_report
+from submissions.requests import request_rows
 from tests.backend import Backend
 from worker import Worker
 
