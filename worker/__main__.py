@@ -1,7 +1,7 @@
 """``python -m worker``: the worker's command line.
 
 Serves the queue, or does one thing and exits: ``--prepare``, ``--rescore``, ``--take-down``,
-``--restore`` or ``--backup``.
+``--restore``, ``--status`` or ``--backup``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,13 @@ from evaluation.errors import EvaluationError, InvalidLabelStore
 from leaderboard.board import shipped_model_status
 from leaderboard.hub import HubSyncError
 from settings import command_settings
+from store.engine import open_store
 from store.errors import BackupRefused, StoreUnavailable
 from submissions.errors import ModerationRefused, QueueUnavailable
+from submissions.jobs import queue_table
 from submissions.moderation import restore, take_down
 from submissions.queue import LANES
+from submissions.worker_registry import health_table
 from worker.backup import backup
 from worker.maintenance import check_label_store, fetch_labels
 from worker.runner import Worker
@@ -56,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     once.add_argument(
         "--restore", type=int, metavar="ENTRY_ID", help="put a taken-down entry back, then exit"
+    )
+    once.add_argument(
+        "--status",
+        action="store_true",
+        help="print the queue (every job, with its entry and account) and the workers, then exit",
     )
     once.add_argument(
         "--backup",
@@ -92,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.take_down is not None or args.restore is not None:
         return moderate(settings, args.take_down, args.restore, args.reason)
+    if args.status:
+        return status(settings)
     if args.backup is not None:
         try:
             print(backup(settings, args.backup))
@@ -129,6 +139,23 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidLabelStore as e:
         log.error("%s Until then every job fails, and says so.", e)
     running.run()
+    return 0
+
+
+def status(settings) -> int:
+    """``--status``: the queue and the workers as a maintainer sees them (the database only)."""
+    try:
+        sessions = open_store(settings.database_url)
+    except StoreUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    queue, workers = queue_table(sessions, maintainer=True), health_table(sessions)
+    print(f"queue: {len(queue)} job(s) queued or running")
+    if len(queue):
+        print(queue.to_string(index=False))
+    print(f"workers: {len(workers)}")
+    if len(workers):
+        print(workers.to_string(index=False))
     return 0
 
 

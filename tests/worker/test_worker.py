@@ -24,6 +24,7 @@ from submissions import jobs, quota, worker_registry
 from tests.backend import Backend, zip_dir
 from tests.models.conftest import tiny_checkpoint
 from worker import Worker
+from worker.__main__ import main as worker_main
 from worker.reasons import public_reason
 from worker.runner import LABEL_STORE_REFUSED
 
@@ -260,3 +261,18 @@ def test_the_worker_table_lists_running_and_silent_workers_not_stopped_ones(tmp_
     table = worker_registry.health_table(backend.sessions).set_index("worker")
     assert list(table.index) == ["w-running", "w-silent"]
     assert list(table["health"]) == ["alive", "silent"]
+
+
+def test_the_status_command_shows_a_maintainer_every_job_and_worker(tmp_path, monkeypatch, capsys):
+    backend = Backend(tmp_path)
+    view = backend.service.submit_predictions("alice", backend.predictions(1), META)
+    for name, value in backend.env.items():
+        monkeypatch.setenv(name, value)
+    assert worker_main(["--status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "queue: 1 job(s) queued or running"
+    assert lines[1].split()[:3] == ["job", "entry", "user"]
+    with backend.sessions() as session:
+        entry = session.get(Job, view.job_id).submission_id
+    assert lines[2].split()[:3] == [str(view.job_id), str(entry), "alice"]
+    assert lines[3] == "workers: 0"
