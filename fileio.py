@@ -82,14 +82,22 @@ def display_name(source: Source, default: str = "the file") -> str:
     return default if isinstance(source, bytes) else (Path(source).name or default)
 
 
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it into place."""
+PUBLIC = 0o644  # the mode of a file anyone may read
+
+
+def atomic_write(path: Path, write: Callable[[Path], object], *, mode: int = 0o600) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it into place.
+
+    The file gets ``mode``: owner-only by default (uploads, cached predictions); ``0o644``
+    for what is public anyway (the results folder, training reports).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

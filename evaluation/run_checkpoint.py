@@ -25,7 +25,7 @@ from evaluation.errors import EvaluationError, TimeLimitExceeded
 from evaluation.prediction_file import Predictions
 from evaluation.scoring import default_splits, format_table, load_labels, score_predictions
 from evaluation.splits import TEST_SPLITS
-from fileio import atomic_write, write_predictions
+from fileio import PUBLIC, atomic_write, write_predictions
 from models.errors import ModelError
 from models.inference import crops_within
 from models.predictor import Predictor
@@ -143,7 +143,9 @@ def log_reading(log: Path, checkpoints: list[Path], reason: str, label_hash: str
             "ba": summary,
         }
     )
-    atomic_write(log, lambda tmp: tmp.write_text(json.dumps(readings, indent=1) + "\n"))
+    atomic_write(
+        log, lambda tmp: tmp.write_text(json.dumps(readings, indent=1) + "\n"), mode=PUBLIC
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 
 from evaluation.hub_dataset import card
-from fileio import atomic_write
+from fileio import PUBLIC, atomic_write
 from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.ranking import Entry
 from settings import Settings
@@ -113,9 +113,9 @@ def write_folder(folder: Path, entries: list[Entry], requests: list[dict]) -> li
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in (("board.csv", to_csv(rows)), ("board.json", to_json(rows))):
-        atomic_write(folder / name, lambda tmp, text=text: tmp.write_text(text))
+        atomic_write(folder / name, lambda tmp, text=text: tmp.write_text(text), mode=PUBLIC)
     card = results_card({RESULTS_DIR: rows, REQUESTS_DIR: requests})
-    atomic_write(folder / "README.md", lambda tmp: tmp.write_text(card))
+    atomic_write(folder / "README.md", lambda tmp: tmp.write_text(card), mode=PUBLIC)
     removed = []
     for name, records in ((RESULTS_DIR, rows), (REQUESTS_DIR, requests)):
         target = folder / name
@@ -133,7 +133,7 @@ def write_folder(folder: Path, entries: list[Entry], requests: list[dict]) -> li
             text = json.dumps(record, default=str) + "\n"  # one line: JSON Lines too
             path = target / file_name
             if not path.is_file() or path.read_text() != text:  # unchanged files: no commit
-                atomic_write(path, lambda tmp, text=text: tmp.write_text(text))
+                atomic_write(path, lambda tmp, text=text: tmp.write_text(text), mode=PUBLIC)
     return removed
 
 

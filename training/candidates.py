@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from fileio import atomic_write
+from fileio import PUBLIC, atomic_write
 from models._registry import get_model_cfg
 from models.factory import Ensemble
 from training.augment import AugmentConfig
@@ -115,7 +115,9 @@ def data_fingerprint(trainset: TrainSet) -> str:
 
 
 def _write(path: Path, data: dict) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True)))
+    atomic_write(
+        path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True)), mode=PUBLIC
+    )
 
 
 def train_candidate(

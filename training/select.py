@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fileio import atomic_write
+from fileio import PUBLIC, atomic_write
 from models._registry import get_model_cfg
 from models.checkpoint import load_checkpoint
 from models.factory import Ensemble, create_model
@@ -309,8 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "table":
         text = json.dumps(report, indent=1)
         if args.out:
-            atomic_write(args.out.with_suffix(".json"), lambda tmp: tmp.write_text(text))
-            atomic_write(args.out.with_suffix(".md"), lambda tmp: tmp.write_text(markdown(report)))
+            atomic_write(
+                args.out.with_suffix(".json"), lambda tmp: tmp.write_text(text), mode=PUBLIC
+            )
+            atomic_write(
+                args.out.with_suffix(".md"),
+                lambda tmp: tmp.write_text(markdown(report)),
+                mode=PUBLIC,
+            )
         print(markdown(report))
         return 0
     if not args.out:

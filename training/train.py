@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fileio import atomic_write
+from fileio import PUBLIC, atomic_write
 from models._registry import get_model_cfg, list_models
 from models.errors import ModelError
 from models.factory import check_weights
@@ -49,7 +49,9 @@ def _read_json(path: Path, default):
 
 
 def _write_json(path: Path, data) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)))
+    atomic_write(
+        path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)), mode=PUBLIC
+    )
 
 
 def cross_validate(
