@@ -194,18 +194,24 @@ def _dtype(values: list) -> str:
     return "string"
 
 
-def start_hub_sync(settings: Settings, *, every_minutes: float = 5) -> HubSync | None:
-    """A running sync when configured, else None; ``HubSyncError`` when it cannot run."""
-    if not (settings.hub_results_repo and settings.hf_token):
-        return None
-    from huggingface_hub import CommitScheduler
+def check_hub_sync(settings: Settings) -> None:
+    """``HubSyncError`` when a configured sync cannot run here, found without the network."""
     from huggingface_hub.constants import HF_HUB_OFFLINE
 
-    if HF_HUB_OFFLINE:
+    if settings.hub_results_repo and settings.hf_token and HF_HUB_OFFLINE:
         raise HubSyncError(
             "HF_HUB_OFFLINE is set: the results cannot be synced to "
             f"{settings.hub_results_repo}. Unset it to sync."
         )
+
+
+def start_hub_sync(settings: Settings, *, every_minutes: float = 5) -> HubSync | None:
+    """A running sync when configured, else None; ``HubSyncError`` when it cannot run."""
+    if not (settings.hub_results_repo and settings.hf_token):
+        return None
+    check_hub_sync(settings)
+    from huggingface_hub import CommitScheduler
+
     folder = settings.results_dataset_dir
     folder.mkdir(parents=True, exist_ok=True)
     try:  # creates the repo when it is not there: the token is tried here
