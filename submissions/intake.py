@@ -11,7 +11,6 @@ chunks (sizes and CRCs), so no upload is ever held whole in memory.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sqlalchemy import select
@@ -28,7 +27,7 @@ from models.inference import check_crop_memory
 from settings import Settings
 from store.entry import EntryMetadata
 from store.locks import lock_account
-from store.schema import ALL_SPLITS, PUBLIC_ONLY, Job, JobStatus, Submission, utc_text
+from store.schema import ALL_SPLITS, PUBLIC_ONLY, Job, JobStatus, Submission
 from submissions import jobs, worker_registry
 from submissions.errors import (
     DuplicateSubmission,
@@ -37,6 +36,7 @@ from submissions.errors import (
     UploadMissing,
 )
 from submissions.hub_models import HubClient, HubModel, fetch_checkpoint, resolve_model
+from submissions.job_view import JobView, job_view
 from submissions.moderation import withdraw
 from submissions.queue import EvaluationQueue
 from submissions.quota import check_limits, check_public_only, remaining_scorings
@@ -44,36 +44,6 @@ from submissions.storage import sha256, store_file, stored_path
 
 RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
 Upload = Path | str | bytes
-
-
-@dataclass(frozen=True)
-class JobView:
-    """What a user may see of one of their jobs: its state, and what the Ladder released.
-
-    Its scores are the leaderboard's (``submissions.receipts.job_report`` adds them).
-    """
-
-    job_id: int
-    model_name: str
-    kind: str
-    source: str
-    status: str
-    reason: str
-    lane: str
-    queue_position: int
-    ahead: list[dict]
-    created_at: str
-    disclosure: str
-    progress: str = ""  # a running checkpoint job: crops done, and the time left
-    notice: str = ""  # what this submission call did besides queueing (e.g. renamed)
-    hub_model: str = ""  # owner/name@commit when submitted by Hub id
-    scope: str = ALL_SPLITS  # or PUBLIC_ONLY: AMi-Br test only, no hidden scoring spent
-    withdrawn: bool = False  # taken off the public board, by its submitter or the maintainers
-    taken_down: str = ""  # the maintainers' reason, when they took it off
-
-    def to_dict(self) -> dict:
-        """Plain JSON-ready form."""
-        return asdict(self)
 
 
 class Submissions:
@@ -242,7 +212,7 @@ class Submissions:
                             f"entry's description was updated to the one given now{renamed}."
                         )
                     session.flush()
-                    return _view(session, existing.jobs[-1], notice=notice)
+                    return job_view(session, existing.jobs[-1], notice=notice)
                 if scope == PUBLIC_ONLY:
                     check_public_only(session, user)
                 else:
@@ -294,7 +264,7 @@ class Submissions:
         """One of ``user``'s jobs."""
         with self.sessions() as session:
             job = jobs.user_job(session, job_id, user)
-            return _view(session, job)
+            return job_view(session, job)
 
     def my_submissions(self, user: str) -> list[JobView]:
         """Every job of ``user``, newest first."""
@@ -302,7 +272,7 @@ class Submissions:
             found = session.scalars(
                 select(Job).join(Submission).where(Submission.user == user).order_by(Job.id.desc())
             ).all()
-            return [_view(session, job) for job in found]
+            return [job_view(session, job) for job in found]
 
     def allowance(self, user: str) -> str:
         """What ``user`` may still submit today, in words."""
@@ -346,47 +316,4 @@ def _present(upload: Upload) -> Upload:
     raise UploadMissing("The uploaded file is no longer on the server; choose it again.")
 
 
-def _waiting_note(session, job: Job) -> str:
-    if job.status != JobStatus.QUEUED or job.lane != "gpu":
-        return ""
-    if worker_registry.gpu_seen(session):
-        return "Estimated too slow for a CPU worker: it runs when a GPU worker is free."
-    return (
-        "Estimated too slow for a CPU worker, and no GPU worker has sent a heartbeat in the "
-        "last hour: it waits until one joins (the maintainers add one with `python -m "
-        "evaluation.worker` on a GPU host). Cancel it and submit a prediction file to be "
-        "scored now."
-    )
-
-
-def _progress(job: Job) -> str:
-    row = jobs.public_row(job, own=True)
-    if job.status != JobStatus.RUNNING or not row["total"]:
-        return ""
-    eta = f", about {row['eta_s']} s left" if row["eta_s"] is not None else ""
-    return f"{row['done']} of {row['total']} crops{eta}"
-
-
-def _view(session, job: Job, *, notice: str = "") -> JobView:
-    return JobView(
-        job_id=job.id,
-        model_name=job.submission.entry.model_name,
-        kind=job.submission.kind,
-        source=str(job.submission.source),
-        status=jobs.display_state(job),
-        reason=job.reason or _waiting_note(session, job),
-        lane=job.lane,
-        queue_position=jobs.queue_position(session, job),
-        ahead=jobs.ahead_of(session, job),
-        created_at=utc_text(job.created_at),
-        disclosure=job.disclosure or "",
-        progress=_progress(job),
-        notice=notice,
-        hub_model=job.submission.hub_ref or "",
-        scope=job.scope or ALL_SPLITS,
-        withdrawn=job.submission.withdrawn_at is not None,
-        taken_down=job.submission.taken_down or "",
-    )
-
-
-__all__ = ["JobView", "SubmissionError", "Submissions"]
+__all__ = ["SubmissionError", "Submissions"]

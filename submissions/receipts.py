@@ -17,7 +17,7 @@ from evaluation.disclosure import WITHHELD, released_number
 from evaluation.splits import SPLIT_TITLES
 from fileio import markdown_literal
 from store.schema import Result
-from submissions.intake import JobView
+from submissions.job_view import JobView
 
 
 def released_scores(sessions: sessionmaker, job_id: int) -> dict[str, dict | None]:
