@@ -11,6 +11,7 @@ A zip given as a path is read from disk and never loaded whole; nothing is ever 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import stat
 import struct
@@ -214,16 +215,21 @@ class CheckpointFiles:
             raise CheckpointError(f"'{name}' is shorter than it declares; the upload is damaged.")
         return data
 
-    def verify(self) -> None:
+    def verify(self) -> str:
         """Read every file through in chunks: sizes and CRCs must match their declarations.
 
-        Memory stays at one chunk whatever the archive holds.
+        Memory stays at one chunk whatever the archive holds. Returns the checkpoint's content
+        digest: SHA-256 over its files' names, sizes and bytes in name order, the same for a
+        folder and for any zip of it (nested in a folder or not, stored or deflated).
         """
-        for name, size in self._sizes.items():
+        digest = hashlib.sha256()
+        for name, size in sorted(self._sizes.items()):
+            digest.update(f"{name}\0{size}\0".encode())
             seen = 0
             try:
                 with self._open(name) as member:
                     while chunk := member.read(CHUNK):
+                        digest.update(chunk)
                         seen += len(chunk)
                         if seen > size:
                             raise UnsafeCheckpoint(
@@ -237,6 +243,7 @@ class CheckpointFiles:
                 raise CheckpointError(
                     f"'{name}' is shorter than it declares; the upload is damaged."
                 )
+        return digest.hexdigest()
 
 
 def _checked_members(archive: zipfile.ZipFile, max_bytes: int) -> dict[str, zipfile.ZipInfo]:

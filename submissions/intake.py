@@ -13,7 +13,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload, sessionmaker
 
@@ -103,7 +103,7 @@ class Submissions:
         ) as files:
             summary = inspect_checkpoint(files)
             check_crop_memory(summary["input_size"], self.settings.batch_memory_bytes)
-            files.verify()
+            content = files.verify()
         flops = summary["flops_per_crop"]
         meta = meta.validated()
         lane, estimated = worker_registry.route(
@@ -122,6 +122,7 @@ class Submissions:
             flops=flops,
             estimated=estimated,
             hub_ref=hub.ref if hub else "",
+            content=content,
         )
 
     def submit_hub_model(
@@ -175,8 +176,12 @@ class Submissions:
         estimated=0.0,
         hub_ref="",
         scope=ALL_SPLITS,
+        content=None,
     ):
         digest = sha256(upload)
+        same = Submission.sha256 == digest
+        if content:  # another zip of the same checkpoint is the same submission
+            same = or_(same, Submission.content_sha256 == content)
         uploads = self.settings.data_dir / "uploads"
         created = False
         try:
@@ -185,14 +190,19 @@ class Submissions:
                 existing = session.scalar(
                     select(Submission)
                     .options(selectinload(Submission.jobs))
-                    .where(Submission.sha256 == digest)
+                    .where(same)
+                    .order_by(Submission.id)
+                    .limit(1)
                 )
+                it = "This file was"
+                if existing is not None and existing.sha256 != digest:
+                    it = "These checkpoint files (in another zip) were"
                 if existing is not None and existing.user != user:
                     self._duplicate()
                 if existing is not None and hub_ref and not existing.hub_ref:
                     existing.hub_ref = hub_ref  # the same files, now also known by Hub id
                 if existing and not _needs_a_job(existing.jobs, scope):
-                    notice = "This file was already submitted: its job is shown, not a new one."
+                    notice = f"{it} already submitted: its job is shown, not a new one."
                     entry = any(  # queued, running or scored on every split
                         job.scope == ALL_SPLITS and job.status not in RETRYABLE
                         for job in existing.jobs
@@ -208,7 +218,7 @@ class Submissions:
                         renamed = renamed if old != new else ""
                         existing.meta = meta.to_dict()
                         notice = (
-                            "This file was already submitted, so it is not scored again; the "
+                            f"{it} already submitted, so it is not scored again; the "
                             f"entry's description was updated to the one given now{renamed}."
                         )
                     session.flush()
@@ -224,6 +234,7 @@ class Submissions:
                     created = store_file(uploads, upload, digest, suffix)
                     submission = Submission(
                         sha256=digest,
+                        content_sha256=content,
                         kind=kind,
                         user=user,
                         path=str(
@@ -257,7 +268,8 @@ class Submissions:
     @staticmethod
     def _duplicate():
         raise DuplicateSubmission(
-            "This exact file was already submitted by another user; entries must be your own work."
+            "This exact file (or checkpoint) was already submitted by another user; entries "
+            "must be your own work."
         )
 
     def status(self, user: str, job_id: int) -> JobView:

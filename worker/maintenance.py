@@ -141,8 +141,11 @@ class Maintenance:
                 return job.id
             uploads = self.settings.data_dir / "uploads"
             store_file(uploads, data, digest, ".zip")
+            with CheckpointFiles.open(data) as files:  # its copies in other zips are the same
+                content = files.verify()
             submission = Submission(
                 sha256=digest,
+                content_sha256=content,
                 kind="checkpoint",
                 user=SHIPPED_MODEL_USER,
                 meta=checkpoint_entry(self.settings.default_checkpoint).to_dict(),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -18,7 +19,7 @@ from store.schema import Job, Submission, utcnow
 from submissions import jobs
 from submissions.errors import DuplicateSubmission, JobNotFound, NotCancellable, QuotaExceeded
 from submissions.quota import compute_charged_since
-from tests.backend import Backend
+from tests.backend import Backend, zip_dir
 from tests.hostile import Payload, zip_of
 from tests.models.conftest import tiny_checkpoint
 
@@ -185,6 +186,23 @@ def test_identical_resubmission_is_recognised(backend):
     with backend.sessions() as session:
         assert session.scalar(select(func.count(Job.id))) == 1
         assert session.scalar(select(Submission.meta))["team"] == "another team"
+
+
+def test_another_zip_of_the_same_checkpoint_is_the_same_submission(backend, tmp_path):
+    """Nested one folder down and deflated, the files are the ones already submitted."""
+    folder = tiny_checkpoint(tmp_path / "mine")
+    first = backend.service.submit_checkpoint("alice", zip_dir(folder), META)
+    nested = io.BytesIO()
+    with zipfile.ZipFile(nested, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"mine/{path.name}")
+    again = backend.service.submit_checkpoint("alice", nested.getvalue(), META)
+    assert again.job_id == first.job_id
+    assert again.notice.startswith("These checkpoint files (in another zip) were already")
+    with pytest.raises(DuplicateSubmission, match="already submitted by another user"):
+        backend.service.submit_checkpoint("mallory", nested.getvalue(), META)
+    with backend.sessions() as session:
+        assert session.scalar(select(func.count(Job.id))) == 1
 
 
 def test_quota_counts_only_jobs_that_did_not_fail(tmp_path):
