@@ -13,7 +13,7 @@ import math
 import os
 import sys
 from argparse import ArgumentTypeError
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,7 +164,7 @@ class Settings:
             * MB,
             job_time_limit_s=_int(env, "MITOSIS_JOB_TIME_LIMIT_S", 900, minimum=1),
             batch_memory_bytes=_int(env, "MITOSIS_BATCH_MEMORY_MB", 2048, minimum=64) * MB,
-            cpu_gflops=_positive(env, "MITOSIS_CPU_GFLOPS", 20.0),
+            cpu_gflops=_float(env, "MITOSIS_CPU_GFLOPS", 20.0, lambda v: v > 0, "a number above 0"),
             worker_threads=_int(env, "MITOSIS_WORKER_THREADS", 0, minimum=0),
             worker_nice=_int(env, "MITOSIS_WORKER_NICE", 15, minimum=0),
             cache_dir=_path(env, "MITOSIS_CACHE_DIR", data_dir / "cache"),
@@ -175,7 +175,9 @@ class Settings:
             labels_repo=env.get("MITOSIS_LABELS_REPO", "").strip(),
             label_set_hash=env.get("MITOSIS_LABEL_SET_HASH", "").strip().lower(),
             space_id=env.get("SPACE_ID", ""),
-            release_floor=_fraction(env, "MITOSIS_RELEASE_FLOOR", 0.6),
+            release_floor=_float(
+                env, "MITOSIS_RELEASE_FLOOR", 0.6, lambda v: 0.5 <= v <= 1, "a number from 0.5 to 1"
+            ),
             publish_allowance=_int(env, "MITOSIS_PUBLISH_ALLOWANCE", 2, minimum=0),
             maintainer_accounts=frozenset(
                 name.strip()
@@ -226,16 +228,18 @@ def _queue_url(env: Mapping[str, str], default: str) -> str:
     return url
 
 
-def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(
+    env: Mapping[str, str], name: str, default: float, within: Callable[[float], bool], rule: str
+) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError as e:
-        raise SettingsError(f"{name} must be a number above 0; found {raw!r}.") from e
-    if not (math.isfinite(value) and value > 0):
-        raise SettingsError(f"{name} must be a number above 0; found {raw!r}.")
+        raise SettingsError(f"{name} must be {rule}; found {raw!r}.") from e
+    if not (math.isfinite(value) and within(value)):
+        raise SettingsError(f"{name} must be {rule}; found {raw!r}.")
     return value
 
 
@@ -247,19 +251,6 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
         if raw in words:
             return value
     raise SettingsError(f"{name} must be 1/true/yes/on or 0/false/no/off; found {raw!r}.")
-
-
-def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError as e:
-        raise SettingsError(f"{name} must be a number from 0.5 to 1; found {raw!r}.") from e
-    if not 0.5 <= value <= 1:
-        raise SettingsError(f"{name} must be a number from 0.5 to 1; found {value}.")
-    return value
 
 
 def at_least(low, *, above: bool = False, below=None):

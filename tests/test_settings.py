@@ -52,6 +52,11 @@ def test_environment_overrides(tmp_path: Path):
         ("MITOSIS_CPU_GFLOPS", "-3", "MITOSIS_CPU_GFLOPS must be a number above 0; found '-3'"),
         ("MITOSIS_CPU_GFLOPS", "nan", "must be a number above 0; found 'nan'"),
         ("MITOSIS_START_WORKER", "maybe", "must be 1/true/yes/on or 0/false/no/off"),
+        (
+            "MITOSIS_RELEASE_FLOOR",
+            "1.5",
+            "RELEASE_FLOOR must be a number from 0.5 to 1; found '1.5'",
+        ),
     ],
 )
 def test_bad_values_are_refused_by_name(name, value, message):
