@@ -28,8 +28,10 @@ _LOCK_KEY = 7_240_531  # PostgreSQL advisory lock: one process migrates at a tim
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # the wait first: a new connection meets other processes' locks at its first statement
+    # (a worker started beside one that is migrating or writing failed 'database is locked')
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
