@@ -16,8 +16,6 @@ from pathlib import Path
 
 import gradio as gr
 
-from evaluation.bundle import PublicBundle
-from evaluation.errors import ReleaseNotFound
 from leaderboard.hub import HubSyncError, check_hub_sync
 from models.batching import BATCHER
 from settings import Settings, command_settings
@@ -81,8 +79,7 @@ def start_backend(settings: Settings) -> WorkerSupervisor | None:
     """
     submissions = Submissions(settings, open_store(settings.database_url))
     submissions.queue.check()
-    if settings.start_worker:  # what the worker would stop at: said once, here, not in a loop
-        PublicBundle(settings.public_dir)
+    if settings.start_worker:  # a setting the worker would stop at: said once, not in a loop
         check_hub_sync(settings)
     stop = threading.Event()
     threading.Thread(
@@ -104,7 +101,7 @@ if __name__ == "__main__":
     app_settings = command_settings("app.py")
     try:  # a database or queue it cannot use: one sentence, before anything serves
         start_backend(app_settings)
-    except (StoreUnavailable, QueueUnavailable, ReleaseNotFound, HubSyncError) as e:
+    except (StoreUnavailable, QueueUnavailable, HubSyncError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     BATCHER.will_serve()  # the networks run in this (main) thread: see models/batching.py

@@ -3,8 +3,9 @@
 ``python -m evaluation.release [--source DIR | --download]`` reads a folder laid out like the
 public AMi-Br_Benchmark release, checks it against the documented counts, renames every test
 crop to an opaque id and writes both halves atomically (a failed build leaves the previous
-release untouched). The same source always gives the same ids and label-set hash, and a
-rebuild keeps the ids of the release it replaces (a corrected label keeps its crop's id). The
+release untouched). The same source built into empty folders always gives the same ids and
+label-set hash; a rebuild keeps the ids of the release it replaces (a corrected label keeps its
+crop's id). The
 public half is also written as a Hugging Face dataset folder (``<public>/hf_dataset``), which
 ``--push-to-hub REPO`` publishes (with HF_TOKEN, online). Reading the source:
 ``evaluation.source``.
@@ -19,6 +20,7 @@ import json
 import os
 import secrets
 import sys
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -129,8 +131,9 @@ def previous_ids(public_dir: Path, labels_dir: Path, kind: str) -> dict[tuple, s
         rows = pd.read_csv(labels_dir / bundle.PRIVATE_LABELS_CSV, dtype=str)
     except (OSError, ValueError):
         return {}
-    if stated.get("ids") != kind:
+    if stated.get("ids") != kind or "source_path" not in rows:  # a store made elsewhere
         return {}
+    rows = rows.fillna("")
     if "sha256" not in rows:
         crops = public_dir / bundle.TEST_CROPS_DIR
         rows["sha256"] = [
@@ -143,7 +146,7 @@ def previous_ids(public_dir: Path, labels_dir: Path, kind: str) -> dict[tuple, s
     for image_id, split, path, digest in rows[
         ["image_id", "split", "source_path", "sha256"]
     ].itertuples(False):
-        if digest:
+        if digest and path:
             found.setdefault(_crop_key(split, path, digest), []).append(image_id)
     return {key: ids[0] for key, ids in found.items() if len(ids) == 1}  # unambiguous only
 
@@ -160,7 +163,7 @@ def _write_release(
     test_crops = public / bundle.TEST_CROPS_DIR
     train_crops.mkdir(parents=True)
     test_crops.mkdir()
-    train_rows, test_rows, test_bytes = [], [], {}
+    train_rows, test_rows, test_bytes, tests = [], [], {}, []
     for crop in crops:
         data = read_crop(source_dir, crop)
         name = crop.path.rsplit("/", 1)[1]
@@ -168,12 +171,15 @@ def _write_release(
             _write_fixed(train_crops / name, data)
             train_rows.append((name, crop.slide, crop.label))
         else:
-            digest = hashlib.sha256(data).hexdigest()
-            image_id = kept.get(_crop_key(crop.split, crop.path, digest)) or opaque_id(
-                crop, data, key
-            )
-            test_bytes[image_id] = data
-            test_rows.append((image_id, crop.split, crop.label, crop.path, digest))
+            tests.append((crop, data, hashlib.sha256(data).hexdigest()))
+    claims = Counter(_crop_key(crop.split, crop.path, digest) for crop, _, digest in tests)
+    for crop, data, digest in tests:  # an id is carried to one new crop only, never shared
+        found = _crop_key(crop.split, crop.path, digest)
+        image_id = (
+            kept[found] if found in kept and claims[found] == 1 else opaque_id(crop, data, key)
+        )
+        test_bytes[image_id] = data
+        test_rows.append((image_id, crop.split, crop.label, crop.path, digest))
     # Written in id order with one fixed time: neither the order of the files on disk nor
     # their timestamps may follow the source folders, which are the labels.
     for image_id in sorted(test_bytes):

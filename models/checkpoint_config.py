@@ -142,9 +142,10 @@ def read_config(files: CheckpointFiles) -> tuple[dict, ModelCfg]:
             "nor a timm architecture."
         ) from e
     built = cfg.architecture.removeprefix("hf-hub:")
-    if config["architecture"] != built:  # timm's own loader builds `architecture`
+    given = str(config["architecture"])
+    if given.split(".")[0] != built.split(".")[0]:  # timm builds `architecture`; a tag is weights
         raise CheckpointError(
-            f"{CONFIG} says architecture {quoted(config['architecture'])} but mitosis.model "
+            f"{CONFIG} says architecture {quoted(given)} but mitosis.model "
             f"{quoted(name)} is a {built}: set architecture to {quoted(built)} (timm builds "
             "the network from it, this server from mitosis.model; they must agree)."
         )

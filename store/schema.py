@@ -122,7 +122,7 @@ class Submission(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     # a checkpoint's files, whatever zip holds them (``CheckpointFiles.verify``)
-    content_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    content_sha256: Mapped[str | None] = mapped_column(String(64), index=True, unique=True)
     kind: Mapped[str] = mapped_column(String(16))  # predictions | checkpoint | paper
     user: Mapped[str] = mapped_column(String(100), index=True)
     meta: Mapped[dict] = mapped_column(JSON)  # EntryMetadata's fields

@@ -42,10 +42,14 @@ def backup_database(url: str, dest: Path) -> Path:
         raise BackupRefused(f"{dest} already exists; a backup never overwrites a file.")
     partial = dest.with_name(dest.name + ".partial")
     partial.unlink(missing_ok=True)
-    with closing(sqlite3.connect(source, timeout=30)) as live:
-        with closing(sqlite3.connect(partial)) as copy:
-            live.backup(copy)
-            (verdict,) = copy.execute("PRAGMA integrity_check").fetchone()
+    try:
+        with closing(sqlite3.connect(source, timeout=30)) as live:
+            with closing(sqlite3.connect(partial)) as copy:
+                live.backup(copy)
+                (verdict,) = copy.execute("PRAGMA integrity_check").fetchone()
+    except sqlite3.Error as e:  # locked for over 30 s, or not a database
+        partial.unlink(missing_ok=True)
+        raise BackupRefused(f"Cannot copy {source} ({e}); nothing was written.") from e
     if verdict != "ok":
         partial.unlink()
         raise BackupRefused(f"The copy of {source} failed its integrity check ({verdict}).")

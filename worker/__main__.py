@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.prepare and not settings.default_checkpoint.exists():
         print(
-            f"error: no checkpoint at {settings.default_checkpoint} (MITOSIS_DEFAULT_CHECKPOINT)."
+            f"error: no checkpoint at {settings.default_checkpoint} (MITOSIS_DEFAULT_CHECKPOINT).",
+            file=sys.stderr,
         )
         return 2
     if args.prepare:

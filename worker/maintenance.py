@@ -129,7 +129,10 @@ class Maintenance:
     def _seed_default_model(self, data: bytes, digest: str) -> int | None:
         with self.sessions.begin() as session:
             existing = session.scalar(select(Submission).where(Submission.sha256 == digest))
+            with CheckpointFiles.open(data) as files:  # its copies in other zips are the same
+                content = files.verify()
             if existing is not None:
+                existing.content_sha256 = content  # a row seeded before the digest existed
                 if existing.jobs and existing.jobs[-1].status not in (
                     JobStatus.FAILED,
                     JobStatus.CANCELLED,
@@ -141,8 +144,6 @@ class Maintenance:
                 return job.id
             uploads = self.settings.data_dir / "uploads"
             store_file(uploads, data, digest, ".zip")
-            with CheckpointFiles.open(data) as files:  # its copies in other zips are the same
-                content = files.verify()
             submission = Submission(
                 sha256=digest,
                 content_sha256=content,

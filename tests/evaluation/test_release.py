@@ -131,6 +131,17 @@ def test_a_corrected_label_keeps_its_crop_s_id(tiny_source, tmp_path):
     assert kept == set()
 
 
+def test_a_rebuild_shares_no_id_and_reads_any_store_it_replaces(tiny_source, tmp_path):
+    out = tmp_path / "out"
+    build(tiny_source, out)
+    br = tiny_source / "AtNorM-Br"
+    shutil.copy(br / "Atypical/1.png", br / "Normal/1.png")  # one name and bytes, both classes
+    build(tiny_source, out)  # neither crop takes the kept id: two ids, no 'same opaque id'
+    store = out / "private" / "labels.csv"  # a store made elsewhere, without source paths
+    pd.read_csv(store)[["image_id", "split", "label"]].to_csv(store, index=False)
+    assert build(tiny_source, out)["counts"]["atnorm_br"] == 5
+
+
 def test_rebuild_replaces_and_failure_keeps_previous_release(tiny_source, tmp_path):
     out = tmp_path / "out"
     first = build(tiny_source, out)

@@ -180,6 +180,10 @@ def test_broken_checkpoints_name_the_problem(tmp_path):
     with pytest.raises(CheckpointError, match="model.safetensors has no valid safetensors header"):
         load_checkpoint(directory)
     (directory / "model.safetensors").write_bytes(weights)
+    (directory / "config.json").write_text(
+        json.dumps({**config, "architecture": "resnet18.a1_in1k"})
+    )
+    load_checkpoint(directory)  # a tag names weights, not another network
     (directory / "config.json").write_text(json.dumps({**config, "architecture": "resnet34"}))
     with pytest.raises(  # timm's loader would build a resnet34, this server a resnet18
         CheckpointError,

@@ -44,9 +44,17 @@ def test_a_backup_is_the_database_at_one_moment_with_uploads_and_labels(
     labels = backend.settings.labels_dir / "labels.csv"
     assert (folder / "private" / "labels.csv").read_bytes() == labels.read_bytes()
     assert folder.stat().st_mode & 0o777 == 0o700  # it holds the hidden labels
+    assert {p.stat().st_mode & 0o777 for p in folder.rglob("*") if p.is_file()} == {0o600}
+    (backend.settings.data_dir / "uploads" / ".upload.zip.x1.zip").write_bytes(b"half")
     assert worker_main(["--backup", str(folder)]) == 0  # again: a second copy, no new upload
     assert "0 new upload(s) copied" in capsys.readouterr().out
     assert len(list(folder.glob("leaderboard-*.db"))) == 2
+    assert not list(folder.rglob(".upload*"))  # a file being written is not an upload yet
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    assert worker_main(["--backup", str(shared)]) == 2
+    assert "is open to other users; a backup holds the hidden labels" in capsys.readouterr().err
 
 
 def test_a_backup_refuses_what_it_cannot_copy(tmp_path):

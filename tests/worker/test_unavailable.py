@@ -68,7 +68,7 @@ def test_a_queue_server_that_does_not_answer_is_a_sentence(tmp_path):
         (["-m", "worker", "--rescore"], "MITOSIS_LABELS_DIR", "{tmp}/labels", "hash to 7b70beb1"),
         (["-m", "worker"], "MITOSIS_HUB_RESULTS_REPO", "org/results", "HF_HUB_OFFLINE is set"),
         (["-m", "worker"], "MITOSIS_LOCAL_USER", "x", "No benchmark release at"),
-        (["app.py"], "MITOSIS_LOCAL_USER", "x", "No benchmark release at"),  # not a worker loop
+        (["app.py"], "MITOSIS_HUB_RESULTS_REPO", "org/results", "HF_HUB_OFFLINE is set"),
     ],
 )
 def test_the_app_and_the_worker_stop_with_the_sentence(command, variable, value, message, tmp_path):

@@ -6,8 +6,9 @@ Create Date: 2026-12-07
 
 ``submissions.sha256`` is the uploaded file's; a checkpoint zipped again (another folder
 level, another compression, other timestamps) has another. ``content_sha256`` digests its
-files' names and bytes (``models.archive.CheckpointFiles.verify``). Rows written before this
-revision have none: they are matched by their file's hash only.
+files' names and bytes (``models.archive.CheckpointFiles.verify``); unique, so two users'
+racing copies meet the same refusal as identical files. Rows written before this revision have
+none and are matched by their file's hash only (the shipped model's gets it at the next seed).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("submissions") as table:
         table.add_column(sa.Column("content_sha256", sa.String(64)))
-        table.create_index("ix_submissions_content_sha256", ["content_sha256"])
+        table.create_index("ix_submissions_content_sha256", ["content_sha256"], unique=True)
 
 
 def downgrade() -> None:
