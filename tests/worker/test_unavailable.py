@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from app import start_backend
+from leaderboard.hub import HubSyncError
 from settings import REPO_ROOT, Settings
 from store.engine import open_store
 from store.entry import EntryMetadata
@@ -17,6 +19,7 @@ from submissions.errors import QueueUnavailable
 from submissions.queue import EvaluationQueue
 from tests.backend import Backend
 from tests.servers import free_port
+from worker.__main__ import main as worker_main
 from worker.runner import LABEL_STORE_REFUSED
 
 
@@ -67,8 +70,6 @@ def test_a_queue_server_that_does_not_answer_is_a_sentence(tmp_path):
         (["-m", "worker"], "MITOSIS_QUEUE_URL", "redis://127.0.0.1:{port}/0", "Cannot reach"),
         (["-m", "worker", "--rescore"], "MITOSIS_LABELS_DIR", "{tmp}/labels", "hash to 7b70beb1"),
         (["-m", "worker"], "MITOSIS_HUB_RESULTS_REPO", "org/results", "HF_HUB_OFFLINE is set"),
-        (["-m", "worker"], "MITOSIS_LOCAL_USER", "x", "No benchmark release at"),
-        (["app.py"], "MITOSIS_HUB_RESULTS_REPO", "org/results", "HF_HUB_OFFLINE is set"),
     ],
 )
 def test_the_app_and_the_worker_stop_with_the_sentence(command, variable, value, message, tmp_path):
@@ -94,6 +95,20 @@ def test_the_app_and_the_worker_stop_with_the_sentence(command, variable, value,
     )
     assert done.returncode == 2 and message in done.stderr
     assert "Traceback" not in done.stderr and done.stderr.count("error: ") == 1
+
+
+def test_a_worker_without_a_release_and_an_app_whose_sync_cannot_run_say_so(
+    tmp_path, monkeypatch, capsys
+):
+    """In this process, through the same entry points as the commands above (cheaper)."""
+    monkeypatch.setenv("MITOSIS_DATA_DIR", str(tmp_path))
+    assert worker_main([]) == 2
+    assert capsys.readouterr().err.startswith("error: No benchmark release at")
+    monkeypatch.setenv("MITOSIS_HUB_RESULTS_REPO", "org/results")
+    monkeypatch.setenv("HF_TOKEN", "hf_unused")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(HubSyncError, match="HF_HUB_OFFLINE is set"):
+        start_backend(Settings.from_env())  # app.py prints it as its one error line
 
 
 @pytest.mark.slow  # a worker process
