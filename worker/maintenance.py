@@ -129,10 +129,9 @@ class Maintenance:
     def _seed_default_model(self, data: bytes, digest: str) -> int | None:
         with self.sessions.begin() as session:
             existing = session.scalar(select(Submission).where(Submission.sha256 == digest))
-            with CheckpointFiles.open(data) as files:  # its copies in other zips are the same
-                content = files.verify()
             if existing is not None:
-                existing.content_sha256 = content  # a row seeded before the digest existed
+                if existing.content_sha256 is None:  # a row seeded before the digest existed
+                    existing.content_sha256 = _content_digest(data)
                 if existing.jobs and existing.jobs[-1].status not in (
                     JobStatus.FAILED,
                     JobStatus.CANCELLED,
@@ -146,7 +145,7 @@ class Maintenance:
             store_file(uploads, data, digest, ".zip")
             submission = Submission(
                 sha256=digest,
-                content_sha256=content,
+                content_sha256=_content_digest(data),
                 kind="checkpoint",
                 user=SHIPPED_MODEL_USER,
                 meta=checkpoint_entry(self.settings.default_checkpoint).to_dict(),
@@ -311,6 +310,12 @@ def fetch_labels(settings: Settings) -> None:
         log.info("label store %s… (MITOSIS_LABELS_REPO %s)", label_hash[:16], settings.labels_repo)
     except (EvaluationError, OSError) as e:
         log.error("%s", e)
+
+
+def _content_digest(zipped: bytes) -> str:
+    """A checkpoint's content digest: its copies in other zips are the same submission."""
+    with CheckpointFiles.open(zipped) as files:
+        return files.verify()
 
 
 METHOD_OF_STRATEGY = {"end_to_end": "end-to-end", "linear_probe": "linear probe", "lora": "LoRA"}
