@@ -183,6 +183,9 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # an automatic re-scoring's target: one that failed is not queued again for the same one
+    rescore_label_set: Mapped[str | None] = mapped_column(String(64))
+    rescore_scorer: Mapped[str | None] = mapped_column(String(32))
 
     submission: Mapped[Submission] = relationship(back_populates="jobs")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
@@ -172,7 +172,10 @@ class Maintenance:
             seed_pathologist_rows(self.sessions, labels.reader_votes(), labels.label_set_hash)
 
     def rescore_all(self) -> int:
-        """A new job for every stored submission; their old results stay as history."""
+        """A new job for every stored submission; their old results stay as history.
+
+        Also those whose automatic re-scoring failed: the maintainer asks again.
+        """
         return self._rescore(select(Submission.id).where(Submission.kind.in_(SCORED_KINDS)))
 
     def rescore_stale(self) -> int:
@@ -181,7 +184,9 @@ class Maintenance:
         Runs at start and whenever the label-set hash changes (a maintainer rebuilt the label
         store), so the board never mixes label sets; submissions with a job already queued or
         running are left to it. Older scorers' results are included when
-        :meth:`rescore_older_scorers` would take them.
+        :meth:`rescore_older_scorers` would take them. A submission already queued for these
+        labels and this scorer is not queued again (its re-scoring failed: see the job's
+        reason, then ``--rescore``), however many workers see the change.
         """
         current = LabelStore.current_hash(self.settings.labels_dir)
         if current is None:
@@ -190,7 +195,7 @@ class Maintenance:
         stale = Result.label_set_hash != current
         if older := self._older_scorers():
             stale = or_(stale, Result.scorer_version.in_(older))
-        return self._rescore(self._scored(stale))
+        return self._rescore(self._scored(stale), target=current, tell_tried=True)
 
     def rescore_older_scorers(self) -> int:
         """A new job for every submission whose current results an older scorer wrote.
@@ -198,10 +203,13 @@ class Maintenance:
         Only once no live worker scores with an older scorer (or one that does not say): during
         a rolling upgrade the old workers would score those jobs the old way again. Checked at
         start and every 30 s, so the board settles on one scorer version once the last old
-        worker has gone.
+        worker has gone. As with :meth:`rescore_stale`, a submission is queued once per label
+        set and scorer.
         """
-        older = self._older_scorers()
-        return self._rescore(self._scored(Result.scorer_version.in_(older))) if older else 0
+        if not (older := self._older_scorers()):
+            return 0
+        target = LabelStore.current_hash(self.settings.labels_dir) or ""
+        return self._rescore(self._scored(Result.scorer_version.in_(older)), target=target)
 
     def _older_scorers(self) -> list[str]:
         """Scorer versions of current results older than this worker's, when they may go."""
@@ -225,24 +233,53 @@ class Maintenance:
             .distinct()
         )
 
-    def _rescore(self, submission_ids) -> int:
+    def _rescore(self, submission_ids, target: str | None = None, tell_tried=False) -> int:
+        """Queue ``submission_ids`` again; with ``target`` (a label-set hash), once per target.
+
+        ``None`` is a maintainer's ``--rescore``: every submission without an open job.
+        ``tell_tried`` logs how many were tried for ``target`` already and are left.
+        """
         with self.sessions.begin() as session:
             hold_lock(session, RESCORING)  # one worker at a time decides what to queue
-            busy = select(Job.submission_id).where(Job.status.in_(OPEN_STATES))
+            left = select(Job.submission_id).where(Job.status.in_(OPEN_STATES))
+            if target is not None:
+                tried = Job.rescore_label_set == target, Job.rescore_scorer == SCORER_VERSION
+                left = left.union(select(Job.submission_id).where(*tried))
             chosen = session.scalars(
                 select(Submission).where(
-                    Submission.id.in_(submission_ids), ~Submission.id.in_(busy)
+                    Submission.id.in_(submission_ids), ~Submission.id.in_(left)
                 )
             ).all()
+            if tell_tried and (tried_before := self._tried(session, submission_ids, left)):
+                log.warning(
+                    "%d submission(s) failed their re-scoring for these labels and stay on "
+                    "their old results (their jobs say why); python -m worker --rescore tries "
+                    "again",
+                    tried_before,
+                )
             new = []
             for submission in chosen:
                 new.append(self._again(submission))
+                if target is not None:
+                    new[-1].rescore_label_set, new[-1].rescore_scorer = target, SCORER_VERSION
                 session.add(new[-1])
         for job in new:
             self._enqueue(job.id)
-        if new:
+        if new and target is not None:  # --rescore prints its own count
             log.info("queued %d submission(s) for re-scoring", len(new))
         return len(new)
+
+    @staticmethod
+    def _tried(session, submission_ids, left) -> int:
+        """How many of ``submission_ids`` have no open job and were left for their target."""
+        open_jobs = select(Job.submission_id).where(Job.status.in_(OPEN_STATES))
+        return session.scalar(
+            select(func.count(Submission.id)).where(
+                Submission.id.in_(submission_ids),
+                Submission.id.in_(left),
+                ~Submission.id.in_(open_jobs),
+            )
+        )
 
     def watch_labels(self, interval_s: float = 30.0) -> None:
         """Re-score what another label set or an older scorer scored, when it may be."""

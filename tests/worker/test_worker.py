@@ -36,10 +36,10 @@ def queued(backend: Backend) -> list[int]:
         return list(session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)))
 
 
-def correct_a_label(labels_dir) -> str:
-    """Flip one AtNorM-MD label in the private store, as a corrected label set would."""
+def correct_a_label(labels_dir, which: int = 0) -> str:
+    """Flip AtNorM-MD label ``which`` in the private store, as a corrected label set would."""
     labels = pd.read_csv(labels_dir / bundle.PRIVATE_LABELS_CSV, dtype=str)
-    first = labels.index[labels["split"] == "atnorm_md"][0]
+    first = labels.index[labels["split"] == "atnorm_md"][which]
     labels.loc[first, "label"] = (
         "normal" if labels.loc[first, "label"] == "atypical" else "atypical"
     )
@@ -74,6 +74,57 @@ def test_a_changed_label_set_is_rescored_automatically(tmp_path):
             )
         )
     assert hashes == {new_hash, ""} and old == 3  # "": the paper's rows; history kept
+    assert worker.maintenance.rescore_stale() == 0
+
+
+def damage_the_stored_file(backend: Backend, job_id: int) -> None:
+    """A stored prediction file its re-scoring cannot read (a disk fault, a lost upload)."""
+    with backend.sessions() as session:
+        path = backend.settings.data_dir / session.get(Job, job_id).submission.path
+    path.write_text("image_id,prob_atypical\nno-such-crop,0.5\n")
+
+
+def rescoring_fails(backend: Backend, worker: Worker) -> None:
+    (job_id,) = queued(backend)
+    worker.run_job(job_id)
+    assert backend.service.status("alice", job_id).status == "failed"
+
+
+def test_a_failed_rescoring_is_queued_once_per_label_set_however_many_workers_look(
+    tmp_path, caplog
+):
+    """Both workers see the label change; the first one's re-scoring fails: the second does
+    not queue it again (it did, once per worker and per restart), a later label set does, and
+    so does a maintainer's --rescore."""
+    caplog.set_level(logging.WARNING, logger="worker")
+    backend = Backend(tmp_path)
+    first, second = Worker(backend.settings), Worker(backend.settings)
+    view = backend.service.submit_predictions("alice", backend.predictions(1), META)
+    first.run_job(view.job_id)
+    damage_the_stored_file(backend, view.job_id)
+    correct_a_label(backend.settings.labels_dir)
+    assert first.maintenance.rescore_stale() == 1
+    rescoring_fails(backend, first)
+    assert second.maintenance.rescore_stale() == 0 and first.maintenance.rescore_stale() == 0
+    assert "1 submission(s) failed their re-scoring for these labels" in caplog.text
+    correct_a_label(backend.settings.labels_dir, 1)  # another label set: tried once for it too
+    assert second.maintenance.rescore_stale() == 1
+    rescoring_fails(backend, second)
+    assert first.maintenance.rescore_stale() == 0
+    assert first.maintenance.rescore_all() == 1  # the maintainer asks again
+
+
+def test_a_failed_rescoring_for_a_newer_scorer_is_not_queued_every_30_s(tmp_path):
+    backend = Backend(tmp_path)
+    worker = Worker(backend.settings)
+    view = backend.service.submit_predictions("alice", backend.predictions(1), META)
+    worker.run_job(view.job_id)
+    with backend.sessions.begin() as session:
+        session.execute(update(Result).values(scorer_version="0.9"))
+    damage_the_stored_file(backend, view.job_id)
+    assert worker.maintenance.rescore_older_scorers() == 1
+    rescoring_fails(backend, worker)
+    assert worker.maintenance.rescore_older_scorers() == 0
     assert worker.maintenance.rescore_stale() == 0
 
 
