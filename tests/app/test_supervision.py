@@ -32,7 +32,7 @@ def test_a_killed_worker_is_restarted_and_its_job_finishes_exactly_once(tmp_path
     try:
         first = app.worker()
         view = app.backend.service.submit_checkpoint(
-            "alice", zip_dir(slow_checkpoint(tmp_path / "slow", size=640)), EntryMetadata("slow")
+            "alice", zip_dir(slow_checkpoint(tmp_path / "slow", size=512)), EntryMetadata("slow")
         )
         wait_until(lambda: running_job(app, first) == view.job_id, 300, "the job never started")
         os.kill(first, signal.SIGKILL)

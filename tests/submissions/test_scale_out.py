@@ -26,7 +26,7 @@ from tests.servers import free_port
 pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
 
 META = ("scale", "team", "end-to-end", "", "", "AMi-Br train", False, "", "", "")
-SUBMISSIONS = 50
+SUBMISSIONS = 24
 
 
 class Deployment:
@@ -133,11 +133,11 @@ def test_two_apps_and_two_workers_on_one_store(deployment, tmp_path):
     for t in threads:
         t.join()
     assert not errors, errors[:3]
-    # the quota (50 for this user) held across both apps: no 51st scoring, whatever the race
+    # the quota (24 for this user) held across both apps: no 25th scoring, whatever the race
     assert len(receipts) == SUBMISSIONS and len(refusals) == 6
-    assert all("used your 50 hidden-split scorings" in r for r in refusals)
+    assert all(f"used your {SUBMISSIONS} hidden-split scorings" in r for r in refusals)
     ids = {r["job_id"] for r in receipts}
-    wait_until(lambda: finished(backend, ids) == SUBMISSIONS, 300, "50 scored files")
+    wait_until(lambda: finished(backend, ids) == SUBMISSIONS, 300, f"{SUBMISSIONS} scored files")
     with backend.sessions() as session:
         assert session.scalar(select(func.count(Job.id)).where(Job.id.in_(ids))) == SUBMISSIONS
         results = session.scalar(select(func.count(Result.id)).where(Result.job_id.in_(ids)))
@@ -147,7 +147,7 @@ def test_two_apps_and_two_workers_on_one_store(deployment, tmp_path):
 
     # a worker killed mid-job: the other one finishes the job, exactly once
     view = backend.service.submit_checkpoint(
-        "alice", zip_dir(slow_checkpoint(tmp_path / "slow", size=640)), EntryMetadata("slow")
+        "alice", zip_dir(slow_checkpoint(tmp_path / "slow", size=512)), EntryMetadata("slow")
     )
     wait_until(lambda: running_on(backend, view.job_id) is not None, 300, "the checkpoint job")
     victim = running_on(backend, view.job_id)
