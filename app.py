@@ -8,7 +8,6 @@ tab is built in ``ui/`` (Gradio-only modules); its handlers call the packages.
 from __future__ import annotations
 
 import atexit
-import logging
 import signal
 import sys
 import threading
@@ -18,7 +17,7 @@ import gradio as gr
 
 from leaderboard.hub import HubSyncError, check_hub_sync
 from models.batching import BATCHER
-from settings import Settings, command_settings
+from settings import Settings, command_settings, configure_logging
 from store.engine import open_store
 from store.errors import StoreUnavailable
 from submissions import jobs
@@ -97,8 +96,8 @@ def start_backend(settings: Settings) -> WorkerSupervisor | None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
     app_settings = command_settings("app.py")
+    configure_logging(app_settings)
     try:  # a database or queue it cannot use: one sentence, before anything serves
         start_backend(app_settings)
     except (StoreUnavailable, QueueUnavailable, HubSyncError) as e:

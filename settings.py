@@ -9,6 +9,7 @@ checks its numeric options with :func:`at_least`.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -27,6 +28,9 @@ MAX_PREDICTION_FILE_MB = 5
 MAX_CHECKPOINT_MB = 2048
 MAX_IMAGE_BYTES = 64 * MB  # measured before an image is read
 MAX_IMAGE_PIXELS = 50_000_000  # judged from the header before it is decoded
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class SettingsError(ValueError):
@@ -78,6 +82,7 @@ class Settings:
         publish_allowance: withheld scorings a user may publish per rolling 30 days.
         maintainer_accounts: accounts whose every scoring is released (the benchmark's
             maintainers, e.g. running a paper's backbones); shown as such on the board.
+        log_level: what ``python app.py`` and ``python -m worker`` log (one of LOG_LEVELS).
     """
 
     source_dir: Path
@@ -113,6 +118,7 @@ class Settings:
     release_floor: float
     publish_allowance: int
     maintainer_accounts: frozenset[str]
+    log_level: str = "info"
 
     @property
     def results_dataset_dir(self) -> Path:
@@ -184,6 +190,7 @@ class Settings:
                 for name in env.get("MITOSIS_MAINTAINER_ACCOUNTS", "").split(",")
                 if name.strip()
             ),
+            log_level=_choice(env, "MITOSIS_LOG_LEVEL", "info", LOG_LEVELS),
         )
 
 
@@ -194,6 +201,30 @@ def command_settings(prog: str) -> Settings:
     except SettingsError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from e
+
+
+def configure_logging(settings: Settings) -> None:
+    """The services' log: one line per event, at ``settings.log_level`` and above.
+
+    The libraries' routine lines (Alembic's dialect on every start, Huey's banner per lane and
+    a line per message) come at ``debug`` only: the worker logs its own start, upgrades and
+    jobs.
+    """
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if settings.log_level != "debug":
+        for chatty in ("alembic", "huey"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}; found {raw!r}.")
+    return raw
 
 
 def _path(env: Mapping[str, str], name: str, default: Path | None) -> Path | None:

@@ -9,10 +9,12 @@ upgraded in place, keeping every row. Writing a new migration is in ``docs/opera
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, event, inspect, make_url, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -24,6 +26,8 @@ from store.schema import Base
 MIGRATIONS = Path(__file__).with_name("migrations")
 BEFORE_ALEMBIC = "0001"  # the revision that is the schema of version 1
 _LOCK_KEY = 7_240_531  # PostgreSQL advisory lock: one process migrates at a time
+
+log = logging.getLogger("store")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -117,7 +121,11 @@ def migrate(url: str) -> None:
                 return
             if not inspect(connection).has_table("alembic_version"):
                 command.stamp(config, BEFORE_ALEMBIC)
+            before = MigrationContext.configure(connection).get_current_revision()
             command.upgrade(config, "head")
+            after = MigrationContext.configure(connection).get_current_revision()
+            if after != before:
+                log.info("upgraded the database %s from %s to %s", shown_url(url), before, after)
             if connection.dialect.name == "sqlite":  # the copies ran with foreign keys off
                 broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                 if broken:

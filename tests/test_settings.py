@@ -31,9 +31,11 @@ def test_environment_overrides(tmp_path: Path):
             "MITOSIS_CPU_GFLOPS": "12.5",
             "MITOSIS_START_WORKER": "Off",
             "MITOSIS_QUEUE_URL": "redis://queue.lab:6379/2",
+            "MITOSIS_LOG_LEVEL": "Warning",
         }
     )
     assert (settings.cpu_gflops, settings.start_worker) == (12.5, False)
+    assert settings.log_level == "warning"
     assert settings.queue_url == "redis://queue.lab:6379/2"
     assert settings.public_dir == tmp_path / "public"
     assert settings.labels_dir == tmp_path / "secret"
@@ -52,6 +54,7 @@ def test_environment_overrides(tmp_path: Path):
         ("MITOSIS_CPU_GFLOPS", "-3", "MITOSIS_CPU_GFLOPS must be a number above 0; found '-3'"),
         ("MITOSIS_CPU_GFLOPS", "nan", "must be a number above 0; found 'nan'"),
         ("MITOSIS_START_WORKER", "maybe", "must be 1/true/yes/on or 0/false/no/off"),
+        ("MITOSIS_LOG_LEVEL", "verbose", "must be one of debug, info, warning, error"),
         (
             "MITOSIS_RELEASE_FLOOR",
             "1.5",

@@ -19,7 +19,7 @@ from evaluation.bundle import PublicBundle
 from evaluation.errors import EvaluationError, InvalidLabelStore
 from leaderboard.board import shipped_model_status
 from leaderboard.hub import HubSyncError
-from settings import command_settings
+from settings import command_settings, configure_logging
 from store.engine import open_store
 from store.errors import BackupRefused, StoreUnavailable
 from submissions.errors import ModerationRefused, QueueUnavailable
@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--reason goes with --take-down ENTRY_ID.")
     if args.take_down is not None and not args.reason.strip():
         parser.error("--take-down needs --reason TEXT: its submitter reads why.")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = command_settings("python -m worker")
+    configure_logging(settings)
     parent = os.environ.get("MITOSIS_PARENT_PID", "")
     beside_app = parent.isdigit()
     if beside_app:  # the Space's own worker: die with it, and leave it the CPU it needs

@@ -342,6 +342,9 @@ class Worker:
             lanes=self.lanes,
             scorer_version=SCORER_VERSION,
         )
+        log.info(
+            "worker %s on %s serves the %s lane(s)", self.name, _device(), ", ".join(self.lanes)
+        )
         self.maintenance.seed()
         self.maintenance.rescore_stale()
         self.update_standing()

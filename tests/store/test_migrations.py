@@ -3,6 +3,7 @@ revisions from empty build the same schema as a fresh database; concurrent opene
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
@@ -87,11 +88,14 @@ def current_revision(url: str) -> str:
 
 
 @pytest.mark.parametrize("written_by", [VERSION_1, VERSION_2], ids=lambda p: p.stem)
-def test_a_database_written_before_alembic_gets_exactly_the_schema(tmp_path, written_by):
+def test_a_database_written_before_alembic_gets_exactly_the_schema(tmp_path, written_by, caplog):
+    caplog.set_level(logging.INFO, logger="store")
     url = f"sqlite:///{tmp_path / 'leaderboard.db'}"
     shutil.copy(written_by, tmp_path / "leaderboard.db")
     sessions = open_store(url)
-    assert current_revision(url) == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert current_revision(url) == head
+    assert f"upgraded the database {url} from 0001 to {head}" in caplog.text
     assert schema_differences(url) == []
     with sessions() as session:
         job = session.scalar(select(Job))

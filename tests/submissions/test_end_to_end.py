@@ -156,13 +156,16 @@ def test_rescore_keeps_history(backend):
     )
     backend.wait("alice", view.job_id)
     backend.wait_idle()
-    subprocess.run(
+    rescore = subprocess.run(
         [sys.executable, "-m", "evaluation.worker", "--rescore"],
         cwd=REPO_ROOT,
         env=backend.env,
         check=True,
         capture_output=True,
+        text=True,
     )
+    assert rescore.stdout == "queued 2 submissions for re-scoring\n"  # the shipped model too
+    assert "queued" not in rescore.stderr  # said once
     backend.wait_idle()
     with backend.sessions() as session:
         rows = session.scalars(
@@ -174,6 +177,10 @@ def test_rescore_keeps_history(backend):
     old = sorted((r.split, r.ba) for r in rows if not r.current)
     new = sorted((r.split, r.ba) for r in rows if r.current)
     assert np.allclose([b for _, b in old], [b for _, b in new])
+    log = (backend.settings.data_dir / "worker0.log").read_text()
+    assert "serves the files, models lane(s)" in log and f"job {view.job_id} finished" in log
+    for routine in ("alembic", "huey"):  # their lines come at MITOSIS_LOG_LEVEL=debug only
+        assert routine not in log, log
 
 
 def vm_peak_mb(pid: int) -> float:
