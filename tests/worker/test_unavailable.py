@@ -62,39 +62,54 @@ def test_a_queue_server_that_does_not_answer_is_a_sentence(tmp_path):
     EvaluationQueue(Settings.from_env({"MITOSIS_DATA_DIR": str(tmp_path)})).check()  # SQLite
 
 
-@pytest.mark.slow  # two processes
-@pytest.mark.parametrize(
-    ("command", "variable", "value", "message"),
-    [
-        (["app.py"], "MITOSIS_DATABASE_URL", "nonsense", "is not a database URL"),
-        (["-m", "worker"], "MITOSIS_QUEUE_URL", "redis://127.0.0.1:{port}/0", "Cannot reach"),
-        (["-m", "worker", "--rescore"], "MITOSIS_LABELS_DIR", "{tmp}/labels", "hash to 7b70beb1"),
-        (["-m", "worker"], "MITOSIS_HUB_RESULTS_REPO", "org/results", "HF_HUB_OFFLINE is set"),
-    ],
-)
-def test_the_app_and_the_worker_stop_with_the_sentence(command, variable, value, message, tmp_path):
+UNUSABLE = [  # what a maintainer may get wrong: (command, variable, value, the sentence)
+    (["app.py"], "MITOSIS_DATABASE_URL", "nonsense", "is not a database URL"),
+    (["-m", "worker"], "MITOSIS_QUEUE_URL", "redis://127.0.0.1:{port}/0", "Cannot reach"),
+    (["-m", "worker", "--rescore"], "MITOSIS_LABELS_DIR", "{tmp}/labels", "hash to 7b70beb1"),
+    (["-m", "worker"], "MITOSIS_HUB_RESULTS_REPO", "org/results", "HF_HUB_OFFLINE is set"),
+]
+
+
+def unusable_environment(variable: str, value: str, tmp_path) -> dict[str, str]:
     labels = tmp_path / "labels"  # a label store edited after its release was built
     labels.mkdir()
     (labels / "labels.csv").write_text("image_id,split,label\na,atnorm_br,normal\n")
     (labels / "release.json").write_text('{"label_set_hash": "%s"}' % ("0" * 64))
-    env = {
-        **os.environ,
+    return {
         "MITOSIS_DATA_DIR": str(tmp_path),
         variable: value.format(port=free_port(), tmp=tmp_path),
         "GRADIO_SERVER_PORT": str(free_port()),
         "HF_TOKEN": "hf_unused",  # the Hub sync needs one to be configured
         "HF_HUB_OFFLINE": "1",
     }
+
+
+@pytest.mark.slow  # two processes: the app's and the worker's own way out, end to end
+@pytest.mark.parametrize(("command", "variable", "value", "message"), UNUSABLE[:2])
+def test_the_app_and_the_worker_stop_with_the_sentence(command, variable, value, message, tmp_path):
     done = subprocess.run(
         [sys.executable, *command],
         cwd=REPO_ROOT,
-        env=env,
+        env={**os.environ, **unusable_environment(variable, value, tmp_path)},
         capture_output=True,
         text=True,
         timeout=120,  # a regression that starts serving fails here instead of hanging the run
     )
     assert done.returncode == 2 and message in done.stderr
     assert "Traceback" not in done.stderr and done.stderr.count("error: ") == 1
+
+
+@pytest.mark.parametrize(("command", "variable", "value", "message"), UNUSABLE[2:])
+def test_the_worker_stops_with_the_sentence(
+    command, variable, value, message, tmp_path, monkeypatch, capsys
+):
+    """The other causes through ``python -m worker``'s own entry point, in this process."""
+    for name, setting in unusable_environment(variable, value, tmp_path).items():
+        monkeypatch.setenv(name, setting)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    assert worker_main(command[2:]) == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr and stderr.count("error: ") == 1
 
 
 def test_a_worker_without_a_release_and_an_app_whose_sync_cannot_run_say_so(
