@@ -25,6 +25,7 @@ from leaderboard.publication import release_pending
 from models.archive import CheckpointFiles
 from models.checkpoint import inspect_checkpoint
 from models.checkpoint_config import read_config
+from models.errors import CheckpointError
 from settings import Settings
 from store.entry import EntryMetadata
 from store.locks import RESCORING, hold_lock
@@ -65,6 +66,7 @@ class Maintenance:
         seed_paper_rows(self.sessions)
         self.seed_pathologists()
         release_pending(self.sessions, self.settings)
+        self.record_content_digests()
         checkpoint = self.settings.default_checkpoint
         if not checkpoint.exists():
             log.error("no checkpoint at %s (MITOSIS_DEFAULT_CHECKPOINT): not evaluated", checkpoint)
@@ -130,8 +132,6 @@ class Maintenance:
         with self.sessions.begin() as session:
             existing = session.scalar(select(Submission).where(Submission.sha256 == digest))
             if existing is not None:
-                if existing.content_sha256 is None:  # a row seeded before the digest existed
-                    existing.content_sha256 = _content_digest(data)
                 if existing.jobs and existing.jobs[-1].status not in (
                     JobStatus.FAILED,
                     JobStatus.CANCELLED,
@@ -156,6 +156,39 @@ class Maintenance:
             session.add_all([submission, job])
             session.flush()
             return job.id
+
+    def record_content_digests(self) -> int:
+        """Content digests of the checkpoints stored before they were recorded (migration 0005).
+
+        Another zip of one of those is then the same submission, as for any newer one. Of two
+        stored copies of one checkpoint (possible before 0005) the older keeps the digest; a
+        stored file that cannot be read is logged and tried again at the next start.
+        """
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Submission.id, Submission.path)
+                .where(Submission.kind == "checkpoint", Submission.content_sha256.is_(None))
+                .order_by(Submission.id)
+            ).all()
+        recorded = 0
+        for submission_id, path in rows:
+            try:
+                with CheckpointFiles.open(self.settings.data_dir / path) as files:
+                    digest = files.verify()
+            except (CheckpointError, OSError) as e:
+                log.warning("submission %d: no content digest (%s)", submission_id, e)
+                continue
+            try:
+                with self.sessions.begin() as session:
+                    taken = select(Submission.id).where(Submission.content_sha256 == digest)
+                    if session.scalar(taken) is None:
+                        session.get(Submission, submission_id).content_sha256 = digest
+                        recorded += 1
+            except IntegrityError:  # another worker recorded it for another copy just now
+                continue
+        if recorded:
+            log.info("recorded the content digest of %d checkpoint(s) stored before 0005", recorded)
+        return recorded
 
     def seed_pathologists(self) -> None:
         """The experts' reference rows for the label store's current label set.

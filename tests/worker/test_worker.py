@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import os
 import re
 import subprocess
 import sys
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from sqlalchemy import func, select, update
 
 from evaluation import bundle
 from evaluation.scoring import SCORER_VERSION
 from settings import REPO_ROOT
 from store.entry import EntryMetadata
-from store.schema import Job, JobStatus, Result, WorkerRecord, utcnow
+from store.schema import (
+    SHIPPED_MODEL_USER,
+    Job,
+    JobStatus,
+    Result,
+    Submission,
+    WorkerRecord,
+    utcnow,
+)
 from submissions import jobs, quota, worker_registry
+from submissions.errors import DuplicateSubmission
 from tests.backend import Backend, zip_dir
 from tests.models.conftest import tiny_checkpoint
 from worker import Worker
@@ -126,6 +138,44 @@ def test_a_failed_rescoring_for_a_newer_scorer_is_not_queued_every_30_s(tmp_path
     rescoring_fails(backend, worker)
     assert worker.maintenance.rescore_older_scorers() == 0
     assert worker.maintenance.rescore_stale() == 0
+
+
+def nested_zip(folder: Path, inside: str) -> bytes:
+    """The checkpoint's files one folder down, deflated: another upload of the same files."""
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, f"{inside}/{path.name}")
+    return data.getvalue()
+
+
+def test_checkpoints_stored_before_content_digests_get_them_at_the_next_start(tmp_path):
+    """Rows written before migration 0005 had none, so a re-zip of one was a new submission
+    (another user's copy too); of two such copies stored then, the older gets the digest."""
+    backend = Backend(tmp_path)
+    folder = tiny_checkpoint(tmp_path / "mine", seed=5)  # not the shipped stand-in's weights
+
+    def forget_digests() -> None:
+        with backend.sessions.begin() as session:
+            session.execute(update(Submission).values(content_sha256=None))
+
+    worker = Worker(backend.settings)
+    worker.maintenance.seed()  # the shipped model's row
+    first = backend.service.submit_checkpoint("alice", zip_dir(folder), META)
+    forget_digests()
+    backend.service.submit_checkpoint("bob", nested_zip(folder, "bobs"), META)
+    forget_digests()
+    worker.maintenance.seed()  # a worker's next start
+    with backend.sessions() as session:
+        rows = session.execute(select(Submission.user, Submission.content_sha256)).all()
+    digests = {user: digest for user, digest in rows}
+    assert digests["alice"] and digests["bob"] is None
+    assert digests[SHIPPED_MODEL_USER]  # the shipped model's row is one of them
+    again = backend.service.submit_checkpoint("alice", nested_zip(folder, "again"), META)
+    assert again.job_id == first.job_id
+    with pytest.raises(DuplicateSubmission, match="already submitted by another user"):
+        backend.service.submit_checkpoint("mallory", nested_zip(folder, "mallory"), META)
+    assert worker.maintenance.record_content_digests() == 0  # bob's copy stays as it was
 
 
 def test_no_label_store_or_no_checkpoint_leaves_the_shipped_model_unqueued(tmp_path, caplog):
