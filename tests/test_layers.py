@@ -47,6 +47,7 @@ LABEL_READERS = {
     "evaluation/model_card.py",  # the shipped model's card, through the scorer
     "worker/runner.py",
     "worker/maintenance.py",  # reads only the label-set hash
+    "worker/label_store.py",  # checks the store as a whole, or fetches it
 }
 LABEL_NAMES = {"LabelStore", "load_labels", "PRIVATE_LABELS_CSV", "split_labels", "all_labels"}
 SHARED_ROLES = {"__init__.py", "__main__.py", "errors.py"}  # the same role in every package

@@ -28,7 +28,7 @@ from submissions.moderation import restore, take_down
 from submissions.queue import LANES
 from submissions.worker_registry import health_table
 from worker.backup import backup
-from worker.maintenance import check_label_store, fetch_labels
+from worker.label_store import check_label_store, fetch_labels
 from worker.runner import Worker
 from worker.supervisor import follow_parent
 

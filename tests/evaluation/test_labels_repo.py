@@ -17,7 +17,7 @@ from evaluation.bundle import LabelStore, fetch_label_store
 from evaluation.errors import LabelsUnavailable
 from settings import Settings
 from tests.conftest import TINY_COUNTS
-from worker.maintenance import fetch_labels
+from worker.label_store import fetch_labels
 
 
 @pytest.fixture
