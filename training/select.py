@@ -107,6 +107,25 @@ def table(grid, state, trainset, shipped: Path, measure: bool) -> dict:
     }
 
 
+def measured_table(path: Path, current: dict) -> dict:
+    """The table ``table --measure --out`` wrote, if it holds ``current``'s CV results.
+
+    ``final`` then chooses from the timings that were written (and committed as evidence),
+    not from a second measurement that noise may order differently.
+    """
+    try:
+        report = json.loads(path.read_text())
+        written = {r["name"]: r.get("cv_ba_mean") for r in report["candidates"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--table {path} is not a table written by table --out ({e}).") from e
+    if written != {r["name"]: r.get("cv_ba_mean") for r in current["candidates"]}:
+        raise ValueError(
+            f"--table {path} holds other cross-validation results than --state: build it "
+            "again with table --measure --out."
+        )
+    return report
+
+
 MAX_SLOWDOWN = 1.2  # the default model's CPU forward time, relative to today's shipped model
 MAX_MB = 60
 
@@ -249,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shipped", type=Path, default=settings.default_checkpoint)
     p.add_argument("--name", help="final: the candidate to train (default: the table's best)")
     p.add_argument(
+        "--table",
+        type=Path,
+        help="final: choose from this table (table --measure --out's .json) instead of timing "
+        "every candidate again",
+    )
+    p.add_argument(
         "--out", type=Path, help="pack: the carry folder; final: run directory; table: its file"
     )
     p.add_argument(
@@ -305,7 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         pending = [n for n in (args.only or grid) if len(state["candidates"][n]["folds"]) < 5]
         print(json.dumps({"git_sha": git_sha(), "pending": pending}))
         return 0
-    report = table(grid, state, trainset, args.shipped, args.measure or not args.name)
+    if args.command == "final" and args.table and not args.name:
+        try:
+            report = measured_table(args.table, table(grid, state, trainset, args.shipped, False))
+        except ValueError as e:
+            p.error(str(e))
+    else:
+        report = table(grid, state, trainset, args.shipped, args.measure or not args.name)
     if args.command == "table":
         text = json.dumps(report, indent=1)
         if args.out:

@@ -232,6 +232,30 @@ def test_the_default_is_the_best_candidate_fast_enough():
         select.choose({"candidates": [{"name": "x", "cv_ba_mean": 0.8}]})
 
 
+def test_final_chooses_from_the_written_table_only_while_it_holds_the_state_s_results(tmp_path):
+    current = {"candidates": [{"name": "a", "cv_ba_mean": 0.8}, {"name": "b", "folds_done": 2}]}
+    written = {
+        "shipped": {"ms_per_crop": 2.0},
+        "candidates": [
+            {"name": "a", "cv_ba_mean": 0.8, "vs_shipped": 1.1, "mb": 9.0},
+            {"name": "b", "folds_done": 2},
+        ],
+    }
+    path = tmp_path / "candidates.json"
+    path.write_text(json.dumps(written))
+    assert select.measured_table(path, current) == written
+    assert select.choose(select.measured_table(path, current))["fast"] == "a"
+    current["candidates"][0]["cv_ba_mean"] = 0.81  # a fold re-run since the table was built
+    with pytest.raises(ValueError, match="other cross-validation results than --state: build"):
+        select.measured_table(path, current)
+    for broken in ("[]", "{", '{"candidates": [{}]}'):
+        path.write_text(broken)
+        with pytest.raises(ValueError, match="is not a table written by table --out"):
+            select.measured_table(path, current)
+    with pytest.raises(ValueError, match="is not a table written by table --out"):
+        select.measured_table(tmp_path / "missing.json", current)
+
+
 def test_the_selection_script_runs_start_to_finish(real_release, tmp_path):
     grid = tmp_path / "grid.json"
     grid.write_text(
