@@ -157,9 +157,16 @@ def load_crop(source: ImageInput) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def size_note(source: ImageInput) -> str:
-    """What the size policy did to an image that is not a 128x128 crop ('' when it is one)."""
+def image_note(source: ImageInput) -> str:
+    """What was done to an image that is not a 128x128 colour crop ('' for one), and why.
+
+    Its size (cropped, resized), no colour (grayscale), transparency (filled with white).
+    """
     image = source if isinstance(source, Image.Image) else _open(source)
+    return " ".join(note for note in (_size_note(image), _colour_note(image)) if note)
+
+
+def _size_note(image: Image.Image) -> str:
     width, height = image.size
     if (width, height) == (CROP, CROP):
         return ""
@@ -173,3 +180,22 @@ def size_note(source: ImageInput) -> str:
         f"{CROP}x{CROP} px crop at about 0.25 µm per pixel (40x), centred on one mitotic "
         "figure; other scales or several figures in view make the answer unreliable."
     )
+
+
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _colour_note(image: Image.Image) -> str:
+    notes = []
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        if image.convert("RGBA").getchannel("A").getextrema()[0] < 255:
+            notes.append("Its transparent pixels were filled with white.")
+    small = to_rgb(image)
+    small.thumbnail((64, 64))  # enough to see colour
+    rgb = np.asarray(small, dtype=np.int16)
+    if image.mode in GRAY_MODES or np.abs(rgb - rgb[..., :1]).max() <= 2:
+        notes.append(
+            "This image has no colour: the model learned from H&E-stained colour crops, so "
+            "its answer on a grayscale image is unreliable."
+        )
+    return " ".join(notes)

@@ -16,7 +16,7 @@ from torch import nn
 
 from models.errors import ImageError
 from models.explain import grad_cam
-from models.imaging import load_crop, size_note
+from models.imaging import image_note, load_crop
 from models.predict import main as predict_main
 from models.predictor import Predictor, answer_text
 from tests.models.conftest import tiny_checkpoint
@@ -225,20 +225,38 @@ def test_predict_cli(resnet_checkpoint, crop, tmp_path, capsys):
     )
 
 
-def test_size_notes_and_answers_in_words(tmp_path):
-    Image.new("RGB", (128, 128)).save(tmp_path / "native.png")
-    Image.new("RGB", (1024, 768)).save(tmp_path / "big.png")
-    Image.new("RGB", (128, 200)).save(tmp_path / "tall.png")
-    assert size_note(tmp_path / "native.png") == ""
-    assert size_note(tmp_path / "big.png").startswith(
+def test_image_notes_and_answers_in_words(tmp_path):
+    pink = (200, 120, 180)  # eosin-ish: a colour image
+    Image.new("RGB", (128, 128), pink).save(tmp_path / "native.png")
+    Image.new("RGB", (1024, 768), pink).save(tmp_path / "big.png")
+    Image.new("RGB", (128, 200), pink).save(tmp_path / "tall.png")
+    assert image_note(tmp_path / "native.png") == ""
+    assert image_note(tmp_path / "big.png").startswith(
         "This image is 1024x768 px: the model took its centre 768x768 square and resized it "
         "to 128x128."
     )
-    assert "took its centre 128x128 square." in size_note(tmp_path / "tall.png")
-    assert "resized" not in size_note(tmp_path / "tall.png")
+    assert "took its centre 128x128 square." in image_note(tmp_path / "tall.png")
+    assert "resized" not in image_note(tmp_path / "tall.png")
+    rng = np.random.default_rng(0)
+    stain = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    Image.fromarray(stain[..., 0]).save(tmp_path / "gray.png")  # mode L
+    Image.fromarray(np.repeat(stain[..., :1], 3, axis=2)).save(tmp_path / "gray-rgb.png")
+    see_through = np.dstack([stain, np.full((128, 128), 255, np.uint8)])
+    Image.fromarray(see_through).save(tmp_path / "opaque.png")  # RGBA, every pixel opaque
+    see_through[:10, :, 3] = 0
+    Image.fromarray(see_through).save(tmp_path / "transparent.png")
+    for gray in ("gray.png", "gray-rgb.png"):
+        assert image_note(tmp_path / gray).startswith("This image has no colour: the model")
+    assert image_note(tmp_path / "opaque.png") == ""
+    assert image_note(tmp_path / "transparent.png") == (
+        "Its transparent pixels were filled with white."
+    )
     assert "Called **normal**: below the cut-off of 0.5. A clear call" in answer_text(0.1)
     assert "A borderline call (0.02 from the cut-off)" in answer_text(0.52)
     assert "moderate" in answer_text(0.3) and "at or above" in answer_text(0.5)
+    assert "**P(atypical) > 0.99**" in answer_text(0.997)  # not "1.00": no false certainty
+    assert "**P(atypical) < 0.01**" in answer_text(0.001)
+    assert "**P(atypical) = 0.99**" in answer_text(0.994)
 
 
 class DarkSpotDetector(nn.Module):
