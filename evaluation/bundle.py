@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.errors import InvalidLabelStore, LabelsUnavailable, ReleaseNotFound
-from evaluation.splits import ATYPICAL, LABELS, TEST_SPLITS, get_split
+from evaluation.splits import ATYPICAL, LABELS, NORMAL, TEST_SPLITS, get_split
 from fileio import replace_folder, staged_folder
 
 RELEASE_FORMAT = 1
@@ -98,6 +98,22 @@ class PublicBundle:
             frame["image_id"].to_numpy(),
             (frame["label"] == ATYPICAL).to_numpy(np.int8),
         )
+
+    def public_label_of(self, image: str | Path) -> str | None:
+        """The AMi-Br test label of ``image`` when it is one of that split's crops, byte for byte.
+
+        Matched by name (``<image_id>.png``) and bytes, so another image under such a name gets
+        none; the hidden splits' labels are not in the public bundle at all.
+        """
+        image = Path(image)
+        labels = self.public_labels()
+        found = np.flatnonzero(labels.image_ids == image.stem)
+        original = self.test_crops_dir / f"{image.stem}.png"
+        try:
+            same = len(found) and image.read_bytes() == original.read_bytes()
+        except OSError:
+            return None
+        return (ATYPICAL if labels.y_true[found[0]] else NORMAL) if same else None
 
 
 class LabelStore:

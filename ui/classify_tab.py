@@ -19,7 +19,7 @@ from evaluation.prediction_file import as_prediction_file
 from fileio import write_predictions
 from models.batching import BATCHER
 from models.errors import ModelError
-from models.imaging import load_crop, size_note
+from models.imaging import image_note, load_crop
 from models.predictor import Predictor, answer_text, load_predictor, predictions_table
 from ui.components import CropImage, discard_upload
 from ui.space import DEFAULT_MODEL, ZERO_GPU, Space, bind, gpu, user_facing
@@ -71,7 +71,7 @@ def classify_many(space: Space, files: list[str] | None, model: str, tta: bool):
         try:
             crops.append(load_crop(file))
             names.append(Path(file).name)
-            notes.append(_size_note(file))  # e.g. a 1024 px file: what was done to it
+            notes.append(_image_note(file))  # e.g. a 1024 px or gray file: what was done to it
         except ModelError as e:  # this file alone: the others are still classified
             refused[Path(file).name] = str(e)
     if not crops:
@@ -81,7 +81,7 @@ def classify_many(space: Space, files: list[str] | None, model: str, tta: bool):
     else:
         predictions = BATCHER.predict_many(predictor, crops, tta=tta)
     table = predictions_table(names, predictions)
-    out = space.download_path("predictions.csv")
+    out = space.download_path("answers.csv")  # not a prediction file: that is submission.csv
     table.to_csv(out, index=False)
     try:
         submission = as_prediction_file(table, space.submissions.bundle.manifest)
@@ -110,9 +110,9 @@ def classify_many(space: Space, files: list[str] | None, model: str, tta: bool):
     )
 
 
-def _size_note(file: str) -> str:
+def _image_note(file: str) -> str:
     try:
-        return size_note(file)
+        return image_note(file)
     except ModelError:
         return ""
 
@@ -127,12 +127,20 @@ def _batch_summary(classified: int, refused: dict, as_file: bool, why_not: str) 
     return line + f". No prediction file: {why_not}."
 
 
-def describe(image: str | None, prob: float | None):
-    """The answer in words, and what was done to an image that is not a 128x128 crop."""
+def describe(space: Space, image: str | None, prob: float | None):
+    """The answer in words, with notes on the image and, if known, the experts' label.
+
+    The notes: what was done to an image that is not a 128x128 colour crop; the label: that of
+    a public AMi-Br test crop (the examples are some).
+    """
     if image is None or prob is None:
         return "", gr.Number(visible=False)
-    note = _size_note(image)
-    return answer_text(prob) + (f"\n\n⚠ {note}" if note else ""), gr.Number(visible=True)
+    text = answer_text(prob)
+    if note := _image_note(image):
+        text += f"\n\n⚠ {note}"
+    if truth := space.public_label(image):
+        text += f"\n\nThis is a public AMi-Br test crop; the pathologists labelled it **{truth}**."
+    return text, gr.Number(visible=True)
 
 
 def model_choices(space: Space):
@@ -157,7 +165,7 @@ def answer_crop(space: Space, image: str | None, model: str, tta: bool, explain:
     if not image or not Path(image).is_file():  # none, or a refused upload already removed
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     prob, decision, overlay = classify(space, image, model, tta, explain)
-    answer, _ = describe(image, prob)
+    answer, _ = describe(space, image, prob)
     return gr.Number(value=prob, visible=True), decision, overlay, answer
 
 
@@ -177,12 +185,15 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
                 classify_button = gr.Button("Classify", variant="primary")
             with gr.Column():
                 prob_atypical = gr.Number(  # shown with the first answer: no "0" before it
-                    label="P(atypical), 0 to 1", elem_id="prob-atypical", visible=False
+                    label="P(atypical), 0 to 1",
+                    elem_id="prob-atypical",
+                    visible=False,
+                    interactive=False,  # an answer, not an input
                 )
                 decision = gr.Textbox(label="Decision (atypical at P ≥ 0.5)", elem_id="decision")
                 answer = gr.Markdown(WAITING, elem_id="answer")
                 overlay = gr.Image(label="Where the model looked (Grad-CAM)", elem_id="overlay")
-                gr.Markdown(
+                legend = gr.Markdown(
                     "Grad-CAM colours, relative within the crop: **red** = the regions that "
                     "pushed the call most, through yellow and green, to **blue** = least. "
                     "It shows where the network looked, not why.",
@@ -198,7 +209,12 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
             )
             classify_many_button = gr.Button("Classify all")
             batch_summary = gr.Markdown(elem_id="batch-summary")
-            batch_table = gr.Dataframe(label="Answers", interactive=False, elem_id="batch-table")
+            batch_table = gr.Dataframe(  # its columns before the first answer, not "1 2 3"
+                pd.DataFrame(columns=["image", "prob_atypical", "label", "note"]),
+                label="Answers",
+                interactive=False,
+                elem_id="batch-table",
+            )
             with gr.Row():
                 batch_csv = gr.File(label="Answers as CSV", elem_id="batch-csv")
                 batch_submission = gr.File(
@@ -220,7 +236,10 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         api_name="classify",
         **shared,
     ).success(
-        describe, [crop_image, prob_atypical], [answer, prob_atypical], api_visibility="private"
+        bind(describe, space),
+        [crop_image, prob_atypical],
+        [answer, prob_atypical],
+        api_visibility="private",
     )
     # drop a crop (or pick an example, or change a setting) and the answer follows: cleared
     # first, so a refused crop never shows the last crop's answer
@@ -239,6 +258,13 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         api_visibility="private",
         trigger_mode="always_last",  # a crop dropped mid-answer is answered after, not skipped
         **shared,
+    )
+    explain_switch.input(  # no empty heat-map box or legend while it is off
+        lambda on: (gr.Image(visible=on), gr.Markdown(visible=on)),
+        explain_switch,
+        [overlay, legend],
+        api_visibility="private",
+        show_progress="hidden",
     )
     classify_many_button.click(
         gpu(bind(classify_many, space)),

@@ -181,6 +181,13 @@ class Space:
         """The ranked entries (released numbers only)."""
         return build_board(self.sessions, per_team=per_team)
 
+    def public_label(self, image: str) -> str | None:
+        """The AMi-Br test label of a public test crop (None for any other image)."""
+        try:
+            return PublicBundle(self.settings.public_dir).public_label_of(image)
+        except EvaluationError:
+            return None
+
     def examples(self) -> list[list[str]]:
         """A few public AMi-Br test crops for the Classify tab."""
         try:

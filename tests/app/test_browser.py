@@ -81,6 +81,7 @@ def test_classify_an_example_crop(page, app):
     assert decision in ("atypical", "normal") and f"Called {decision}" in answer.inner_text()
     prob = float(page.locator("#prob-atypical input").input_value())
     assert 0 <= prob <= 1
+    expect(page.locator("#prob-atypical input")).to_be_disabled()  # an answer, not an input
     expect(page.locator("#overlay img")).to_have_count(1)  # the heat-map came with it
     expect(page.locator("#overlay-legend")).to_contain_text("red")
     shot(page, "classify")
@@ -90,6 +91,15 @@ def test_classify_an_example_crop(page, app):
         (lambda: page.get_by_role("button", name="Classify", exact=True).click(), False),
     ):
         answered_again(page, change, cleared)
+    expect(page.locator("#answer")).to_contain_text("the pathologists labelled it")  # an example
+    explain = page.get_by_label("Show where the model looked")
+    explain.uncheck()  # no empty heat-map box and legend while it is off
+    expect(page.locator("#overlay")).to_be_hidden()
+    expect(page.locator("#overlay-legend")).to_be_hidden()
+    expect(page.locator("#answer")).to_contain_text("cut-off of 0.5")
+    explain.check()
+    expect(page.locator("#overlay img")).to_have_count(1)
+    expect(page.locator("#overlay-legend")).to_be_visible()
 
 
 def test_a_crop_dropped_while_another_is_answered_gets_its_own_answer(page, app, tmp_path):
@@ -167,7 +177,7 @@ def test_many_crops_give_a_row_each_and_a_prediction_file(page, app, tmp_path):
     expect(table).to_contain_text("not classified")
     expect(table).to_contain_text("broken.png")
     no_server_path([table.inner_text()])
-    expect(page.locator("#batch-csv")).to_contain_text("predictions")
+    expect(page.locator("#batch-csv")).to_contain_text("answers")
     expect(page.locator("#batch-submission")).to_contain_text("submission")
     summary = page.locator("#batch-summary")
     expect(summary).to_contain_text("3 crops classified, 1 not classified (listed first")
@@ -180,6 +190,9 @@ def test_submit_a_prediction_file_and_read_the_receipt(page, app):
     path.write_bytes(app.backend.predictions(20 + page.width))
     page.get_by_role("tab", name="Submit").click()
     expect(page.locator("#guide")).to_contain_text("How to submit, step by step")
+    page.get_by_text("How to submit, step by step").click()  # opened, read whole, closed
+    expect(page.locator("#guide")).to_contain_text("model menu (as <model name> (#<entry>)) until")
+    page.get_by_text("How to submit, step by step").click()
     expect(page.get_by_text("Model name *")).to_be_visible()
     expect(page.locator("#allowance")).to_contain_text("Hidden-split scorings left")
     page.locator("#model-name textarea, #model-name input").first.fill(f"browser {page.width}")

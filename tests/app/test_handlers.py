@@ -69,6 +69,10 @@ def test_submitting_through_the_handler_gives_a_receipt_and_removes_the_upload(s
     }
     table, allowance = submit_tab.my_submissions(space)
     assert list(table["job"]) == [job_id] and "Hidden-split scorings left" in allowance
+    assert allowance.endswith(f"You submit as **{space.user(None)}**.")
+    # a refused action on the job in the box keeps its receipt; another job's look-up clears it
+    assert submit_tab.receipt_of_box(finished, job_id) == (gr.skip(), gr.skip())
+    assert submit_tab.receipt_of_box(finished, job_id + 1) == (None, "")
 
 
 def test_the_handlers_say_what_is_missing(space):
@@ -116,6 +120,13 @@ def test_the_board_handlers_draw_every_view_from_one_list(space):
         len(open(csv_file.value["path"]).read().splitlines()) == 2
     )  # the header and the one shown
     assert csv_file.label == f"Download CSV (1 of {len(space.board())} entries, as shown)"
+    per_team = list(FILTERS)
+    per_team[4] = True  # each team's best entry: the downloads count what is shown
+    best_of_teams, *_, csv_file, _, _, _ = leaderboard_tab.refresh(space, *per_team, None)
+    assert len(best_of_teams) < len(space.board())
+    assert csv_file.label == (
+        f"Download CSV ({len(best_of_teams)} of {len(space.board())} entries, as shown)"
+    )
     searched, *_ = leaderboard_tab.refresh(space, "no such model", *FILTERS[1:], None)
     assert list(searched["model"]) == ["No entry matches the search and filters."]
     sort, sorted_table, *_ = leaderboard_tab.resort(space, "model|1", None, *FILTERS)
@@ -148,7 +159,7 @@ def test_classify_answers_a_real_crop_in_words(space):
     crop = next((REPO_ROOT / "tests" / "data").glob("*.png"), None) or space.examples()[0][0]
     prob, label, overlay = classify_tab.classify(space, str(crop), None, False, True)
     assert 0 <= prob <= 1 and label in ("atypical", "normal") and overlay.shape[-1] == 3
-    words, shown = classify_tab.describe(str(crop), prob)
+    words, shown = classify_tab.describe(space, str(crop), prob)
     assert ("atypical" in words or "normal" in words) and shown.visible is True
     assert classify_tab.cleared_answer()[1:] == ("", None, classify_tab.WAITING)
     with pytest.raises(gr.Error, match="Upload a crop first"):
@@ -156,6 +167,23 @@ def test_classify_answers_a_real_crop_in_words(space):
     number, decision, _, answer = classify_tab.answer_crop(space, str(crop), None, False, False)
     assert (number.value, number.visible, decision) == (prob, True, label) and answer == words
     assert classify_tab.answer_crop(space, None, None, False, True) == (gr.skip(),) * 4
+
+
+def test_a_public_test_crop_is_answered_with_its_pathologists_label(space, tmp_path):
+    """An example (Gradio serves a copy under the same name): its public AMi-Br test label;
+    another image under that name: none."""
+    example = Path(space.examples()[0][0])
+    labels = space.submissions.bundle.public_labels()
+    truth = "atypical" if labels.y_true[list(labels.image_ids).index(example.stem)] else "normal"
+    served = tmp_path / "served" / example.name
+    served.parent.mkdir()
+    served.write_bytes(example.read_bytes())
+    words, _ = classify_tab.describe(space, str(served), 0.3)
+    assert words.endswith(f"the pathologists labelled it **{truth}**.")
+    other = tmp_path / "other" / example.name
+    other.parent.mkdir()
+    Image.new("RGB", (128, 128), (200, 120, 180)).save(other)
+    assert "pathologists labelled" not in classify_tab.describe(space, str(other), 0.3)[0]
 
 
 def test_many_crops_list_the_refused_first_with_a_summary_and_size_notes(space, tmp_path):
@@ -168,6 +196,7 @@ def test_many_crops_list_the_refused_first_with_a_summary_and_size_notes(space, 
         space, [*crops, str(big), str(broken)], None, False
     )
     assert list(shown["image"])[0] == "broken.png" and shown.iloc[0]["label"] == "not classified"
+    assert csv_path.endswith("answers.csv")  # not named like a prediction file
     assert "1024" in shown.set_index("image").loc["big.png", "note"]  # what was done to it
     assert summary.startswith("**3** crops classified, **1** not classified (listed first")
     assert as_file is None and "not all test crops named by their id" in summary  # big.png
