@@ -104,7 +104,7 @@ def rank_range_cell(row: dict) -> str:
         return WITHHELD if row["hidden_withheld"] else "not tested yet"
     low, high = row["rank_low"], row["rank_high"]
     span = str(low) if low == high else f"{low}–{high}"
-    return f"{span} of {row['ranked_among']}" + (" · top group" if row["top_group"] else "")
+    return f"{span} of {row['ranked_among']} tested" + (" · top group" if row["top_group"] else "")
 
 
 def _sens_spec(row: dict, split: str) -> str:
@@ -263,13 +263,13 @@ def best_line(entries: list[Entry]) -> str:
     )
     if not top:
         return "**Best tested entry**: none yet; no entry has been tested." + papers
-    names = ", ".join(f"**{markdown_literal(name)}**" for name in top)
+    names = "; ".join(f"**{markdown_literal(name)}**" for name in top)  # names hold commas
     if len(top) == 1:
         told = "" if tested == 1 else f", told apart from the other {tested - 1} tested"
         return f"**Best tested entry**: {names}{told}.{papers}"
     return (
-        f"**Best tested entries**: {names}, not told apart by the hidden sets "
-        f"({len(top)} of {tested} tested).{papers}"
+        f"**Best tested entries**, not told apart by the hidden sets ({len(top)} of {tested} "
+        f"tested): {names}.{papers}"
     )
 
 
@@ -278,11 +278,16 @@ def board_legend(entries: list[Entry]) -> str:
     tested = [e for e in entries if e.rank_range is not None]
     if len(tested) > 1:
         margin = tested[0].rank_margin
-        shown = f"{margin:.2f}" if margin >= 0.005 else "under 0.01"
+        apart = (
+            f"more than {margin + 0.03:.2f} (the comparison's margin, {margin:.2f}, plus 0.03 "
+            "for rounding and release offsets)"
+            if margin >= 0.005
+            else "more than 0.03 (for rounding and release offsets; the comparison's own "
+            "margin is under 0.01)"
+        )
         now = (
             f"Now {len(tested)} entries are tested; two are told apart when their hidden means "
-            f"differ by more than {margin + 0.03:.2f} (the comparison's margin, {shown}, plus "
-            "0.03 for rounding and release offsets)."
+            f"differ by {apart}."
         )
     elif tested:
         now = "Now one entry is tested: there is nothing to tell it apart from yet."

@@ -32,6 +32,7 @@ from leaderboard.columns import (
     sort_note,
 )
 from leaderboard.export import board_rows, to_csv, to_json
+from leaderboard.ranking import best_per_team
 from store.entry import METHOD_TYPES
 from ui.space import Space, bind, user_facing
 
@@ -106,9 +107,12 @@ SORT_JS = r"""
 @user_facing
 def refresh(space: Space, search, method, sources, tracks, per_team, extras, sort):
     """Every view of the board, from one filtered list of entries."""
-    board = space.board(per_team)
+    board = space.board()
+    candidates = best_per_team(board) if per_team else board
     kept = sort_entries(
-        filter_entries(board, BoardFilter(search or "", method, tuple(sources), tuple(tracks))),
+        filter_entries(
+            candidates, BoardFilter(search or "", method, tuple(sources), tuple(tracks))
+        ),
         sort,
     )
     frame = domain_plot_frame(kept)

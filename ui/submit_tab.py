@@ -16,6 +16,7 @@ from submissions.receipts import job_report, receipt_card, submissions_table
 from submissions.worker_registry import health_table
 from ui.components import UploadFile, discard_upload
 from ui.space import Space, bind, user_facing
+from ui.submission_guide import SUBMISSION_GUIDE
 
 
 def _submit(space: Space, method: str, what: str, file: str | None, values: dict, **scope):
@@ -173,7 +174,7 @@ def my_submissions(space: Space, profile: gr.OAuthProfile | None = None):
     views = space.submissions.my_submissions(user)
     table = submissions_table([job_report(space.sessions, view) for view in views])
     bar = release_status(space.sessions, space.settings, user)
-    return table, f"{space.submissions.allowance(user)}\n\n{bar}"
+    return table, f"{space.submissions.allowance(user)}\n\n{bar}\n\nYou submit as **{user}**."
 
 
 @user_facing
@@ -200,6 +201,13 @@ def follow_receipt(space: Space, report: dict | None, profile: gr.OAuthProfile |
     return fresh, receipt_card(fresh)
 
 
+def receipt_of_box(report: dict | None, job_id: float | None):
+    """After a refused job-id action: the receipt stays only if it is the box's job."""
+    if report and job_id == report.get("job_id"):
+        return gr.skip(), gr.skip()
+    return None, ""
+
+
 def show_receipt(report: dict | None):
     """The receipt in words, and its job id for the status and cancel buttons."""
     if not report:
@@ -214,9 +222,10 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
             gr.LoginButton()
         gr.Markdown(
             "Submit a **prediction file** (*self-reported*) or a **checkpoint** zip "
-            "(*verified*: the server runs it on the hidden crops). Fields marked * are "
-            f"required. Hidden-split scoring: {settings.hidden_quota} per user per 24 h; "
-            "hidden-split scores are released rounded, and only for improvements (see About)."
+            "(*verified*: the server runs it on the hidden crops): one file, and its button. "
+            f"Fields marked * are required. Hidden-split scoring: {settings.hidden_quota} per "
+            "user per 24 h; hidden-split scores are released rounded, and only for improvements "
+            "(see About)."
         )
         gr.Markdown(
             "Before you spend a hidden scoring, the line below says what it must reach to be "
@@ -234,9 +243,9 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
             )
         with gr.Row():
             predictions_file = UploadFile(
-                label="Prediction file (.csv) *", file_types=[".csv"], elem_id="predictions-file"
+                label="Prediction file (.csv)", file_types=[".csv"], elem_id="predictions-file"
             )
-            checkpoint_file = UploadFile(label="Checkpoint (.zip) *", file_types=[".zip"])
+            checkpoint_file = UploadFile(label="Checkpoint (.zip)", file_types=[".zip"])
         with gr.Accordion("…or a checkpoint on the Hugging Face Hub", open=False, elem_id="hub"):
             with gr.Row():
                 hub_repo = gr.Textbox(
@@ -300,15 +309,7 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
         # accepted or refused, the upload has left Gradio's cache (stored by hash, or gone):
         # an empty box, not a file name that no longer points at anything
         sent.then(lambda: None, None, box, api_visibility="private")
-    for event in (
-        predictions_sent,
-        checkpoint_sent,
-        submit_hub_button.click(
-            bind(submit_hub_model, space),
-            [hub_repo, hub_revision, hub_token, *form],
-            receipt,
-            api_name="submit_hub_model",
-        ),
+    job_events = [
         status_button.click(
             bind(submission_status, space), job_box, receipt, api_name="submission_status"
         ),
@@ -321,8 +322,23 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
         publish_button.click(
             bind(publish_submission, space), job_box, receipt, api_name="publish_submission"
         ),
+    ]
+    for event in (
+        predictions_sent,
+        checkpoint_sent,
+        submit_hub_button.click(
+            bind(submit_hub_model, space),
+            [hub_repo, hub_revision, hub_token, *form],
+            receipt,
+            api_name="submit_hub_model",
+        ),
+        *job_events,
     ):
         event.success(show_receipt, receipt, [receipt_text, job_box], api_visibility="private")
+    for event in job_events:  # a refused look-up of another job: not that job's old receipt
+        event.failure(
+            receipt_of_box, [receipt, job_box], [receipt, receipt_text], api_visibility="private"
+        )
     refresh.tick(
         bind(follow_receipt, space), receipt, [receipt, receipt_text], api_visibility="private"
     )
@@ -330,40 +346,6 @@ def submit_tab(demo: gr.Blocks, space: Space, settings: Settings) -> None:
     gr.on(shown, bind(my_submissions, space), None, [mine, allowance], api_visibility="private")
     gr.on(shown, bind(public_queue, space), None, queue, api_visibility="private")
     gr.on(shown, bind(worker_health, space), None, worker_table, api_visibility="private")
-
-
-SUBMISSION_GUIDE = """
-**A prediction file** (self-reported)
-
-1. Download the test crops (the button below) and unzip them: 3,679 PNGs named by an opaque
-   test-crop id (`<image_id>.png`), the AMi-Br test crops and both hidden sets mixed.
-2. Run your model on every crop. With a checkpoint in this project's format, one command
-   writes the file: `python -m models.predict --checkpoint MY_MODEL --format submission
-   test_crops/ > predictions.csv` (or `python -m evaluation.run_checkpoint MY_MODEL
-   --predictions-out predictions.csv`). The *Many crops* box of the Classify tab also offers
-   its answers as a prediction file.
-3. The file is a CSV with the header `image_id,prob_atypical` (optionally `,label` with
-   `atypical`/`normal`; without it a crop is called atypical when `prob_atypical >= 0.5`),
-   one row per crop: the template below has every id.
-4. Check it locally: `python -m evaluation.score predictions.csv` scores the AMi-Br test
-   crops, whose labels are public, and reports any problem with the file.
-5. Fill in the form (the model name is required) and press *Submit predictions*.
-
-**A checkpoint** (verified)
-
-1. Save your model in the checkpoint format (`config.json` + `model.safetensors`, or a LoRA
-   adapter on a registered backbone; docs/submitting.md has the recipe) and zip it.
-2. Upload the zip and press *Submit checkpoint*: the server checks it at once, then runs it
-   on every test crop (progress shows in *My submissions* and in the queue).
-   Or, with the checkpoint in a Hub model repo, give its id and revision under *…or a
-   checkpoint on the Hugging Face Hub* and press *Submit Hub model*: the entry records the
-   commit the revision pointed at.
-3. Once the server has run it, the checkpoint is public: anyone can choose it in the Classify
-   tab's model menu (as "<model name> (#<entry>)") until it is withdrawn or taken down.
-
-Hidden-split scores come back rounded to 0.01, and only when the hidden mean is at least 0.01
-above your best released one: repeated submissions cannot read the labels.
-"""
 
 
 def _metadata_form() -> list[gr.components.Component]:

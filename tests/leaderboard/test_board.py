@@ -104,7 +104,7 @@ def test_tested_entries_get_rank_intervals_and_paper_rows_say_why_not(scored):
     assert "no confidence interval" in swin.comparison
     table = display_table(board)
     cells = dict(zip(table["model"], table["rank range (95 %)"], strict=True))
-    assert cells["perfect"] == "1–2 of 4 · top group" and cells["dave's"] == "3 of 4"
+    assert cells["perfect"] == "1–2 of 4 tested · top group" and cells["dave's"] == "3 of 4 tested"
     assert cells["Swin-B (end-to-end)"] == "not tested (paper row)"
     assert cells["inverted"] == "withheld"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -81,8 +83,8 @@ def test_the_table_shows_the_main_columns_first_and_extras_on_request(board):
     assert list(table.columns) == MAIN_COLUMNS and "id" not in table.columns
     assert list(table.iloc[0][:5]) == ["1", "small cnn", "0.78", "verified", "0.80 [0.75, 0.85]"]
     assert list(table.iloc[0][-2:]) == ["A", "end-to-end"]
-    assert table.iloc[0]["rank range (95 %)"] == "1–2 of 3 · top group"
-    assert table.iloc[2]["rank range (95 %)"] == "3 of 3"
+    assert table.iloc[0]["rank range (95 %)"] == "1–2 of 3 tested · top group"
+    assert table.iloc[2]["rank range (95 %)"] == "3 of 3 tested"
     wide = display_table(board, extra_columns=["parameters (M)", "backbone"])
     assert list(wide.columns) == MAIN_COLUMNS + ["backbone", "parameters (M)"]
     assert list(wide["parameters (M)"]) == ["2.2", "", "300.0"]
@@ -124,8 +126,8 @@ def test_the_sorted_column_s_header_says_which_way(board):
 
 def test_the_best_line_names_the_top_group_and_says_paper_rows_are_untested(board):
     assert best_line(board) == (
-        "**Best tested entries**: **small cnn**, **big lora**, not told apart by the hidden "
-        "sets (2 of 3 tested)."
+        "**Best tested entries**, not told apart by the hidden sets (2 of 3 tested): "
+        "**small cnn**; **big lora**."
     )
     alone = rank_entries(board[:1], StandingView(0.0, frozenset({1}), 1000, None))
     assert best_line(alone) == "**Best tested entry**: **small cnn**."
@@ -167,6 +169,11 @@ def test_the_entry_card_is_readable_and_escapes_what_submitters_write(board):
     assert "Now 3 entries are tested" in board_legend(
         board
     ) and "more than 0.06 (the comparison's margin, 0.03, plus 0.03" in board_legend(board)
+    small_margin = [dataclasses.replace(e, rank_margin=0.002) for e in board]
+    assert (
+        "differ by more than 0.03 (for rounding and release offsets; the comparison's own "
+        "margin is under 0.01)." in board_legend(small_margin)
+    )
 
 
 def test_paper_parameter_counts_are_the_registry_s():
