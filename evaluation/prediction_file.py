@@ -164,28 +164,32 @@ def _first(mask: np.ndarray) -> int:
 
 
 def _probabilities(column: pd.Series, lines: np.ndarray) -> np.ndarray:
+    """The column as numbers in [0, 1]; every kind of bad value is named in one message."""
     text = column.str.strip()
     prob = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
     not_number = np.isnan(prob) & ~text.str.lower().isin(["nan", "-nan", "+nan"]).to_numpy()
+    not_finite = ~np.isfinite(prob) & ~not_number
+    outside = (prob < 0) | (prob > 1)
+    problems = []
     if not_number.any():
         i = _first(not_number)
-        raise InvalidPredictionFile(
+        problems.append(
             f"prob_atypical on line {lines[i]} is {quoted(column.iloc[i])}, not a number; "
             f"{int(not_number.sum())} row(s) are affected."
         )
-    not_finite = ~np.isfinite(prob)
     if not_finite.any():
-        raise InvalidPredictionFile(
+        problems.append(
             f"prob_atypical on line {lines[_first(not_finite)]} is NaN or infinite; "
             f"{int(not_finite.sum())} row(s) are affected. Every probability must be in [0, 1]."
         )
-    outside = (prob < 0) | (prob > 1)
     if outside.any():
         i = _first(outside)
-        raise InvalidPredictionFile(
+        problems.append(
             f"prob_atypical on line {lines[i]} is {prob[i]:g}, outside [0, 1]; "
             f"{int(outside.sum())} row(s) are affected. Submit probabilities, not logits."
         )
+    if problems:  # all at once: one round of fixing, not one per kind
+        raise InvalidPredictionFile(" Also: ".join(problems))
     return prob
 
 

@@ -104,6 +104,11 @@ def test_only_the_requested_splits_must_be_complete():
         (b"image_id,prob_atypical\na1,NaN\n", "line 2 is NaN or infinite"),
         (b"image_id,prob_atypical\na1,0.1\na2,inf\n", "line 3 is NaN or infinite"),
         (b"image_id,prob_atypical\na1,1.7\na2,-2\n", r"line 2 is 1.7, outside \[0, 1\]; 2 row.s."),
+        (  # every kind at once: one round of fixing
+            b"image_id,prob_atypical\na1,1.5\na2,0.2\na3,abc\n",
+            r"line 4 is 'abc', not a number; 1 row.s. are affected. Also: prob_atypical on line "
+            r"2 is 1.5, outside \[0, 1\]; 1 row.s. are affected.",
+        ),
         (
             b"image_id,prob_atypical,label\na1,0.5,mitosis\n",
             "label on line 2 is 'mitosis'; it must be 'atypical' or 'normal'",
