@@ -291,3 +291,14 @@ def released_number(value) -> str:
         return ""
     text = f"{value:.4f}".rstrip("0")
     return text + "0" * max(0, 2 - len(text.split(".")[1]))
+
+
+def released_interval(value, low, high) -> str:
+    """A released number and its interval, all three with the digits the most precise has.
+
+    Example:
+        >>> released_interval(0.787, 0.7513, 0.8224), released_interval(0.8, 0.75, 0.85)
+        ('0.7870 [0.7513, 0.8224]', '0.80 [0.75, 0.85]')
+    """
+    digits = max(len(released_number(v).split(".")[1]) for v in (value, low, high))
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"

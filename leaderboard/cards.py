@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from evaluation.disclosure import released_number
+from evaluation.disclosure import released_interval, released_number
 from evaluation.splits import SPLIT_TITLES, TEST_SPLITS, get_split
 from fileio import markdown_literal
 from leaderboard.columns import ba_cell, rank_range_cell
@@ -32,9 +32,9 @@ def _public_details(released: dict) -> str:
         return f"AUROC {released_number(released['auroc'])}" if released.get("auroc") else ""
     return (
         f"sensitivity {released['sensitivity']:.3f} · specificity "
-        f"{released['specificity']:.3f} · AUROC {released_number(released['auroc'])} "
-        f"[{released_number(released['auroc_low'])}, {released_number(released['auroc_high'])}]"
-        f" · AP {released['average_precision']:.3f} · Brier {released['brier']:.3f} · ECE "
+        f"{released['specificity']:.3f} · AUROC "
+        + released_interval(released["auroc"], released["auroc_low"], released["auroc_high"])
+        + f" · AP {released['average_precision']:.3f} · Brier {released['brier']:.3f} · ECE "
         f"{released['ece']:.3f}"
     )
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from evaluation.disclosure import WITHHELD, released_number
+from evaluation.disclosure import WITHHELD, released_interval, released_number
 from fileio import markdown_literal, quoted
 from leaderboard.errors import UnknownFilter
 from leaderboard.export import board_rows
@@ -86,7 +86,7 @@ def ba_cell(row: dict, split: str) -> str:
     if ba is None:
         return WITHHELD if row["hidden_withheld"] and split != "amibr_test" else ""
     if low is not None:
-        return f"{released_number(ba)} [{released_number(low)}, {released_number(high)}]"
+        return released_interval(ba, low, high)
     if std is not None and split != "amibr_test":  # a paper row, at the board's precision
         return f"{ba:.2f} ± {std:.2f}"
     if std is not None:

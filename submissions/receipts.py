@@ -13,7 +13,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from evaluation.disclosure import WITHHELD, released_number
+from evaluation.disclosure import WITHHELD, released_interval, released_number
 from evaluation.splits import SPLIT_TITLES
 from fileio import markdown_literal
 from store.schema import Result
@@ -57,10 +57,7 @@ def receipt_card(report: dict) -> str:
             released = scores.get(split)
             value = "withheld" if split in scores and released is None else ""
             if released:
-                value = (
-                    f"{released_number(released['ba'])} [{released_number(released['ba_low'])}, "
-                )
-                value += f"{released_number(released['ba_high'])}]"
+                value = released_interval(released["ba"], released["ba_low"], released["ba_high"])
             cells.append(f"{title} BA: {value or '—'}")
         lines.append(" · ".join(cells))
     if report.get("disclosure") and report["disclosure"] != "released":

@@ -206,7 +206,7 @@ def test_a_receipt_reads_as_words():
     }
     card = receipt_card(report)
     assert card.startswith("**Job 7** · my \\*model\\* · self-reported · **finished**")
-    assert "AMi-Br test BA: 0.7871 [0.75, 0.82] · AtNorM-Br BA: 0.79 [0.74, 0.84]" in card
+    assert "AMi-Br test BA: 0.7871 [0.7500, 0.8200] · AtNorM-Br BA: 0.79 [0.74, 0.84]" in card
     assert "AtNorM-MD BA: withheld" in card and "already submitted" in card
     assert "{" not in card and "job_id" not in card
     table = submissions_table([{**report, "created_at": "2026-11-27T12:00:00+00:00"}])
