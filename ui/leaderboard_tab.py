@@ -209,11 +209,11 @@ def leaderboard_tab(demo: gr.Blocks, space: Space) -> None:
             color="source",
             color_map=SOURCE_COLOURS,
             x_title="AMi-Br test BA (in-domain)",
-            y_title="hidden mean BA (out-of-domain)",
+            y_title="hidden mean BA",
             x_axis_format=".2f",
             y_axis_format=".2f",
             tooltip=["model", "amibr_test_ba", "hidden_mean_ba"],
-            title="In-domain vs out-of-domain balanced accuracy",
+            title="In-domain vs out-of-domain BA",  # short: whole on a phone
             elem_id="domain-plot",
         )
         entry_choice = gr.Dropdown(label="Details of one entry", elem_id="entry-choice")
