@@ -229,13 +229,14 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         "concurrency_id": "classify",
         "show_progress": "hidden",  # a refusal is the toast's message, not a bare "Error" badge
     }
-    classify_button.click(
+    asked = classify_button.click(
         gpu(bind(classify, space)),  # ZeroGPU gets the inputs only, not the space
         settings,
         [prob_atypical, decision, overlay],
         api_name="classify",
         **shared,
-    ).success(
+    )
+    asked.success(
         bind(describe, space),
         [crop_image, prob_atypical],
         [answer, prob_atypical],
@@ -244,7 +245,7 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
     # drop a crop (or pick an example, or change a setting) and the answer follows: cleared
     # first, so a refused crop never shows the last crop's answer
     answer_views = [prob_atypical, decision, overlay, answer]
-    gr.on(
+    answered_on_change = gr.on(
         [crop_image.change, model_choice.input, tta_switch.input, explain_switch.input],
         cleared_answer,
         None,
@@ -259,6 +260,10 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         trigger_mode="always_last",  # a crop dropped mid-answer is answered after, not skipped
         **shared,
     )
+    for answered in (asked, answered_on_change):  # a refused upload is gone: so is its box
+        answered.failure(
+            lambda: None, None, crop_image, api_visibility="private", show_progress="hidden"
+        )
     explain_switch.input(  # no empty heat-map box or legend while it is off
         lambda on: (gr.Image(visible=on), gr.Markdown(visible=on)),
         explain_switch,

@@ -158,6 +158,8 @@ def test_a_file_that_is_not_an_image_gets_our_message(page, tmp_path):
     page.locator("#crop input[type=file]").set_input_files(str(fake))
     toast = page.locator(".toast-body").filter(has_text="fake.png")
     expect(toast).to_contain_text("fake.png is not an image: it looks like text")
+    expect(page.locator("#crop img")).to_have_count(0)  # the box is empty, not a broken image
+    expect(page.locator("#answer")).to_contain_text("Drop a crop here")
     no_server_path(page.locator(".toast-body").all_inner_texts())
     shot(page, "classify-not-an-image")
     page.locator(".toast-body .toast-close, .toast-close").first.click()
