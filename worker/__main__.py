@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     if args.prepare:
+        running.maintenance.record_content_digests()
         running.maintenance.rescore_stale()
         job_id = running.maintenance.seed()
         if job_id is not None:

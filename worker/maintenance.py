@@ -66,7 +66,6 @@ class Maintenance:
         seed_paper_rows(self.sessions)
         self.seed_pathologists()
         release_pending(self.sessions, self.settings)
-        self.record_content_digests()
         checkpoint = self.settings.default_checkpoint
         if not checkpoint.exists():
             log.error("no checkpoint at %s (MITOSIS_DEFAULT_CHECKPOINT): not evaluated", checkpoint)
@@ -161,8 +160,9 @@ class Maintenance:
         """Content digests of the checkpoints stored before they were recorded (migration 0005).
 
         Another zip of one of those is then the same submission, as for any newer one. Of two
-        stored copies of one checkpoint (possible before 0005) the older keeps the digest; a
-        stored file that cannot be read is logged and tried again at the next start.
+        stored copies of one checkpoint (possible before 0005) the older keeps the digest; the
+        newer, like a file that cannot be read, is read again at the next start (the worker
+        does this beside its serving, not before it).
         """
         with self.sessions() as session:
             rows = session.execute(
@@ -173,7 +173,10 @@ class Maintenance:
         recorded = 0
         for submission_id, path in rows:
             try:
-                with CheckpointFiles.open(self.settings.data_dir / path) as files:
+                stored = self.settings.data_dir / path
+                with CheckpointFiles.open(
+                    stored, max_bytes=self.settings.max_checkpoint_bytes
+                ) as files:
                     digest = files.verify()
             except (CheckpointError, OSError) as e:
                 log.warning("submission %d: no content digest (%s)", submission_id, e)
@@ -276,14 +279,13 @@ class Maintenance:
             hold_lock(session, RESCORING)  # one worker at a time decides what to queue
             left = select(Job.submission_id).where(Job.status.in_(OPEN_STATES))
             if target is not None:
-                tried = Job.rescore_label_set == target, Job.rescore_scorer == SCORER_VERSION
-                left = left.union(select(Job.submission_id).where(*tried))
+                left = left.union(failed_for(target))
             chosen = session.scalars(
                 select(Submission).where(
                     Submission.id.in_(submission_ids), ~Submission.id.in_(left)
                 )
             ).all()
-            if tell_tried and (tried_before := self._tried(session, submission_ids, left)):
+            if tell_tried and (tried_before := self._tried(session, submission_ids, target)):
                 log.warning(
                     "%d submission(s) failed their re-scoring for these labels and stay on "
                     "their old results (their jobs say why); python -m worker --rescore tries "
@@ -303,13 +305,13 @@ class Maintenance:
         return len(new)
 
     @staticmethod
-    def _tried(session, submission_ids, left) -> int:
-        """How many of ``submission_ids`` have no open job and were left for their target."""
+    def _tried(session, submission_ids, target: str) -> int:
+        """How many of ``submission_ids`` are left because their re-scoring for it failed."""
         open_jobs = select(Job.submission_id).where(Job.status.in_(OPEN_STATES))
         return session.scalar(
             select(func.count(Submission.id)).where(
                 Submission.id.in_(submission_ids),
-                Submission.id.in_(left),
+                Submission.id.in_(failed_for(target)),
                 ~Submission.id.in_(open_jobs),
             )
         )
@@ -328,6 +330,27 @@ class Maintenance:
                 seen = now
             except Exception:  # a lost database: logged, tried again
                 log.exception("re-scoring")
+
+
+def failed_for(target: str):
+    """Submissions whose re-scoring for ``target`` failed since their current results.
+
+    ``target`` is a label-set hash, with this worker's scorer; queuing those again would only
+    fail again. A cancelled re-scoring is not one (its owner may cancel a queued job), nor one that
+    finished: results written since (labels changed back, a host with other labels) make a
+    new re-scoring for the same target right.
+    """
+    current_job = (
+        select(func.max(Result.job_id))
+        .where(Result.submission_id == Job.submission_id, Result.current.is_(True))
+        .scalar_subquery()
+    )
+    return select(Job.submission_id).where(
+        Job.status == JobStatus.FAILED,
+        Job.rescore_label_set == target,
+        Job.rescore_scorer == SCORER_VERSION,
+        Job.id > func.coalesce(current_job, 0),
+    )
 
 
 def older_scorer(version: str, than: str = SCORER_VERSION) -> bool:

@@ -351,6 +351,7 @@ class Worker:
         self.export_results()
         threading.Thread(target=self._beat_forever, daemon=True).start()
         threading.Thread(target=self.maintenance.watch_labels, daemon=True).start()
+        threading.Thread(target=self.maintenance.record_content_digests, daemon=True).start()
         threading.Thread(
             target=jobs.reap_forever, args=(self.sessions, self.queue, self.stop), daemon=True
         ).start()

@@ -126,6 +126,26 @@ def test_a_failed_rescoring_is_queued_once_per_label_set_however_many_workers_lo
     assert first.maintenance.rescore_all() == 1  # the maintainer asks again
 
 
+def test_a_cancelled_rescoring_or_labels_changed_back_are_rescored_again(tmp_path):
+    """Only a failure since the current results holds a target back: a re-scoring its owner
+    cancelled is queued again, and labels A -> B -> A re-score A's old finished target."""
+    backend = Backend(tmp_path)
+    worker = Worker(backend.settings)
+    view = backend.service.submit_predictions("alice", backend.predictions(1), META)
+    worker.run_job(view.job_id)
+    correct_a_label(backend.settings.labels_dir)  # labels A
+    assert worker.maintenance.rescore_stale() == 1
+    (rescoring,) = queued(backend)
+    backend.service.cancel("alice", rescoring)
+    assert worker.maintenance.rescore_stale() == 1  # cancelled is not failed
+    worker.run_job(*queued(backend))
+    correct_a_label(backend.settings.labels_dir, 1)  # labels B
+    assert worker.maintenance.rescore_stale() == 1
+    worker.run_job(*queued(backend))
+    correct_a_label(backend.settings.labels_dir, 1)  # A again: its finished job is history
+    assert worker.maintenance.rescore_stale() == 1
+
+
 def test_a_failed_rescoring_for_a_newer_scorer_is_not_queued_every_30_s(tmp_path):
     backend = Backend(tmp_path)
     worker = Worker(backend.settings)
@@ -165,7 +185,7 @@ def test_checkpoints_stored_before_content_digests_get_them_at_the_next_start(tm
     forget_digests()
     backend.service.submit_checkpoint("bob", nested_zip(folder, "bobs"), META)
     forget_digests()
-    worker.maintenance.seed()  # a worker's next start
+    assert worker.maintenance.record_content_digests() == 2  # a worker's next start
     with backend.sessions() as session:
         rows = session.execute(select(Submission.user, Submission.content_sha256)).all()
     digests = {user: digest for user, digest in rows}
