@@ -213,9 +213,10 @@ def configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    if settings.log_level != "debug":
+    if settings.log_level != "debug":  # their warnings at most, and never below the level
+        level = max(logging.WARNING, logging.getLevelName(settings.log_level.upper()))
         for chatty in ("alembic", "huey"):
-            logging.getLogger(chatty).setLevel(logging.WARNING)
+            logging.getLogger(chatty).setLevel(level)
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

@@ -169,7 +169,7 @@ def _probabilities(column: pd.Series, lines: np.ndarray) -> np.ndarray:
     prob = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
     not_number = np.isnan(prob) & ~text.str.lower().isin(["nan", "-nan", "+nan"]).to_numpy()
     not_finite = ~np.isfinite(prob) & ~not_number
-    outside = (prob < 0) | (prob > 1)
+    outside = ((prob < 0) | (prob > 1)) & np.isfinite(prob)  # infinities are named above
     problems = []
     if not_number.any():
         i = _first(not_number)

@@ -163,7 +163,9 @@ def image_note(source: ImageInput) -> str:
     Its size (cropped, resized), no colour (grayscale), transparency (filled with white).
     """
     image = source if isinstance(source, Image.Image) else _open(source)
-    return " ".join(note for note in (_size_note(image), _colour_note(image)) if note)
+    size = _size_note(image)  # from the header
+    colour = _colour_note(image.copy() if image is source else image)  # it shrinks its image
+    return " ".join(note for note in (size, colour) if note)
 
 
 def _size_note(image: Image.Image) -> str:
@@ -186,14 +188,20 @@ GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 
 def _colour_note(image: Image.Image) -> str:
+    """Notes on missing colour and on transparency, seen in a 64 px copy of ``image``."""
+    mode, see_through = image.mode, "transparency" in image.info
+    image.draft("RGB", (64, 64))  # a JPEG is decoded at 1/8 scale; others are read whole
+    try:
+        image.thumbnail((64, 64))  # enough to see colour
+    except (ValueError, OSError):  # a mode Pillow cannot resize (16-bit gray): converted first
+        image = to_rgb(image)
+        image.thumbnail((64, 64))
     notes = []
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+    if mode in ("RGBA", "LA", "PA") or see_through:
         if image.convert("RGBA").getchannel("A").getextrema()[0] < 255:
             notes.append("Its transparent pixels were filled with white.")
-    small = to_rgb(image)
-    small.thumbnail((64, 64))  # enough to see colour
-    rgb = np.asarray(small, dtype=np.int16)
-    if image.mode in GRAY_MODES or np.abs(rgb - rgb[..., :1]).max() <= 2:
+    rgb = np.asarray(to_rgb(image), dtype=np.int16)
+    if mode in GRAY_MODES or np.abs(rgb - rgb[..., :1]).max() <= 2:
         notes.append(
             "This image has no colour: the model learned from H&E-stained colour crops, so "
             "its answer on a grayscale image is unreliable."

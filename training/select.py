@@ -352,7 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.out:
         p.error("final needs --out")
-    chosen = choose(report) if not args.name else {"fast": args.name}
+    try:
+        chosen = choose(report) if not args.name else {"fast": args.name}
+    except ValueError as e:  # a --table written without --measure
+        p.error(f"{e} (--table {args.table})" if args.table else str(e))
     print(json.dumps({"chosen": chosen}))
     if chosen["fast"] is None:
         raise SystemExit("No candidate with every fold done is fast and small enough.")

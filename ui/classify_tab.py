@@ -143,6 +143,14 @@ def describe(space: Space, image: str | None, prob: float | None):
     return text, gr.Number(visible=True)
 
 
+def empty_if_removed(image: str | None):
+    """After a refusal, an upload the server removed leaves the crop box (not a broken image).
+
+    A crop still there (a model that failed, say) stays.
+    """
+    return None if image and not Path(image).is_file() else gr.skip()
+
+
 def model_choices(space: Space):
     """The shipped model and every verified checkpoint stored on the server."""
     return gr.Dropdown(choices=list(space.models()))
@@ -260,9 +268,13 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         trigger_mode="always_last",  # a crop dropped mid-answer is answered after, not skipped
         **shared,
     )
-    for answered in (asked, answered_on_change):  # a refused upload is gone: so is its box
+    for answered in (asked, answered_on_change):
         answered.failure(
-            lambda: None, None, crop_image, api_visibility="private", show_progress="hidden"
+            empty_if_removed,
+            crop_image,
+            crop_image,
+            api_visibility="private",
+            show_progress="hidden",
         )
     explain_switch.input(  # no empty heat-map box or legend while it is off
         lambda on: (gr.Image(visible=on), gr.Markdown(visible=on)),

@@ -134,7 +134,7 @@ def answered_again(page, change, cleared: bool) -> None:
     )
     change()
     page.wait_for_function(
-        """cleared => answersSeen.length > 0 && answersSeen.at(-1).startsWith('P(atypical) =')
+        """cleared => answersSeen.length > 0 && answersSeen.at(-1).startsWith('P(atypical) ')
             && (!cleared || answersSeen.some(text => text.includes('Drop a crop here')))""",
         arg=cleared,
     )

@@ -167,6 +167,9 @@ def test_classify_answers_a_real_crop_in_words(space):
     number, decision, _, answer = classify_tab.answer_crop(space, str(crop), None, False, False)
     assert (number.value, number.visible, decision) == (prob, True, label) and answer == words
     assert classify_tab.answer_crop(space, None, None, False, True) == (gr.skip(),) * 4
+    # after a refusal: a removed upload empties the box, a crop still there stays
+    assert classify_tab.empty_if_removed("/nonexistent/removed.png") is None
+    assert classify_tab.empty_if_removed(str(crop)) == gr.skip()
 
 
 def test_a_public_test_crop_is_answered_with_its_pathologists_label(space, tmp_path):

@@ -102,7 +102,11 @@ def test_only_the_requested_splits_must_be_complete():
         ),
         (b"image_id,prob_atypical\na1,\n", "prob_atypical on line 2 is '', not a number"),
         (b"image_id,prob_atypical\na1,NaN\n", "line 2 is NaN or infinite"),
-        (b"image_id,prob_atypical\na1,0.1\na2,inf\n", "line 3 is NaN or infinite"),
+        (
+            b"image_id,prob_atypical\na1,0.1\na2,inf\n",
+            r"line 3 is NaN or infinite; 1 row.s. are affected. Every probability must be "
+            r"in \[0, 1\].$",  # named once, not also as outside [0, 1]
+        ),
         (b"image_id,prob_atypical\na1,1.7\na2,-2\n", r"line 2 is 1.7, outside \[0, 1\]; 2 row.s."),
         (  # every kind at once: one round of fixing
             b"image_id,prob_atypical\na1,1.5\na2,0.2\na3,abc\n",
