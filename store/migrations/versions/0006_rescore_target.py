@@ -7,8 +7,8 @@ Create Date: 2026-12-07
 A re-scoring that failed left its submission's results on the old labels (or the older
 scorer's), so every worker that looked again queued it again: twice with two workers after a
 label change, and every 30 s for an older scorer's results. A job now records the target it
-was queued for, and a submission already tried for a target is left to ``--rescore``. Jobs
-written before this revision have none.
+was queued for, and a submission whose re-scoring for a target failed (since its current
+results) is left to ``--rescore``. Jobs written before this revision have none.
 """
 
 from __future__ import annotations
