@@ -24,10 +24,8 @@ from leaderboard.pathologists import seed_pathologist_rows
 from leaderboard.publication import release_pending
 from models.archive import CheckpointFiles
 from models.checkpoint import inspect_checkpoint
-from models.checkpoint_config import read_config
 from models.errors import CheckpointError
 from settings import Settings
-from store.entry import EntryMetadata
 from store.locks import RESCORING, hold_lock
 from store.schema import (
     ALL_SPLITS,
@@ -43,6 +41,7 @@ from store.schema import (
 from submissions import worker_registry
 from submissions.queue import EvaluationQueue
 from submissions.storage import sha256, store_file, stored_path
+from worker.shipped_entry import checkpoint_entry
 
 log = logging.getLogger("worker")
 
@@ -379,26 +378,3 @@ def _content_digest(zipped: bytes) -> str:
     """A checkpoint's content digest: its copies in other zips are the same submission."""
     with CheckpointFiles.open(zipped) as files:
         return files.verify()
-
-
-METHOD_OF_STRATEGY = {"end_to_end": "end-to-end", "linear_probe": "linear probe", "lora": "LoRA"}
-PRETRAINING = {"imagenet_offline": "ImageNet", "hf_hub": "the backbone's own", "none": "none"}
-
-
-def checkpoint_entry(checkpoint: Path) -> EntryMetadata:
-    """An entry's description taken from a checkpoint's own ``config.json`` (the shipped model)."""
-    with CheckpointFiles.open(checkpoint) as files:
-        config, cfg = read_config(files)
-    block = config["mitosis"]
-    members = int(block.get("ensemble_size", 1))
-    pretrained = block.get("provenance", {}).get("recipe", {}).get("pretrained", True)
-    return EntryMetadata(
-        model_name=f"Default model (shipped): {config['architecture']}"
-        + (f", ensemble of {members}" if members > 1 else ""),
-        team="maintainers",
-        method_type=METHOD_OF_STRATEGY[block["strategy"]],
-        backbone=config["architecture"],
-        pretraining=PRETRAINING[cfg.weights] if pretrained else "none",
-        training_data="AMi-Br train" if block.get("provenance", {}).get("train_split") else "",
-        description="The model the Space ships; see the model card beside its weights.",
-    )
