@@ -1,10 +1,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -17,7 +14,7 @@ from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.errors import SourceError
 from evaluation.prediction_file import read_predictions
 from evaluation.splits import TEST_SPLITS
-from settings import REPO_ROOT
+from models.predict import main as predict_main
 from tests.conftest import TINY_COUNTS, write_png
 from tests.models.conftest import tiny_checkpoint
 from training.trainset import load_train_set
@@ -274,24 +271,22 @@ def test_ids_under_a_deployment_secret_cannot_be_reversed(tiny_source, tmp_path)
     assert (secret / "pub" / bundle.MANIFEST_CSV).read_text() == manifest  # the key is kept
 
 
-def test_the_readme_route_from_the_download_to_a_valid_submission(tiny_source, tmp_path):
-    """`unzip test_crops.zip`, then `models.predict --format submission test_crops/`."""
+def test_the_readme_route_from_the_download_to_a_valid_submission(
+    tiny_source, tmp_path, monkeypatch, capsys
+):
+    """`unzip test_crops.zip`, then `models.predict --format submission test_crops/` in that
+    folder (through the command's entry point, in this process)."""
     build(tiny_source, tmp_path / "out")
     public = tmp_path / "out" / "public"
     work = tmp_path / "participant"
     with zipfile.ZipFile(public / "test_crops.zip") as archive:
         archive.extractall(work)  # what `unzip test_crops.zip` does in that folder
     checkpoint = tiny_checkpoint(tmp_path / "model")
-    run = subprocess.run(
-        [sys.executable, "-m", "models.predict", "--checkpoint", str(checkpoint)]
-        + ["--format", "submission", "test_crops/"],
-        cwd=work,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stderr
-    (work / "predictions.csv").write_text(run.stdout)
+    monkeypatch.chdir(work)
+    code = predict_main(["--checkpoint", str(checkpoint), "--format", "submission", "test_crops/"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    (work / "predictions.csv").write_text(out)
     predictions = read_predictions(work / "predictions.csv", PublicBundle(public).manifest)
     assert len(predictions.image_ids) == sum(n + m for n, m in TINY_COUNTS.values()) - sum(
         TINY_COUNTS["amibr_train"]

@@ -253,33 +253,30 @@ def test_release_then_score_equals_scikit_learn(real_release, tmp_path):
         assert 0.8 < expected < 0.9  # 15 % flips
 
 
-def test_table_output_and_public_split_without_private_store(real_release, tmp_path):
+def test_table_output_and_public_split_without_private_store(
+    real_release, tmp_path, monkeypatch, capsys
+):
+    """``python -m evaluation.score`` through its entry point, in this process."""
     frame = flipped_predictions(real_release, seed=1)
     path = tmp_path / "predictions.csv"
     frame[["image_id", "prob_atypical"]].to_csv(path, index=False)
-    env = {
-        **os.environ,
-        "MITOSIS_DATA_DIR": str(real_release.data_dir),
-        "MITOSIS_LABELS_DIR": str(tmp_path / "no-labels"),
-    }
-    run = lambda *extra: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "evaluation.score", str(path), *extra],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    public_only = run()
-    assert public_only.returncode == 0
-    assert "only AMi-Br test is scored: no private label store" in public_only.stderr
-    assert public_only.stdout.count("\n") == 2 and "AMi-Br test   826" in public_only.stdout
-    hidden = run("--split", "atnorm_md")
-    assert hidden.returncode == 2 and "private label store is not at" in hidden.stderr
+    monkeypatch.setenv("MITOSIS_DATA_DIR", str(real_release.data_dir))
+    monkeypatch.setenv("MITOSIS_LABELS_DIR", str(tmp_path / "no-labels"))
+
+    def run(*extra):
+        code = score_main([str(path), *extra])
+        return code, *capsys.readouterr()
+
+    code, out, err = run()
+    assert code == 0 and "only AMi-Br test is scored: no private label store" in err
+    assert out.count("\n") == 2 and "AMi-Br test   826" in out
+    code, _, err = run("--split", "atnorm_md")
+    assert code == 2 and "private label store is not at" in err
     frame[frame["split"] != "atnorm_br"][["image_id", "prob_atypical"]].to_csv(path, index=False)
-    incomplete = run()  # without the labels, still checked as the server will check it
-    assert incomplete.returncode == 2 and incomplete.stdout == ""
-    assert "no row for 746 of the 746 crops of split 'atnorm_br'" in incomplete.stderr
-    assert run("--split", "amibr_test").returncode == 0  # a file for the public split alone
+    code, out, err = run()  # without the labels, still checked as the server will check it
+    assert code == 2 and out == ""
+    assert "no row for 746 of the 746 crops of split 'atnorm_br'" in err
+    assert run("--split", "amibr_test")[0] == 0  # a file for the public split alone
 
 
 def test_score_names_a_missing_file(tmp_path, capsys):

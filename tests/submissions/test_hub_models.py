@@ -85,6 +85,7 @@ def repo(tmp_path):
     return folder
 
 
+@pytest.mark.slow  # a worker process
 def test_a_hub_model_is_pinned_fetched_and_scored_like_an_upload(
     backend, repo, monkeypatch, caplog, tmp_path
 ):
