@@ -207,15 +207,15 @@ def configure_logging(settings: Settings) -> None:
     """The services' log: one line per event, at ``settings.log_level`` and above.
 
     The libraries' routine lines (Alembic's dialect on every start, Huey's banner per lane and
-    a line per message) come at ``debug`` only: the worker logs its own start, upgrades and
-    jobs.
+    a line per message, Gradio's start-up requests to itself through httpx) come at ``debug``
+    only: the worker logs its own start, upgrades and jobs.
     """
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     if settings.log_level != "debug":  # their warnings at most, and never below the level
         level = max(logging.WARNING, logging.getLevelName(settings.log_level.upper()))
-        for chatty in ("alembic", "huey"):
+        for chatty in ("alembic", "huey", "httpx"):  # httpx: Gradio's requests to itself
             logging.getLogger(chatty).setLevel(level)
 
 
