@@ -5,10 +5,9 @@ public AMi-Br_Benchmark release, checks it against the documented counts, rename
 crop to an opaque id and writes both halves atomically (a failed build leaves the previous
 release untouched). The same source built into empty folders always gives the same ids and
 label-set hash; a rebuild keeps the ids of the release it replaces (a corrected label keeps its
-crop's id). The
-public half is also written as a Hugging Face dataset folder (``<public>/hf_dataset``), which
-``--push-to-hub REPO`` publishes (with HF_TOKEN, online). Reading the source:
-``evaluation.source``.
+crop's id). The public half is also written as a Hugging Face dataset folder
+(``<public>/hf_dataset``), which ``--push-to-hub REPO`` publishes (with HF_TOKEN, online).
+Reading the source: ``evaluation.source``.
 """
 
 from __future__ import annotations

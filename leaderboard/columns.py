@@ -297,8 +297,8 @@ def board_legend(entries: list[Entry]) -> str:
 
 - **rank**: by the **hidden mean BA**, the mean of the balanced accuracies on the two hidden
   sets, AtNorM-Br and AtNorM-MD (each released rounded to 0.01, so their mean may end in a
-  5: 0.765). Balanced accuracy is the mean of
-  the sensitivity on atypical figures and the specificity on normal ones; 0.5 is chance.
+  5: 0.765). Balanced accuracy is the mean of the sensitivity on atypical figures and the
+  specificity on normal ones; 0.5 is chance.
 - **rank range (95 %)**: the ranks a submission could hold among the *tested* entries (every
   submission with per-crop predictions), with 95 % confidence for all of them at once, from
   one paired bootstrap over the hidden crops. **top group**: the tested entries not told apart

@@ -207,8 +207,13 @@ def answer_text(prob_atypical: float, threshold: float = 0.5) -> str:
     distance = abs(prob_atypical - threshold)
     sure = "clear" if distance >= 0.3 else "moderate" if distance >= 0.15 else "borderline"
     # two decimals, but never a certainty the model did not state (0.997 is not 1.00)
-    shown = "< 0.01" if prob_atypical < 0.005 else "> 0.99" if prob_atypical >= 0.995 else None
-    shown = shown or f"= {prob_atypical:.2f}"
+    shown = (
+        "< 0.01"
+        if prob_atypical < 0.005
+        else "> 0.99"
+        if prob_atypical >= 0.995
+        else f"= {prob_atypical:.2f}"
+    )
     return (
         f"**P(atypical) {shown}**: the model's probability that this mitotic "
         f"figure is atypical. Called **{call}**: {side} the cut-off of {threshold}. "

@@ -143,7 +143,7 @@ class Maintenance:
             store_file(uploads, data, digest, ".zip")
             submission = Submission(
                 sha256=digest,
-                content_sha256=_content_digest(data),
+                content_sha256=_content_digest(data, self.settings.max_checkpoint_bytes),
                 kind="checkpoint",
                 user=SHIPPED_MODEL_USER,
                 meta=checkpoint_entry(self.settings.default_checkpoint).to_dict(),
@@ -173,10 +173,7 @@ class Maintenance:
         for submission_id, path in rows:
             try:
                 stored = self.settings.data_dir / path
-                with CheckpointFiles.open(
-                    stored, max_bytes=self.settings.max_checkpoint_bytes
-                ) as files:
-                    digest = files.verify()
+                digest = _content_digest(stored, self.settings.max_checkpoint_bytes)
             except (CheckpointError, OSError) as e:
                 log.warning("submission %d: no content digest (%s)", submission_id, e)
                 continue
@@ -219,9 +216,9 @@ class Maintenance:
         Runs at start and whenever the label-set hash changes (a maintainer rebuilt the label
         store), so the board never mixes label sets; submissions with a job already queued or
         running are left to it. Older scorers' results are included when
-        :meth:`rescore_older_scorers` would take them. A submission already queued for these
-        labels and this scorer is not queued again (its re-scoring failed: see the job's
-        reason, then ``--rescore``), however many workers see the change.
+        :meth:`rescore_older_scorers` would take them. However many workers see the change, a
+        submission whose re-scoring for these labels and this scorer failed since its current
+        results is not queued again (see the job's reason, then ``--rescore``).
         """
         current = LabelStore.current_hash(self.settings.labels_dir)
         if current is None:
@@ -238,8 +235,8 @@ class Maintenance:
         Only once no live worker scores with an older scorer (or one that does not say): during
         a rolling upgrade the old workers would score those jobs the old way again. Checked at
         start and every 30 s, so the board settles on one scorer version once the last old
-        worker has gone. As with :meth:`rescore_stale`, a submission is queued once per label
-        set and scorer.
+        worker has gone. As with :meth:`rescore_stale`, a failed re-scoring for the same label
+        set and scorer is not queued again.
         """
         if not (older := self._older_scorers()):
             return 0
@@ -269,27 +266,28 @@ class Maintenance:
         )
 
     def _rescore(self, submission_ids, target: str | None = None, tell_tried=False) -> int:
-        """Queue ``submission_ids`` again; with ``target`` (a label-set hash), once per target.
+        """Queue ``submission_ids`` again, except those with an open job.
 
-        ``None`` is a maintainer's ``--rescore``: every submission without an open job.
-        ``tell_tried`` logs how many were tried for ``target`` already and are left.
+        With ``target`` (a label-set hash), also except those whose re-scoring for it failed
+        (:func:`failed_for`); ``None`` is a maintainer's ``--rescore``. ``tell_tried`` logs how
+        many failed ones are left.
         """
         with self.sessions.begin() as session:
             hold_lock(session, RESCORING)  # one worker at a time decides what to queue
-            left = select(Job.submission_id).where(Job.status.in_(OPEN_STATES))
-            if target is not None:
-                left = left.union(failed_for(target))
+            open_jobs = select(Job.submission_id).where(Job.status.in_(OPEN_STATES))
+            left = open_jobs if target is None else open_jobs.union(failed_for(target))
             chosen = session.scalars(
                 select(Submission).where(
                     Submission.id.in_(submission_ids), ~Submission.id.in_(left)
                 )
             ).all()
-            if tell_tried and (tried_before := self._tried(session, submission_ids, target)):
+            failed = tell_tried and _failed_left(session, submission_ids, target, open_jobs)
+            if failed:
                 log.warning(
                     "%d submission(s) failed their re-scoring for these labels and stay on "
                     "their old results (their jobs say why); python -m worker --rescore tries "
                     "again",
-                    tried_before,
+                    failed,
                 )
             new = []
             for submission in chosen:
@@ -302,18 +300,6 @@ class Maintenance:
         if new and target is not None:  # --rescore prints its own count
             log.info("queued %d submission(s) for re-scoring", len(new))
         return len(new)
-
-    @staticmethod
-    def _tried(session, submission_ids, target: str) -> int:
-        """How many of ``submission_ids`` are left because their re-scoring for it failed."""
-        open_jobs = select(Job.submission_id).where(Job.status.in_(OPEN_STATES))
-        return session.scalar(
-            select(func.count(Submission.id)).where(
-                Submission.id.in_(submission_ids),
-                Submission.id.in_(failed_for(target)),
-                ~Submission.id.in_(open_jobs),
-            )
-        )
 
     def watch_labels(self, interval_s: float = 30.0) -> None:
         """Re-score what another label set or an older scorer scored, when it may be."""
@@ -329,6 +315,17 @@ class Maintenance:
                 seen = now
             except Exception:  # a lost database: logged, tried again
                 log.exception("re-scoring")
+
+
+def _failed_left(session, submission_ids, target: str, open_jobs) -> int:
+    """How many of ``submission_ids`` have no open job and a failed re-scoring for ``target``."""
+    return session.scalar(
+        select(func.count(Submission.id)).where(
+            Submission.id.in_(submission_ids),
+            Submission.id.in_(failed_for(target)),
+            ~Submission.id.in_(open_jobs),
+        )
+    )
 
 
 def failed_for(target: str):
@@ -374,7 +371,7 @@ def older_scorer(version: str, than: str = SCORER_VERSION) -> bool:
         return False
 
 
-def _content_digest(zipped: bytes) -> str:
+def _content_digest(zipped: bytes | Path, max_bytes: int) -> str:
     """A checkpoint's content digest: its copies in other zips are the same submission."""
-    with CheckpointFiles.open(zipped) as files:
+    with CheckpointFiles.open(zipped, max_bytes=max_bytes) as files:
         return files.verify()
