@@ -27,7 +27,7 @@ def running_job(app: RunningApp, pid: int) -> int | None:
         )
 
 
-def test_a_killed_worker_is_restarted_and_its_job_finishes_exactly_once(tmp_path):
+def test_a_killed_worker_is_restarted_its_job_finishes_once_and_it_stops_with_the_app(tmp_path):
     app = RunningApp(tmp_path)
     try:
         first = app.worker()
@@ -53,8 +53,10 @@ def test_a_killed_worker_is_restarted_and_its_job_finishes_exactly_once(tmp_path
         if str(first) in shown:  # its heartbeats ended with it: silent once SILENT_AFTER_S pass
             since_kill = time.monotonic() - killed_at
             assert shown[str(first)].seconds_since_heartbeat >= since_kill - 1.5
-    finally:
         app.stop()
+        wait_until(lambda: not alive(second), 60, f"the worker {second} outlived its app")
+    finally:
+        app.process.kill()  # after a failed check only: the app is gone otherwise
 
 
 def test_killing_the_app_leaves_no_worker(tmp_path):
@@ -63,10 +65,3 @@ def test_killing_the_app_leaves_no_worker(tmp_path):
     app.process.send_signal(signal.SIGKILL)
     app.process.wait(30)
     wait_until(lambda: not alive(worker), 60, f"the worker {worker} outlived its killed app")
-
-
-def test_stopping_the_app_stops_its_worker(tmp_path):
-    app = RunningApp(tmp_path)
-    worker = app.worker()
-    app.stop()
-    wait_until(lambda: not alive(worker), 60, f"the worker {worker} outlived its app")

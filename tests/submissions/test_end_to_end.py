@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ from evaluation.scoring import score_predictions
 from leaderboard.board import build_board, classify_models
 from models.errors import CheckpointError
 from models.predictor import Predictor
-from settings import MB, REPO_ROOT
+from settings import MB
 from store.entry import EntryMetadata
 from store.schema import Job, Result
 from submissions import worker_registry
@@ -28,6 +26,7 @@ from submissions.jobs import queue_table
 from submissions.queue import LANES
 from tests.backend import Backend, slow_checkpoint, wait_until, zip_dir
 from tests.models.conftest import tiny_checkpoint
+from worker.__main__ import main as worker_main
 
 pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
 
@@ -149,23 +148,19 @@ def test_a_checkpoint_too_slow_for_a_cpu_waits_for_a_gpu_worker(tmp_path):
     assert table.loc[0, "state"] == "waiting for a GPU worker" and table.loc[0, "job"] == ""
 
 
-def test_rescore_keeps_history(backend):
+def test_rescore_keeps_history(backend, monkeypatch, capsys):
     backend.start_worker()
     view = backend.service.submit_predictions(
         "alice", backend.predictions(5), EntryMetadata("to rescore")
     )
     backend.wait("alice", view.job_id)
     backend.wait_idle()
-    rescore = subprocess.run(
-        [sys.executable, "-m", "evaluation.worker", "--rescore"],
-        cwd=REPO_ROOT,
-        env=backend.env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    assert rescore.stdout == "queued 2 submissions for re-scoring\n"  # the shipped model too
-    assert "queued" not in rescore.stderr  # said once
+    for name, value in backend.env.items():
+        monkeypatch.setenv(name, value)
+    assert worker_main(["--rescore"]) == 0  # in-process: the worker above serves the queue
+    rescore = capsys.readouterr()
+    assert rescore.out == "queued 2 submissions for re-scoring\n"  # the shipped model too
+    assert "queued" not in rescore.err  # said once
     backend.wait_idle()
     with backend.sessions() as session:
         rows = session.scalars(
