@@ -8,16 +8,15 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from leaderboard.ranking import Entry, best_per_team, load_entries, rank_entries
+from leaderboard.ranking import Entry, load_entries, rank_entries
 from leaderboard.standings import latest_standing
 from store.schema import SHIPPED_MODEL_USER, Job, JobStatus, Result, Standing, Submission
 
 
-def build_board(sessions: sessionmaker, *, per_team: bool = False) -> list[Entry]:
+def build_board(sessions: sessionmaker) -> list[Entry]:
     """Ranked entries, from released numbers only (no labels, no full-precision metrics)."""
     with sessions() as session:
-        entries = rank_entries(load_entries(session), latest_standing(session))
-    return best_per_team(entries) if per_team else entries
+        return rank_entries(load_entries(session), latest_standing(session))
 
 
 def last_updated(sessions: sessionmaker) -> datetime | None:

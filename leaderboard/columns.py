@@ -17,7 +17,7 @@ from evaluation.disclosure import WITHHELD, released_interval, released_number
 from fileio import markdown_literal, quoted
 from leaderboard.errors import UnknownFilter
 from leaderboard.export import board_rows
-from leaderboard.ranking import PAPER_NOTE, Entry
+from leaderboard.ranking import PAPER_NOTE, Entry, best_per_team
 from store.entry import METHOD_TYPES
 from store.schema import EntrySource
 
@@ -41,12 +41,13 @@ EMPTY_BOARD = (
 
 @dataclass(frozen=True)
 class BoardFilter:
-    """What the visitor asked to see: a search text, a method, sources and tracks."""
+    """What the visitor asked to see: search text, method, sources, tracks, best per team."""
 
     search: str = ""
     method: str = "all"
     sources: tuple[str, ...] = SOURCES
     tracks: tuple[str, ...] = ()
+    per_team: bool = False
 
     def __post_init__(self):
         """A value no entry can have is refused, not answered with an empty board."""
@@ -63,6 +64,8 @@ class BoardFilter:
             return False
         if self.method != "all" and meta.method_type != self.method:
             return False
+        if entry.source == "pathologist":  # readers, not models: the reference on every track
+            return True
         if "no foundation model" in self.tracks and meta.method_type in FOUNDATION_METHODS:
             return False
         small = entry.parameters is not None and entry.parameters <= SMALL_MODEL
@@ -77,8 +80,12 @@ def _known(what: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None
 
 
 def filter_entries(entries: list[Entry], board_filter: BoardFilter) -> list[Entry]:
-    """The entries the filter keeps, in board order (the table, plot and details all use it)."""
-    return [e for e in entries if board_filter.keeps(e)]
+    """The entries the filter keeps, in board order (the table, plot, details and API use it).
+
+    "Each team's best entry" is taken on the whole board, before the other parts.
+    """
+    candidates = best_per_team(entries) if board_filter.per_team else entries
+    return [e for e in candidates if board_filter.keeps(e)]
 
 
 def ba_cell(row: dict, split: str) -> str:

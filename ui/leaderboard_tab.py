@@ -32,7 +32,6 @@ from leaderboard.columns import (
     sort_note,
 )
 from leaderboard.export import board_rows, to_csv, to_json
-from leaderboard.ranking import best_per_team
 from store.entry import METHOD_TYPES
 from ui.space import Space, bind, user_facing
 
@@ -108,13 +107,8 @@ SORT_JS = r"""
 def refresh(space: Space, search, method, sources, tracks, per_team, extras, sort):
     """Every view of the board, from one filtered list of entries."""
     board = space.board()
-    candidates = best_per_team(board) if per_team else board
-    kept = sort_entries(
-        filter_entries(
-            candidates, BoardFilter(search or "", method, tuple(sources), tuple(tracks))
-        ),
-        sort,
-    )
+    keep = BoardFilter(search or "", method, tuple(sources), tuple(tracks), bool(per_team))
+    kept = sort_entries(filter_entries(board, keep), sort)
     frame = domain_plot_frame(kept)
     x_lim, y_lim = plot_limits(frame)
     choices = [(f"#{e.rank or '–'} {e.model_name}", e.submission_id) for e in kept]
@@ -295,8 +289,8 @@ def leaderboard(
         sources: any of verified, self-reported, paper, pathologist (default: all).
         per_team: only each team's best entry.
     """
-    keep = BoardFilter(search or "", method or "all", tuple(sources or SOURCES))
-    return board_rows(filter_entries(space.board(per_team), keep))
+    keep = BoardFilter(search or "", method or "all", tuple(sources or SOURCES), (), per_team)
+    return board_rows(filter_entries(space.board(), keep))
 
 
 def leaderboard_api(space: Space) -> None:

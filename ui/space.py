@@ -177,9 +177,9 @@ class Space:
             raise gr.Error(f"Unknown model {name!r}; choose one of the list.")
         return str(path)
 
-    def board(self, per_team: bool = False) -> list[Entry]:
+    def board(self) -> list[Entry]:
         """The ranked entries (released numbers only)."""
-        return build_board(self.sessions, per_team=per_team)
+        return build_board(self.sessions)
 
     def public_label(self, image: str) -> str | None:
         """The AMi-Br test label of a public test crop (None for any other image)."""

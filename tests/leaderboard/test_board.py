@@ -16,7 +16,7 @@ from evaluation.disclosure import RELEASE_NOISE, rank_intervals, round_hidden
 from evaluation.metrics import reader_agreement
 from leaderboard.board import build_board
 from leaderboard.cards import entry_curves
-from leaderboard.columns import board_legend, display_table
+from leaderboard.columns import BoardFilter, board_legend, display_table, filter_entries
 from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.hub import HubSync, HubSyncError, start_hub_sync
 from leaderboard.paper import paper_rows
@@ -171,7 +171,7 @@ def test_equal_scores_share_a_rank():
 
 
 def test_best_entry_per_team(scored):
-    board = build_board(scored.sessions, per_team=True)
+    board = filter_entries(build_board(scored.sessions), BoardFilter(per_team=True))
     teams = [e.team or e.user for e in board if e.source != "pathologist"]
     assert len(teams) == len(set(teams))
     assert "alice's second" not in {e.model_name for e in board}
@@ -462,7 +462,7 @@ def test_pathologists_are_reference_rows_scored_against_the_other_experts(scored
     cells = table[table["model"] == "Pathologist 1 of 5"].iloc[0]
     assert cells["rank range (95 %)"] == "reference (pathologist)"
     assert cells["AtNorM-MD BA"] == f"{experts[0].scores['atnorm_md']['ba']:.2f}"
-    per_team = build_board(scored.sessions, per_team=True)
+    per_team = filter_entries(build_board(scored.sessions), BoardFilter(per_team=True))
     assert sum(e.source == "pathologist" for e in per_team) == 5  # readers, not one team
     assert cells["hidden mean BA"] == "" and cells["rank"] == ""
 

@@ -13,6 +13,7 @@ from leaderboard.columns import (
     EXTRA_COLUMNS,
     MAIN_COLUMNS,
     NO_MATCH,
+    TRACKS,
     BoardFilter,
     best_line,
     board_legend,
@@ -76,6 +77,24 @@ def test_filters_apply_search_method_sources_and_tracks(board):
     assert names(BoardFilter(sources=("verified",))) == ["small cnn", "probe"]
     assert names(BoardFilter(tracks=("no foundation model",))) == ["small cnn"]
     assert names(BoardFilter(tracks=("≤ 30 M parameters",))) == ["small cnn"]  # unknown: out
+    reader = entry(4, "pathologist 1", "pathologist", 0.75, 0.70, method="")
+    for track in TRACKS:  # readers, not models: the reference on every track
+        kept = filter_entries([*board, reader], BoardFilter(tracks=(track,)))
+        assert [e.model_name for e in kept] == ["small cnn", "pathologist 1"]
+    assert filter_entries([reader], BoardFilter(method="LoRA")) == []
+
+
+def test_each_team_s_best_entry_is_taken_before_the_other_filters():
+    entries = [
+        entry(1, "best of A", "verified", 0.80, 0.76, team="A"),
+        entry(2, "second of A", "verified", 0.78, 0.74, method="linear probe", team="A"),
+        entry(3, "best of B", "verified", 0.70, 0.66, team="B"),
+    ]
+    board = rank_entries(entries, StandingView(0.03, frozenset({1, 2, 3}), 1000, None))
+    names = lambda f: [e.model_name for e in filter_entries(board, f)]  # noqa: E731
+    assert names(BoardFilter(per_team=True)) == ["best of A", "best of B"]
+    assert names(BoardFilter(method="linear probe")) == ["second of A"]
+    assert names(BoardFilter(method="linear probe", per_team=True)) == []  # not A's best
 
 
 def test_the_table_shows_the_main_columns_first_and_extras_on_request(board):
