@@ -76,16 +76,24 @@ def tiny_source(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def real_release(tmp_path_factory) -> Settings:
-    """The full benchmark release built from ../shared, once per test session."""
+def source_dir() -> Path:
+    """The AMi-Br_Benchmark source (../shared by default); a test needing it fails without."""
     source = Settings.from_env().source_dir
     if not (source / "amibr_train_split.csv").is_file():
         pytest.fail(
             f"The AMi-Br source is required for this test and is not at {source}; "
             "set MITOSIS_SOURCE_DIR."
         )
+    return source
+
+
+@pytest.fixture(scope="session")
+def real_release(tmp_path_factory, source_dir) -> Settings:
+    """The full benchmark release built from ../shared, once per test session."""
     root = tmp_path_factory.mktemp("release")
-    settings = Settings.from_env({"MITOSIS_SOURCE_DIR": str(source), "MITOSIS_DATA_DIR": str(root)})
+    settings = Settings.from_env(
+        {"MITOSIS_SOURCE_DIR": str(source_dir), "MITOSIS_DATA_DIR": str(root)}
+    )
     build_release(settings.source_dir, settings.public_dir, settings.labels_dir)
     return settings
 

@@ -6,9 +6,11 @@ import struct
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
+import sklearn.datasets
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -238,7 +240,10 @@ def test_image_notes_and_answers_in_words(tmp_path):
     assert "took its centre 128x128 square." in image_note(tmp_path / "tall.png")
     assert "resized" not in image_note(tmp_path / "tall.png")
     rng = np.random.default_rng(0)
-    stain = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    stain = np.dstack(  # pinks and violets, as H&E stains: green is never the strongest
+        [rng.integers(150, 256, (128, 128)), rng.integers(40, 150, (128, 128))]
+        + [rng.integers(120, 240, (128, 128))]
+    ).astype(np.uint8)
     Image.fromarray(stain[..., 0]).save(tmp_path / "gray.png")  # mode L
     Image.fromarray(np.repeat(stain[..., :1], 3, axis=2)).save(tmp_path / "gray-rgb.png")
     see_through = np.dstack([stain, np.full((128, 128), 255, np.uint8)])
@@ -250,6 +255,21 @@ def test_image_notes_and_answers_in_words(tmp_path):
     assert image_note(tmp_path / "opaque.png") == ""
     assert image_note(tmp_path / "transparent.png") == (
         "Its transparent pixels were filled with white."
+    )
+    photos = Path(sklearn.datasets.__file__).parent / "images"  # scikit-learn's sample photos
+    unlike = "Its colours are unlike an H&E stain ({}): the model learned from H&E-stained"
+    assert unlike.format("76% of its pixels are green, yellow or cyan") in image_note(
+        photos / "flower.jpg"
+    )
+    assert unlike.format("28% of its pixels are green, yellow or cyan") in image_note(
+        photos / "china.jpg"
+    )
+    page = np.full((128, 128, 3), 250, np.uint8)  # a screenshot: white, gray text, one link
+    page[20:30, 10:110], page[50:56, 10:60] = 60, (30, 90, 200)
+    Image.fromarray(page).save(tmp_path / "page.png")
+    assert image_note(tmp_path / "page.png") == (
+        "Its colours are unlike an H&E stain (it is almost colourless): the model learned from "
+        "H&E-stained crops of mitotic figures, so its answer on this image is unreliable."
     )
     assert "Called **normal**: below the cut-off of 0.5. A clear call" in answer_text(0.1)
     assert "A borderline call (0.02 from the cut-off)" in answer_text(0.52)
