@@ -18,6 +18,7 @@ import gradio as gr
 from leaderboard.hub import HubSyncError, check_hub_sync
 from models.batching import BATCHER
 from settings import Settings, command_settings, configure_logging
+from store.clock import check_clock
 from store.engine import open_store
 from store.errors import StoreUnavailable
 from submissions import jobs
@@ -78,6 +79,7 @@ def start_backend(settings: Settings) -> WorkerSupervisor | None:
     """
     submissions = Submissions(settings, open_store(settings.database_url))
     submissions.queue.check()
+    check_clock(submissions.sessions, settings.lease_s)  # its reaper reads other hosts' leases
     if settings.start_worker:  # a setting the worker would stop at: said once, not in a loop
         check_hub_sync(settings)
     stop = threading.Event()

@@ -10,6 +10,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # no test may reach the network
 
 import csv
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from PIL import Image
 
 from evaluation.release import build_release
 from settings import Settings
+from store.schema import utcnow
 from tests import reaper
 
 TINY_COUNTS = {
@@ -126,3 +128,13 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if getattr(config, "test_run", None):
         reaper.kill_marked(config.test_run)
+
+
+@pytest.fixture
+def host_clock_off_by(monkeypatch):
+    """Sets the clock ``store.clock`` reads some seconds ahead of this host's (behind if < 0)."""
+
+    def off_by(seconds: float) -> None:
+        monkeypatch.setattr("store.clock.utcnow", lambda: utcnow() + timedelta(seconds=seconds))
+
+    return off_by

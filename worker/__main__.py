@@ -20,6 +20,7 @@ from evaluation.errors import EvaluationError, InvalidLabelStore
 from leaderboard.board import shipped_model_status
 from leaderboard.hub import HubSyncError
 from settings import command_settings, configure_logging
+from store.clock import check_clock
 from store.engine import open_store
 from store.errors import BackupRefused, StoreUnavailable
 from submissions.errors import ModerationRefused, QueueUnavailable
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # a release, database, queue or label store it cannot use: one sentence
         running = Worker(settings, lanes=lanes)
         running.queue.check()
+        check_clock(running.sessions, settings.lease_s)  # it reaps, and its leases are read
         if args.prepare or args.rescore:
             check_label_store(settings)
         PublicBundle(settings.public_dir)  # jobs need the crops and the manifest

@@ -1,0 +1,67 @@
+"""Whether this host's clock agrees with the database server's.
+
+Leases and heartbeats are written by one host and read by others: a reaper expires another
+worker's job when its lease end is past, and the Space calls a worker silent when its last
+heartbeat is old. Hosts sharing a PostgreSQL store must therefore agree on the time. A lease
+is renewed every third of its length, so a host whose clock runs ahead by more than two thirds
+of one would re-queue jobs that are still running (and fail them after three attempts):
+workers and the app refuse to start from half a lease, and log an offset of 2 s or more.
+On SQLite every process runs on the database file's machine, with one clock.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import text
+from sqlalchemy.orm import sessionmaker
+
+from store.errors import StoreUnavailable
+from store.schema import utcnow
+
+log = logging.getLogger(__name__)
+
+NOTICED_OFFSET_S = 2.0
+
+
+class ClockOffset(StoreUnavailable):
+    """This host's clock is too far from the database server's to share its leases."""
+
+
+def clock_offset_s(sessions: sessionmaker) -> float:
+    """This host's clock minus the database server's, in seconds (0.0 on SQLite).
+
+    The server's reading is compared with the middle of the round trip that fetched it.
+    """
+    with sessions() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            return 0.0
+        before = utcnow().timestamp()
+        server = float(session.scalar(text("SELECT extract(epoch FROM clock_timestamp())")))
+        after = utcnow().timestamp()
+    return (before + after) / 2 - server
+
+
+def check_clock(sessions: sessionmaker, lease_s: int) -> float:
+    """The clock offset (see :func:`clock_offset_s`); raises ``ClockOffset`` from half a lease.
+
+    An offset of ``NOTICED_OFFSET_S`` or more is logged as a warning.
+    """
+    offset = clock_offset_s(sessions)
+    way = "ahead of" if offset > 0 else "behind"
+    if abs(offset) >= lease_s / 2:
+        raise ClockOffset(
+            f"This host's clock is {abs(offset):.0f} s {way} the database server's. Hosts that "
+            "share a store compare lease and heartbeat times, so this host would take over "
+            "jobs that are still running (a lease is MITOSIS_LEASE_S = "
+            f"{lease_s} s). Synchronise its clock (NTP, e.g. `timedatectl set-ntp true`) and "
+            "start again."
+        )
+    if abs(offset) >= NOTICED_OFFSET_S:
+        log.warning(
+            "This host's clock is %.1f s %s the database server's; keep every host that shares "
+            "the store on NTP (leases and heartbeats compare their times).",
+            abs(offset),
+            way,
+        )
+    return offset

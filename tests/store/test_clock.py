@@ -1,0 +1,40 @@
+"""A host whose clock is far from the database server's does not start: it would reap jobs that
+other hosts are still running. A host clock off by a minute is simulated in this process."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from store.clock import ClockOffset, check_clock, clock_offset_s
+from store.engine import open_store
+
+
+def test_on_sqlite_every_process_shares_one_clock(tmp_path, host_clock_off_by):
+    sessions = open_store(f"sqlite:///{tmp_path / 'board.db'}")
+    host_clock_off_by(3600)
+    assert clock_offset_s(sessions) == 0.0 and check_clock(sessions, 60) == 0.0
+
+
+@pytest.mark.slow  # a PostgreSQL server
+def test_a_host_clock_far_from_the_database_s_is_refused_and_a_near_one_logged(
+    postgres, host_clock_off_by, caplog
+):
+    sessions = open_store(postgres.create_database("clock"))
+    assert abs(clock_offset_s(sessions)) < 0.5  # this host runs the server: one clock
+    host_clock_off_by(45)
+    with pytest.raises(ClockOffset, match="clock is 45 s ahead of the database server's. Hosts"):
+        check_clock(sessions, 60)
+    assert 44 < check_clock(sessions, 100) < 46  # within half a lease of 100 s: it serves
+    host_clock_off_by(-31)
+    with pytest.raises(ClockOffset, match=r"31 s behind .* \(a lease is MITOSIS_LEASE_S = 60 s\)"):
+        check_clock(sessions, 60)
+    host_clock_off_by(5)
+    with caplog.at_level(logging.WARNING, logger="store.clock"):
+        assert 4 < check_clock(sessions, 60) < 6
+    assert "This host's clock is 5.0 s ahead of the database server's; keep" in caplog.text
+    host_clock_off_by(1)
+    caplog.clear()
+    check_clock(sessions, 60)
+    assert caplog.text == ""  # under 2 s: nothing to say
