@@ -56,7 +56,10 @@ class BoardFilter:
         _known("track", self.tracks, TRACKS)
 
     def keeps(self, entry: Entry) -> bool:
-        """Whether ``entry`` passes every part of the filter."""
+        """Whether ``entry`` passes the search, method, sources and tracks.
+
+        ``per_team`` is about the entries kept, not one entry: see :func:`filter_entries`.
+        """
         meta = entry.meta
         needle = self.search.strip().lower()
         text = " ".join((meta.model_name, meta.team, meta.backbone, meta.pretraining)).lower()
@@ -82,10 +85,11 @@ def _known(what: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None
 def filter_entries(entries: list[Entry], board_filter: BoardFilter) -> list[Entry]:
     """The entries the filter keeps, in board order (the table, plot, details and API use it).
 
-    "Each team's best entry" is taken on the whole board, before the other parts.
+    "Each team's best entry" is taken among the entries the other parts keep: on the
+    ≤ 30 M parameters track, a team's best small model.
     """
-    candidates = best_per_team(entries) if board_filter.per_team else entries
-    return [e for e in candidates if board_filter.keeps(e)]
+    kept = [e for e in entries if board_filter.keeps(e)]
+    return best_per_team(kept) if board_filter.per_team else kept
 
 
 def ba_cell(row: dict, split: str) -> str:

@@ -188,23 +188,31 @@ def _size_note(image: Image.Image) -> str:
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 # H&E stains pink (eosin) and blue-violet (hematoxylin): hues from 240 to 360 degrees and a little
 # beyond. On 64 px copies of the 2,894 AMi-Br train crops (no test crop; tests/models/
-# test_stain_note.py measures it), at most 0.56 % of a crop's pixels are a saturated green, yellow
-# or cyan, and every crop's mean saturation is at least 0.095: the limits are far outside both.
-OFF_STAIN_HUES = (45, 210)  # degrees: yellow, green, cyan and sky blue
+# test_stain_note.py measures it), at most 0.56 % of a crop's visible pixels are a saturated
+# green, yellow, cyan or light blue, and every crop's mean saturation is at least 0.095: the
+# limits are far outside both.
+OFF_STAIN_HUES = (45, 210)  # degrees
 SATURATED = 0.15
+VISIBLE = 0.2  # HSV value: in darker pixels, compression noise has a saturation and any hue
 MAX_OFF_STAIN_SHARE = 0.05
 MIN_MEAN_SATURATION = 0.05
 
 
-def _colour_note(image: Image.Image) -> str:
-    """Notes on missing colour and on transparency, seen in a 64 px copy of ``image``."""
-    mode, see_through = image.mode, "transparency" in image.info
+def colour_sample(image: Image.Image) -> Image.Image:
+    """The 64 px copy of ``image`` that its colour is judged on (``image`` itself may shrink)."""
     image.draft("RGB", (64, 64))  # a JPEG is decoded at 1/8 scale; others are read whole
     try:
         image.thumbnail((64, 64))  # enough to see colour
     except (ValueError, OSError):  # a mode Pillow cannot resize (16-bit gray): converted first
         image = to_rgb(image)
         image.thumbnail((64, 64))
+    return image
+
+
+def _colour_note(image: Image.Image) -> str:
+    """Notes on missing colour, colours unlike an H&E stain and transparency (a 64 px copy)."""
+    mode, see_through = image.mode, "transparency" in image.info
+    image = colour_sample(image)
     notes = []
     if mode in ("RGBA", "LA", "PA") or see_through:
         if image.convert("RGBA").getchannel("A").getextrema()[0] < 255:
@@ -216,7 +224,7 @@ def _colour_note(image: Image.Image) -> str:
             "This image has no colour: the model learned from H&E-stained colour crops, so "
             "its answer on a grayscale image is unreliable."
         )
-    elif unlike := _unlike_stain(rgb_image):
+    elif unlike := unlike_stain(rgb_image):
         notes.append(
             f"Its colours are unlike an H&E stain ({unlike}): the model learned from "
             "H&E-stained crops of mitotic figures, so its answer on this image is unreliable."
@@ -225,19 +233,24 @@ def _colour_note(image: Image.Image) -> str:
 
 
 def stain_measures(image: Image.Image) -> tuple[float, float]:
-    """(share of pixels with a saturated hue an H&E stain lacks, mean HSV saturation) of RGB."""
+    """The share of an RGB image's pixels of a hue H&E stains lack, and its mean saturation.
+
+    A pixel counts when it is visible (HSV value above ``VISIBLE``), saturated (above
+    ``SATURATED``) and its hue within ``OFF_STAIN_HUES``; saturation runs from 0 to 1.
+    """
     hsv = np.asarray(image.convert("HSV"), dtype=np.float32) / 255
-    hue, saturation = hsv[..., 0] * 360, hsv[..., 1]
+    hue, saturation, value = hsv[..., 0] * 360, hsv[..., 1], hsv[..., 2]
     low, high = OFF_STAIN_HUES
-    off_stain = np.mean((saturation > SATURATED) & (hue > low) & (hue < high))
+    off_hue = (hue > low) & (hue < high)
+    off_stain = np.mean(off_hue & (saturation > SATURATED) & (value > VISIBLE))
     return float(off_stain), float(saturation.mean())
 
 
-def _unlike_stain(image: Image.Image) -> str:
+def unlike_stain(image: Image.Image) -> str:
     """How an RGB image's colours differ from an H&E stain's ('' when they do not)."""
     off_stain, saturation = stain_measures(image)
     if off_stain > MAX_OFF_STAIN_SHARE:
-        return f"{off_stain:.0%} of its pixels are green, yellow or cyan"
+        return f"{off_stain:.0%} of its pixels are green, yellow, cyan or light blue"
     if saturation < MIN_MEAN_SATURATION:
         return "it is almost colourless"
     return ""

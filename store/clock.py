@@ -3,9 +3,11 @@
 Leases and heartbeats are written by one host and read by others: a reaper expires another
 worker's job when its lease end is past, and the Space calls a worker silent when its last
 heartbeat is old. Hosts sharing a PostgreSQL store must therefore agree on the time. A lease
-is renewed every third of its length, so a host whose clock runs ahead by more than two thirds
-of one would re-queue jobs that are still running (and fail them after three attempts):
-workers and the app refuse to start from half a lease, and log an offset of 2 s or more.
+is renewed every third of its length, so a reaper whose clock runs ahead of a worker's by more
+than two thirds of one would re-queue jobs that are still running (and fail them after three
+attempts). Each host is measured against the server, and two hosts may sit on either side of
+it: workers and the app refuse to start a quarter of a lease off the server's clock (two of
+them are then under half a lease apart), and log an offset of 2 s or more.
 On SQLite every process runs on the database file's machine, with one clock.
 """
 
@@ -25,7 +27,11 @@ NOTICED_OFFSET_S = 2.0
 
 
 class ClockOffset(StoreUnavailable):
-    """This host's clock is too far from the database server's to share its leases."""
+    """This host's clock is too far from the database server's to share its leases.
+
+    A kind of ``StoreUnavailable``: the commands stop with its one sentence, as for a store
+    that cannot be opened.
+    """
 
 
 def clock_offset_s(sessions: sessionmaker) -> float:
@@ -43,19 +49,20 @@ def clock_offset_s(sessions: sessionmaker) -> float:
 
 
 def check_clock(sessions: sessionmaker, lease_s: int) -> float:
-    """The clock offset (see :func:`clock_offset_s`); raises ``ClockOffset`` from half a lease.
+    """The clock offset (see :func:`clock_offset_s`); ``ClockOffset`` from a quarter of a lease.
 
     An offset of ``NOTICED_OFFSET_S`` or more is logged as a warning.
     """
     offset = clock_offset_s(sessions)
     way = "ahead of" if offset > 0 else "behind"
-    if abs(offset) >= lease_s / 2:
+    limit = lease_s / 4
+    if abs(offset) >= limit:
         raise ClockOffset(
-            f"This host's clock is {abs(offset):.0f} s {way} the database server's. Hosts that "
-            "share a store compare lease and heartbeat times, so this host would take over "
-            "jobs that are still running (a lease is MITOSIS_LEASE_S = "
-            f"{lease_s} s). Synchronise its clock (NTP, e.g. `timedatectl set-ntp true`) and "
-            "start again."
+            f"This host's clock is {abs(offset):.0f} s {way} the database server's, and hosts "
+            f"that share a store may be at most {limit:g} s off it (a quarter of MITOSIS_LEASE_S "
+            f"= {lease_s} s): they compare lease and heartbeat times, and this one would take "
+            "over jobs that are still running. Synchronise its clock (NTP, e.g. "
+            "`timedatectl set-ntp true`) and start again."
         )
     if abs(offset) >= NOTICED_OFFSET_S:
         log.warning(

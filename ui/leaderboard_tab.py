@@ -289,7 +289,7 @@ def leaderboard(
         sources: any of verified, self-reported, paper, pathologist (default: all).
         per_team: only each team's best entry.
     """
-    keep = BoardFilter(search or "", method or "all", tuple(sources or SOURCES), (), per_team)
+    keep = BoardFilter(search or "", method or "all", tuple(sources or SOURCES), (), bool(per_team))
     return board_rows(filter_entries(space.board(), keep))
 
 

@@ -57,6 +57,7 @@ def test_a_killed_worker_is_restarted_its_job_finishes_once_and_it_stops_with_th
         wait_until(lambda: not alive(second), 60, f"the worker {second} outlived its app")
     finally:
         app.process.kill()  # after a failed check only: the app is gone otherwise
+        app.process.wait(30)
 
 
 def test_killing_the_app_leaves_no_worker(tmp_path):

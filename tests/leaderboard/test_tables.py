@@ -84,7 +84,7 @@ def test_filters_apply_search_method_sources_and_tracks(board):
     assert filter_entries([reader], BoardFilter(method="LoRA")) == []
 
 
-def test_each_team_s_best_entry_is_taken_before_the_other_filters():
+def test_each_team_s_best_entry_is_taken_among_the_entries_the_other_filters_keep():
     entries = [
         entry(1, "best of A", "verified", 0.80, 0.76, team="A"),
         entry(2, "second of A", "verified", 0.78, 0.74, method="linear probe", team="A"),
@@ -94,7 +94,8 @@ def test_each_team_s_best_entry_is_taken_before_the_other_filters():
     names = lambda f: [e.model_name for e in filter_entries(board, f)]  # noqa: E731
     assert names(BoardFilter(per_team=True)) == ["best of A", "best of B"]
     assert names(BoardFilter(method="linear probe")) == ["second of A"]
-    assert names(BoardFilter(method="linear probe", per_team=True)) == []  # not A's best
+    assert names(BoardFilter(method="linear probe", per_team=True)) == ["second of A"]
+    assert names(BoardFilter(search="of A", per_team=True)) == ["best of A"]
 
 
 def test_the_table_shows_the_main_columns_first_and_extras_on_request(board):

@@ -258,10 +258,10 @@ def test_image_notes_and_answers_in_words(tmp_path):
     )
     photos = Path(sklearn.datasets.__file__).parent / "images"  # scikit-learn's sample photos
     unlike = "Its colours are unlike an H&E stain ({}): the model learned from H&E-stained"
-    assert unlike.format("76% of its pixels are green, yellow or cyan") in image_note(
+    assert unlike.format("46% of its pixels are green, yellow, cyan or light blue") in image_note(
         photos / "flower.jpg"
     )
-    assert unlike.format("28% of its pixels are green, yellow or cyan") in image_note(
+    assert unlike.format("21% of its pixels are green, yellow, cyan or light blue") in image_note(
         photos / "china.jpg"
     )
     page = np.full((128, 128, 3), 250, np.uint8)  # a screenshot: white, gray text, one link

@@ -150,7 +150,7 @@ def test_the_worker_and_the_app_refuse_to_start_where_the_clock_is_off(
     host_clock_off_by(-90)
     assert worker_main([]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: This host's clock is 90 s behind the database server's.")
+    assert err.startswith("error: This host's clock is 90 s behind the database server's, and")
     assert err.count("error: ") == 1
     with pytest.raises(ClockOffset, match="90 s behind"):
         start_backend(Settings.from_env())  # app.py prints it as its one error line
