@@ -35,14 +35,19 @@ class ClockOffset(StoreUnavailable):
 
 
 def clock_offset_s(sessions: sessionmaker) -> float:
-    """This host's clock minus the database server's, in seconds (0.0 on SQLite).
+    """This host's clock minus the database server's, in seconds (0.0 on SQLite)."""
+    return _measure(sessions)[0]
 
-    The server's reading is compared with the middle of the round trip that fetched it (off by
-    at most half of it), on a connection already open, the shortest of three round trips.
+
+def _measure(sessions: sessionmaker) -> tuple[float, float]:
+    """The clock offset and how far off it may be (half the round trip that measured it).
+
+    The server's reading is compared with the middle of the round trip that fetched it, on a
+    connection already open, the shortest of three round trips.
     """
     with sessions() as session:
         if session.get_bind().dialect.name != "postgresql":
-            return 0.0
+            return 0.0, 0.0
         session.execute(text("SELECT 1"))  # connecting is not part of a round trip
         samples = []
         for _ in range(3):
@@ -50,18 +55,20 @@ def clock_offset_s(sessions: sessionmaker) -> float:
             server = float(session.scalar(text("SELECT extract(epoch FROM clock_timestamp())")))
             after = utcnow().timestamp()
             samples.append((after - before, (before + after) / 2 - server))
-    return min(samples)[1]
+    round_trip, offset = min(samples)
+    return offset, round_trip / 2
 
 
 def check_clock(sessions: sessionmaker, lease_s: int) -> float:
     """The clock offset (see :func:`clock_offset_s`); ``ClockOffset`` from a quarter of a lease.
 
-    An offset of ``NOTICED_OFFSET_S`` or more is logged as a warning.
+    Refused only where the offset is that large beyond the measurement's own error (half a
+    round trip); an offset of ``NOTICED_OFFSET_S`` or more is logged as a warning.
     """
-    offset = clock_offset_s(sessions)
+    offset, uncertainty = _measure(sessions)
     way = "ahead of" if offset > 0 else "behind"
     limit = lease_s / 4
-    if abs(offset) >= limit:
+    if abs(offset) - uncertainty >= limit:
         raise ClockOffset(
             f"This host's clock is {abs(offset):.0f} s {way} the database server's, and hosts "
             f"that share a store may be at most {limit:g} s off it (a quarter of MITOSIS_LEASE_S "
