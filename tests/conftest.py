@@ -38,6 +38,16 @@ def write_png(path: Path, seed: int, size=(128, 128), mode="RGB") -> None:
     Image.fromarray(pixels).convert(mode).save(path)
 
 
+H_AND_E_RANGES = ((150, 256), (40, 150), (120, 240))  # red, green, blue
+
+
+def stained_noise(seed: int = 0, size: int = 128) -> np.ndarray:
+    """Random pinks and violets, as H&E stains them (green is never the strongest channel)."""
+    rng = np.random.default_rng(seed)
+    channels = [rng.integers(low, high, (size, size)) for low, high in H_AND_E_RANGES]
+    return np.dstack(channels).astype(np.uint8)
+
+
 def make_tiny_source(root: Path) -> Path:
     """A folder laid out like the public AMi-Br release, with TINY_COUNTS crops."""
     seed = 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
+import sklearn.datasets
 from PIL import Image
 from sqlalchemy import select
 
@@ -18,6 +19,7 @@ from settings import REPO_ROOT
 from store.entry import EntryMetadata
 from store.schema import Job, JobStatus
 from tests.backend import Backend
+from tests.conftest import stained_noise
 from ui import classify_tab, leaderboard_tab, submit_tab
 from ui.components import get_upload_folder
 from ui.space import Space
@@ -195,13 +197,19 @@ def test_many_crops_list_the_refused_first_with_a_summary_and_size_notes(space, 
     Image.open(crops[0]).resize((1024, 1024)).save(big)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    photo = Path(sklearn.datasets.__file__).parent / "images" / "china.jpg"
+    stained = tmp_path / "stained.png"
+    Image.fromarray(stained_noise()).save(stained)
     shown, csv_path, as_file, summary = classify_tab.classify_many(
-        space, [*crops, str(big), str(broken)], None, False
+        space, [*crops, str(big), str(broken), str(photo), str(stained)], None, False
     )
     assert list(shown["image"])[0] == "broken.png" and shown.iloc[0]["label"] == "not classified"
     assert csv_path.endswith("answers.csv")  # not named like a prediction file
-    assert "1024" in shown.set_index("image").loc["big.png", "note"]  # what was done to it
-    assert summary.startswith("**3** crops classified, **1** not classified (listed first")
+    notes = shown.set_index("image")["note"]
+    assert "1024" in notes["big.png"]
+    assert "Its colours are unlike an H&E stain" in notes["china.jpg"]  # a photograph
+    assert notes["stained.png"] == ""  # nothing to say
+    assert summary.startswith("**5** crops classified, **1** not classified (listed first")
     assert as_file is None and "not all test crops named by their id" in summary  # big.png
     _, _, as_file, summary = classify_tab.classify_many(space, crops, None, False)
     assert as_file and summary.endswith("also a prediction file (only these crops).")

@@ -21,6 +21,7 @@ from models.explain import grad_cam
 from models.imaging import image_note, load_crop
 from models.predict import main as predict_main
 from models.predictor import Predictor, answer_text
+from tests.conftest import stained_noise
 from tests.models.conftest import tiny_checkpoint
 
 
@@ -239,11 +240,7 @@ def test_image_notes_and_answers_in_words(tmp_path):
     )
     assert "took its centre 128x128 square." in image_note(tmp_path / "tall.png")
     assert "resized" not in image_note(tmp_path / "tall.png")
-    rng = np.random.default_rng(0)
-    stain = np.dstack(  # pinks and violets, as H&E stains: green is never the strongest
-        [rng.integers(150, 256, (128, 128)), rng.integers(40, 150, (128, 128))]
-        + [rng.integers(120, 240, (128, 128))]
-    ).astype(np.uint8)
+    stain = stained_noise()
     Image.fromarray(stain[..., 0]).save(tmp_path / "gray.png")  # mode L
     Image.fromarray(np.repeat(stain[..., :1], 3, axis=2)).save(tmp_path / "gray-rgb.png")
     see_through = np.dstack([stain, np.full((128, 128), 255, np.uint8)])
