@@ -255,7 +255,8 @@ def _queue_url(env: Mapping[str, str], default: str) -> str:
     url = env.get("MITOSIS_QUEUE_URL", "").strip() or default
     if not url.startswith(QUEUE_SCHEMES):
         raise SettingsError(
-            f"MITOSIS_QUEUE_URL must be sqlite:///FILE or redis://HOST[:PORT][/DB]; found {url!r}."
+            "MITOSIS_QUEUE_URL must be sqlite:///FILE, redis://HOST[:PORT][/DB] or rediss://… "
+            f"(Redis with TLS); found {url!r}."
         )
     return url
 

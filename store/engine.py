@@ -69,6 +69,14 @@ def open_store(url: str) -> sessionmaker:
         migrate(url)
     except OperationalError as e:
         reason = str(e.orig or e).strip().splitlines()[0]
+        folder = Path(engine.url.database or ".").parent
+        if engine.dialect.name == "sqlite" and not folder.is_dir():
+            raise StoreUnavailable(
+                f"Cannot open the database at {shown}: the folder {folder} does not exist. "
+                "The default database lives in MITOSIS_DATA_DIR, which `python -m "
+                "evaluation.release` creates with the release in it; or correct "
+                "MITOSIS_DATA_DIR or MITOSIS_DATABASE_URL."
+            ) from e
         check = (
             "that its folder exists and is writable"
             if engine.dialect.name == "sqlite"

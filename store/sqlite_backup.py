@@ -19,24 +19,31 @@ from store.engine import shown_url
 from store.errors import BackupRefused
 
 
-def backup_database(url: str, dest: Path) -> Path:
-    """Copy the SQLite database at ``url`` to the new file ``dest``; returns ``dest``.
-
-    The copy is checked (``PRAGMA integrity_check``) before it takes its name, so ``dest``
-    is either a whole database or absent; an existing ``dest`` is never overwritten.
-    """
+def sqlite_file(url: str) -> Path:
+    """The SQLite database file ``url`` names; ``BackupRefused`` for any other database."""
     try:
         parsed = make_url(url)
     except ArgumentError as e:
         raise BackupRefused("MITOSIS_DATABASE_URL is not a database URL.") from e
     if parsed.get_backend_name() != "sqlite":
         raise BackupRefused(
-            f"The database is {shown_url(url)}: back it up with its server's own tool "
-            "(pg_dump for PostgreSQL); --backup copies a SQLite database."
+            f"The database is {shown_url(url)}, and --backup copies a SQLite database: nothing "
+            "was copied. Back the database up with its server's own tool (pg_dump for "
+            "PostgreSQL), and copy the uploads/ and labels/ folders of MITOSIS_DATA_DIR."
         )
     source = Path(parsed.database or "")
     if not source.is_file():
         raise BackupRefused(f"No SQLite database at {source}.")
+    return source
+
+
+def backup_database(url: str, dest: Path) -> Path:
+    """Copy the SQLite database at ``url`` to the new file ``dest``; returns ``dest``.
+
+    The copy is checked (``PRAGMA integrity_check``) before it takes its name, so ``dest``
+    is either a whole database or absent; an existing ``dest`` is never overwritten.
+    """
+    source = sqlite_file(url)
     dest = Path(dest)
     if dest.exists():
         raise BackupRefused(f"{dest} already exists; a backup never overwrites a file.")

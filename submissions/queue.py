@@ -74,9 +74,10 @@ class EvaluationQueue:
         try:
             huey.storage.conn.ping()
         except RedisError as e:
+            reason = str(e).strip().rstrip(".")
             raise QueueUnavailable(
-                f"Cannot reach the queue at {shown_url(self.url)}: {e} Check that Redis is "
-                "running there, and MITOSIS_QUEUE_URL."
+                f"Cannot reach the queue at {shown_url(self.url)}: {reason}. Check that Redis is "
+                "running there and has the URL's database number, and MITOSIS_QUEUE_URL."
             ) from e
 
     def pending(self, lane: str | None = None) -> int:
@@ -97,4 +98,6 @@ def make_huey(url: str, lane: str) -> Huey:
         path = Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
         return SqliteHuey(name, filename=str(path), results=False)
-    raise ValueError(f"MITOSIS_QUEUE_URL must be sqlite:///FILE or redis://HOST; found {url!r}.")
+    raise ValueError(
+        f"MITOSIS_QUEUE_URL must be sqlite:///FILE, redis://HOST or rediss://HOST; found {url!r}."
+    )

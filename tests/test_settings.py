@@ -50,7 +50,11 @@ def test_environment_overrides(tmp_path: Path):
         ("GRADIO_SERVER_PORT", "http", "GRADIO_SERVER_PORT must be a whole number"),
         ("MITOSIS_BOOTSTRAP_RESAMPLES", "100", "MITOSIS_BOOTSTRAP_RESAMPLES must be at least 1000"),
         ("MITOSIS_MAX_PREDICTION_FILE_MB", "0", "at least 1; found 0"),
-        ("MITOSIS_QUEUE_URL", "sqlit:///q.db", "must be sqlite:///FILE or redis://HOST"),
+        (
+            "MITOSIS_QUEUE_URL",
+            "sqlit:///q.db",
+            "must be sqlite:///FILE, redis://HOST.* or rediss://",
+        ),
         ("MITOSIS_CPU_GFLOPS", "-3", "MITOSIS_CPU_GFLOPS must be a number above 0; found '-3'"),
         ("MITOSIS_CPU_GFLOPS", "nan", "must be a number above 0; found 'nan'"),
         ("MITOSIS_START_WORKER", "maybe", "must be 1/true/yes/on or 0/false/no/off"),

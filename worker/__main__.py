@@ -99,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
             f"--lanes names {', '.join(map(repr, unknown))}, which is not a lane; the lanes are "
             f"{', '.join(LANES)} (comma-separated, e.g. --lanes files,models)."
         )
+    if "gpu" in (lanes or ()) and not torch.cuda.is_available():
+        parser.error(
+            "--lanes gpu needs a CUDA GPU, and this host has none: that lane holds the "
+            "checkpoints estimated too slow for a CPU. Serve --lanes files,models here."
+        )
     if args.take_down is not None or args.restore is not None:
         return moderate(settings, args.take_down, args.restore, args.reason)
     if args.status:

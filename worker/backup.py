@@ -14,7 +14,7 @@ from pathlib import Path
 from fileio import atomic_copy, replace_folder, staged_folder
 from settings import Settings
 from store.errors import BackupRefused
-from store.sqlite_backup import backup_database
+from store.sqlite_backup import backup_database, sqlite_file
 
 
 def backup(settings: Settings, folder: Path) -> str:
@@ -24,6 +24,7 @@ def backup(settings: Settings, folder: Path) -> str:
     is written under a temporary name and renamed when whole, owner-only.
     """
     folder = Path(folder)
+    sqlite_file(settings.database_url)  # refused before a folder is made
     if folder.exists() and folder.stat().st_mode & 0o077:
         raise BackupRefused(
             f"{folder} is open to other users; a backup holds the hidden labels: give a new "

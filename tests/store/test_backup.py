@@ -7,6 +7,7 @@ import sqlite3
 import pytest
 from sqlalchemy import inspect, make_url
 
+from settings import Settings
 from store.engine import open_store
 from store.entry import EntryMetadata
 from store.errors import BackupRefused
@@ -15,6 +16,7 @@ from store.sqlite_backup import backup_database
 from tests.backend import Backend
 from worker import Worker
 from worker.__main__ import main as worker_main
+from worker.backup import backup
 
 
 def test_a_backup_is_the_database_at_one_moment_with_uploads_and_labels(
@@ -61,6 +63,12 @@ def test_a_backup_refuses_what_it_cannot_copy(tmp_path):
     with pytest.raises(BackupRefused, match="pg_dump for PostgreSQL") as refused:
         backup_database("postgresql+psycopg://u:secret@db.lab/board", tmp_path / "b.db")
     assert "secret" not in str(refused.value)
+    postgres = Settings.from_env(
+        {"MITOSIS_DATA_DIR": str(tmp_path), "MITOSIS_DATABASE_URL": "postgresql://u@db.lab/b"}
+    )
+    with pytest.raises(BackupRefused, match="nothing was copied. .* copy the uploads/ and labels/"):
+        backup(postgres, tmp_path / "backup")
+    assert not (tmp_path / "backup").exists()  # refused before a folder is made
     with pytest.raises(BackupRefused, match="No SQLite database at"):
         backup_database(f"sqlite:///{tmp_path / 'none.db'}", tmp_path / "b.db")
     (tmp_path / "b.db").write_text("mine")

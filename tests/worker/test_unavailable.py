@@ -40,6 +40,11 @@ from worker.runner import LABEL_STORE_REFUSED
         ),
         (
             "sqlite:///{tmp}/no/such/folder/x.db",
+            "the folder {tmp}/no/such/folder does not exist. The default database lives in "
+            "MITOSIS_DATA_DIR, which `python -m evaluation.release` creates",
+        ),
+        (
+            "sqlite:////proc/x.db",  # a folder no one may write in, even root
             "unable to open database file. Check that its folder exists and is writable",
         ),
     ],
@@ -59,7 +64,7 @@ def test_a_queue_server_that_does_not_answer_is_a_sentence(tmp_path):
         queue.check()
     message = str(refused.value)
     assert message.startswith("Cannot reach the queue at redis://:***@127.0.0.1:")
-    assert "Check that Redis is running there" in message and "secret" not in message
+    assert ". Check that Redis is running there" in message and "secret" not in message
     EvaluationQueue(Settings.from_env({"MITOSIS_DATA_DIR": str(tmp_path)})).check()  # SQLite
 
 

@@ -342,7 +342,7 @@ def test_a_failure_reason_names_no_server_path(tmp_path):
     assert str(tmp_path) not in failed.reason and "/" not in failed.reason
 
 
-def test_a_typo_in_lanes_gets_a_sentence(tmp_path, monkeypatch, capsys):
+def test_a_lane_typo_or_the_gpu_lane_on_a_cpu_host_gets_a_sentence(tmp_path, monkeypatch, capsys):
     """Through ``python -m worker``'s entry point, in this process (argparse's exit 2)."""
     monkeypatch.setenv("MITOSIS_DATA_DIR", str(tmp_path))
     with pytest.raises(SystemExit) as stopped:
@@ -351,6 +351,10 @@ def test_a_typo_in_lanes_gets_a_sentence(tmp_path, monkeypatch, capsys):
     assert "--lanes names 'modles', which is not a lane; the lanes are files, models, gpu" in (
         capsys.readouterr().err
     )
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # a CPU-only host
+    with pytest.raises(SystemExit):
+        worker_main(["--lanes", "files,gpu"])
+    assert "--lanes gpu needs a CUDA GPU, and this host has none" in capsys.readouterr().err
 
 
 def test_public_reasons_keep_names_links_and_hub_ids_but_no_server_folder():
