@@ -18,7 +18,6 @@ import secrets
 from datetime import timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from evaluation.disclosure import (
@@ -42,10 +41,10 @@ from store.schema import (
     Job,
     JobStatus,
     Result,
-    Secret,
     Submission,
     utcnow,
 )
+from store.shared_values import shared_value
 
 NOISE_KEY = "release-noise-key"
 RELEASED, WITHHELD, PUBLISHED, MAINTAINER = "released", "withheld", "published", "maintainer"
@@ -236,15 +235,7 @@ def release_pending(sessions: sessionmaker, settings: Settings) -> int:
 
 def noise_key(session: Session) -> bytes:
     """The server's secret for the release offsets, created on first use (in the store)."""
-    value = session.scalar(select(Secret.value).where(Secret.name == NOISE_KEY))
-    if value is None:
-        try:
-            with session.begin_nested():
-                session.add(Secret(name=NOISE_KEY, value=secrets.token_hex(32)))
-        except IntegrityError:  # another process created it first: use theirs
-            pass
-        value = session.scalar(select(Secret.value).where(Secret.name == NOISE_KEY))
-    return bytes.fromhex(value)
+    return bytes.fromhex(shared_value(session, NOISE_KEY, lambda: secrets.token_hex(32)))
 
 
 def _candidate(session: Session, submission: Submission, hidden: list[Result]) -> dict:

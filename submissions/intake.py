@@ -28,6 +28,7 @@ from settings import Settings
 from store.entry import EntryMetadata
 from store.locks import lock_account
 from store.schema import ALL_SPLITS, PUBLIC_ONLY, Job, JobStatus, Submission
+from store.shared_values import store_id
 from submissions import jobs, worker_registry
 from submissions.errors import (
     DuplicateSubmission,
@@ -54,7 +55,7 @@ class Submissions:
     ) -> None:
         self.settings = settings
         self.sessions = sessions
-        self.queue = queue or EvaluationQueue(settings)
+        self.queue = queue or EvaluationQueue(settings, store_id(sessions))
         self._bundle: PublicBundle | None = None
 
     @property

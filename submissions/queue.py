@@ -6,9 +6,10 @@ Three lanes, one Huey queue each, so that no kind of work waits behind another:
 - ``models``: checkpoints a CPU worker can finish within the time limit;
 - ``gpu``: checkpoints estimated too slow for a CPU worker; only workers with a GPU serve it.
 
-A message carries only a job id; the job table is the durable record (Huey's SQLite storage
-deletes a message when a worker takes it, so a killed worker loses the message, and the reaper
-re-enqueues jobs whose lease expired, into their own lane).
+A message carries a job id and its store's id; the job table is the durable record (Huey's
+SQLite storage deletes a message when a worker takes it, so a killed worker loses the message,
+and the reaper re-enqueues jobs whose lease expired, into their own lane). A worker leaves a
+message of another store alone (see ``store.shared_values``).
 """
 
 from __future__ import annotations
@@ -27,32 +28,35 @@ from submissions.errors import QueueUnavailable
 LANES = ("files", "models", "gpu")
 TASK_NAME = "mitosis.evaluate"
 REDIS_CONNECT_TIMEOUT_S = 10  # a host that drops packets: an error, not a hang
-_handler: Callable[[int], None] | None = None
+_handler: Callable[[int, str | None], None] | None = None
 
 
-def evaluate(job_id: int) -> None:
+def evaluate(job_id: int, store_id: str | None = None) -> None:
     """The queue's one task, registered by producer and worker alike.
 
     Huey names a task by its function's module, so both sides must register this function; the
-    worker installs what it does.
+    worker installs what it does. ``store_id`` is None in a message queued before messages
+    named their store.
     """
     if _handler is None:
         raise RuntimeError("Evaluation jobs run in `python -m evaluation.worker`, not here.")
-    _handler(job_id)
+    _handler(job_id, store_id)
 
 
 class EvaluationQueue:
-    """Producer and consumer side of the evaluation lanes."""
+    """Producer and consumer side of the evaluation lanes, for the store ``store_id``."""
 
     def __init__(
         self,
         settings: Settings,
-        handler: Callable[[int], None] | None = None,
+        store_id: str | None,
+        handler: Callable[[int, str | None], None] | None = None,
         lanes: Iterable[str] = LANES,
     ) -> None:
         global _handler
         if handler is not None:
             _handler = handler
+        self.store_id = store_id
         self.url = settings.queue_url
         self.lanes = {lane: make_huey(self.url, lane) for lane in lanes}
         self.tasks = {
@@ -61,7 +65,7 @@ class EvaluationQueue:
 
     def enqueue(self, job_id: int, lane: str) -> None:
         """Ask a worker serving ``lane`` to run ``job_id``."""
-        self.tasks[lane](job_id)
+        self.tasks[lane](job_id, self.store_id)
 
     def check(self) -> None:
         """Raise :class:`QueueUnavailable` when the queue's server does not answer (Redis).

@@ -92,7 +92,7 @@ class Maintenance:
         if lane in self.queue.lanes:
             self.queue.enqueue(job_id, lane)
         else:  # a lane this worker does not serve: its message goes to the lane's own queue
-            EvaluationQueue(self.settings, lanes=(lane,)).enqueue(job_id, lane)
+            EvaluationQueue(self.settings, self.queue.store_id, lanes=(lane,)).enqueue(job_id, lane)
 
     def _again(self, submission: Submission) -> Job:
         """A new job for ``submission``, in the lane (and with the cost) of its last one."""

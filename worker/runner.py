@@ -30,16 +30,17 @@ from leaderboard.standings import update_standing
 from models.archive import CheckpointFiles
 from models.checkpoint import checkpoint_from_files
 from models.errors import ModelError
-from models.imaging import load_crop
 from models.predictor import Predictor
 from settings import REPO_ROOT, Settings
 from store.engine import open_store
 from store.locks import lock_account
 from store.schema import PUBLIC_ONLY, Job, Result, Submission
+from store.shared_values import store_id
 from submissions import jobs, worker_registry
 from submissions.errors import SubmissionError
 from submissions.queue import EvaluationQueue
 from submissions.requests import request_rows
+from worker.efficiency import device_name, record_efficiency
 from worker.maintenance import Maintenance
 from worker.reasons import public_reason
 from worker.supervisor import InteractiveSignal
@@ -49,8 +50,8 @@ LABEL_STORE_REFUSED = (
     "the server's label store failed its check, so this job could not be scored (the worker's "
     "log tells the maintainers); it does not count against any quota"
 )
-EFFICIENCY_CROPS = 4  # one forward pass of this many test crops, measured 3 times
 PROGRESS_LOG_S = 15.0  # a running checkpoint job logs its progress this often
+FOREIGN_LOG_S = 60.0  # another store's messages are logged this often (the reaper resends)
 
 
 class Worker:
@@ -60,7 +61,9 @@ class Worker:
         self.settings = settings
         self.sessions: sessionmaker = open_store(settings.database_url)
         self.lanes = lanes or default_lanes()
-        self.queue = EvaluationQueue(settings, handler=self.run_job, lanes=self.lanes)
+        self.queue = EvaluationQueue(
+            settings, store_id(self.sessions), handler=self.run_job, lanes=self.lanes
+        )
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.splits = [s.name for s in TEST_SPLITS]
         self.hub = start_hub_sync(settings)  # None unless a results repo and token are set
@@ -71,6 +74,21 @@ class Worker:
         self._state = threading.Lock()
         self._exporting = threading.Lock()
         self._exported_version = None  # the board's last_updated when the folder was written
+        self._foreign_logged = -FOREIGN_LOG_S  # when a message of another store was last logged
+
+    def _foreign_message(self, job_id: int, store_id: str) -> None:
+        """Say, at most once a minute, that the queue holds another store's messages."""
+        if time.monotonic() - self._foreign_logged < FOREIGN_LOG_S:
+            return
+        self._foreign_logged = time.monotonic()
+        log.error(
+            "The queue (MITOSIS_QUEUE_URL) holds a message for job %d of store %s, and this "
+            "worker's database is store %s: left alone. This host's MITOSIS_DATABASE_URL is not "
+            "the other hosts', or the message is left from a store that was replaced.",
+            job_id,
+            store_id,
+            self.queue.store_id,
+        )
 
     def _report(self, job_id: int, running: bool) -> None:
         """Tell the store which job this worker runs now (the latest started of its lanes)."""
@@ -84,8 +102,15 @@ class Worker:
             self.sessions, self.name, state="running" if current else "idle", job_id=current
         )
 
-    def run_job(self, job_id: int) -> None:
-        """Claim, run and close one job; a job that is not queued any more is skipped."""
+    def run_job(self, job_id: int, store_id: str | None = None) -> None:
+        """Claim, run and close one job; a job that is not queued any more is skipped.
+
+        A message of another store (``store_id``, None in messages from before they named it)
+        is left alone: its job is not this worker's job of that number.
+        """
+        if store_id is not None and store_id != self.queue.store_id:
+            self._foreign_message(job_id, store_id)
+            return
         token = jobs.claim(self.sessions, job_id, self.name, self.settings.lease_s)
         if token is None:
             return
@@ -200,28 +225,8 @@ class Worker:
                 self.sessions, self.name, flops * len(frame) / seconds / 1e9
             )
         atomic_write(cached, lambda tmp: write_predictions(frame, tmp))
-        self._record_efficiency(submission.id, predictor, bundle)
+        record_efficiency(self.sessions, submission.id, predictor, bundle, self.interactive)
         return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
-
-    def _record_efficiency(self, submission_id: int, predictor: Predictor, bundle) -> None:
-        """Parameters and compute per crop (``Predictor.ms_per_crop``) with the device and load.
-
-        A figure for the board, never a reason to fail the job: a failure is logged.
-        """
-        count = min(EFFICIENCY_CROPS, predictor.batch_size)
-        paths = sorted(bundle.test_crops_dir.glob("*.png"))[:count]
-        try:
-            self.interactive.wait_while_busy()  # a user of the Space goes first
-            crops = np.stack([load_crop(path) for path in paths])
-            ms = predictor.ms_per_crop(crops)
-        except Exception:
-            log.exception("efficiency of submission %d", submission_id)
-            return
-        with self.sessions.begin() as session:
-            submission = session.get(Submission, submission_id)
-            submission.parameters = predictor.parameters
-            submission.ms_per_crop = round(ms, 2)
-            submission.measured_on = _measured_on(predictor, len(crops))
 
     def _write_results(self, session, job, predictions, scores, truth, label_hash) -> None:
         """The new current results of the job's submission (older ones stay, not current)."""
@@ -337,13 +342,13 @@ class Worker:
             self.name,
             socket.gethostname(),
             os.getpid(),
-            _device(),
+            device_name(),
             threads=torch.get_num_threads(),
             lanes=self.lanes,
             scorer_version=SCORER_VERSION,
         )
         log.info(
-            "worker %s on %s serves the %s lane(s)", self.name, _device(), ", ".join(self.lanes)
+            "worker %s on %s serves the %s lane(s)", self.name, device_name(), ", ".join(self.lanes)
         )
         self.maintenance.seed()
         self.maintenance.rescore_stale()
@@ -373,17 +378,3 @@ class Worker:
 def default_lanes() -> tuple[str, ...]:
     """Every lane on a GPU host; the files and CPU model lanes elsewhere."""
     return ("files", "models", "gpu") if torch.cuda.is_available() else ("files", "models")
-
-
-def _measured_on(predictor: Predictor, crops: int) -> str:
-    """How an efficiency figure was measured, and the machine's load then (for the card)."""
-    if predictor.device.type == "cuda":
-        return f"{_device()}, wall time, batch {crops}"
-    load = os.getloadavg()[0] / (os.cpu_count() or 1)
-    return f"cpu, one thread's CPU time, batch {crops}, load {load:.1f} per core"
-
-
-def _device() -> str:
-    if torch.cuda.is_available():
-        return f"cuda ({torch.cuda.get_device_name(0)})"
-    return f"cpu ({torch.get_num_threads()} threads)"

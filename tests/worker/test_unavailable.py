@@ -59,13 +59,13 @@ def test_a_database_that_cannot_be_opened_is_a_sentence(url, message, tmp_path):
 
 def test_a_queue_server_that_does_not_answer_is_a_sentence(tmp_path):
     url = f"redis://:secret@127.0.0.1:{free_port()}/0"
-    queue = EvaluationQueue(Settings.from_env({"MITOSIS_QUEUE_URL": url}))
+    queue = EvaluationQueue(Settings.from_env({"MITOSIS_QUEUE_URL": url}), None)
     with pytest.raises(QueueUnavailable) as refused:
         queue.check()
     message = str(refused.value)
     assert message.startswith("Cannot reach the queue at redis://:***@127.0.0.1:")
     assert ". Check that Redis is running there" in message and "secret" not in message
-    EvaluationQueue(Settings.from_env({"MITOSIS_DATA_DIR": str(tmp_path)})).check()  # SQLite
+    EvaluationQueue(Settings.from_env({"MITOSIS_DATA_DIR": str(tmp_path)}), None).check()
 
 
 UNUSABLE = [  # what a maintainer may get wrong: (command, variable, value, the sentence)

@@ -28,6 +28,7 @@ from store.schema import (
     WorkerRecord,
     utcnow,
 )
+from store.shared_values import store_id
 from submissions import jobs, quota, worker_registry
 from submissions.errors import DuplicateSubmission
 from tests.backend import Backend, zip_dir
@@ -394,3 +395,29 @@ def test_the_status_command_shows_a_maintainer_every_job_and_worker(tmp_path, mo
         entry = session.get(Job, view.job_id).submission_id
     assert lines[2].split()[:3] == [str(view.job_id), str(entry), "alice"]
     assert lines[3] == "workers: 0"
+
+
+def test_a_message_of_another_store_is_left_alone_and_said_once_a_minute(tmp_path, caplog):
+    """A worker whose MITOSIS_DATABASE_URL is not the app's, on the app's Redis: the message
+    names the app's store, so the worker neither claims its own job of that number nor stays
+    silent; a message from before messages named their store still runs."""
+    caplog.set_level(logging.ERROR, logger="worker")
+    app_side, other = Backend(tmp_path / "app"), Backend(tmp_path / "other")
+    worker = Worker(other.settings)
+    app_store = app_side.service.queue.store_id
+    assert app_store == store_id(app_side.sessions) != worker.queue.store_id
+    first = other.service.submit_predictions("alice", other.predictions(1), META).job_id
+    second = other.service.submit_predictions("alice", other.predictions(2), META).job_id
+    sent = app_side.service.submit_predictions("bob", app_side.predictions(3), META).job_id
+    assert [m.args for m in app_side.service.queue.lanes["files"].pending()] == [
+        (sent, app_store)  # the message names its store
+    ]
+    for _ in range(2):
+        worker.run_job(first, app_store)  # the app's job with the number of one of ours
+    assert queued(other) == [first, second]  # ours are untouched
+    (said,) = [r.getMessage() for r in caplog.records]  # twice in a minute: said once
+    assert f"holds a message for job {first} of store {app_store}, and this worker's" in said
+    assert "This host's MITOSIS_DATABASE_URL is not the other hosts'" in said
+    worker.run_job(first, worker.queue.store_id)
+    worker.run_job(second)  # a message without a store id, as queued before they had one
+    assert queued(other) == []
