@@ -255,9 +255,13 @@ def withheld_note(best_released: float | None, *, floor: float = CHANCE) -> str:
     return (
         f"hidden-split scores withheld: the released hidden mean BA would be below {bar:.3f} "
         f"({why}). Scores are released only for such improvements, so repeated "
-        "submissions cannot read the hidden labels (the release policy, see About). If it "
-        f"reaches the floor of {floor:.2f}, you can publish it from your allowance on the "
-        "Submit tab."
+        "submissions cannot read the hidden labels (the release policy, see About). "
+        + (
+            f"Below the floor of {floor:.2f}, it cannot be published."
+            if bar <= floor
+            else f"If it reaches the floor of {floor:.2f}, you can publish it from your "
+            "allowance on the Submit tab."
+        )
     )
 
 

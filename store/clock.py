@@ -63,12 +63,19 @@ def check_clock(sessions: sessionmaker, lease_s: int) -> float:
     """The clock offset (see :func:`clock_offset_s`); ``ClockOffset`` from a quarter of a lease.
 
     Refused only where the offset is that large beyond the measurement's own error (half a
-    round trip); an offset of ``NOTICED_OFFSET_S`` or more is logged as a warning.
+    round trip); an offset of ``NOTICED_OFFSET_S`` or more is logged as a warning, and so is a
+    round trip too slow to tell (as long as the limit, or longer).
     """
     offset, uncertainty = _measure(sessions)
     way = "ahead of" if offset > 0 else "behind"
     limit = lease_s / 4
-    if abs(offset) - uncertainty >= limit:
+    if uncertainty >= limit / 2:
+        log.warning(
+            "The database took %.1f s to answer, too long to compare this host's clock with "
+            "its server's; keep every host that shares the store on NTP.",
+            2 * uncertainty,
+        )
+    elif abs(offset) - uncertainty >= limit:
         raise ClockOffset(
             f"This host's clock is {abs(offset):.0f} s {way} the database server's, and hosts "
             f"that share a store may be at most {limit:g} s off it (a quarter of MITOSIS_LEASE_S "
@@ -76,7 +83,7 @@ def check_clock(sessions: sessionmaker, lease_s: int) -> float:
             "over jobs that are still running. Synchronise its clock (NTP, e.g. "
             "`timedatectl set-ntp true`) and start again."
         )
-    if abs(offset) >= NOTICED_OFFSET_S:
+    elif abs(offset) >= NOTICED_OFFSET_S:
         log.warning(
             "This host's clock is %.1f s %s the database server's; keep every host that shares "
             "the store on NTP (leases and heartbeats compare their times).",

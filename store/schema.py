@@ -202,7 +202,10 @@ class Account(Base):
 
 
 class Secret(Base):
-    """A server secret kept in the database, shared by every app and worker (never shown)."""
+    """A value shared by every app and worker: the release key (never shown), the store's id.
+
+    The store's id is on queue messages and in logs.
+    """
 
     __tablename__ = "secrets"
 

@@ -29,6 +29,8 @@ def shared_value(session: Session, name: str, make: Callable[[], str]) -> str:
         except IntegrityError:  # another process made it first: use theirs
             pass
         value = session.scalar(select(Secret.value).where(Secret.name == name))
+    if value is None:  # the other process's row is outside this transaction's snapshot
+        raise RuntimeError(f"The shared value {name!r} could not be read; start again.")
     return value
 
 

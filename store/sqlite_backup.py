@@ -29,7 +29,8 @@ def sqlite_file(url: str) -> Path:
         raise BackupRefused(
             f"The database is {shown_url(url)}, and --backup copies a SQLite database: nothing "
             "was copied. Back the database up with its server's own tool (pg_dump for "
-            "PostgreSQL), and copy the uploads/ and labels/ folders of MITOSIS_DATA_DIR."
+            "PostgreSQL), and copy MITOSIS_DATA_DIR/uploads and the label store "
+            "(MITOSIS_LABELS_DIR, by default MITOSIS_DATA_DIR/private)."
         )
     source = Path(parsed.database or "")
     if not source.is_file():

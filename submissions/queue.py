@@ -8,8 +8,9 @@ Three lanes, one Huey queue each, so that no kind of work waits behind another:
 
 A message carries a job id and its store's id; the job table is the durable record (Huey's
 SQLite storage deletes a message when a worker takes it, so a killed worker loses the message,
-and the reaper re-enqueues jobs whose lease expired, into their own lane). A worker leaves a
-message of another store alone (see ``store.shared_values``).
+and the reaper re-enqueues jobs whose lease expired, into their own lane). A worker drops a
+message of another store without running anything (see ``store.shared_values``); that
+store's reaper sends it again.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from models.predictor import Predictor
 from store.schema import Submission
 from worker.supervisor import InteractiveSignal
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("worker")
 
 EFFICIENCY_CROPS = 4  # one forward pass of this many test crops, measured 3 times
 

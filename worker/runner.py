@@ -76,17 +76,18 @@ class Worker:
         self._exported_version = None  # the board's last_updated when the folder was written
         self._foreign_logged = -FOREIGN_LOG_S  # when a message of another store was last logged
 
-    def _foreign_message(self, job_id: int, store_id: str) -> None:
+    def _foreign_message(self, job_id: int, sender: str) -> None:
         """Say, at most once a minute, that the queue holds another store's messages."""
         if time.monotonic() - self._foreign_logged < FOREIGN_LOG_S:
             return
         self._foreign_logged = time.monotonic()
         log.error(
             "The queue (MITOSIS_QUEUE_URL) holds a message for job %d of store %s, and this "
-            "worker's database is store %s: left alone. This host's MITOSIS_DATABASE_URL is not "
-            "the other hosts', or the message is left from a store that was replaced.",
+            "worker's database is store %s: dropped, not run. A host on this queue (this one or "
+            "the sender) has another MITOSIS_DATABASE_URL, or the message is left from a store "
+            "that was replaced.",
             job_id,
-            store_id,
+            sender,
             self.queue.store_id,
         )
 
@@ -102,14 +103,14 @@ class Worker:
             self.sessions, self.name, state="running" if current else "idle", job_id=current
         )
 
-    def run_job(self, job_id: int, store_id: str | None = None) -> None:
+    def run_job(self, job_id: int, sender: str | None = None) -> None:
         """Claim, run and close one job; a job that is not queued any more is skipped.
 
-        A message of another store (``store_id``, None in messages from before they named it)
-        is left alone: its job is not this worker's job of that number.
+        A message of another store (``sender``, its store id; None in messages from before
+        they named it) is dropped: its job is not this worker's job of that number.
         """
-        if store_id is not None and store_id != self.queue.store_id:
-            self._foreign_message(job_id, store_id)
+        if sender is not None and sender != self.queue.store_id:
+            self._foreign_message(job_id, sender)
             return
         token = jobs.claim(self.sessions, job_id, self.name, self.settings.lease_s)
         if token is None:

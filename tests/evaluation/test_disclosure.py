@@ -168,7 +168,9 @@ def test_the_withheld_note_reads_for_a_first_scoring_and_a_later_one():
         "below 0.785 (this account's best released hidden mean is 0.775; a release needs 0.01 more"
         in later
     )
-    # a withheld scoring below the floor cannot be published: the offer says so beforehand
-    assert first.endswith(
+    # a withheld scoring below the floor cannot be published: the note says so (from the bar
+    # and the floor alone, never the scoring's own value)
+    assert first.endswith("Below the floor of 0.60, it cannot be published.")  # bar = floor
+    assert later.endswith(
         "If it reaches the floor of 0.60, you can publish it from your allowance on the Submit tab."
     )

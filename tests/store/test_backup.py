@@ -66,7 +66,10 @@ def test_a_backup_refuses_what_it_cannot_copy(tmp_path):
     postgres = Settings.from_env(
         {"MITOSIS_DATA_DIR": str(tmp_path), "MITOSIS_DATABASE_URL": "postgresql://u@db.lab/b"}
     )
-    with pytest.raises(BackupRefused, match="nothing was copied. .* copy the uploads/ and labels/"):
+    with pytest.raises(
+        BackupRefused,
+        match="nothing was copied. .* copy MITOSIS_DATA_DIR/uploads and the label store",
+    ):
         backup(postgres, tmp_path / "backup")
     assert not (tmp_path / "backup").exists()  # refused before a folder is made
     with pytest.raises(BackupRefused, match="No SQLite database at"):

@@ -4,6 +4,7 @@ other hosts are still running. A host clock off by a minute is simulated in this
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import pytest
 
@@ -19,7 +20,7 @@ def test_on_sqlite_every_process_shares_one_clock(tmp_path, host_clock_off_by):
 
 @pytest.mark.slow  # a PostgreSQL server
 def test_a_host_clock_far_from_the_database_s_is_refused_and_a_near_one_logged(
-    postgres, host_clock_off_by, caplog
+    postgres, host_clock_off_by, caplog, monkeypatch
 ):
     sessions = open_store(postgres.create_database("clock"))
     assert abs(clock_offset_s(sessions)) < 0.5  # this host runs the server: one clock
@@ -38,3 +39,8 @@ def test_a_host_clock_far_from_the_database_s_is_refused_and_a_near_one_logged(
     caplog.clear()
     check_clock(sessions, 60)
     assert caplog.text == ""  # under 2 s: nothing to say
+    ticks = iter(range(0, 10_000, 20))  # every reading 20 s after the one before
+    monkeypatch.setattr("store.clock.utcnow", lambda: datetime.fromtimestamp(next(ticks), UTC))
+    with caplog.at_level(logging.WARNING, logger="store.clock"):
+        check_clock(sessions, 60)  # whatever the offset seems: a 20 s round trip cannot tell
+    assert "The database took 20.0 s to answer, too long to compare this host's" in caplog.text

@@ -417,7 +417,7 @@ def test_a_message_of_another_store_is_left_alone_and_said_once_a_minute(tmp_pat
     assert queued(other) == [first, second]  # ours are untouched
     (said,) = [r.getMessage() for r in caplog.records]  # twice in a minute: said once
     assert f"holds a message for job {first} of store {app_store}, and this worker's" in said
-    assert "This host's MITOSIS_DATABASE_URL is not the other hosts'" in said
+    assert "dropped, not run. A host on this queue (this one or the sender) has another" in said
     worker.run_job(first, worker.queue.store_id)
     worker.run_job(second)  # a message without a store id, as queued before they had one
     assert queued(other) == []
