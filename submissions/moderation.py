@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import sessionmaker
 
+from fileio import quoted
 from store.entry import CONTROL_CHARACTERS
 from store.locks import lock_account
 from store.schema import MAX_TAKEDOWN_REASON, SCORED_KINDS, Job, Submission, utcnow
@@ -49,8 +50,10 @@ def take_down(sessions: sessionmaker, entry_id: int, reason: str) -> str:
     with sessions.begin() as session:
         submission = _entry(session, entry_id)
         if submission.taken_down:
+            reason_now = quoted(submission.taken_down, MAX_TAKEDOWN_REASON)
             raise ModerationRefused(
-                f"Entry {entry_id} is already taken down ({submission.taken_down})."
+                f"Entry {entry_id} is already taken down, with the reason {reason_now}. To give "
+                f"another, put it back with --restore {entry_id} and take it down again."
             )
         if submission.withdrawn_at is not None:
             raise ModerationRefused(f"Entry {entry_id} is withdrawn by its submitter already.")
