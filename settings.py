@@ -9,6 +9,7 @@ checks its numeric options with :func:`at_least`.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import os
@@ -133,9 +134,10 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every setting from ``env`` (default: ``os.environ``), falling back to defaults."""
-        env = os.environ if env is None else env
+        given = os.environ if env is None else env
+        env = _Reads(given)
         data_dir = _path(env, "MITOSIS_DATA_DIR", REPO_ROOT / "var")
-        return cls(
+        settings = cls(
             source_dir=_path(
                 env, "MITOSIS_SOURCE_DIR", REPO_ROOT.parent / "shared" / "data" / "ami-br-benchmark"
             ),
@@ -191,6 +193,35 @@ class Settings:
                 if name.strip()
             ),
             log_level=_choice(env, "MITOSIS_LOG_LEVEL", "info", LOG_LEVELS),
+        )
+        _refuse_unknown(given, env.names | set(INTERNAL_VARIABLES))
+        return settings
+
+
+# set by the app for the worker it starts, and by the test run for every process it starts
+INTERNAL_VARIABLES = ("MITOSIS_PARENT_PID", "MITOSIS_TEST_RUN")
+
+
+class _Reads:
+    """An environment that remembers which names were read from it."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env, self.names = env, set()
+
+    def get(self, name: str, default=None):
+        """``env.get``, noting ``name``."""
+        self.names.add(name)
+        return self.env.get(name, default)
+
+
+def _refuse_unknown(env: Mapping[str, str], known: set[str]) -> None:
+    """A MITOSIS_ variable that is no setting is a typo: its setting would keep its default."""
+    for name in sorted(n for n in env if n.startswith("MITOSIS_") and n not in known):
+        ours = sorted(k.removeprefix("MITOSIS_") for k in known if k.startswith("MITOSIS_"))
+        close = difflib.get_close_matches(name.removeprefix("MITOSIS_"), ours, n=1)
+        hint = f" (did you mean MITOSIS_{close[0]}?)" if close else ""
+        raise SettingsError(
+            f"{name} is not a setting{hint}; every setting is listed in docs/operations.md."
         )
 
 

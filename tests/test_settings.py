@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from settings import REPO_ROOT, Settings, SettingsError, at_least, command_settings
+from settings import (
+    INTERNAL_VARIABLES,
+    REPO_ROOT,
+    Settings,
+    SettingsError,
+    at_least,
+    command_settings,
+)
 
 
 def test_defaults_work_offline_from_a_fresh_clone():
@@ -101,3 +108,24 @@ def test_a_command_stops_with_one_sentence_on_a_setting_it_cannot_use(monkeypatc
     )
     monkeypatch.delenv("MITOSIS_BOOTSTRAP_RESAMPLES")
     assert isinstance(command_settings("python -m evaluation.score"), Settings)
+
+
+def test_a_misspelled_setting_is_refused_with_the_setting_it_resembles():
+    """A typo would leave its setting at the default: a worker on another database, say."""
+    with pytest.raises(
+        SettingsError,
+        match=r"^MITOSIS_DATABSE_URL is not a setting \(did you mean MITOSIS_DATABASE_URL\?\); ",
+    ):
+        Settings.from_env({"MITOSIS_DATABSE_URL": "sqlite:////tmp/x.db"})
+    with pytest.raises(SettingsError, match=r"^MITOSIS_COLOUR is not a setting; every setting"):
+        Settings.from_env({"MITOSIS_COLOUR": "blue"})
+    Settings.from_env({"MITOSIS_PARENT_PID": "1", "MITOSIS_TEST_RUN": "run"})  # set for us
+
+
+def test_every_setting_is_in_the_operations_table(monkeypatch):
+    read = []
+    monkeypatch.setattr("settings._refuse_unknown", lambda env, known: read.extend(sorted(known)))
+    Settings.from_env({})
+    table = (REPO_ROOT / "docs" / "operations.md").read_text()
+    ours = [n for n in read if n.startswith("MITOSIS_") and n not in INTERNAL_VARIABLES]
+    assert len(ours) > 25 and [n for n in ours if f"| `{n}` " not in table] == []
