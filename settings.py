@@ -216,13 +216,16 @@ class _Reads:
 
 def _refuse_unknown(env: Mapping[str, str], known: set[str]) -> None:
     """A MITOSIS_ variable that is no setting is a typo: its setting would keep its default."""
-    for name in sorted(n for n in env if n.startswith("MITOSIS_") and n not in known):
-        ours = sorted(k.removeprefix("MITOSIS_") for k in known if k.startswith("MITOSIS_"))
-        close = difflib.get_close_matches(name.removeprefix("MITOSIS_"), ours, n=1)
-        hint = f" (did you mean MITOSIS_{close[0]}?)" if close else ""
-        raise SettingsError(
-            f"{name} is not a setting{hint}; every setting is listed in docs/operations.md."
-        )
+    unknown = sorted(n for n in env if n.startswith("MITOSIS_") and n not in known)
+    if not unknown:
+        return
+    name = unknown[0]
+    ours = sorted(k.removeprefix("MITOSIS_") for k in known if k.startswith("MITOSIS_"))
+    close = difflib.get_close_matches(name.removeprefix("MITOSIS_"), ours, n=1)
+    hint = f" (did you mean MITOSIS_{close[0]}?)" if close else ""
+    raise SettingsError(
+        f"{name} is not a setting{hint}; every setting is listed in docs/operations.md."
+    )
 
 
 def command_settings(prog: str) -> Settings:

@@ -34,16 +34,12 @@ class ClockOffset(StoreUnavailable):
     """
 
 
-def clock_offset_s(sessions: sessionmaker) -> float:
-    """This host's clock minus the database server's, in seconds (0.0 on SQLite)."""
-    return _measure(sessions)[0]
-
-
 def _measure(sessions: sessionmaker) -> tuple[float, float]:
-    """The clock offset and how far off it may be (half the round trip that measured it).
+    """(this host's clock minus the database server's, how far off that may be), in seconds.
 
-    The server's reading is compared with the middle of the round trip that fetched it, on a
-    connection already open, the shortest of three round trips.
+    0.0 and 0.0 on SQLite. The server's reading is compared with the middle of the round trip
+    that fetched it (so the error is half of it), on a connection already open, the shortest
+    of three round trips.
     """
     with sessions() as session:
         if session.get_bind().dialect.name != "postgresql":
@@ -60,7 +56,7 @@ def _measure(sessions: sessionmaker) -> tuple[float, float]:
 
 
 def check_clock(sessions: sessionmaker, lease_s: int) -> float:
-    """The clock offset (see :func:`clock_offset_s`); ``ClockOffset`` from a quarter of a lease.
+    """This host's clock minus the database server's (s); ``ClockOffset`` from a quarter lease.
 
     Refused only where the offset is that large beyond the measurement's own error (half a
     round trip); an offset of ``NOTICED_OFFSET_S`` or more is logged as a warning, and so is a
