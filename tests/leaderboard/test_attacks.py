@@ -32,6 +32,7 @@ from evaluation.disclosure import (
     HIDDEN,
     RELEASE_NOISE,
     bits_per_scoring,
+    hidden_mean,
     ladder_releases,
     release_bar,
     release_noise,
@@ -42,6 +43,7 @@ from leaderboard import publication
 from leaderboard.board import build_board
 from leaderboard.cards import entry_card
 from leaderboard.columns import display_table
+from leaderboard.errors import NotPublishable
 from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.publication import account_bar
 from settings import REPO_ROOT, Settings
@@ -52,6 +54,7 @@ from worker import Worker
 
 pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
 
+BELOW_FLOOR = "below the floor"  # withheld, and a publish request refused for the floor
 FORBIDDEN = ("sensitivity", "specificity", "auroc", "average_precision", "brier", "ece", "tp")
 
 
@@ -106,7 +109,16 @@ class Platform:
         name = name or f"probe {next(self.counter)}"
         view = self.service.submit_predictions(user, self.file(prob), EntryMetadata(name))
         self.worker.run_job(view.job_id)
-        return self.readable(user, name)
+        return {**self.readable(user, name), "job_id": view.job_id}
+
+    def ask_to_publish(self, user: str, job_id: int, name: str) -> tuple | str:
+        """What a publish request of a withheld scoring tells: its released values when it is
+        published, "below the floor" when refused for the floor, else only "withheld"."""
+        try:
+            publication.publish(self.worker.sessions, self.settings, user, job_id)
+        except NotPublishable as refusal:
+            return BELOW_FLOOR if "below the release floor" in str(refusal) else "withheld"
+        return outcome(self.readable(user, name)["values"])
 
     def need(self, user: str) -> float:
         """What the account's next scoring must reach: the bar the Submit tab shows."""
@@ -176,15 +188,19 @@ def consistent(platform: Platform, full: dict[str, float], observed, need: float
 
     Under the policy each released BA is the exact one plus an unknown offset in
     ``±RELEASE_NOISE``, rounded; the Ladder releases when the released mean reaches ``need``
-    (which the attacker knows: the Submit tab shows it).
+    (which the attacker knows: the Submit tab shows it), and a publish request is refused
+    when it is below the floor. Unprotected, every number is exact.
     """
+    if platform.protected:  # the lowest released mean the unknown offsets allow
+        mean = float(np.mean([round_hidden(max(0.0, full[s] - RELEASE_NOISE)) for s in HIDDEN]))
+    else:
+        mean = hidden_mean({s: {"ba": full[s]} for s in HIDDEN})
+    if observed == BELOW_FLOOR:
+        return mean < platform.settings.release_floor - 1e-9
+    if observed == "withheld":
+        return not ladder_releases(mean, None, floor=need)
     if not platform.protected:
-        return observed != "withheld" and np.allclose(
-            [full[s] for s in HIDDEN], observed, rtol=0, atol=1e-9
-        )
-    if observed == "withheld":  # possible unless even the lowest offsets reach the bar
-        lowest = np.mean([round_hidden(max(0.0, full[s] - RELEASE_NOISE)) for s in HIDDEN])
-        return not ladder_releases(float(lowest), None, floor=need)
+        return np.allclose([full[s] for s in HIDDEN], observed, rtol=0, atol=1e-9)
     window = 0.005 + RELEASE_NOISE + 1e-9
     return all(abs(full[s] - o) <= window for s, o in zip(HIDDEN, observed, strict=True))
 
@@ -517,6 +533,85 @@ def test_cancel_and_retry_order_faces_the_bar_of_its_moment(platform):
         assert np.mean(mattering) <= 1 and np.mean(per_scoring) <= 2
     else:  # the same order reads labels when every scoring is released
         assert sum(per_scoring) >= 1
+
+
+@pytest.fixture(params=["released", "exact floor"])
+def floor_platform(request, real_release, tmp_path, monkeypatch):
+    """The policy, or the Ladder over exact numbers: a publish request then tells whether a
+    withheld scoring's exact hidden mean reaches the floor."""
+    if request.param == "exact floor":
+        monkeypatch.setattr(
+            publication, "release_split", lambda split, metrics, noise=0.0: dict(metrics)
+        )
+    return Platform(real_release, tmp_path, protected=request.param == "released")
+
+
+def floor_baseline(platform: Platform, base: pd.Series) -> tuple[pd.Series, dict, dict]:
+    """``base`` with only its surest atypical calls kept, chosen so that the exact hidden mean
+    lies less than one AtNorM-MD normal crop above the floor: one more false positive there
+    takes it below, one more true positive keeps it above. Returns the file, its (TP, TN) and
+    its BA per split (the strongest attacker knows them)."""
+    floor = platform.settings.release_floor
+    sizes, tallies, order = {}, {}, {}
+    for s in HIDDEN:
+        y = platform.truth[s].y_true.astype(bool)
+        p = base[platform.truth[s].image_ids].to_numpy()
+        ranked = np.argsort(-p)[: int((p >= 0.5).sum())]  # atypical calls, surest first
+        order[s], sizes[s] = platform.truth[s].image_ids[ranked], (int(y.sum()), int((~y).sum()))
+        # TP and TN when the first k of them are kept, for every k
+        tallies[s] = np.r_[0, np.cumsum(y[ranked])], sizes[s][1] - np.r_[0, np.cumsum(~y[ranked])]
+    step = 1 / (4 * sizes["atnorm_md"][1])  # what one more false positive there costs the mean
+    for kept in itertools.product(*(range(len(order[s]) + 1) for s in HIDDEN)):
+        exact = {
+            s: (int(tallies[s][0][k]), int(tallies[s][1][k]))
+            for s, k in zip(HIDDEN, kept, strict=True)
+        }
+        bas = {s: (tp / sizes[s][0] + tn / sizes[s][1]) / 2 for s, (tp, tn) in exact.items()}
+        mean = hidden_mean({s: {"ba": bas[s]} for s in HIDDEN})
+        if floor <= mean < floor + step:
+            prob = base.copy()
+            for s, k in zip(HIDDEN, kept, strict=True):
+                prob[order[s][k:]] = 0.1
+            return prob, exact, bas
+    raise AssertionError("no such baseline")
+
+
+def test_publish_requests_read_nothing_from_the_floor(floor_platform):
+    """An account with a released baseline builds a file just above the floor, adds 8 of its
+    doubtful AtNorM-MD normal calls as atypical, and asks to publish each withheld probe: a
+    refusal for the floor would say all 8 are normal if the floor were checked on the exact
+    mean. Refusals spend no allowance, so this probe is as free as the scorings."""
+    platform = floor_platform
+    base = shipped_baseline()
+    assert outcome(platform.score("fay", base, "baseline")["values"]) != "withheld"
+    at_floor, exact, bas = floor_baseline(platform, base)
+    matter = crops_that_matter(base, platform)
+    md = base[platform.truth["atnorm_md"].image_ids]
+    doubtful = md[md < 0.5].sort_values(ascending=False).index.to_numpy()
+    per_scoring, mattering, answers = [], [], []
+    tp, tn = exact["atnorm_md"]
+    for i in range(10):
+        crops = doubtful[8 * i : 8 * (i + 1)]
+        prob = at_floor.copy()
+        prob[crops] = 0.9
+        need = platform.need("fay")
+        read = platform.score("fay", prob, f"floor probe {i}")
+        assert outcome(read["values"]) == "withheld"  # far below the baseline's bar
+        answer = platform.ask_to_publish("fay", read["job_id"], f"floor probe {i}")
+        answers.append(answer if isinstance(answer, str) else "published")
+        probe = Probe("atnorm_md", crops, tp, 1, tn - 8, 1)  # TP = tp + a, TN = tn - 8 + a
+        others = {"atnorm_br": bas["atnorm_br"]}
+        known = certain_labels(platform, [probe], others, answer, need)
+        per_scoring.append(check(platform, known))
+        mattering.append(len(set(known) & matter))
+    print(f"\npublish answers: {answers}")
+    report(platform, "Publish requests at the floor (labels that matter)", mattering)
+    report(platform, "Publish requests at the floor (all labels)", per_scoring)
+    assert answers.count("published") <= platform.settings.publish_allowance
+    if platform.protected:
+        assert np.mean(mattering) <= 1 and np.mean(per_scoring) <= 2
+    else:  # each refusal names 8 normal crops, until two publications spend the allowance
+        assert answers.count(BELOW_FLOOR) >= 3 and np.mean(mattering) >= 2.4
 
 
 class LadderSimulation:
