@@ -61,7 +61,13 @@ class WorkerSupervisor:
         while not self._stop.is_set():
             started = time.monotonic()
             self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self.env)
-            log.info("evaluation worker started (pid %d)", self.process.pid)
+            # a restart was announced by the exit line: one line per restart beside the worker's
+            # own reason, however often a worker that cannot run is tried again
+            log.log(
+                logging.DEBUG if self.restarts else logging.INFO,
+                "evaluation worker started (pid %d)",
+                self.process.pid,
+            )
             code = self.process.wait()
             if self._stop.is_set():
                 return
