@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 import worker
@@ -161,11 +162,26 @@ def status(settings) -> int:
     queue, workers = queue_table(sessions, maintainer=True), health_table(sessions)
     print(f"queue: {len(queue)} job(s) queued or running")
     if len(queue):
-        print(queue.to_string(index=False))
+        print(plain_table(queue))
     print(f"workers: {len(workers)}")
     if len(workers):
-        print(workers.to_string(index=False))
+        print(plain_table(workers))
     return 0
+
+
+def plain_table(frame: pd.DataFrame) -> str:
+    """``frame`` as terminal text, each header over its column.
+
+    Text is left-aligned and numbers right-aligned, two spaces apart (pandas right-aligns
+    text, and its headers of several words run into each other).
+    """
+    columns = []
+    for name in frame.columns:
+        cells = [str(name), *("" if pd.isna(v) else str(v) for v in frame[name])]
+        width = max(map(len, cells))
+        numeric = pd.api.types.is_numeric_dtype(frame[name])
+        columns.append([c.rjust(width) if numeric else c.ljust(width) for c in cells])
+    return "\n".join("  ".join(row).rstrip() for row in zip(*columns, strict=True))
 
 
 def moderate(settings, take: int | None, back: int | None, reason: str) -> int:

@@ -394,6 +394,11 @@ def test_the_status_command_shows_a_maintainer_every_job_and_worker(tmp_path, mo
     with backend.sessions() as session:
         entry = session.get(Job, view.job_id).submission_id
     assert lines[2].split()[:3] == [str(view.job_id), str(entry), "alice"]
+    for header in ("user", "state"):  # text starts under its header
+        start = lines[1].index(header)
+        assert lines[2][start - 1 : start + 1].startswith(" ") and lines[2][start] != " "
+    end = lines[1].index("entry") + len("entry")  # numbers end under it
+    assert lines[2][:end].endswith(f" {entry}")
     assert lines[3] == "workers: 0"
 
 
