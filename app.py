@@ -18,7 +18,7 @@ import gradio as gr
 from leaderboard.hub import HubSyncError, check_hub_sync
 from models.batching import BATCHER
 from settings import Settings, command_settings, configure_logging
-from store.clock import check_clock
+from store.clock import ClockWatch, check_clock
 from store.engine import open_store
 from store.errors import StoreUnavailable
 from submissions import jobs
@@ -85,7 +85,12 @@ def start_backend(settings: Settings) -> WorkerSupervisor | None:
     stop = threading.Event()
     threading.Thread(
         target=jobs.reap_forever,
-        args=(submissions.sessions, submissions.queue, stop),
+        args=(
+            submissions.sessions,
+            submissions.queue,
+            stop,
+            ClockWatch(submissions.sessions, settings.lease_s),
+        ),
         name="reaper",
         daemon=True,
     ).start()

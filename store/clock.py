@@ -14,6 +14,7 @@ On SQLite every process runs on the database file's machine, with one clock.
 from __future__ import annotations
 
 import logging
+import time
 
 from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
@@ -24,6 +25,7 @@ from store.schema import utcnow
 log = logging.getLogger(__name__)
 
 NOTICED_OFFSET_S = 2.0
+RECHECK_S = 600.0  # how often a running process measures its clock again
 
 
 class ClockOffset(StoreUnavailable):
@@ -55,14 +57,8 @@ def _measure(sessions: sessionmaker) -> tuple[float, float]:
     return offset, round_trip / 2
 
 
-def check_clock(sessions: sessionmaker, lease_s: int) -> float:
-    """This host's clock minus the database server's (s); ``ClockOffset`` from a quarter lease.
-
-    Refused only where the offset is that large beyond the measurement's own error (half a
-    round trip); an offset of ``NOTICED_OFFSET_S`` or more is logged as a warning, and so is a
-    round trip too slow to tell (as long as the limit, or longer).
-    """
-    offset, uncertainty = _measure(sessions)
+def _too_far(offset: float, uncertainty: float, lease_s: int) -> str:
+    """Why this host may not share the store's leases ("" when it may); logs the lesser cases."""
     way = "ahead of" if offset > 0 else "behind"
     limit = lease_s / 4
     if uncertainty >= limit / 2:
@@ -72,12 +68,11 @@ def check_clock(sessions: sessionmaker, lease_s: int) -> float:
             2 * uncertainty,
         )
     elif abs(offset) - uncertainty >= limit:
-        raise ClockOffset(
+        return (
             f"This host's clock is {abs(offset):.0f} s {way} the database server's, and hosts "
             f"that share a store may be at most {limit:g} s off it (a quarter of MITOSIS_LEASE_S "
             f"= {lease_s} s): they compare lease and heartbeat times, and this one would take "
-            "over jobs that are still running. Synchronise its clock (NTP, e.g. "
-            "`timedatectl set-ntp true`) and start again."
+            "over jobs that are still running."
         )
     elif abs(offset) >= NOTICED_OFFSET_S:
         log.warning(
@@ -86,4 +81,49 @@ def check_clock(sessions: sessionmaker, lease_s: int) -> float:
             abs(offset),
             way,
         )
+    return ""
+
+
+def check_clock(sessions: sessionmaker, lease_s: int) -> float:
+    """This host's clock minus the database server's (s); ``ClockOffset`` from a quarter lease.
+
+    Refused only where the offset is that large beyond the measurement's own error (half a
+    round trip); an offset of ``NOTICED_OFFSET_S`` or more is logged as a warning, and so is a
+    round trip too slow to tell (as long as the limit, or longer).
+    """
+    offset, uncertainty = _measure(sessions)
+    problem = _too_far(offset, uncertainty, lease_s)
+    if problem:
+        raise ClockOffset(
+            f"{problem} Synchronise its clock (NTP, e.g. `timedatectl set-ntp true`) and start "
+            "again."
+        )
     return offset
+
+
+class ClockWatch:
+    """Whether this host's clock still agrees with the database server's, measured again.
+
+    Every ``every_s`` seconds, since a clock checked at start can still jump later (a
+    virtual machine resumed from a pause, NTP stopped). The reaper asks before each round:
+    while this host is a quarter of a lease off, it re-queues no job, and says so each time
+    it measures.
+    """
+
+    def __init__(self, sessions: sessionmaker, lease_s: int, every_s: float = RECHECK_S):
+        self.sessions, self.lease_s, self.every_s = sessions, lease_s, every_s
+        self.agrees = True
+        self._next = time.monotonic() + every_s  # the start was checked by check_clock
+
+    def agrees_now(self) -> bool:
+        """Whether this host may reap: the last measurement's answer, renewed when due."""
+        if time.monotonic() < self._next:
+            return self.agrees
+        self._next = time.monotonic() + self.every_s
+        problem = _too_far(*_measure(self.sessions), self.lease_s)
+        if problem:
+            log.error("%s Until it is synchronised, this host re-queues no job.", problem)
+        elif not self.agrees:
+            log.warning("This host's clock agrees with the database server's again.")
+        self.agrees = not problem
+        return self.agrees

@@ -16,6 +16,7 @@ import pandas as pd
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from store.clock import ClockWatch
 from store.schema import (
     OPEN_STATES,
     Job,
@@ -309,15 +310,22 @@ def requeue_lost(
 
 
 def reap_forever(
-    sessions: sessionmaker, queue: EvaluationQueue, stop: threading.Event, interval_s: float = 2.0
+    sessions: sessionmaker,
+    queue: EvaluationQueue,
+    stop: threading.Event,
+    clock: ClockWatch,
+    interval_s: float = 2.0,
 ) -> None:
     """Run :func:`requeue_lost` every ``interval_s`` until ``stop`` is set.
 
     Workers and the app both run it, so a job whose worker died goes back to the queue even
-    when no worker is alive to notice.
+    when no worker is alive to notice; it skips its rounds while ``clock`` says this host's
+    clock is too far off to judge other hosts' leases.
     """
     while not stop.wait(interval_s):
         try:
+            if not clock.agrees_now():
+                continue
             for job_id in requeue_lost(sessions, queue, stale_after_s=max(5.0, interval_s * 5)):
                 log.warning("job %d had lost its worker or its message: queued again", job_id)
         except Exception:
