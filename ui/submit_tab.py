@@ -10,7 +10,6 @@ import pandas as pd
 from leaderboard.publication import publish, release_status
 from settings import Settings
 from store.entry import FIELD_LABELS, METHOD_TYPES, EntryMetadata
-from store.schema import OPEN_STATES
 from submissions.jobs import queue_table
 from submissions.receipts import job_report, receipt_card, submissions_table
 from submissions.worker_registry import health_table
@@ -192,8 +191,12 @@ def worker_health(space: Space) -> pd.DataFrame:
 
 @user_facing
 def follow_receipt(space: Space, report: dict | None, profile: gr.OAuthProfile | None = None):
-    """The receipt again while its job is queued or running, so it ends with the job."""
-    if not report or report.get("status") not in OPEN_STATES:
+    """The receipt as its job stands now, redrawn only when something changed.
+
+    Finished jobs are read too: an answer computed before a click but delivered after it (a
+    loaded server) may have put an older state on the page, and the next tick mends it.
+    """
+    if not report or (profile is None and space.on_space):  # signed out: no error every 3 s
         return gr.skip(), gr.skip()
     fresh = submission_status(space, report["job_id"], profile)
     if fresh == report:

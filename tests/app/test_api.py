@@ -19,6 +19,7 @@ from store.errors import InvalidMetadata
 from submissions.errors import ReservedAccount
 from tests.backend import zip_dir
 from tests.models.conftest import tiny_checkpoint
+from ui import submit_tab
 from ui.space import Space, user_facing
 
 pytestmark = pytest.mark.slow  # processes, servers or real training: `make test` only
@@ -237,6 +238,9 @@ def test_signed_in_identity_on_a_space(tmp_path):
             space.user(impostor)
     local = Space(Settings.from_env({"MITOSIS_DATA_DIR": str(tmp_path)}))
     assert local.user(None) == "local"
+    # signed out, the page's 3 s refreshes ask nothing and raise nothing
+    assert submit_tab.follow_receipt(space, {"job_id": 1}) == (gr.skip(), gr.skip())
+    assert submit_tab.my_submissions(space)[1] == "Sign in to see your submissions and allowance."
 
 
 def test_handlers_turn_errors_into_messages(caplog):

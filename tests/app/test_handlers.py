@@ -62,7 +62,7 @@ def test_submitting_through_the_handler_gives_a_receipt_and_removes_the_upload(s
     space.worker.run_job(job_id)
     followed, followed_card = submit_tab.follow_receipt(space, report)  # the 3 s timer
     assert followed["status"] == "finished" and "**finished**" in followed_card
-    assert submit_tab.follow_receipt(space, followed) == (gr.skip(), gr.skip())  # it ended
+    assert submit_tab.follow_receipt(space, followed) == (gr.skip(), gr.skip())  # unchanged
     finished = submit_tab.submission_status(space, job_id)
     assert finished["status"] == "finished" and set(finished["scores"]) == {
         "amibr_test",
@@ -75,6 +75,10 @@ def test_submitting_through_the_handler_gives_a_receipt_and_removes_the_upload(s
     # a refused action on the job in the box keeps its receipt; another job's look-up clears it
     assert submit_tab.receipt_of_box(finished, job_id) == (gr.skip(), gr.skip())
     assert submit_tab.receipt_of_box(finished, job_id + 1) == (None, "")
+    # a late answer from before a withdrawal put the finished receipt back: the tick mends it
+    submit_tab.withdraw_submission(space, job_id)
+    mended, mended_card = submit_tab.follow_receipt(space, finished)
+    assert mended["withdrawn"] and "Withdrawn from the public board" in mended_card
 
 
 def test_the_handlers_say_what_is_missing(space):
