@@ -18,7 +18,7 @@ import gradio as gr
 from leaderboard.hub import HubSyncError, check_hub_sync
 from models.batching import BATCHER
 from settings import Settings, command_settings, configure_logging
-from store.clock import ClockWatch, check_clock
+from store.clock import check_clock
 from store.engine import open_store
 from store.errors import StoreUnavailable
 from submissions import jobs
@@ -79,18 +79,13 @@ def start_backend(settings: Settings) -> WorkerSupervisor | None:
     """
     submissions = Submissions(settings, open_store(settings.database_url))
     submissions.queue.check()
-    check_clock(submissions.sessions, settings.lease_s)  # its reaper reads other hosts' leases
+    check_clock(submissions.sessions)
     if settings.start_worker:  # a setting the worker would stop at: said once, not in a loop
         check_hub_sync(settings)
     stop = threading.Event()
     threading.Thread(
         target=jobs.reap_forever,
-        args=(
-            submissions.sessions,
-            submissions.queue,
-            stop,
-            ClockWatch(submissions.sessions, settings.lease_s),
-        ),
+        args=(submissions.sessions, submissions.queue, stop),
         name="reaper",
         daemon=True,
     ).start()

@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.clock import ClockWatch
+from store.clock import store_now
 from store.schema import (
     OPEN_STATES,
     Job,
@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 def claim(sessions: sessionmaker, job_id: int, worker: str, lease_s: int) -> str | None:
     """Take a queued job: returns a claim token, or None when it is not queued any more."""
     token = secrets.token_hex(8)
-    now = utcnow()
     with sessions.begin() as session:
+        now = store_now(session)  # leases are judged by other hosts: the server's clock
         claimed = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
@@ -57,7 +57,7 @@ def heartbeat(sessions: sessionmaker, job_id: int, token: str, lease_s: int) -> 
             session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.claim_token == token, Job.status == JobStatus.RUNNING)
-                .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+                .values(lease_expires_at=store_now(session) + timedelta(seconds=lease_s))
             ).rowcount
         )
 
@@ -145,8 +145,8 @@ def reap(
     jobs older than ``stale_after_s`` in ``stale_lanes`` are returned too: the caller names the
     lanes whose queue holds no message, where a lost message is the only way a job can wait.
     """
-    now = utcnow()
     with sessions.begin() as session:
+        now = store_now(session)
         expired = session.execute(
             select(
                 Job.id,
@@ -310,22 +310,15 @@ def requeue_lost(
 
 
 def reap_forever(
-    sessions: sessionmaker,
-    queue: EvaluationQueue,
-    stop: threading.Event,
-    clock: ClockWatch,
-    interval_s: float = 2.0,
+    sessions: sessionmaker, queue: EvaluationQueue, stop: threading.Event, interval_s: float = 2.0
 ) -> None:
     """Run :func:`requeue_lost` every ``interval_s`` until ``stop`` is set.
 
     Workers and the app both run it, so a job whose worker died goes back to the queue even
-    when no worker is alive to notice; it skips its rounds while ``clock`` says this host's
-    clock is too far off to judge other hosts' leases.
+    when no worker is alive to notice.
     """
     while not stop.wait(interval_s):
         try:
-            if not clock.agrees_now():
-                continue
             for job_id in requeue_lost(sessions, queue, stale_after_s=max(5.0, interval_s * 5)):
                 log.warning("job %d had lost its worker or its message: queued again", job_id)
         except Exception:

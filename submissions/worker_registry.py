@@ -17,7 +17,8 @@ import pandas as pd
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from store.schema import WorkerRecord, utcnow
+from store.clock import store_now
+from store.schema import WorkerRecord
 
 HEARTBEAT_S = 2.0
 SILENT_AFTER_S = 15.0
@@ -48,8 +49,8 @@ def register(
     scorer_version: str | None = None,
 ) -> None:
     """Record a starting worker (a restarted one gets a fresh row: the pid differs)."""
-    now = utcnow()
     with sessions.begin() as session:
+        now = store_now(session)  # heartbeats are judged by other hosts: the server's clock
         session.execute(delete(WorkerRecord).where(WorkerRecord.heartbeat_at < now - FORGET_AFTER))
         session.merge(
             WorkerRecord(
@@ -75,7 +76,8 @@ def live_scorer_versions(sessions: sessionmaker) -> list[str | None]:
             session.scalars(
                 select(WorkerRecord.scorer_version).where(
                     WorkerRecord.state != "stopped",
-                    WorkerRecord.heartbeat_at >= utcnow() - timedelta(seconds=SILENT_AFTER_S),
+                    WorkerRecord.heartbeat_at
+                    >= store_now(session) - timedelta(seconds=SILENT_AFTER_S),
                 )
             )
         )
@@ -87,14 +89,14 @@ def beat(sessions: sessionmaker, name: str, **state) -> None:
         session.execute(
             update(WorkerRecord)
             .where(WorkerRecord.name == name)
-            .values(heartbeat_at=utcnow(), **state)
+            .values(heartbeat_at=store_now(session), **state)
         )
 
 
 def health(sessions: sessionmaker) -> list[WorkerHealth]:
     """Every worker heard from in the last hour, most recent heartbeat first."""
-    now = utcnow()
     with sessions() as session:
+        now = store_now(session)
         rows = session.scalars(
             select(WorkerRecord)
             .where(WorkerRecord.heartbeat_at >= now - FORGET_AFTER)
@@ -149,7 +151,8 @@ def record_speed(sessions: sessionmaker, name: str, gflops: float) -> None:
 
 def _recent(session: Session):
     return select(WorkerRecord).where(
-        WorkerRecord.heartbeat_at >= utcnow() - FORGET_AFTER, WorkerRecord.state != "stopped"
+        WorkerRecord.heartbeat_at >= store_now(session) - FORGET_AFTER,
+        WorkerRecord.state != "stopped",
     )
 
 

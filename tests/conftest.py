@@ -142,9 +142,11 @@ def pytest_unconfigure(config):
 
 @pytest.fixture
 def host_clock_off_by(monkeypatch):
-    """Sets the clock ``store.clock`` reads some seconds ahead of this host's (behind if < 0)."""
+    """Sets the host clock that the store's clock check and the jobs read some seconds ahead of
+    this host's (behind if < 0)."""
 
     def off_by(seconds: float) -> None:
-        monkeypatch.setattr("store.clock.utcnow", lambda: utcnow() + timedelta(seconds=seconds))
+        for reader in ("store.clock", "submissions.jobs"):
+            monkeypatch.setattr(f"{reader}.utcnow", lambda: utcnow() + timedelta(seconds=seconds))
 
     return off_by

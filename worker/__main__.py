@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # a release, database, queue or label store it cannot use: one sentence
         running = Worker(settings, lanes=lanes)
         running.queue.check()
-        check_clock(running.sessions, settings.lease_s)  # it reaps, and its leases are read
+        check_clock(running.sessions)
         if args.prepare or args.rescore:
             check_label_store(settings)
         PublicBundle(settings.public_dir)  # jobs need the crops and the manifest

@@ -32,7 +32,6 @@ from models.checkpoint import checkpoint_from_files
 from models.errors import ModelError
 from models.predictor import Predictor
 from settings import REPO_ROOT, Settings
-from store.clock import ClockWatch
 from store.engine import open_store
 from store.locks import lock_account
 from store.schema import PUBLIC_ONLY, Job, Result, Submission
@@ -359,11 +358,8 @@ class Worker:
         threading.Thread(target=self._beat_forever, daemon=True).start()
         threading.Thread(target=self.maintenance.watch_labels, daemon=True).start()
         threading.Thread(target=self.maintenance.record_content_digests, daemon=True).start()
-        clock = ClockWatch(self.sessions, self.settings.lease_s)
         threading.Thread(
-            target=jobs.reap_forever,
-            args=(self.sessions, self.queue, self.stop, clock),
-            daemon=True,
+            target=jobs.reap_forever, args=(self.sessions, self.queue, self.stop), daemon=True
         ).start()
         consumers = [
             huey.create_consumer(

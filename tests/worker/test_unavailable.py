@@ -12,7 +12,6 @@ import pytest
 from app import start_backend
 from leaderboard.hub import HubSyncError
 from settings import REPO_ROOT, Settings
-from store.clock import ClockOffset
 from store.engine import open_store
 from store.entry import EntryMetadata
 from store.errors import StoreUnavailable
@@ -144,18 +143,3 @@ def test_a_serving_worker_with_an_edited_label_store_says_so_to_its_submitters(t
     assert worker.poll() is None  # still serving
     log = (backend.settings.data_dir / "worker0.log").read_text()
     assert "that its release.json states: labels.csv changed after the release was built" in log
-
-
-@pytest.mark.slow  # a PostgreSQL server
-def test_the_worker_and_the_app_refuse_to_start_where_the_clock_is_off(
-    postgres, tmp_path, monkeypatch, capsys, host_clock_off_by
-):
-    monkeypatch.setenv("MITOSIS_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("MITOSIS_DATABASE_URL", postgres.create_database("clock_commands"))
-    host_clock_off_by(-90)
-    assert worker_main([]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: This host's clock is 90 s behind the database server's, and")
-    assert err.count("error: ") == 1
-    with pytest.raises(ClockOffset, match="90 s behind"):
-        start_backend(Settings.from_env())  # app.py prints it as its one error line
