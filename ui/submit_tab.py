@@ -10,6 +10,7 @@ import pandas as pd
 from leaderboard.publication import publish, release_status
 from settings import Settings
 from store.entry import FIELD_LABELS, METHOD_TYPES, EntryMetadata
+from submissions.errors import JobNotFound
 from submissions.jobs import queue_table
 from submissions.receipts import job_report, receipt_card, submissions_table
 from submissions.worker_registry import health_table
@@ -198,7 +199,12 @@ def follow_receipt(space: Space, report: dict | None, profile: gr.OAuthProfile |
     """
     if not report or (profile is None and space.on_space):  # signed out: no error every 3 s
         return gr.skip(), gr.skip()
-    fresh = submission_status(space, report["job_id"], profile)
+    try:
+        view = space.submissions.status(space.user(profile), report["job_id"])
+    except JobNotFound:  # signed in as someone else since, or another store: not theirs now
+        return None, ""
+    # what the submit call did (renamed, already scored) stays said while its job is shown
+    fresh = job_report(space.sessions, view) | {"notice": report.get("notice", "")}
     if fresh == report:
         return gr.skip(), gr.skip()
     return fresh, receipt_card(fresh)

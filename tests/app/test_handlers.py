@@ -79,6 +79,10 @@ def test_submitting_through_the_handler_gives_a_receipt_and_removes_the_upload(s
     submit_tab.withdraw_submission(space, job_id)
     mended, mended_card = submit_tab.follow_receipt(space, finished)
     assert mended["withdrawn"] and "Withdrawn from the public board" in mended_card
+    again = submit_tab.submit_predictions(space, upload(space, 1), *FORM)  # the same file
+    assert again["job_id"] == job_id and "already submitted" in again["notice"]
+    assert submit_tab.follow_receipt(space, again) == (gr.skip(), gr.skip())  # still said
+    assert submit_tab.follow_receipt(space, {**again, "job_id": job_id + 99}) == (None, "")
 
 
 def test_the_handlers_say_what_is_missing(space):
