@@ -10,7 +10,8 @@ against the truth.
 
 Goal (issue 8): no attack recovers more than 2 hidden labels with certainty per scoring. Each
 attack also runs against an unprotected release (every metric at full precision, no Ladder: what
-the board published before the policy) to show that it is a real attack and the test can fail.
+the board published before the policy) to show that it is a real attack and the test can fail;
+the attack on publish requests keeps the Ladder and makes only the numbers exact.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from leaderboard.export import board_rows, to_csv, to_json
 from leaderboard.publication import account_bar
 from settings import REPO_ROOT, Settings
 from store.entry import EntryMetadata
+from store.shared_values import shared_value
 from submissions.intake import Submissions
 from submissions.receipts import released_scores
 from worker import Worker
@@ -77,11 +79,14 @@ def card_numbers(card: str) -> dict:
 class Platform:
     """The real release, a fresh store, the intake and the worker's scoring, in this process.
 
-    ``protected`` False swaps the release policy for an unprotected one in the worker.
+    ``protected`` False makes every released number exact in the worker; ``ladder`` False
+    releases every scoring besides.
     """
 
-    def __init__(self, release: Settings, tmp_path, protected: bool = True) -> None:
-        self.protected = protected
+    def __init__(
+        self, release: Settings, tmp_path, protected: bool = True, ladder: bool = True
+    ) -> None:
+        self.protected, self.ladder = protected, ladder
         self.settings = Settings.from_env(
             {
                 "MITOSIS_DATA_DIR": str(release.data_dir),
@@ -189,20 +194,23 @@ def consistent(platform: Platform, full: dict[str, float], observed, need: float
     Under the policy each released BA is the exact one plus an unknown offset in
     ``±RELEASE_NOISE``, rounded; the Ladder releases when the released mean reaches ``need``
     (which the attacker knows: the Submit tab shows it), and a publish request is refused
-    when it is below the floor. Unprotected, every number is exact.
+    when it is below the floor. Unprotected, every number is exact; without the Ladder,
+    nothing is withheld.
     """
+    if observed not in (BELOW_FLOOR, "withheld"):  # the released values
+        if not platform.protected:
+            return np.allclose([full[s] for s in HIDDEN], observed, rtol=0, atol=1e-9)
+        window = 0.005 + RELEASE_NOISE + 1e-9
+        return all(abs(full[s] - o) <= window for s, o in zip(HIDDEN, observed, strict=True))
+    if not platform.ladder:
+        return False
     if platform.protected:  # the lowest released mean the unknown offsets allow
         mean = float(np.mean([round_hidden(max(0.0, full[s] - RELEASE_NOISE)) for s in HIDDEN]))
     else:
         mean = hidden_mean({s: {"ba": full[s]} for s in HIDDEN})
     if observed == BELOW_FLOOR:
         return mean < platform.settings.release_floor - 1e-9
-    if observed == "withheld":
-        return not ladder_releases(mean, None, floor=need)
-    if not platform.protected:
-        return np.allclose([full[s] for s in HIDDEN], observed, rtol=0, atol=1e-9)
-    window = 0.005 + RELEASE_NOISE + 1e-9
-    return all(abs(full[s] - o) <= window for s, o in zip(HIDDEN, observed, strict=True))
+    return not ladder_releases(mean, None, floor=need)
 
 
 def certain_labels(
@@ -269,7 +277,7 @@ def platform(request, real_release, tmp_path, monkeypatch):
             publication, "release_split", lambda split, metrics, noise=0.0: dict(metrics)
         )
         monkeypatch.setattr(publication, "ladder_releases", lambda mean, best, floor=0.5: True)
-    return Platform(real_release, tmp_path, protected)
+    return Platform(real_release, tmp_path, protected, ladder=protected)
 
 
 def expect(platform: Platform, per_scoring: list[int], unprotected_at_least: float) -> None:
@@ -567,7 +575,7 @@ def floor_baseline(platform: Platform, base: pd.Series) -> tuple[pd.Series, dict
             for s, k in zip(HIDDEN, kept, strict=True)
         }
         bas = {s: (tp / sizes[s][0] + tn / sizes[s][1]) / 2 for s, (tp, tn) in exact.items()}
-        mean = hidden_mean({s: {"ba": bas[s]} for s in HIDDEN})
+        mean = np.mean([bas[s] for s in HIDDEN])
         if floor <= mean < floor + step:
             prob = base.copy()
             for s, k in zip(HIDDEN, kept, strict=True):
@@ -582,6 +590,9 @@ def test_publish_requests_read_nothing_from_the_floor(floor_platform):
     refusal for the floor would say all 8 are normal if the floor were checked on the exact
     mean. Refusals spend no allowance, so this probe is as free as the scorings."""
     platform = floor_platform
+    key = "03" * 32  # a fixed release key: the same answers each run, 5 of them refusals
+    with platform.worker.sessions.begin() as session:
+        assert shared_value(session, publication.NOISE_KEY, lambda: key) == key
     base = shipped_baseline()
     assert outcome(platform.score("fay", base, "baseline")["values"]) != "withheld"
     at_floor, exact, bas = floor_baseline(platform, base)
@@ -608,6 +619,7 @@ def test_publish_requests_read_nothing_from_the_floor(floor_platform):
     report(platform, "Publish requests at the floor (labels that matter)", mattering)
     report(platform, "Publish requests at the floor (all labels)", per_scoring)
     assert answers.count("published") <= platform.settings.publish_allowance
+    assert BELOW_FLOOR in answers  # the floor was asked about, under the policy too
     if platform.protected:
         assert np.mean(mattering) <= 1 and np.mean(per_scoring) <= 2
     else:  # each refusal names 8 normal crops, until two publications spend the allowance
