@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import numbers
 import os
 import sys
 from pathlib import Path
@@ -173,13 +174,17 @@ def plain_table(frame: pd.DataFrame) -> str:
     """``frame`` as terminal text, each header over its column.
 
     Text is left-aligned and numbers right-aligned, two spaces apart (pandas right-aligns
-    text, and its headers of several words run into each other).
+    text, and its headers of several words run into each other); an empty cell is blank.
     """
     columns = []
     for name in frame.columns:
-        cells = [str(name), *("" if pd.isna(v) else str(v) for v in frame[name])]
+        values = ["" if pd.isna(v) else v for v in frame[name]]
+        filled = [v for v in values if v != ""]
+        numeric = bool(filled) and all(isinstance(v, numbers.Number) for v in filled)
+        if numeric and all(float(v).is_integer() for v in filled):  # ids pandas made float
+            values = ["" if v == "" else int(v) for v in values]
+        cells = [str(name), *map(str, values)]
         width = max(map(len, cells))
-        numeric = pd.api.types.is_numeric_dtype(frame[name])
         columns.append([c.rjust(width) if numeric else c.ljust(width) for c in cells])
     return "\n".join("  ".join(row).rstrip() for row in zip(*columns, strict=True))
 

@@ -16,8 +16,11 @@ def test_a_worker_that_cannot_run_costs_one_log_line_per_restart(monkeypatch, ca
     cannot_run = [sys.executable, "-c", "import sys; sys.exit('error: no release')"]
     watch = WorkerSupervisor(command=cannot_run).start()
 
+    def said(level):
+        return [r for r in caplog.records if r.name == "worker.supervisor" and level(r.levelno)]
+
     def shown():
-        return [r for r in caplog.records if r.levelno >= logging.INFO]
+        return said(lambda level: level >= logging.INFO)
 
     try:
         wait_until(lambda: len(shown()) >= 4, 120, "the worker was not restarted three times")
@@ -28,5 +31,5 @@ def test_a_worker_that_cannot_run_costs_one_log_line_per_restart(monkeypatch, ca
     for record in exits:  # the exit line says what happens next; the new start is debug only
         assert record.levelname == "ERROR"
         assert "exited with 1; restarting in" in record.getMessage()
-    started = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]  # restarts
+    started = [r.getMessage() for r in said(lambda level: level == logging.DEBUG)]  # restarts
     assert len(started) >= 2 and all(m.startswith("evaluation worker started") for m in started)

@@ -35,6 +35,7 @@ from tests.backend import Backend, zip_dir
 from tests.models.conftest import tiny_checkpoint
 from worker import Worker
 from worker.__main__ import main as worker_main
+from worker.__main__ import plain_table
 from worker.reasons import public_reason
 from worker.runner import LABEL_STORE_REFUSED
 
@@ -400,6 +401,15 @@ def test_the_status_command_shows_a_maintainer_every_job_and_worker(tmp_path, mo
     end = lines[1].index("entry") + len("entry")  # numbers end under it
     assert lines[2][:end].endswith(f" {entry}")
     assert lines[3] == "workers: 0"
+
+
+def test_status_tables_align_numbers_right_and_text_left_whatever_pandas_made_of_them():
+    frame = pd.DataFrame({"worker": ["a:1", "bb:22"], "job": ["", 3], "entry": [5, None]})
+    assert plain_table(frame).splitlines() == [  # an idle worker's "" and an id upcast by None
+        "worker  job  entry",
+        "a:1              5",
+        "bb:22     3",
+    ]
 
 
 def test_a_message_of_another_store_is_left_alone_and_said_once_a_minute(tmp_path, caplog):
