@@ -42,6 +42,7 @@ class WorkerSupervisor:
         self.process: subprocess.Popen | None = None
         self.restarts = 0
         self._stop = threading.Event()
+        self._starting = threading.Lock()  # a stop never falls between the check and the start
         self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
 
     def start(self) -> WorkerSupervisor:
@@ -58,9 +59,12 @@ class WorkerSupervisor:
         # The thread that starts the worker must outlive it: Linux sends the parent-death
         # signal when this thread ends, so it loops until the app stops.
         backoff = MIN_BACKOFF_S
-        while not self._stop.is_set():
+        while True:
+            with self._starting:
+                if self._stop.is_set():
+                    return
+                self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self.env)
             started = time.monotonic()
-            self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=self.env)
             # a restart was announced by the exit line: one line per restart beside the worker's
             # own reason, however often a worker that cannot run is tried again
             log.log(
@@ -86,8 +90,9 @@ class WorkerSupervisor:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop watching and end the worker (SIGTERM, then SIGKILL after ``timeout``)."""
-        self._stop.set()
-        process = self.process
+        with self._starting:
+            self._stop.set()
+            process = self.process
         if process is None or process.poll() is not None:
             return
         process.terminate()
