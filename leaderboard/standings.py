@@ -2,7 +2,9 @@
 
 An entry is *tested* when its hidden scores are released and the store holds its per-crop
 decisions on every hidden split under the current label set (any scored submission; the
-paper's rows have no per-crop decisions). After each scoring the worker recomputes the standing
+paper's rows have no per-crop decisions). Withdrawn and taken-down entries stay in the
+comparison though the board no longer shows them: a withdrawal then publishes no new margin
+(a free look at the labels), and a margin over more entries is only wider, never too narrow. After each scoring the worker recomputes the standing
 from those decisions and the labels it passes in (nothing here opens the label store) and
 stores the one number the release policy lets out of it: the simultaneous margin, rounded up
 (``evaluation.disclosure``), with the entries it covers. The board derives rank intervals and
@@ -116,7 +118,6 @@ def _tested_results(session: Session, label_set_hash: str) -> dict[int, dict[str
         .join(Submission, Submission.id == Result.submission_id)
         .where(
             Submission.kind.in_(SCORED_KINDS),
-            Submission.withdrawn_at.is_(None),  # off the board: not compared
             Result.current.is_(True),
             Result.split.in_(HIDDEN),
             Result.published.is_not(None),

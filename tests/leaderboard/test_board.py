@@ -24,7 +24,7 @@ from leaderboard.publication import release_pending
 from leaderboard.ranking import Entry, rank_entries
 from settings import Settings
 from store.entry import EntryMetadata
-from store.schema import Job, Result, Standing
+from store.schema import Job, Result, Standing, Submission
 from submissions.receipts import job_report
 from submissions.requests import request_rows
 from tests.backend import Backend
@@ -140,6 +140,15 @@ def test_a_withheld_scoring_leaves_the_standing_as_it_was(scored):
     assert after[-1].submission_ids == sorted([*before[-1].submission_ids, dave])
     scored.worker.update_standing()  # nothing changed: nothing written
     assert len(standings()) == len(after)
+    scored.service.withdraw("dave", dave_job(scored, dave))  # off the board, still compared
+    assert scored.worker.export_if_changed()  # the heartbeat after a withdrawal
+    assert len(standings()) == len(after)  # no new margin: a withdrawal reads no label
+    assert dave not in {e.submission_id for e in build_board(scored.sessions)}
+
+
+def dave_job(scored, submission_id: int) -> int:
+    with scored.sessions() as session:
+        return session.get(Submission, submission_id).jobs[-1].id
 
 
 def test_the_ladder_withholds_what_does_not_beat_the_account_s_best(scored):
