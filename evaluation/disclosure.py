@@ -27,7 +27,8 @@ The policy, derived from the arithmetic (see docs/release-policy.md):
    lowers it), and each submission's decision is stored and replayed when it is re-scored.
    Otherwise the numbers are withheld, and all anyone learns is "below the bar". The bar is
    a released value, so the Submit tab can show it. An account can be released by the
-   Ladder at most ``(1 - floor) / LADDER_MARGIN`` = 40 times, plus the scorings its owner
+   Ladder at most ``(1 - floor) / LADDER_MARGIN + 1`` = 41 times (the first at the floor, up
+   to 1.00), plus the scorings its owner
    publishes from the allowance (``MITOSIS_PUBLISH_ALLOWANCE`` per 30 days). The floor keeps
    scorings near chance off the board: a file with no information about the labels (the
    boosting attack's raw material) is never released. Maintainer-run accounts
@@ -37,7 +38,8 @@ The policy, derived from the arithmetic (see docs/release-policy.md):
    yields, the gap in hidden mean BA that tells two entries apart for all pairs at once, is
    released rounded *up* to ``MARGIN_DECIMALS``. Rank intervals and the top group are
    computed from it and the released means alone (:func:`rank_intervals`). Only released
-   entries take part, so a withheld scoring changes nothing.
+   entries take part, so a withheld scoring changes nothing; withdrawn ones stay, so taking an
+   entry off the board publishes no new margin.
 5. Everything else shown about a hidden split (the hidden mean, the 95 % interval, the rank)
    is computed from the released values and the public class counts alone, so it adds no
    information.

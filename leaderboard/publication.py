@@ -100,18 +100,22 @@ def release(session: Session, job: Job, rows: list[Result], settings: Settings) 
 def stored_decision(session: Session, submission: Submission, *, other_than: int = 0) -> str:
     """The submission's stored decision ("" before the first).
 
-    A store written before decisions were stored has none: then its results of jobs other
-    than ``other_than`` (the one being decided) say what was decided: released if any hidden
-    split was, withheld if they were scored.
+    A store written before decisions were stored has none: then the results of its jobs
+    that were decided (other than ``other_than``, the one being decided) say what was: released
+    if any hidden split was, withheld if they were scored. A job from before the policy, not
+    decided yet (:func:`release_pending` decides them oldest first), says nothing.
     """
     if submission.release:
         return submission.release
     earlier = session.scalars(
-        select(Result.published).where(
+        select(Result.published)
+        .join(Job, Job.id == Result.job_id)
+        .where(
             Result.submission_id == submission.id,
             Result.split.in_(HIDDEN),
-            Result.job_id.is_not(None),
-            Result.job_id != other_than,
+            Job.id != other_than,
+            Job.disclosure.is_not(None),
+            Job.disclosure != "",
         )
     ).all()
     if not earlier:
@@ -123,11 +127,12 @@ def account_bar(session: Session, user: str) -> float | None:
     """The best hidden mean ever released for ``user`` (None before the first release).
 
     The stored bar, or (for a store written before the bar was stored) the best released mean
-    among the account's results, whichever is higher; it never falls.
+    of any of the account's scorings, a re-scoring's earlier values included, whichever is
+    higher; it never falls.
     """
     stored = session.scalar(select(Account.ladder_bar).where(Account.user == user))
     rows = session.execute(
-        select(Result.submission_id, Result.split, Result.published)
+        select(Result.job_id, Result.split, Result.published)
         .join(Submission, Submission.id == Result.submission_id)
         .where(
             Submission.user == user,
@@ -136,9 +141,9 @@ def account_bar(session: Session, user: str) -> float | None:
             Result.job_id.is_not(None),
         )
     ).all()
-    released: dict[int, dict] = {}
-    for submission_id, split, published in rows:
-        released.setdefault(submission_id, {})[split] = published
+    released: dict[int, dict] = {}  # per job: one scoring's released values
+    for job_id, split, published in rows:
+        released.setdefault(job_id, {})[split] = published
     means = [m for m in map(hidden_mean, released.values()) if m is not None]
     known = [v for v in (stored, max(means, default=None)) if v is not None]
     return max(known) if known else None

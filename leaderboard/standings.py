@@ -4,11 +4,13 @@ An entry is *tested* when its hidden scores are released and the store holds its
 decisions on every hidden split under the current label set (any scored submission; the
 paper's rows have no per-crop decisions). Withdrawn and taken-down entries stay in the
 comparison though the board no longer shows them: a withdrawal then publishes no new margin
-(a free look at the labels), and a margin over more entries is only wider, never too narrow. After each scoring the worker recomputes the standing
-from those decisions and the labels it passes in (nothing here opens the label store) and
-stores the one number the release policy lets out of it: the simultaneous margin, rounded up
-(``evaluation.disclosure``), with the entries it covers. The board derives rank intervals and
-the top group from it and the released means; nothing is computed on a page view.
+(a free look at the labels), and a margin over more entries is only wider, never too narrow.
+
+After each scoring the worker recomputes the standing from those decisions and the labels it
+passes in (nothing here opens the label store) and stores the one number the release policy
+lets out of it: the simultaneous margin, rounded up (``evaluation.disclosure``), with the
+entries it covers. The board derives rank intervals and the top group from it and the released
+means; nothing is computed on a page view.
 
 Recomputation runs under one store-wide lock, so the newest standing always covers every entry
 released before it started; when the tested results have not changed, nothing is written.

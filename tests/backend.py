@@ -6,6 +6,7 @@ import atexit
 import dataclasses
 import functools
 import io
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import func, select
 
+from evaluation import bundle
 from evaluation.release import build_release
 from models import create_model, save_checkpoint
 from models._registry import get_model_cfg
@@ -134,3 +136,19 @@ class Backend:
             if worker.poll() is None:
                 worker.send_signal(signal.SIGKILL)
                 worker.wait(10)
+
+
+def correct_a_label(labels_dir, which: int = 0) -> str:
+    """Flip AtNorM-MD label ``which`` in the private store, as a corrected label set would."""
+    labels = pd.read_csv(labels_dir / bundle.PRIVATE_LABELS_CSV, dtype=str)
+    first = labels.index[labels["split"] == "atnorm_md"][which]
+    labels.loc[first, "label"] = (
+        "normal" if labels.loc[first, "label"] == "atypical" else "atypical"
+    )
+    labels.to_csv(labels_dir / bundle.PRIVATE_LABELS_CSV, index=False)
+    info = json.loads((labels_dir / bundle.RELEASE_JSON).read_text())
+    info["label_set_hash"] = bundle.label_set_hash(
+        labels[["image_id", "split", "label"]].itertuples(False)
+    )
+    (labels_dir / bundle.RELEASE_JSON).write_text(json.dumps(info))
+    return info["label_set_hash"]

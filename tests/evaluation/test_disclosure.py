@@ -10,6 +10,7 @@ from evaluation.disclosure import (
     LADDER_MARGIN,
     MARGIN_VALUES,
     PUBLIC_METRICS,
+    RELEASE_FLOOR,
     RELEASE_NOISE,
     Z95,
     ba_standard_error,
@@ -149,6 +150,16 @@ def test_one_scoring_reveals_at_most_20_bits():
     bits = bits_per_scoring(counts)
     print(f"\none scoring reveals at most {bits:.2f} bits about the hidden labels")
     assert bits == pytest.approx(math.log2(1 + 101 * 101 * 101)) and bits <= 20.0
+
+
+def test_an_account_is_released_by_the_ladder_at_most_41_times():
+    """Released hidden means step by 0.005 (two values to 0.01): every one from the floor up
+    is tried in turn, the most the Ladder can release."""
+    bar, released = None, 0
+    for mean in np.round(np.arange(RELEASE_FLOOR, 1.0 + 1e-9, 0.005), 3):
+        if ladder_releases(float(mean), bar, floor=RELEASE_FLOOR):
+            bar, released = float(mean), released + 1
+    assert released == round((1 - RELEASE_FLOOR) / LADDER_MARGIN) + 1 == 41
 
 
 def test_curves_are_released_for_the_public_split_and_never_for_a_hidden_one():

@@ -13,12 +13,12 @@ from sqlalchemy import select, update
 
 from leaderboard.board import build_board
 from leaderboard.errors import NotPublishable
-from leaderboard.publication import account_bar, publish, release_status
+from leaderboard.publication import account_bar, publish, release_pending, release_status
 from store.entry import EntryMetadata
-from store.schema import Account, Job, Submission
+from store.schema import Account, Job, Result, Submission
 from submissions.errors import NotWithdrawable, QuotaExceeded
 from submissions.receipts import released_scores
-from tests.backend import Backend
+from tests.backend import Backend, correct_a_label
 from worker import Worker
 
 
@@ -218,3 +218,47 @@ def test_a_store_written_before_decisions_were_stored_replays_them(platform):
         latest = session.get(Job, worse).submission.jobs[-1].id
     assert publish(platform.sessions, platform.settings, "erin", latest).startswith("Job")
     assert released_scores(platform.sessions, good)["atnorm_md"] is not None
+
+
+def forget_decisions(backend, *, before_the_policy: bool = False) -> None:
+    """The store as an older version left it: no stored decisions or bars, or (before the
+    policy) no decision at all, every result public at full precision."""
+    with backend.sessions.begin() as session:
+        session.execute(update(Submission).values(release=None))
+        session.execute(update(Account).values(ladder_bar=None))
+        if before_the_policy:
+            session.execute(update(Result).values(published=None))
+            session.execute(update(Job).values(disclosure=""))
+
+
+def test_an_upgraded_store_s_bar_is_the_best_ever_released_not_the_latest(platform):
+    """A re-scoring on corrected labels released a lower mean for the same submission: the
+    bar of a store without stored bars still counts the earlier, higher one."""
+    good = scored(platform, "fred", file_with(platform, np.zeros_like(platform.y)), "good")
+    high = bar(platform, "fred")
+    for which in range(3):  # the maintainers correct three labels: the perfect file is not now
+        correct_a_label(platform.settings.labels_dir, which)
+    assert platform.worker.maintenance.rescore_stale() >= 1
+    run_queued(platform)
+    with platform.sessions() as session:
+        latest = session.get(Job, good).submission.jobs[-1].id
+    lower = released_scores(platform.sessions, latest)
+    assert latest != good and np.mean([lower[s]["ba"] for s in ("atnorm_br", "atnorm_md")]) < high
+    forget_decisions(platform)
+    assert bar(platform, "fred") == high
+
+
+def test_a_store_from_before_the_policy_decides_a_re_scored_submission_by_its_first_job(
+    platform,
+):
+    """Jobs from before the policy are decided oldest first; the first job of a submission
+    decides by the Ladder, and its re-scoring replays that, not the undecided rows."""
+    good = scored(platform, "gina", file_with(platform, np.zeros_like(platform.y)), "good")
+    assert platform.worker.maintenance.rescore_all() >= 1
+    run_queued(platform)
+    forget_decisions(platform, before_the_policy=True)
+    assert release_pending(platform.sessions, platform.settings) >= 2
+    with platform.sessions() as session:
+        submission = session.get(Job, good).submission
+        assert submission.release == "released"
+        assert all(job.disclosure == "released" for job in submission.jobs)

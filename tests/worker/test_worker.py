@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 import os
 import re
@@ -31,7 +30,7 @@ from store.schema import (
 from store.shared_values import store_id
 from submissions import jobs, quota, worker_registry
 from submissions.errors import DuplicateSubmission
-from tests.backend import Backend, zip_dir
+from tests.backend import Backend, correct_a_label, zip_dir
 from tests.models.conftest import tiny_checkpoint
 from worker import Worker
 from worker.__main__ import main as worker_main
@@ -45,22 +44,6 @@ META = EntryMetadata("m")
 def queued(backend: Backend) -> list[int]:
     with backend.sessions() as session:
         return list(session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)))
-
-
-def correct_a_label(labels_dir, which: int = 0) -> str:
-    """Flip AtNorM-MD label ``which`` in the private store, as a corrected label set would."""
-    labels = pd.read_csv(labels_dir / bundle.PRIVATE_LABELS_CSV, dtype=str)
-    first = labels.index[labels["split"] == "atnorm_md"][which]
-    labels.loc[first, "label"] = (
-        "normal" if labels.loc[first, "label"] == "atypical" else "atypical"
-    )
-    labels.to_csv(labels_dir / bundle.PRIVATE_LABELS_CSV, index=False)
-    info = json.loads((labels_dir / bundle.RELEASE_JSON).read_text())
-    info["label_set_hash"] = bundle.label_set_hash(
-        labels[["image_id", "split", "label"]].itertuples(False)
-    )
-    (labels_dir / bundle.RELEASE_JSON).write_text(json.dumps(info))
-    return info["label_set_hash"]
 
 
 def test_a_changed_label_set_is_rescored_automatically(tmp_path):
