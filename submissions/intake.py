@@ -25,6 +25,7 @@ from models.checkpoint import inspect_checkpoint
 from models.errors import CheckpointError
 from models.inference import check_crop_memory
 from settings import Settings
+from store.clock import store_now
 from store.entry import EntryMetadata
 from store.locks import lock_account
 from store.schema import ALL_SPLITS, PUBLIC_ONLY, Job, JobStatus, Submission
@@ -202,7 +203,7 @@ class Submissions:
                     self._duplicate()
                 if existing is not None and hub_ref and not existing.hub_ref:
                     existing.hub_ref = hub_ref  # the same files, now also known by Hub id
-                if existing and not _needs_a_job(existing.jobs, scope):
+                if existing and (shown := _live_job(existing.jobs, scope)):
                     notice = f"{it} already submitted: its job is shown, not a new one."
                     entry = any(  # queued, running or scored on every split
                         job.scope == ALL_SPLITS and job.status not in RETRYABLE
@@ -223,7 +224,7 @@ class Submissions:
                             f"entry's description was updated to the one given now{renamed}."
                         )
                     session.flush()
-                    return job_view(session, existing.jobs[-1], notice=notice)
+                    return job_view(session, shown, notice=notice)
                 if scope == PUBLIC_ONLY:
                     check_public_only(session, user)
                 else:
@@ -248,6 +249,7 @@ class Submissions:
                 job = Job(
                     submission=submission,
                     status=JobStatus.QUEUED,
+                    created_at=store_now(session),  # the quota's window: one clock for all hosts
                     counts_toward_quota=scope != PUBLIC_ONLY,
                     scope=scope,
                     lane=lane,
@@ -310,16 +312,18 @@ class Submissions:
         return self.status(user, job_id)
 
 
-def _needs_a_job(existing: list[Job], scope: str) -> bool:
-    """Whether a file submitted before gets a new job.
+def _live_job(existing: list[Job], scope: str) -> Job | None:
+    """The job that already serves a file submitted again for ``scope`` (None: it needs one).
 
-    It does when its last job failed or was cancelled, or when it was checked on the public
-    split only and is now submitted for every split.
+    A job serves unless it failed or was cancelled; for every split, only a scoring of every
+    split does (not a public check), and for a public check any job does. So a failed or
+    cancelled scoring is tried again whatever came after it, and a scored file is not scored
+    again (nor counted) after a re-scoring of it failed.
     """
-    last = existing[-1]
-    if last.status in RETRYABLE:
-        return True
-    return scope == ALL_SPLITS and all(job.scope == PUBLIC_ONLY for job in existing)
+    live = [job for job in existing if job.status not in RETRYABLE]
+    if scope == ALL_SPLITS:
+        live = [job for job in live if job.scope == ALL_SPLITS]
+    return live[-1] if live else None
 
 
 def _present(upload: Upload) -> Upload:

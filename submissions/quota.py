@@ -5,13 +5,15 @@ decision) starts by locking the user's account row (``store.locks.lock_account``
 of app processes and workers, on any number of hosts, decide one at a time per user, and a
 quota of 3 admits exactly 3.
 
-Limits (all per user, rolling 24 hours, documented in docs/operations.md):
+Limits (all per user, rolling 24 hours on the database server's clock, documented in
+docs/operations.md):
 
 - hidden-split scorings: ``MITOSIS_HIDDEN_QUOTA``; failed and cancelled jobs do not count;
 - open checkpoint jobs (queued or running) at any moment: ``MITOSIS_MAX_OPEN_CHECKPOINTS``;
 - checkpoint compute: ``MITOSIS_COMPUTE_ALLOWANCE_S`` seconds, charged for finished
-  checkpoint jobs and for those that hit the time limit (a model too slow to finish costs its
-  submitter, so nobody can keep the workers busy with failures).
+  checkpoint jobs and for those that hit the time limit or run out of memory (a model too
+  slow or too big costs its submitter, so nobody can keep the workers busy with failures);
+  the server's own faults cost nothing.
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from settings import Settings
-from store.schema import OPEN_STATES, PUBLIC_ONLY, Job, JobStatus, Submission, utcnow
+from store.clock import store_now
+from store.schema import OPEN_STATES, PUBLIC_ONLY, Job, JobStatus, Submission
 from submissions.errors import QuotaExceeded
 
 COUNTED = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FINISHED)
+WINDOW = timedelta(hours=24)
 
 
 def check_limits(session: Session, user: str, kind: str, settings: Settings) -> None:
     """Raise ``QuotaExceeded`` if ``user`` may not submit a ``kind`` now (hold the lock)."""
-    since = utcnow() - timedelta(hours=24)
+    since = store_now(session) - WINDOW  # one clock for every app host: the server's
     if settings.hidden_quota == 0:
         raise QuotaExceeded(
             "This server scores no hidden splits (MITOSIS_HIDDEN_QUOTA is 0); score AMi-Br test "
@@ -63,8 +67,12 @@ def check_limits(session: Session, user: str, kind: str, settings: Settings) -> 
 
 
 def check_public_only(session: Session, user: str) -> None:
-    """One public-split check per user at a time (they spend no hidden scoring)."""
-    if _open_jobs(session, user, Job.scope == PUBLIC_ONLY):
+    """One public-split check per user at a time (they spend no hidden scoring).
+
+    A re-scoring of a check that was scored before is the maintainers', not the user's.
+    """
+    scored = select(Job.submission_id).where(Job.status == JobStatus.FINISHED)
+    if _open_jobs(session, user, Job.scope == PUBLIC_ONLY, ~Job.submission_id.in_(scored)):
         raise QuotaExceeded(
             "You already have a public-split check queued or running; submit the next one "
             "when it has ended (they take seconds)."
@@ -113,7 +121,7 @@ def compute_charged_since(session: Session, user: str, since: datetime) -> float
 
 def remaining_scorings(session: Session, user: str, settings: Settings) -> str:
     """How many hidden-split scorings ``user`` has left in the rolling 24 hours, in words."""
-    counted = hidden_jobs_since(session, user, utcnow() - timedelta(hours=24))
+    counted = hidden_jobs_since(session, user, store_now(session) - WINDOW)
     left = max(0, settings.hidden_quota - len(counted))
     text = f"Hidden-split scorings left in the last 24 hours: {left} of {settings.hidden_quota}."
     if counted:
@@ -122,4 +130,4 @@ def remaining_scorings(session: Session, user: str, settings: Settings) -> str:
 
 
 def _next_slot(oldest: datetime) -> str:
-    return f"{oldest + timedelta(hours=24):%Y-%m-%d %H:%M}"
+    return f"{oldest + WINDOW:%Y-%m-%d %H:%M}"

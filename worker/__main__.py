@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     once = parser.add_mutually_exclusive_group()  # maintenance: do one thing, then exit
     once.add_argument(
-        "--rescore", action="store_true", help="queue every stored submission again, then exit"
+        "--rescore", action="store_true", help="queue every scored submission again, then exit"
     )
     once.add_argument(
         "--prepare",

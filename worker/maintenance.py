@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
@@ -31,7 +31,6 @@ from store.schema import (
     ALL_SPLITS,
     OPEN_STATES,
     PUBLIC_ONLY,
-    SCORED_KINDS,
     SHIPPED_MODEL_USER,
     Job,
     JobStatus,
@@ -204,11 +203,13 @@ class Maintenance:
             seed_pathologist_rows(self.sessions, labels.reader_votes(), labels.label_set_hash)
 
     def rescore_all(self) -> int:
-        """A new job for every stored submission; their old results stay as history.
+        """A new job for every scored submission; their old results stay as history.
 
-        Also those whose automatic re-scoring failed: the maintainer asks again.
+        Also those whose automatic re-scoring failed: the maintainer asks again. A submission
+        never scored (cancelled, or failed) is left alone: a re-scoring of it would be a
+        hidden scoring that no quota counted, and a check stays a check.
         """
-        return self._rescore(select(Submission.id).where(Submission.kind.in_(SCORED_KINDS)))
+        return self._rescore(self._scored(true()))
 
     def rescore_stale(self) -> int:
         """A new job for every submission scored against other labels, or by an older scorer.

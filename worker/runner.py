@@ -158,10 +158,13 @@ class Worker:
         except (EvaluationError, ModelError, SubmissionError) as e:
             jobs.fail(self.sessions, job_id, token, self._reason(e))
             log.info("job %d failed: %s", job_id, e)
-        except Exception:  # out of memory included: the attempt's time is charged
-            log.exception("job %d: internal error", job_id)
+        except (MemoryError, torch.OutOfMemoryError):  # the model's size: its time is charged
+            log.exception("job %d: out of memory", job_id)
             charged = self._charge(kind, started)
-            jobs.fail(self.sessions, job_id, token, "internal error", charged_s=charged)
+            jobs.fail(self.sessions, job_id, token, "out of memory", charged_s=charged)
+        except Exception:  # the server's fault, not the submitter's: nothing is charged
+            log.exception("job %d: internal error", job_id)
+            jobs.fail(self.sessions, job_id, token, "internal error")
         finally:
             stop.set()
             self._report(job_id, running=False)
