@@ -63,14 +63,15 @@ def predict_splits(
     tta: bool = False,
     cache_dir: Path | None = None,
     deadline: float | None = None,
-    before_chunk: Callable[[int, int], None] | None = None,
+    before_chunk: Callable[[int, int], float | None] | None = None,
     memory_budget: int | None = None,
 ) -> pd.DataFrame:
     """``image_id,prob_atypical,label`` for every crop of ``splits``.
 
     ``deadline`` (a ``time.monotonic()`` value) stops the run with ``TimeLimitExceeded``;
     ``before_chunk(done, total)`` is called before each chunk of crops (progress reports, and
-    the worker's pause while the Space answers a user). Chunks are sized from the speed
+    the worker's pause while the Space answers a user) and returns the seconds it paused, if
+    any, which move the deadline: a pause is not the model's time. Chunks are sized from the speed
     measured on the chunk before (the first is one crop) to take about ``CHUNK_SECONDS``, so
     the deadline is kept within a few seconds whatever one crop costs; on a CPU, a forward
     pass holds at most the crops that fit ``memory_budget`` bytes (``crops_within``).
@@ -90,8 +91,8 @@ def predict_splits(
                     "The checkpoint did not finish the test crops within the time limit "
                     "(MITOSIS_JOB_TIME_LIMIT_S); submit a smaller model or a prediction file."
                 )
-            if before_chunk is not None:
-                before_chunk(done, total)
+            if before_chunk is not None and (paused := before_chunk(done, total)):
+                deadline = None if deadline is None else deadline + paused
             began = time.monotonic()
             chunks.append(predictor.predict_array(crops[start : start + chunk], tta=tta))
             per_crop = max(time.monotonic() - began, 1e-6) / len(chunks[-1])

@@ -29,25 +29,27 @@ def record_efficiency(
     predictor: Predictor,
     bundle: PublicBundle,
     interactive: InteractiveSignal,
-) -> None:
+) -> float:
     """Parameters and compute per crop (``Predictor.ms_per_crop``) with the device and load.
 
-    A figure for the board, never a reason to fail the job: a failure is logged.
+    A figure for the board, never a reason to fail the job: a failure is logged. Returns the
+    seconds it paused for the Space's users (not the model's time).
     """
     count = min(EFFICIENCY_CROPS, predictor.batch_size)
     paths = sorted(bundle.test_crops_dir.glob("*.png"))[:count]
+    paused = interactive.wait_while_busy()  # a user of the Space goes first
     try:
-        interactive.wait_while_busy()  # a user of the Space goes first
         crops = np.stack([load_crop(path) for path in paths])
         ms = predictor.ms_per_crop(crops)
     except Exception:
         log.exception("efficiency of submission %d", submission_id)
-        return
+        return paused
     with sessions.begin() as session:
         submission = session.get(Submission, submission_id)
         submission.parameters = predictor.parameters
         submission.ms_per_crop = round(ms, 2)
         submission.measured_on = _measured_on(predictor, len(crops))
+    return paused
 
 
 def _measured_on(predictor: Predictor, crops: int) -> str:

@@ -119,7 +119,7 @@ class Worker:
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job_id, token, stop), daemon=True)
         beat.start()
-        started = time.monotonic()
+        started, paused = time.monotonic(), [0.0]  # paused: seconds the Space's users had
         kind = ""
         try:
             with self.sessions() as session:
@@ -129,7 +129,7 @@ class Worker:
             # read for every job: a rebuilt release or label store takes effect at once
             bundle = PublicBundle(self.settings.public_dir)
             labels = LabelStore(self.settings.labels_dir)
-            predictions = self._predictions(submission, bundle, job_id, token)
+            predictions = self._predictions(submission, bundle, job_id, token, paused)
             truth = labels.all_labels()
             if scope == PUBLIC_ONLY:  # spends no hidden scoring: the hidden labels stay unread
                 truth = {s: t for s, t in truth.items() if not get_split(s).hidden}
@@ -143,13 +143,13 @@ class Worker:
                 lambda session, job: self._write_results(
                     session, job, predictions, scores, truth, labels.label_set_hash
                 ),
-                charged_s=self._charge(kind, started),
+                charged_s=self._charge(kind, started, paused[0]),
             )
             log.info("job %d %s", job_id, "finished" if written else "lost its lease: dropped")
             if written and scope != PUBLIC_ONLY:  # a public-split check leaves the standing
                 self.update_standing(truth, labels.label_set_hash)
         except TimeLimitExceeded as e:
-            charged = self._charge(kind, started)
+            charged = self._charge(kind, started, paused[0])
             jobs.fail(self.sessions, job_id, token, self._reason(e), charged_s=charged)
             log.info("job %d failed: %s", job_id, e)
         except InvalidLabelStore as e:  # the maintainers' to fix; its details are theirs
@@ -160,7 +160,7 @@ class Worker:
             log.info("job %d failed: %s", job_id, e)
         except (MemoryError, torch.OutOfMemoryError):  # the model's size: its time is charged
             log.exception("job %d: out of memory", job_id)
-            charged = self._charge(kind, started)
+            charged = self._charge(kind, started, paused[0])
             jobs.fail(self.sessions, job_id, token, "out of memory", charged_s=charged)
         except Exception:  # the server's fault, not the submitter's: nothing is charged
             log.exception("job %d: internal error", job_id)
@@ -176,16 +176,23 @@ class Worker:
         return public_reason(error, (*roots, Path(tempfile.gettempdir())))
 
     @staticmethod
-    def _charge(kind: str, started: float) -> float:
-        """Run time charged to the submitter's compute allowance (checkpoints only)."""
-        return round(time.monotonic() - started, 3) if kind == "checkpoint" else 0.0
+    def _charge(kind: str, started: float, paused: float) -> float:
+        """Run time charged to the submitter's compute allowance (checkpoints only).
+
+        The seconds the worker paused for the Space's users are not the model's.
+        """
+        elapsed = time.monotonic() - started - paused
+        return round(max(0.0, elapsed), 3) if kind == "checkpoint" else 0.0
 
     def _heartbeat(self, job_id: int, token: str, stop: threading.Event) -> None:
         while not stop.wait(self.settings.lease_s / 3):
             if not jobs.heartbeat(self.sessions, job_id, token, self.settings.lease_s):
                 return
 
-    def _predictions(self, submission: Submission, bundle: PublicBundle, job_id: int, token: str):
+    def _predictions(
+        self, submission: Submission, bundle: PublicBundle, job_id: int, token: str, paused: list
+    ):
+        """The submission's predictions; pauses for the Space's users add to ``paused[0]``."""
         path = self.settings.data_dir / submission.path
         if submission.kind == "predictions":
             return read_predictions(
@@ -203,12 +210,14 @@ class Worker:
 
         logged = [time.monotonic()]
 
-        def before_chunk(done: int, total: int) -> None:
+        def before_chunk(done: int, total: int) -> float:
             jobs.progress(self.sessions, job_id, token, done, total)
             if time.monotonic() - logged[0] >= PROGRESS_LOG_S:  # the log sees it run too
                 log.info("job %d: %d of %d crops", job_id, done, total)
                 logged[0] = time.monotonic()
-            self.interactive.wait_while_busy()  # a user of the Space goes first
+            waited = self.interactive.wait_while_busy()  # a user of the Space goes first
+            paused[0] += waited
+            return waited
 
         started = time.monotonic()
         predictor = Predictor(checkpoint, device="auto")
@@ -229,7 +238,9 @@ class Worker:
                 self.sessions, self.name, flops * len(frame) / seconds / 1e9
             )
         atomic_write(cached, lambda tmp: write_predictions(frame, tmp))
-        record_efficiency(self.sessions, submission.id, predictor, bundle, self.interactive)
+        paused[0] += record_efficiency(
+            self.sessions, submission.id, predictor, bundle, self.interactive
+        )
         return as_predictions(pd.read_csv(cached, dtype={"image_id": str}))
 
     def _write_results(self, session, job, predictions, scores, truth, label_hash) -> None:

@@ -4,6 +4,8 @@ orders; each test failed before its fix)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -18,6 +20,7 @@ from submissions.quota import hidden_jobs_since
 from tests.backend import Backend, correct_a_label, zip_dir
 from tests.models.conftest import tiny_checkpoint
 from worker import Worker
+from worker.supervisor import InteractiveSignal
 
 META = EntryMetadata("m")
 
@@ -142,3 +145,30 @@ def test_a_checkpoint_s_compute_is_charged_for_its_own_faults_only(tmp_path, mon
         assert reason == "internal error" and not charged
     else:
         assert reason == "out of memory" and charged > 0
+
+
+def test_a_checkpoint_is_not_charged_for_the_pauses_it_made_for_the_space_s_users(
+    tmp_path, monkeypatch
+):
+    """While users are answered the worker waits between chunks of crops: their time."""
+    backend = Backend(tmp_path)
+    zipped = zip_dir(tiny_checkpoint(tmp_path / "model", seed=1))
+    view = backend.service.submit_checkpoint("alice", zipped, META)
+    monkeypatch.setitem(InteractiveSignal.wait_while_busy.__kwdefaults__, "at_most_s", 0.3)
+    space, stop = InteractiveSignal(backend.settings.data_dir), threading.Event()
+
+    def answering():  # the Space answers a user every 50 ms throughout
+        while not stop.wait(0.05):
+            space.touch()
+
+    users = threading.Thread(target=answering)
+    users.start()
+    try:
+        began = time.monotonic()
+        Worker(backend.settings).run_job(view.job_id)
+        wall = time.monotonic() - began
+    finally:
+        stop.set()
+        users.join()
+    status, _, charged = charge_of(backend, view.job_id)
+    assert status == "finished" and 0 < charged <= wall - 0.6  # two pauses at least
