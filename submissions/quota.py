@@ -12,9 +12,8 @@ docs/operations.md):
 - open checkpoint jobs (queued or running) at any moment: ``MITOSIS_MAX_OPEN_CHECKPOINTS``;
 - checkpoint compute: ``MITOSIS_COMPUTE_ALLOWANCE_S`` seconds, charged for finished
   checkpoint jobs and for those that hit the time limit or run out of memory, less the
-  worker's pauses for the Space's users (a model too
-  slow or too big costs its submitter, so nobody can keep the workers busy with failures);
-  the server's own faults cost nothing.
+  worker's pauses for the Space's users (a model too slow or too big costs its submitter, so
+  nobody can keep the workers busy with failures); the server's own faults cost nothing.
 """
 
 from __future__ import annotations
