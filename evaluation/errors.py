@@ -35,5 +35,12 @@ class InvalidPredictionFile(EvaluationError):
     """A prediction file breaks the format of the public prediction-file specification."""
 
 
-class TimeLimitExceeded(EvaluationError):
+class ModelRunFailed(EvaluationError):
+    """A checkpoint failed on the test crops for a reason of its own: its run time is charged.
+
+    The time limit, memory it cannot get, or outputs that are not probabilities.
+    """
+
+
+class TimeLimitExceeded(ModelRunFailed):
     """Running a checkpoint took longer than MITOSIS_JOB_TIME_LIMIT_S."""

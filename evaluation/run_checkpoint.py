@@ -21,7 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from evaluation.bundle import PublicBundle
-from evaluation.errors import EvaluationError, TimeLimitExceeded
+from evaluation.errors import EvaluationError, ModelRunFailed, TimeLimitExceeded
 from evaluation.prediction_file import Predictions
 from evaluation.scoring import default_splits, format_table, load_labels, score_predictions
 from evaluation.splits import TEST_SPLITS
@@ -33,6 +33,9 @@ from settings import command_settings
 
 CHUNK = {"cpu": 64, "cuda": 4096}  # at most this many crops between progress reports
 CHUNK_SECONDS = 2.0  # a chunk takes about this long: the time limit and the pauses act within it
+
+
+OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
 
 
 def load_split_crops(bundle: PublicBundle, split: str, cache_dir: Path | None) -> np.ndarray:
@@ -53,6 +56,20 @@ def load_split_crops(bundle: PublicBundle, split: str, cache_dir: Path | None) -
     if cached:
         atomic_write(cached, lambda tmp: np.save(tmp, crops))
     return crops
+
+
+def _predict(predictor: Predictor, crops: np.ndarray, tta: bool) -> np.ndarray:
+    """One chunk's probabilities; memory the model cannot get is its own failure."""
+    try:
+        return predictor.predict_array(crops, tta=tta)
+    except (MemoryError, RuntimeError) as e:  # torch's allocators raise RuntimeError
+        text = str(e)
+        if not isinstance(e, MemoryError) and not any(m in text for m in OUT_OF_MEMORY):
+            raise
+        raise ModelRunFailed(
+            "The checkpoint ran out of memory on the test crops; submit a smaller model or a "
+            "prediction file."
+        ) from e
 
 
 def predict_splits(
@@ -82,6 +99,8 @@ def predict_splits(
     most = CHUNK.get(predictor.device.type, CHUNK["cpu"])
     total = sum(len(bundle.split_ids(split)) for split in splits)
     done, frames, chunk = 0, [], 1
+    budget = None if deadline is None else deadline - time.monotonic()
+    moved = 0.0  # pauses move the deadline, by one time limit at most in all
     for split in splits:
         crops = load_split_crops(bundle, split, cache_dir)
         chunks, start = [], 0
@@ -92,14 +111,22 @@ def predict_splits(
                     "(MITOSIS_JOB_TIME_LIMIT_S); submit a smaller model or a prediction file."
                 )
             if before_chunk is not None and (paused := before_chunk(done, total)):
-                deadline = None if deadline is None else deadline + paused
+                if deadline is not None:
+                    extension = min(paused, budget - moved)
+                    deadline, moved = deadline + extension, moved + extension
             began = time.monotonic()
-            chunks.append(predictor.predict_array(crops[start : start + chunk], tta=tta))
+            chunks.append(_predict(predictor, crops[start : start + chunk], tta))
             per_crop = max(time.monotonic() - began, 1e-6) / len(chunks[-1])
             start += len(chunks[-1])
             done += len(chunks[-1])
             chunk = int(min(most, max(1, CHUNK_SECONDS / per_crop)))
         prob = np.concatenate(chunks)
+        if not np.isfinite(prob).all():
+            raise ModelRunFailed(
+                f"The checkpoint gave {int((~np.isfinite(prob)).sum())} non-finite "
+                f"probabilities on {split} (NaN or infinite weights or outputs); check it with "
+                "`python -m models.predict` before submitting it again."
+            )
         frames.append(
             pd.DataFrame(
                 {

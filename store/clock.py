@@ -5,8 +5,10 @@ worker's job when its lease end is past, and the Space calls a worker silent whe
 heartbeat is old. Written and compared in the database server's time (:func:`store_now`),
 they need no agreement between the hosts' clocks: a host whose clock jumps (a virtual machine
 resumed from a pause, NTP stopped) neither re-queues jobs still running elsewhere nor has its
-own re-queued. Host clocks still stamp what people read (when a job was submitted, how long it
-has waited), so a host 2 s or more off the server's is logged at start (:func:`check_clock`).
+own re-queued. Jobs' times and the quota's 24 h window keep the server's clock too, so every
+app host admits the same; a host's clock still stamps a few times people read (withdrawals,
+take-downs, publications), so a host 2 s or more off the server's is logged at start
+(:func:`check_clock`).
 On SQLite every process runs on the database file's machine, with one clock.
 """
 

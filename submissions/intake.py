@@ -203,12 +203,9 @@ class Submissions:
                     self._duplicate()
                 if existing is not None and hub_ref and not existing.hub_ref:
                     existing.hub_ref = hub_ref  # the same files, now also known by Hub id
-                if existing and (shown := _live_job(existing.jobs, scope)):
+                if existing and (shown := _serving_job(existing.jobs, scope)):
                     notice = f"{it} already submitted: its job is shown, not a new one."
-                    entry = any(  # queued, running or scored on every split
-                        job.scope == ALL_SPLITS and job.status not in RETRYABLE
-                        for job in existing.jobs
-                    )
+                    entry = _serving_job(existing.jobs, ALL_SPLITS)  # on every split
                     if scope == PUBLIC_ONLY and entry:  # a check leaves the entry as it is
                         notice = (
                             "This file is already submitted for every split: its job is shown, "
@@ -312,7 +309,7 @@ class Submissions:
         return self.status(user, job_id)
 
 
-def _live_job(existing: list[Job], scope: str) -> Job | None:
+def _serving_job(existing: list[Job], scope: str) -> Job | None:
     """The job that already serves a file submitted again for ``scope`` (None: it needs one).
 
     A job serves unless it failed or was cancelled; for every split, only a scoring of every

@@ -10,11 +10,11 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pandas as pd
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from store.clock import store_now
 from store.schema import (
@@ -22,7 +22,6 @@ from store.schema import (
     Job,
     JobStatus,
     Submission,
-    utcnow,
 )
 from submissions.errors import JobNotFound
 from submissions.queue import LANES, EvaluationQueue
@@ -81,7 +80,7 @@ def finish(
             .where(Job.id == job_id, Job.claim_token == token, Job.status == JobStatus.RUNNING)
             .values(
                 status=JobStatus.FINISHED,
-                finished_at=utcnow(),
+                finished_at=store_now(session),
                 lease_expires_at=None,
                 charged_s=func.coalesce(Job.charged_s, 0.0) + charged_s,
             )
@@ -107,7 +106,7 @@ def fail(
                 .values(
                     status=JobStatus.FAILED,
                     reason=reason,
-                    finished_at=utcnow(),
+                    finished_at=store_now(session),
                     lease_expires_at=None,
                     charged_s=func.coalesce(Job.charged_s, 0.0) + charged_s,
                 )
@@ -125,7 +124,7 @@ def cancel(sessions: sessionmaker, job_id: int, user: str) -> bool:
                 .where(
                     Job.id == job_id, Job.status == JobStatus.QUEUED, Job.submission_id.in_(owned)
                 )
-                .values(status=JobStatus.CANCELLED, finished_at=utcnow())
+                .values(status=JobStatus.CANCELLED, finished_at=store_now(session))
             ).rowcount
         )
 
@@ -230,9 +229,13 @@ def display_state(job: Job) -> str:
     return str(job.status)
 
 
-def public_row(job: Job, *, own: bool) -> dict:
-    """One job as anyone may see it: its id only for its owner."""
-    now = utcnow()
+def public_row(job: Job, *, own: bool, now: datetime | None = None) -> dict:
+    """One job as anyone may see it: its id only for its owner.
+
+    Ages and the ETA are measured to ``now``, the database server's time (read from the job's
+    session when not given), the clock its times were stamped with.
+    """
+    now = now or store_now(object_session(job))
     eta = None
     if job.started_at and job.progress_done and job.progress_total:
         elapsed = max((now - job.started_at).total_seconds(), 1e-3)
@@ -264,9 +267,9 @@ def public_queue(
         .where(Job.status.in_(OPEN_STATES))
         .order_by(Job.id)
     ).all()
-    queue = []
+    queue, now = [], store_now(session)
     for job, user in rows:
-        row = public_row(job, own=maintainer or (viewer is not None and user == viewer))
+        row = public_row(job, own=maintainer or (viewer is not None and user == viewer), now=now)
         if maintainer:
             row |= {"entry": job.submission_id, "user": user}
         queue.append(row)
@@ -286,7 +289,8 @@ def ahead_of(session: Session, job: Job) -> list[dict]:
         )
         .order_by(Job.id)
     ).all()
-    return [public_row(other, own=False) for other in rows]
+    now = store_now(session)
+    return [public_row(other, own=False, now=now) for other in rows]
 
 
 def user_job(session: Session, job_id: int, user: str) -> Job:

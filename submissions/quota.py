@@ -11,7 +11,8 @@ docs/operations.md):
 - hidden-split scorings: ``MITOSIS_HIDDEN_QUOTA``; failed and cancelled jobs do not count;
 - open checkpoint jobs (queued or running) at any moment: ``MITOSIS_MAX_OPEN_CHECKPOINTS``;
 - checkpoint compute: ``MITOSIS_COMPUTE_ALLOWANCE_S`` seconds, charged for finished
-  checkpoint jobs and for those that hit the time limit or run out of memory, less the
+  checkpoint jobs and for those that fail for the model's own reasons (the time limit,
+  memory, non-finite outputs: ``evaluation.errors.ModelRunFailed``), less the
   worker's pauses for the Space's users (a model too slow or too big costs its submitter, so
   nobody can keep the workers busy with failures); the server's own faults cost nothing.
 """
@@ -61,7 +62,7 @@ def check_limits(session: Session, user: str, kind: str, settings: Settings) -> 
     if charged >= settings.compute_allowance_s:
         raise QuotaExceeded(
             f"Your checkpoints used {charged:.0f} s of evaluation time in the last 24 hours; "
-            f"the allowance is {settings.compute_allowance_s} s (time-limit failures count). "
+            f"the allowance is {settings.compute_allowance_s} s (a model's own failures count). "
             "Submit a faster model later, or a prediction file now."
         )
 

@@ -142,11 +142,15 @@ def pytest_unconfigure(config):
 
 @pytest.fixture
 def host_clock_off_by(monkeypatch):
-    """Sets the host clock that the store's clock check and the jobs read some seconds ahead of
-    this host's (behind if < 0)."""
+    """Sets the host clock some seconds ahead of this host's (behind if < 0) for the clock
+    check, and for the jobs and quotas should they ever read the host clock again (they keep
+    the database server's)."""
 
     def off_by(seconds: float) -> None:
-        for reader in ("store.clock", "submissions.jobs"):
-            monkeypatch.setattr(f"{reader}.utcnow", lambda: utcnow() + timedelta(seconds=seconds))
+        def skewed():
+            return utcnow() + timedelta(seconds=seconds)
+
+        for reader in ("store.clock", "submissions.jobs", "submissions.quota"):
+            monkeypatch.setattr(f"{reader}.utcnow", skewed, raising=False)
 
     return off_by

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import func, or_, select, true
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.errors import InvalidLabelStore
@@ -26,6 +26,7 @@ from models.archive import CheckpointFiles
 from models.checkpoint import inspect_checkpoint
 from models.errors import CheckpointError
 from settings import Settings
+from store.clock import store_now
 from store.locks import RESCORING, hold_lock
 from store.schema import (
     ALL_SPLITS,
@@ -93,7 +94,7 @@ class Maintenance:
         else:  # a lane this worker does not serve: its message goes to the lane's own queue
             EvaluationQueue(self.settings, self.queue.store_id, lanes=(lane,)).enqueue(job_id, lane)
 
-    def _again(self, submission: Submission) -> Job:
+    def _again(self, session: Session, submission: Submission) -> Job:
         """A new job for ``submission``, in the lane (and with the cost) of its last one."""
         last = submission.jobs[-1] if submission.jobs else None
         lane, flops, estimated = "files", 0.0, 0.0
@@ -106,6 +107,7 @@ class Maintenance:
         return Job(
             submission=submission,
             status=JobStatus.QUEUED,
+            created_at=store_now(session),
             counts_toward_quota=False,
             scope=PUBLIC_ONLY if public_only else ALL_SPLITS,  # a check stays a check
             lane=lane,
@@ -134,7 +136,7 @@ class Maintenance:
                     JobStatus.CANCELLED,
                 ):
                     return None
-                job = self._again(existing)
+                job = self._again(session, existing)
                 session.add(job)
                 session.flush()
                 return job.id
@@ -149,7 +151,7 @@ class Maintenance:
                 path=str(stored_path(uploads, digest, ".zip").relative_to(self.settings.data_dir)),
                 size_bytes=len(data),
             )
-            job = self._again(submission)
+            job = self._again(session, submission)
             session.add_all([submission, job])
             session.flush()
             return job.id
@@ -292,7 +294,7 @@ class Maintenance:
                 )
             new = []
             for submission in chosen:
-                new.append(self._again(submission))
+                new.append(self._again(session, submission))
                 if target is not None:
                     new[-1].rescore_label_set, new[-1].rescore_scorer = target, SCORER_VERSION
                 session.add(new[-1])

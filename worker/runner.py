@@ -17,7 +17,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import sessionmaker
 
 from evaluation.bundle import LabelStore, PublicBundle
-from evaluation.errors import EvaluationError, InvalidLabelStore, TimeLimitExceeded
+from evaluation.errors import EvaluationError, InvalidLabelStore, ModelRunFailed
 from evaluation.prediction_file import read_predictions
 from evaluation.run_checkpoint import as_predictions, predict_splits
 from evaluation.scoring import SCORER_VERSION, score_predictions
@@ -148,7 +148,7 @@ class Worker:
             log.info("job %d %s", job_id, "finished" if written else "lost its lease: dropped")
             if written and scope != PUBLIC_ONLY:  # a public-split check leaves the standing
                 self.update_standing(truth, labels.label_set_hash)
-        except TimeLimitExceeded as e:
+        except ModelRunFailed as e:  # the time limit, memory, outputs: the model's own doing
             charged = self._charge(kind, started, paused[0])
             jobs.fail(self.sessions, job_id, token, self._reason(e), charged_s=charged)
             log.info("job %d failed: %s", job_id, e)
@@ -158,10 +158,6 @@ class Worker:
         except (EvaluationError, ModelError, SubmissionError) as e:
             jobs.fail(self.sessions, job_id, token, self._reason(e))
             log.info("job %d failed: %s", job_id, e)
-        except (MemoryError, torch.OutOfMemoryError):  # the model's size: its time is charged
-            log.exception("job %d: out of memory", job_id)
-            charged = self._charge(kind, started, paused[0])
-            jobs.fail(self.sessions, job_id, token, "out of memory", charged_s=charged)
         except Exception:  # the server's fault, not the submitter's: nothing is charged
             log.exception("job %d: internal error", job_id)
             jobs.fail(self.sessions, job_id, token, "internal error")
@@ -190,7 +186,12 @@ class Worker:
                 return
 
     def _predictions(
-        self, submission: Submission, bundle: PublicBundle, job_id: int, token: str, paused: list
+        self,
+        submission: Submission,
+        bundle: PublicBundle,
+        job_id: int,
+        token: str,
+        paused: list[float],
     ):
         """The submission's predictions; pauses for the Space's users add to ``paused[0]``."""
         path = self.settings.data_dir / submission.path

@@ -5,11 +5,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from evaluation.bundle import PublicBundle
+from evaluation.errors import TimeLimitExceeded
 from evaluation.release import build_release
 from evaluation.run_checkpoint import load_split_crops, predict_splits
 from evaluation.run_checkpoint import main as run_checkpoint_main
@@ -44,6 +46,43 @@ def test_predict_splits_and_the_crop_cache(tiny_release, tmp_path):
     frame = predict_splits(predictor, bundle, ["amibr_test", "atnorm_md"], cache_dir=cache)
     assert list(frame.columns) == ["image_id", "prob_atypical", "label"]
     assert len(frame) == 12 and set(frame["label"]) <= {"atypical", "normal"}
+
+
+@pytest.mark.parametrize(
+    ("pause_s", "reported", "finishes"),
+    [(0.45, True, True), (0.6, False, False), (1.2, True, False)],
+)
+def test_pauses_move_the_deadline_by_one_time_limit_at_most(
+    tiny_release, tmp_path, pause_s, reported, finishes
+):
+    """A 1 s limit; the first two chunks wait ``pause_s`` each for the Space's users. Reported,
+    0.9 s of pauses move the deadline (the model keeps its second); unreported, 1.2 s do not;
+    2.4 s go past the most they may move it (one limit)."""
+    bundle = PublicBundle(tiny_release / "public")
+    predictor = Predictor(tiny_checkpoint(tmp_path / "ckpt"))
+    calls = []
+
+    def users_first(done: int, total: int) -> float:
+        calls.append(done)
+        if len(calls) > 2:
+            return 0.0
+        time.sleep(pause_s)  # the pause itself: real time passing
+        return pause_s if reported else 0.0
+
+    def run():
+        return predict_splits(
+            predictor,
+            bundle,
+            ["amibr_test", "atnorm_br", "atnorm_md"],
+            deadline=time.monotonic() + 1.0,
+            before_chunk=users_first,
+        )
+
+    if finishes:
+        assert len(run()) == len(bundle.manifest) and len(calls) >= 3
+    else:
+        with pytest.raises(TimeLimitExceeded, match="within the time limit"):
+            run()
 
 
 def test_checkpoint_command_scores_several_checkpoints(tiny_release, tmp_path, monkeypatch, capsys):

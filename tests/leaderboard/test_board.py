@@ -140,13 +140,13 @@ def test_a_withheld_scoring_leaves_the_standing_as_it_was(scored):
     assert after[-1].submission_ids == sorted([*before[-1].submission_ids, dave])
     scored.worker.update_standing()  # nothing changed: nothing written
     assert len(standings()) == len(after)
-    scored.service.withdraw("dave", dave_job(scored, dave))  # off the board, still compared
+    scored.service.withdraw("dave", last_job_of(scored, dave))  # off the board, still compared
     assert scored.worker.export_if_changed()  # the heartbeat after a withdrawal
     assert len(standings()) == len(after)  # no new margin: a withdrawal reads no label
     assert dave not in {e.submission_id for e in build_board(scored.sessions)}
 
 
-def dave_job(scored, submission_id: int) -> int:
+def last_job_of(scored, submission_id: int) -> int:
     with scored.sessions() as session:
         return session.get(Submission, submission_id).jobs[-1].id
 

@@ -15,6 +15,7 @@ from store.engine import open_store
 from store.entry import EntryMetadata
 from store.schema import utcnow
 from submissions import jobs
+from submissions.errors import QuotaExceeded
 from tests.backend import Backend
 
 
@@ -65,3 +66,16 @@ def test_leases_hold_between_hosts_whose_clocks_are_far_apart(
     host_clock_off_by(-90)
     assert jobs.heartbeat(backend.sessions, running.job_id, token, lease_s=60)
     assert backend.service.status("alice", running.job_id).status == "running"
+
+
+@pytest.mark.slow  # a PostgreSQL server
+def test_the_quota_window_is_the_same_for_app_hosts_whose_clocks_differ(
+    postgres, host_clock_off_by, tmp_path
+):
+    url = postgres.create_database("clock_quota")
+    backend = Backend(tmp_path, MITOSIS_DATABASE_URL=url, MITOSIS_HIDDEN_QUOTA="1")
+    host_clock_off_by(-7200)  # an app host 2 h behind
+    backend.service.submit_predictions("alice", backend.predictions(1), EntryMetadata("m"))
+    host_clock_off_by(25 * 3600)  # another, 25 h ahead: by its clock the first is a day old
+    with pytest.raises(QuotaExceeded, match="You have used your 1 hidden-split scorings"):
+        backend.service.submit_predictions("alice", backend.predictions(2), EntryMetadata("n"))

@@ -9,6 +9,9 @@ import time
 from datetime import timedelta
 
 import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from sqlalchemy import select
 
 from models.predictor import Predictor
@@ -16,6 +19,7 @@ from store.clock import store_now
 from store.entry import EntryMetadata
 from store.schema import Job, JobStatus
 from submissions import jobs
+from submissions.errors import QuotaExceeded
 from submissions.quota import hidden_jobs_since
 from tests.backend import Backend, correct_a_label, zip_dir
 from tests.models.conftest import tiny_checkpoint
@@ -116,6 +120,10 @@ def test_a_re_scoring_of_a_check_leaves_the_user_s_next_check_free(tmp_path):
         "carol", backend.predictions(11), META, public_only=True
     )
     assert next_check.status == "queued" and next_check.scope == "public"
+    with pytest.raises(QuotaExceeded, match="already have a public-split check queued"):
+        backend.service.submit_predictions(  # her own open check still counts
+            "carol", backend.predictions(12), META, public_only=True
+        )
 
 
 def charge_of(backend: Backend, job_id: int) -> tuple[str, str, float]:
@@ -124,27 +132,39 @@ def charge_of(backend: Backend, job_id: int) -> tuple[str, str, float]:
         return job.status, job.reason, job.charged_s
 
 
-@pytest.mark.parametrize("fault", ["server", "memory"])
+@pytest.mark.parametrize("fault", ["server", "memory", "nan"])
 def test_a_checkpoint_s_compute_is_charged_for_its_own_faults_only(tmp_path, monkeypatch, fault):
-    """The server's disk failing is not the submitter's fault; a model too big for memory is."""
+    """The server's disk failing is not the submitter's fault; a model that cannot get its
+    memory (the CPU allocator's real error) or gives NaN is, and says so."""
     backend = Backend(tmp_path)
-    zipped = zip_dir(tiny_checkpoint(tmp_path / "model", seed=1))
-    view = backend.service.submit_checkpoint("alice", zipped, META)
+    folder = tiny_checkpoint(tmp_path / "model", seed=1)
+    if fault == "nan":  # every weight NaN: it runs over all the crops, then cannot be scored
+        weights_file = folder / "model.safetensors"
+        with safe_open(weights_file, "pt") as stored:
+            metadata = stored.metadata()
+        weights = load_file(weights_file)
+        for tensor in weights.values():
+            if tensor.is_floating_point():
+                tensor.fill_(float("nan"))
+        save_file(weights, weights_file, metadata=metadata)
+    view = backend.service.submit_checkpoint("alice", zip_dir(folder), META)
     if fault == "server":  # where the worker keeps predictions is not a folder
         (backend.settings.data_dir / "predictions").write_text("not a folder")
-    else:
+    elif fault == "memory":
 
-        def too_big(self, crops, *, tta=False):
-            raise MemoryError
+        def too_big(self, crops, *, tta=False):  # asks the CPU allocator for a petabyte
+            return torch.empty(2**50)
 
         monkeypatch.setattr(Predictor, "predict_array", too_big)
     Worker(backend.settings).run_job(view.job_id)
     status, reason, charged = charge_of(backend, view.job_id)
     assert status == "failed"
-    if fault == "server":
-        assert reason == "internal error" and not charged
-    else:
-        assert reason == "out of memory" and charged > 0
+    expected = {
+        "server": "internal error",
+        "memory": "The checkpoint ran out of memory on the test crops; submit a smaller",
+        "nan": "The checkpoint gave 5 non-finite probabilities on amibr_test (NaN or inf",
+    }
+    assert reason.startswith(expected[fault]) and bool(charged) == (fault != "server")
 
 
 def test_a_checkpoint_is_not_charged_for_the_pauses_it_made_for_the_space_s_users(
@@ -161,6 +181,7 @@ def test_a_checkpoint_is_not_charged_for_the_pauses_it_made_for_the_space_s_user
         while not stop.wait(0.05):
             space.touch()
 
+    space.touch()  # a user is being answered as the job starts
     users = threading.Thread(target=answering)
     users.start()
     try:

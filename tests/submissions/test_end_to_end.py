@@ -117,7 +117,7 @@ def test_time_limit_fails_the_job_charges_it_and_does_not_count(tmp_path):
             past_the_limit = (job.finished_at - job.started_at).total_seconds() - 1
         print(f"ended {past_the_limit:.1f} s past a 1 s limit")  # 5 crops a pass took 7.5 s
         assert past_the_limit < 6  # sized by measured speed: one crop, then ~2 s chunks
-        with pytest.raises(QuotaExceeded, match="allowance is 1 s .time-limit failures count"):
+        with pytest.raises(QuotaExceeded, match="allowance is 1 s .a model.s own failures count"):
             backend.service.submit_checkpoint(
                 "alice", zip_dir(tiny_checkpoint(tmp_path / "t", seed=5)), EntryMetadata("next")
             )
