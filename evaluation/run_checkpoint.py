@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ CHUNK = {"cpu": 64, "cuda": 4096}  # at most this many crops between progress re
 CHUNK_SECONDS = 2.0  # a chunk takes about this long: the time limit and the pauses act within it
 
 
-OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
+OUT_OF_MEMORY = ("can't allocate memory", "out of memory")
 
 
 def load_split_crops(bundle: PublicBundle, split: str, cache_dir: Path | None) -> np.ndarray:
@@ -58,13 +59,17 @@ def load_split_crops(bundle: PublicBundle, split: str, cache_dir: Path | None) -
     return crops
 
 
-def _predict(predictor: Predictor, crops: np.ndarray, tta: bool) -> np.ndarray:
-    """One chunk's probabilities; memory the model cannot get is its own failure."""
+@contextmanager
+def model_memory():
+    """Memory a checkpoint cannot get, loading or running it, is its own failure.
+
+    Raised as ``ModelRunFailed``: torch's allocators raise ``RuntimeError`` (the CPU's "can't
+    allocate memory", CUDA's "out of memory"), Python ``MemoryError``.
+    """
     try:
-        return predictor.predict_array(crops, tta=tta)
-    except (MemoryError, RuntimeError) as e:  # torch's allocators raise RuntimeError
-        text = str(e)
-        if not isinstance(e, MemoryError) and not any(m in text for m in OUT_OF_MEMORY):
+        yield
+    except (MemoryError, RuntimeError) as e:
+        if not isinstance(e, MemoryError) and not any(m in str(e) for m in OUT_OF_MEMORY):
             raise
         raise ModelRunFailed(
             "The checkpoint ran out of memory on the test crops; submit a smaller model or a "
@@ -99,8 +104,6 @@ def predict_splits(
     most = CHUNK.get(predictor.device.type, CHUNK["cpu"])
     total = sum(len(bundle.split_ids(split)) for split in splits)
     done, frames, chunk = 0, [], 1
-    budget = None if deadline is None else deadline - time.monotonic()
-    moved = 0.0  # pauses move the deadline, by one time limit at most in all
     for split in splits:
         crops = load_split_crops(bundle, split, cache_dir)
         chunks, start = [], 0
@@ -111,11 +114,10 @@ def predict_splits(
                     "(MITOSIS_JOB_TIME_LIMIT_S); submit a smaller model or a prediction file."
                 )
             if before_chunk is not None and (paused := before_chunk(done, total)):
-                if deadline is not None:
-                    extension = min(paused, budget - moved)
-                    deadline, moved = deadline + extension, moved + extension
+                deadline = None if deadline is None else deadline + paused
             began = time.monotonic()
-            chunks.append(_predict(predictor, crops[start : start + chunk], tta))
+            with model_memory():
+                chunks.append(predictor.predict_array(crops[start : start + chunk], tta=tta))
             per_crop = max(time.monotonic() - began, 1e-6) / len(chunks[-1])
             start += len(chunks[-1])
             done += len(chunks[-1])
@@ -124,8 +126,8 @@ def predict_splits(
         if not np.isfinite(prob).all():
             raise ModelRunFailed(
                 f"The checkpoint gave {int((~np.isfinite(prob)).sum())} non-finite "
-                f"probabilities on {split} (NaN or infinite weights or outputs); check it with "
-                "`python -m models.predict` before submitting it again."
+                f"probabilities on {split} (NaN weights or outputs); make sure it predicts "
+                "finite values before submitting it again."
             )
         frames.append(
             pd.DataFrame(

@@ -33,6 +33,7 @@ from evaluation.disclosure import (
 from evaluation.splits import get_split
 from leaderboard.errors import NotPublishable
 from settings import Settings
+from store.clock import store_now
 from store.locks import lock_account
 from store.schema import (
     PUBLIC_ONLY,
@@ -42,7 +43,6 @@ from store.schema import (
     JobStatus,
     Result,
     Submission,
-    utcnow,
 )
 from store.shared_values import shared_value
 
@@ -213,7 +213,7 @@ def publish(sessions: sessionmaker, settings: Settings, user: str, job_id: int) 
             row.published = candidate[row.split]
         _raise_bar(session, user, mean, account_bar(session, user))
         submission.release = PUBLISHED
-        submission.published_at = utcnow()
+        submission.published_at = store_now(session)  # the allowance's window: one clock
         for each in submission.jobs:
             if each.status == JobStatus.FINISHED:
                 each.disclosure = "published from the allowance"
@@ -276,7 +276,7 @@ def _published_since(session: Session, user: str) -> int:
         session.scalar(
             select(func.count(Submission.id)).where(
                 Submission.user == user,
-                Submission.published_at >= utcnow() - PUBLISH_WINDOW,
+                Submission.published_at >= store_now(session) - PUBLISH_WINDOW,
             )
         )
     )

@@ -5,10 +5,10 @@ worker's job when its lease end is past, and the Space calls a worker silent whe
 heartbeat is old. Written and compared in the database server's time (:func:`store_now`),
 they need no agreement between the hosts' clocks: a host whose clock jumps (a virtual machine
 resumed from a pause, NTP stopped) neither re-queues jobs still running elsewhere nor has its
-own re-queued. Jobs' times and the quota's 24 h window keep the server's clock too, so every
-app host admits the same; a host's clock still stamps a few times people read (withdrawals,
-take-downs, publications), so a host 2 s or more off the server's is logged at start
-(:func:`check_clock`).
+own re-queued. Jobs' times, queue ages and the windows of the quota and the publish allowance
+keep the server's clock too, so every app host admits the same; a host's clock still stamps
+a few times people read (when a submission was made or scored, withdrawn or taken down), so
+a host 2 s or more off the server's is logged at start (:func:`check_clock`).
 On SQLite every process runs on the database file's machine, with one clock.
 """
 
@@ -64,9 +64,9 @@ def check_clock(sessions: sessionmaker) -> float:
     offset, uncertainty = _measure(sessions)
     if abs(offset) - uncertainty >= NOTICED_OFFSET_S:
         log.warning(
-            "This host's clock is %.1f s %s the database server's: the submission times and "
-            "ages it shows are off by as much (leases and heartbeats use the server's clock). "
-            "Keep every host that shares the store on NTP.",
+            "This host's clock is %.1f s %s the database server's: the submission, scoring and "
+            "withdrawal times it writes are off by as much (leases, heartbeats, job times and "
+            "quotas use the server's clock). Keep every host that shares the store on NTP.",
             abs(offset),
             "ahead of" if offset > 0 else "behind",
         )

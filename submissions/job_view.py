@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from store.clock import store_now
 from store.schema import ALL_SPLITS, Job, JobStatus, utc_text
 from submissions import jobs, worker_registry
 
@@ -53,8 +55,8 @@ def _waiting_note(session, job: Job) -> str:
     )
 
 
-def _progress(job: Job) -> str:
-    row = jobs.public_row(job, own=True)
+def _progress(job: Job, now: datetime) -> str:
+    row = jobs.public_row(job, own=True, now=now)
     if job.status != JobStatus.RUNNING or not row["total"]:
         return ""
     eta = f", about {row['eta_s']} s left" if row["eta_s"] is not None else ""
@@ -75,7 +77,7 @@ def job_view(session: Session, job: Job, *, notice: str = "") -> JobView:
         ahead=jobs.ahead_of(session, job),
         created_at=utc_text(job.created_at),
         disclosure=job.disclosure or "",
-        progress=_progress(job),
+        progress=_progress(job, store_now(session)),
         notice=notice,
         hub_model=job.submission.hub_ref or "",
         scope=job.scope or ALL_SPLITS,

@@ -232,8 +232,8 @@ def display_state(job: Job) -> str:
 def public_row(job: Job, *, own: bool, now: datetime | None = None) -> dict:
     """One job as anyone may see it: its id only for its owner.
 
-    Ages and the ETA are measured to ``now``, the database server's time (read from the job's
-    session when not given), the clock its times were stamped with.
+    Ages and the ETA are measured to ``now``, the database server's time, the clock its times
+    were stamped with (read from the job's session when not given).
     """
     now = now or store_now(object_session(job))
     eta = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from store.clock import store_now
 from store.entry import metadata_fields
 from store.schema import OPEN_STATES, SCORED_KINDS, SOURCE_OF_KIND, Submission, utc_text
 from submissions.jobs import public_row
@@ -41,13 +42,13 @@ def request_rows(session: Session, on_board: set[int]) -> list[dict]:
         .where(Submission.kind.in_(SCORED_KINDS))
         .order_by(Submission.id)
     ).all()
-    rows = []
+    rows, now = [], store_now(session)
     for submission in submissions:
         job = submission.jobs[-1] if submission.jobs else None
         listed = submission.id in on_board
         if job is None or not (listed or job.status in OPEN_STATES):
             continue
-        queue = public_row(job, own=False)
+        queue = public_row(job, own=False, now=now)
         row = dict.fromkeys(REQUEST_FIELDS)
         row.update(
             status=queue["state"],

@@ -19,7 +19,7 @@ from sqlalchemy.orm import sessionmaker
 from evaluation.bundle import LabelStore, PublicBundle
 from evaluation.errors import EvaluationError, InvalidLabelStore, ModelRunFailed
 from evaluation.prediction_file import read_predictions
-from evaluation.run_checkpoint import as_predictions, predict_splits
+from evaluation.run_checkpoint import as_predictions, model_memory, predict_splits
 from evaluation.scoring import SCORER_VERSION, score_predictions
 from evaluation.splits import TEST_SPLITS, get_split
 from fileio import atomic_write, write_predictions
@@ -151,7 +151,7 @@ class Worker:
         except ModelRunFailed as e:  # the time limit, memory, outputs: the model's own doing
             charged = self._charge(kind, started, paused[0])
             jobs.fail(self.sessions, job_id, token, self._reason(e), charged_s=charged)
-            log.info("job %d failed: %s", job_id, e)
+            log.info("job %d failed: %s", job_id, e, exc_info=e.__cause__)  # the evidence
         except InvalidLabelStore as e:  # the maintainers' to fix; its details are theirs
             log.error("job %d failed: %s", job_id, e)
             jobs.fail(self.sessions, job_id, token, LABEL_STORE_REFUSED)
@@ -207,7 +207,8 @@ class Worker:
         except (OSError, ValueError, KeyError):  # not there yet, or unreadable: run the model
             pass  # and a rebuilt release with other crops runs it again too
         with CheckpointFiles.open(path, max_bytes=self.settings.max_checkpoint_bytes) as files:
-            checkpoint = checkpoint_from_files(files)
+            with model_memory():
+                checkpoint = checkpoint_from_files(files)
 
         logged = [time.monotonic()]
 
@@ -221,7 +222,8 @@ class Worker:
             return waited
 
         started = time.monotonic()
-        predictor = Predictor(checkpoint, device="auto")
+        with model_memory():
+            predictor = Predictor(checkpoint, device="auto")
         frame = predict_splits(
             predictor,
             bundle,

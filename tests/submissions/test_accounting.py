@@ -132,7 +132,7 @@ def charge_of(backend: Backend, job_id: int) -> tuple[str, str, float]:
         return job.status, job.reason, job.charged_s
 
 
-@pytest.mark.parametrize("fault", ["server", "memory", "nan"])
+@pytest.mark.parametrize("fault", ["server", "memory", "memory loading", "nan"])
 def test_a_checkpoint_s_compute_is_charged_for_its_own_faults_only(tmp_path, monkeypatch, fault):
     """The server's disk failing is not the submitter's fault; a model that cannot get its
     memory (the CPU allocator's real error) or gives NaN is, and says so."""
@@ -150,19 +150,17 @@ def test_a_checkpoint_s_compute_is_charged_for_its_own_faults_only(tmp_path, mon
     view = backend.service.submit_checkpoint("alice", zip_dir(folder), META)
     if fault == "server":  # where the worker keeps predictions is not a folder
         (backend.settings.data_dir / "predictions").write_text("not a folder")
-    elif fault == "memory":
-
-        def too_big(self, crops, *, tta=False):  # asks the CPU allocator for a petabyte
-            return torch.empty(2**50)
-
-        monkeypatch.setattr(Predictor, "predict_array", too_big)
+    elif fault.startswith("memory"):  # the model asks the CPU allocator for a petabyte
+        where = "predict_array" if fault == "memory" else "__init__"
+        monkeypatch.setattr(Predictor, where, lambda *_, **__: torch.empty(2**50))
     Worker(backend.settings).run_job(view.job_id)
     status, reason, charged = charge_of(backend, view.job_id)
     assert status == "failed"
     expected = {
         "server": "internal error",
         "memory": "The checkpoint ran out of memory on the test crops; submit a smaller",
-        "nan": "The checkpoint gave 5 non-finite probabilities on amibr_test (NaN or inf",
+        "memory loading": "The checkpoint ran out of memory on the test crops; submit a",
+        "nan": "The checkpoint gave 5 non-finite probabilities on amibr_test (NaN weights",
     }
     assert reason.startswith(expected[fault]) and bool(charged) == (fault != "server")
 
