@@ -126,8 +126,8 @@ def predict_splits(
         if not np.isfinite(prob).all():
             raise ModelRunFailed(
                 f"The checkpoint gave {int((~np.isfinite(prob)).sum())} non-finite "
-                f"probabilities on {split} (NaN weights or outputs); make sure it predicts "
-                "finite values before submitting it again."
+                f"probabilities on {split} (NaN weights or outputs); `python -m models.predict` "
+                "shows it on any crop."
             )
         frames.append(
             pd.DataFrame(

@@ -12,6 +12,7 @@ shipped model.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         predictions = predictor.predict(images, tta=args.tta, progress=_progress(len(images)))
     except (ModelError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    broken = sum(not math.isfinite(p.prob_atypical) for p in predictions)
+    if broken:  # a blank probability labelled "normal" would read as an answer
+        print(
+            f"error: the checkpoint gave no finite probability (NaN) for {broken} of "
+            f"{len(images)} images: its weights or outputs are broken.",
+            file=sys.stderr,
+        )
         return 2
     if args.format == "submission":
         table = predictions_table([p.stem for p in images], predictions)

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from models import create_model, save_checkpoint
 from models._registry import get_model_cfg
@@ -21,6 +23,19 @@ def tiny_checkpoint(
         get_model_cfg(name), "end_to_end", num_features=nets[0].num_features, ensemble_size=members
     )
     return save_checkpoint(model, directory, config)
+
+
+def nan_weights(checkpoint: Path) -> Path:
+    """``checkpoint`` with every floating-point weight NaN (a broken training run's)."""
+    weights_file = checkpoint / "model.safetensors"
+    with safe_open(weights_file, "pt") as stored:
+        metadata = stored.metadata()
+    weights = load_file(weights_file)
+    for tensor in weights.values():
+        if tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+    save_file(weights, weights_file, metadata=metadata)
+    return checkpoint
 
 
 @pytest.fixture(scope="session")

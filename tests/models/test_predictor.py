@@ -22,7 +22,7 @@ from models.imaging import image_note, load_crop
 from models.predict import main as predict_main
 from models.predictor import Predictor, answer_text
 from tests.conftest import stained_noise
-from tests.models.conftest import tiny_checkpoint
+from tests.models.conftest import nan_weights, tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -219,6 +219,10 @@ def test_predict_cli(resnet_checkpoint, crop, tmp_path, capsys):
     code, out, err = run("--format", "submission", unzipped)
     assert code == 2 and out == ""
     assert "no image files" in err and "test_crops/ subfolder" in err
+    broken = nan_weights(tiny_checkpoint(tmp_path / "broken"))
+    code = predict_main(["--checkpoint", str(broken), str(tmp_path / "a.png")])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "") and "no finite probability (NaN) for 1 of 1 images" in err
     code, out, err = run("--device", "tpu", tmp_path / "a.png")
     assert (code, out) == (2, "") and "Unknown device 'tpu': use auto, cpu, cuda" in err
     with pytest.raises(SystemExit):

@@ -10,8 +10,6 @@ from datetime import timedelta
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from sqlalchemy import select
 
 from models.predictor import Predictor
@@ -22,7 +20,7 @@ from submissions import jobs
 from submissions.errors import QuotaExceeded
 from submissions.quota import hidden_jobs_since
 from tests.backend import Backend, correct_a_label, zip_dir
-from tests.models.conftest import tiny_checkpoint
+from tests.models.conftest import nan_weights, tiny_checkpoint
 from worker import Worker
 from worker.supervisor import InteractiveSignal
 
@@ -138,15 +136,8 @@ def test_a_checkpoint_s_compute_is_charged_for_its_own_faults_only(tmp_path, mon
     memory (the CPU allocator's real error) or gives NaN is, and says so."""
     backend = Backend(tmp_path)
     folder = tiny_checkpoint(tmp_path / "model", seed=1)
-    if fault == "nan":  # every weight NaN: it runs over all the crops, then cannot be scored
-        weights_file = folder / "model.safetensors"
-        with safe_open(weights_file, "pt") as stored:
-            metadata = stored.metadata()
-        weights = load_file(weights_file)
-        for tensor in weights.values():
-            if tensor.is_floating_point():
-                tensor.fill_(float("nan"))
-        save_file(weights, weights_file, metadata=metadata)
+    if fault == "nan":  # it runs over all the crops, then cannot be scored
+        nan_weights(folder)
     view = backend.service.submit_checkpoint("alice", zip_dir(folder), META)
     if fault == "server":  # where the worker keeps predictions is not a folder
         (backend.settings.data_dir / "predictions").write_text("not a folder")
