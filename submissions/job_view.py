@@ -65,6 +65,7 @@ def _progress(job: Job, now: datetime) -> str:
 
 def job_view(session: Session, job: Job, *, notice: str = "") -> JobView:
     """What its owner may see of ``job`` now (``notice``: what this call did besides)."""
+    now = store_now(session)
     return JobView(
         job_id=job.id,
         model_name=job.submission.entry.model_name,
@@ -74,10 +75,10 @@ def job_view(session: Session, job: Job, *, notice: str = "") -> JobView:
         reason=job.reason or _waiting_note(session, job),
         lane=job.lane,
         queue_position=jobs.queue_position(session, job),
-        ahead=jobs.ahead_of(session, job),
+        ahead=jobs.ahead_of(session, job, now),
         created_at=utc_text(job.created_at),
         disclosure=job.disclosure or "",
-        progress=_progress(job, store_now(session)),
+        progress=_progress(job, now),
         notice=notice,
         hub_model=job.submission.hub_ref or "",
         scope=job.scope or ALL_SPLITS,

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, object_session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from store.clock import store_now
 from store.schema import (
@@ -229,13 +229,12 @@ def display_state(job: Job) -> str:
     return str(job.status)
 
 
-def public_row(job: Job, *, own: bool, now: datetime | None = None) -> dict:
+def public_row(job: Job, *, own: bool, now: datetime) -> dict:
     """One job as anyone may see it: its id only for its owner.
 
-    Ages and the ETA are measured to ``now``, the database server's time, the clock its times
-    were stamped with (read from the job's session when not given).
+    Ages and the ETA are measured to ``now``, the database server's time (``store_now``), the
+    clock the job's times were stamped with.
     """
-    now = now or store_now(object_session(job))
     eta = None
     if job.started_at and job.progress_done and job.progress_total:
         elapsed = max((now - job.started_at).total_seconds(), 1e-3)
@@ -276,7 +275,7 @@ def public_queue(
     return queue
 
 
-def ahead_of(session: Session, job: Job) -> list[dict]:
+def ahead_of(session: Session, job: Job, now: datetime) -> list[dict]:
     """What runs or waits before ``job`` in its lane, anonymised."""
     if job.status != JobStatus.QUEUED:
         return []
@@ -289,7 +288,6 @@ def ahead_of(session: Session, job: Job) -> list[dict]:
         )
         .order_by(Job.id)
     ).all()
-    now = store_now(session)
     return [public_row(other, own=False, now=now) for other in rows]
 
 

@@ -8,8 +8,9 @@ the checkpoint (CUDA when present, under a time limit, reporting progress), scor
 and writes the results and the job's end in one transaction, together with what the release policy
 lets anyone read (``leaderboard.publication``: the Ladder's decision is taken under the submitter's
 account lock). A reaper thread re-enqueues jobs whose worker died and queued jobs whose message was
-lost. Typed errors fail a job with their message, running out of memory with "out of memory";
-anything else fails it with "internal error" (charged to nobody) and a logged traceback. The worker
+lost. Typed errors fail a job with their message (a model's own failures, its time limit, memory
+or non-finite outputs, charged to its submitter); anything else fails it with "internal error"
+(charged to nobody) and a logged traceback. The worker
 registers itself and sends a heartbeat (device, threads, lanes, state, current job, measured speed)
 that the Space shows; started by ``app.py`` (``MITOSIS_PARENT_PID`` set), it runs at a lower OS
 priority, leaves a core to the Space, pauses while users are answered, and exits when the app is
