@@ -9,6 +9,7 @@ prediction file.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import gradio as gr
@@ -159,9 +160,12 @@ def model_choices(space: Space):
 WAITING = "Drop a crop here, or pick one of the public test crops below, to classify it."
 
 
-def cleared_answer():
-    """A new crop or settings: the last answer goes before the next one comes."""
-    return gr.Number(value=None, visible=False), "", None, WAITING
+# A new crop or settings, in the browser at once: the last answer goes before the next comes,
+# and the request gets a tag of its own (see :func:`answer_if_current`)
+CLEARED_AND_ASKED = (
+    "() => [{__type__: 'update', value: null, visible: false}, '', null, "
+    f"{json.dumps(WAITING)}, String(Date.now()) + Math.random()]"
+)
 
 
 def answer_crop(space: Space, image: str | None, model: str, tta: bool, explain: bool):
@@ -175,6 +179,22 @@ def answer_crop(space: Space, image: str | None, model: str, tta: bool, explain:
     prob, decision, overlay = classify(space, image, model, tta, explain)
     answer, _ = describe(space, image, prob)
     return gr.Number(value=prob, visible=True), decision, overlay, answer
+
+
+def answer_tagged(space: Space, image, model, tta, explain, asked: str) -> dict:
+    """:func:`answer_crop`, with the tag of the request it answers."""
+    return {"asked": asked, "views": answer_crop(space, image, model, tta, explain)}
+
+
+def answer_if_current(answer: dict | None, asked: str):
+    """The answer's views, unless the crop or settings changed after it was asked.
+
+    An answer computed for the crop just replaced would otherwise land after the clearing,
+    beside the new crop, until the new answer came: it stays off the page.
+    """
+    if not answer or answer["asked"] != asked:
+        return (gr.skip(),) * 4
+    return answer["views"]
 
 
 def classify_tab(demo: gr.Blocks, space: Space) -> None:
@@ -211,6 +231,8 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
             gr.Examples(
                 examples, inputs=[crop_image], label="Public AMi-Br test crops", elem_id="examples"
             )
+        awaited = gr.Textbox(visible=False)  # the tag of the answer the page waits for
+        tagged_answer = gr.State()
         with gr.Accordion("Many crops", open=False):
             crop_files = gr.File(
                 file_count="multiple", label="Crops", file_types=["image"], elem_id="many-crops"
@@ -255,18 +277,25 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
     answer_views = [prob_atypical, decision, overlay, answer]
     answered_on_change = gr.on(
         [crop_image.change, model_choice.input, tta_switch.input, explain_switch.input],
-        cleared_answer,
         None,
-        answer_views,
-        api_visibility="private",
-        show_progress="hidden",  # an instant step: no status over the answer it replaces
+        None,
+        [*answer_views, awaited],
+        js=CLEARED_AND_ASKED,
     ).then(
-        gpu(bind(answer_crop, space)),
-        settings,
-        answer_views,
+        gpu(bind(answer_tagged, space)),
+        [*settings, awaited],
+        tagged_answer,
         api_visibility="private",
         trigger_mode="always_last",  # a crop dropped mid-answer is answered after, not skipped
         **shared,
+    )
+    answered_on_change.then(
+        answer_if_current,
+        [tagged_answer, awaited],
+        answer_views,
+        api_visibility="private",
+        show_progress="hidden",
+        trigger_mode="always_last",
     )
     for answered in (asked, answered_on_change):
         answered.failure(

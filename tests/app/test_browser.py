@@ -104,9 +104,10 @@ def test_classify_an_example_crop(page, app):
 
 
 def test_a_crop_dropped_while_another_is_answered_gets_its_own_answer(page, app, tmp_path):
-    """The answer shown is the last crop's, never the one it replaced (a crop dropped while the
-    last was answered used to be skipped, leaving the old answer beside the new crop). The
-    second image is large, so only its own answer carries the note on its size."""
+    """The answer shown is the last crop's, never the one it replaced, at any moment (a crop
+    dropped while the last was answered used to be skipped, leaving the old answer beside the
+    new crop; later the old answer could still land beside it for a moment). The second
+    image is large, so only its own answer carries the note on its size."""
     page.get_by_role("tab", name="Classify").click()
     shown = page.locator("#crop img").evaluate_all("imgs => imgs.map(img => img.src).join()")
     crops = sorted((app.backend.settings.public_dir / "test_crops").glob("*.png"))
@@ -116,9 +117,22 @@ def test_a_crop_dropped_while_another_is_answered_gets_its_own_answer(page, app,
     tta = page.get_by_label("Test-time augmentation (8 views)")
     tta.check()  # 8 views: a slower answer, a wider window for the second drop
     drop_crop(page, first)  # uploaded (a drop during an upload is ignored)
+    page.evaluate(  # from now on, every text #answer shows, with the crop in the box then
+        """() => {
+          const answer = document.querySelector('#answer');
+          const crop = () => document.querySelector('#crop img')?.src.split('/').pop();
+          window.pairsSeen = [];
+          new MutationObserver(() => pairsSeen.push([crop(), answer.innerText]))
+            .observe(answer, {subtree: true, childList: true, characterData: true});
+        }"""
+    )
     drop_crop(page, large)  # while first is answered
     expect(page.locator("#answer")).to_contain_text("This image is 768x1024 px")
     expect(page.locator("#answer")).to_contain_text("cut-off of 0.5")
+    beside_large = [
+        text for crop, text in page.evaluate("pairsSeen") if crop == large.name and "P(" in text
+    ]  # the first crop's answer, landing late, once stood beside the large one
+    assert beside_large and all("This image is 768x1024 px" in text for text in beside_large)
     tta.uncheck()
 
 

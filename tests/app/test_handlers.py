@@ -171,12 +171,16 @@ def test_classify_answers_a_real_crop_in_words(space):
     assert 0 <= prob <= 1 and label in ("atypical", "normal") and overlay.shape[-1] == 3
     words, shown = classify_tab.describe(space, str(crop), prob)
     assert ("atypical" in words or "normal" in words) and shown.visible is True
-    assert classify_tab.cleared_answer()[1:] == ("", None, classify_tab.WAITING)
     with pytest.raises(gr.Error, match="Upload a crop first"):
         classify_tab.classify(space, "", None, False, True)
     number, decision, _, answer = classify_tab.answer_crop(space, str(crop), None, False, False)
     assert (number.value, number.visible, decision) == (prob, True, label) and answer == words
     assert classify_tab.answer_crop(space, None, None, False, True) == (gr.skip(),) * 4
+    tagged = classify_tab.answer_tagged(space, str(crop), None, False, False, "asked 1")
+    assert classify_tab.answer_if_current(tagged, "asked 1")[3] == words
+    # asked before the crop or a setting changed (the page waits for "asked 2"): not shown
+    assert classify_tab.answer_if_current(tagged, "asked 2") == (gr.skip(),) * 4
+    assert classify_tab.answer_if_current(None, "asked 1") == (gr.skip(),) * 4
     # after a refusal: a removed upload empties the box, a crop still there stays
     assert classify_tab.empty_if_removed("/nonexistent/removed.png") is None
     assert classify_tab.empty_if_removed(str(crop)) == gr.skip()
