@@ -117,10 +117,12 @@ class Entry:
 
 
 def load_entries(session: Session) -> list[Entry]:
-    """Every entry with current results: released numbers only (plain values, no ORM rows)."""
-    submissions = {row.id: row for row in session.execute(select(Submission.__table__))}
-    disclosures = dict(session.execute(select(Job.id, Job.disclosure)).all())
-    entries: dict[int, Entry] = {}
+    """Every entry with current results: released numbers only (plain values, no ORM rows).
+
+    The results are read first: each statement sees what was committed before it, and a
+    result is written after its submission and job, so those are read too. (Submissions read
+    first missed a submission scored between the two reads, and the board failed.)
+    """
     current = select(
         Result.submission_id,
         Result.job_id,
@@ -131,7 +133,11 @@ def load_entries(session: Session) -> list[Entry]:
         Result.versions,
         Result.created_at,
     ).where(Result.current.is_(True))
-    for result in session.execute(current):
+    results = session.execute(current).all()
+    submissions = {row.id: row for row in session.execute(select(Submission.__table__))}
+    disclosures = dict(session.execute(select(Job.id, Job.disclosure)).all())
+    entries: dict[int, Entry] = {}
+    for result in results:
         entry = entries.get(result.submission_id)
         if entry is None:
             s = submissions[result.submission_id]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from datasets import load_dataset
-from sqlalchemy import select, text, update
+from sqlalchemy import event, select, text, update
 
 from evaluation.bundle import LabelStore
 from evaluation.disclosure import RELEASE_NOISE, rank_intervals, round_hidden
@@ -168,6 +168,27 @@ def test_the_ladder_withholds_what_does_not_beat_the_account_s_best(scored):
             select(Result).where(Result.split == "atnorm_br", Result.published.is_(None))
         ).all()
     assert len(rows) == len(withheld) and all(r.ba is not None and r.brier for r in rows)
+
+
+def test_an_entry_scored_while_the_board_is_read_does_not_break_it(scored):
+    """The board reads in several statements, each seeing what was committed before it; an
+    entry scored between them (the worker is always writing) waits for the next read."""
+    engine = scored.sessions.kw["bind"]
+    during = []
+
+    def score_one_more(*_):
+        if not during:  # after the board's first statement, once
+            during.append(None)  # the scoring's own statements come here too
+            wrong = scored.hidden_crops & (np.arange(len(scored.hidden_crops)) % 3 == 0)
+            during[0] = scored.submit_file("dave", "meanwhile", "D", wrong)
+
+    event.listen(engine, "after_cursor_execute", score_one_more)
+    try:
+        board = build_board(scored.sessions)
+    finally:
+        event.remove(engine, "after_cursor_execute", score_one_more)
+    assert during and during[0] not in {e.submission_id for e in board}
+    assert during[0] in {e.submission_id for e in build_board(scored.sessions)}
 
 
 def test_equal_scores_share_a_rank():
