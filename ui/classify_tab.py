@@ -128,20 +128,18 @@ def _batch_summary(classified: int, refused: dict, as_file: bool, why_not: str) 
     return line + f". No prediction file: {why_not}."
 
 
-def describe(space: Space, image: str | None, prob: float | None):
+def describe(space: Space, image: str, prob: float) -> str:
     """The answer in words, with notes on the image and, if known, the experts' label.
 
     The notes: what was done to an image that is not a 128x128 colour crop; the label: that of
     a public AMi-Br test crop (the examples are some).
     """
-    if image is None or prob is None:
-        return "", gr.Number(visible=False)
     text = answer_text(prob)
     if note := _image_note(image):
         text += f"\n\n⚠ {note}"
     if truth := space.public_label(image):
         text += f"\n\nThis is a public AMi-Br test crop; the pathologists labelled it **{truth}**."
-    return text, gr.Number(visible=True)
+    return text
 
 
 def empty_if_removed(image: str | None):
@@ -177,17 +175,18 @@ def answer_crop(space: Space, image: str | None, model: str, tta: bool, explain:
     if not image or not Path(image).is_file():  # none, or a refused upload already removed
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     prob, decision, overlay = classify(space, image, model, tta, explain)
-    answer, _ = describe(space, image, prob)
-    return gr.Number(value=prob, visible=True), decision, overlay, answer
+    return gr.Number(value=prob, visible=True), decision, overlay, describe(space, image, prob)
 
 
-def answer_tagged(space: Space, image, model, tta, explain, asked: str) -> dict:
+def answer_tagged(
+    space: Space, image: str | None, model: str, tta: bool, explain: bool, asked: str
+) -> dict:
     """:func:`answer_crop`, with the tag of the request it answers."""
     return {"asked": asked, "views": answer_crop(space, image, model, tta, explain)}
 
 
-def answer_if_current(answer: dict | None, asked: str):
-    """The answer's views, unless the crop or settings changed after it was asked.
+def answer_if_current(answer: dict | None, asked: str) -> tuple:
+    """The answer's views, unless the crop or settings changed since it was asked.
 
     An answer computed for the crop just replaced would otherwise land after the clearing,
     beside the new crop, until the new answer came: it stays off the page.
@@ -233,6 +232,7 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
             )
         awaited = gr.Textbox(visible=False)  # the tag of the answer the page waits for
         tagged_answer = gr.State()
+        classify_api = gr.Button(visible=False)  # /classify, for API clients
         with gr.Accordion("Many crops", open=False):
             crop_files = gr.File(
                 file_count="multiple", label="Crops", file_types=["image"], elem_id="many-crops"
@@ -259,29 +259,34 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         "concurrency_id": "classify",
         "show_progress": "hidden",  # a refusal is the toast's message, not a bare "Error" badge
     }
-    asked = classify_button.click(
+    # /classify keeps its three outputs for API clients; the page's Classify button answers
+    # through the steps below, like a new crop or setting
+    classify_api.click(
         gpu(bind(classify, space)),  # ZeroGPU gets the inputs only, not the space
         settings,
         [prob_atypical, decision, overlay],
         api_name="classify",
         **shared,
     )
-    asked.success(
-        bind(describe, space),
-        [crop_image, prob_atypical],
-        [answer, prob_atypical],
-        api_visibility="private",
-    )
-    # drop a crop (or pick an example, or change a setting) and the answer follows: cleared
-    # first, so a refused crop never shows the last crop's answer
+    # drop a crop (pick an example, change a setting, press Classify) and the answer follows:
+    # cleared first, so a refused crop never shows the last crop's answer, and tagged, so an
+    # answer to a crop or settings since replaced is not shown
     answer_views = [prob_atypical, decision, overlay, answer]
-    answered_on_change = gr.on(
-        [crop_image.change, model_choice.input, tta_switch.input, explain_switch.input],
+    asked = gr.on(
+        [
+            crop_image.change,
+            model_choice.input,
+            tta_switch.input,
+            explain_switch.input,
+            classify_button.click,
+        ],
         None,
         None,
         [*answer_views, awaited],
         js=CLEARED_AND_ASKED,
-    ).then(
+        api_visibility="private",
+    )
+    answered = asked.then(
         gpu(bind(answer_tagged, space)),
         [*settings, awaited],
         tagged_answer,
@@ -289,22 +294,17 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         trigger_mode="always_last",  # a crop dropped mid-answer is answered after, not skipped
         **shared,
     )
-    answered_on_change.then(
+    answered.then(
         answer_if_current,
         [tagged_answer, awaited],
         answer_views,
         api_visibility="private",
-        show_progress="hidden",
         trigger_mode="always_last",
+        **shared,
     )
-    for answered in (asked, answered_on_change):
-        answered.failure(
-            empty_if_removed,
-            crop_image,
-            crop_image,
-            api_visibility="private",
-            show_progress="hidden",
-        )
+    answered.failure(
+        empty_if_removed, crop_image, crop_image, api_visibility="private", show_progress="hidden"
+    )
     explain_switch.input(  # no empty heat-map box or legend while it is off
         lambda on: (gr.Image(visible=on), gr.Markdown(visible=on)),
         explain_switch,
