@@ -120,8 +120,7 @@ def load_entries(session: Session) -> list[Entry]:
     """Every entry with current results: released numbers only (plain values, no ORM rows).
 
     The results are read first: each statement sees what was committed before it, and a
-    result is written after its submission and job, so those are read too. (Submissions read
-    first missed a submission scored between the two reads, and the board failed.)
+    result is written after its submission and job, so every row a result points to is read.
     """
     current = select(
         Result.submission_id,

@@ -166,23 +166,19 @@ CLEARED_AND_ASKED = (
 )
 
 
-def answer_crop(space: Space, image: str | None, model: str, tta: bool, explain: bool):
-    """The whole answer to the crop on screen, as soon as it or a setting changes.
+def answer_crop(
+    space: Space, image: str | None, model: str, tta: bool, explain: bool, asked: str
+) -> dict:
+    """The whole answer to the crop on screen, with the tag of the request it answers.
 
     Refusals come from :func:`classify` as its messages; with no crop (or a refused one, whose
     upload is gone), the cleared view stays.
     """
     if not image or not Path(image).is_file():  # none, or a refused upload already removed
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return {"asked": asked, "views": (gr.skip(),) * 4}
     prob, decision, overlay = classify(space, image, model, tta, explain)
-    return gr.Number(value=prob, visible=True), decision, overlay, describe(space, image, prob)
-
-
-def answer_tagged(
-    space: Space, image: str | None, model: str, tta: bool, explain: bool, asked: str
-) -> dict:
-    """:func:`answer_crop`, with the tag of the request it answers."""
-    return {"asked": asked, "views": answer_crop(space, image, model, tta, explain)}
+    views = gr.Number(value=prob, visible=True), decision, overlay, describe(space, image, prob)
+    return {"asked": asked, "views": views}
 
 
 def answer_if_current(answer: dict | None, asked: str) -> tuple:
@@ -287,7 +283,7 @@ def classify_tab(demo: gr.Blocks, space: Space) -> None:
         api_visibility="private",
     )
     answered = asked.then(
-        gpu(bind(answer_tagged, space)),
+        gpu(bind(answer_crop, space)),
         [*settings, awaited],
         tagged_answer,
         api_visibility="private",
